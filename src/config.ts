@@ -1,0 +1,203 @@
+// The one configuration schema. Every option is declared once below, with its
+// doc beside it; defaults, config file, environment, flags, validation, --help,
+// --print-config and the README's table all come from this list.
+import { availableParallelism } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type AnnounceReply = 'both' | 'documented' | 'legacy';
+
+export interface Config {
+  host: string;
+  port: number;
+  shards: number;
+  ttl: number;
+  logLevel: LogLevel;
+  shareIdLength: number;
+  announceReply: AnnounceReply;
+  maxDatagram: number;
+  maxMultiaddr: number;
+  recvBufferSize: number;
+  sendBufferSize: number;
+  maxShardQueue: number;
+}
+
+interface IntOption { kind: 'int'; min: number; max: number }
+interface EnumOption { kind: 'enum'; values: readonly string[] }
+interface HostOption { kind: 'host' }
+type OptionType = IntOption | EnumOption | HostOption;
+
+interface OptionSpec {
+  key: keyof Config;
+  type: OptionType;
+  default: () => Config[keyof Config];
+  doc: string;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const OPTIONS: readonly OptionSpec[] = [
+  { key: 'host', type: { kind: 'host' }, default: () => '::',
+    doc: 'Address to bind. "::" is every interface, IPv6 and IPv4 (falls back to 0.0.0.0 where IPv6 is off).' },
+  { key: 'port', type: { kind: 'int', min: 0, max: 65535 }, default: () => 3000,
+    doc: 'UDP port. 0 picks a free port (tests).' },
+  { key: 'shards', type: { kind: 'int', min: 1, max: 64 }, default: () => Math.max(1, availableParallelism() - 1),
+    doc: 'Shard worker threads; each owns a slice of the peer table. Default: CPU cores - 1, at least 1.' },
+  { key: 'ttl', type: { kind: 'int', min: 1, max: 86400 }, default: () => 300,
+    doc: 'Seconds a session lives without a pulse/alive.' },
+  { key: 'logLevel', type: { kind: 'enum', values: LOG_LEVELS }, default: () => 'info',
+    doc: 'pino log level. Nothing is logged per datagram at info.' },
+  { key: 'shareIdLength', type: { kind: 'int', min: 8, max: 32 }, default: () => 12,
+    doc: 'Characters in a shareId: 2 route to the shard, the rest are random (6 bits each).' },
+  { key: 'announceReply', type: { kind: 'enum', values: ['both', 'documented', 'legacy'] }, default: () => 'both',
+    doc: 'How announce is answered: both forms (announceReceived + announced), or one.' },
+  { key: 'maxDatagram', type: { kind: 'int', min: 64, max: 65507 }, default: () => 1024,
+    doc: 'Largest request accepted, in bytes; larger ones get DATAGRAM_TOO_LARGE.' },
+  { key: 'maxMultiaddr', type: { kind: 'int', min: 1, max: 1024 }, default: () => 256,
+    doc: 'Longest multiaddr a pulse may set, in characters.' },
+  { key: 'recvBufferSize', type: { kind: 'int', min: 65536, max: 1 << 30 }, default: () => 4 << 20,
+    doc: 'SO_RCVBUF bytes asked for (the kernel caps it at net.core.rmem_max).' },
+  { key: 'sendBufferSize', type: { kind: 'int', min: 65536, max: 1 << 30 }, default: () => 4 << 20,
+    doc: 'SO_SNDBUF bytes asked for (the kernel caps it at net.core.wmem_max).' },
+  { key: 'maxShardQueue', type: { kind: 'int', min: 1, max: 100000 }, default: () => 256,
+    doc: 'Batches in flight to one shard before new datagrams for it are dropped (counted).' },
+];
+
+export class ConfigError extends Error {}
+
+/** --share-id-length <-> shareIdLength <-> SOBANI_SHARE_ID_LENGTH */
+export const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+export const envName = (key: string): string => 'SOBANI_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
+
+function describeRange(t: OptionType): string {
+  if (t.kind === 'int') return `an integer from ${t.min} to ${t.max}`;
+  if (t.kind === 'enum') return `one of ${t.values.join(', ')}`;
+  return 'an IPv4 or IPv6 address literal';
+}
+
+function coerce(spec: OptionSpec, raw: unknown, source: string): Config[keyof Config] {
+  const fail = (): never => {
+    throw new ConfigError(`${spec.key} (${source}) is ${JSON.stringify(raw)}: it must be ${describeRange(spec.type)}`);
+  };
+  const t = spec.type;
+  if (t.kind === 'int') {
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isInteger(n) || n < t.min || n > t.max) fail();
+    return n;
+  }
+  if (typeof raw !== 'string') return fail();
+  if (t.kind === 'enum') {
+    if (!t.values.includes(raw)) fail();
+    return raw as Config[keyof Config];
+  }
+  if (!isIpLiteral(raw)) fail();
+  return raw;
+}
+
+function isIpLiteral(s: string): boolean {
+  // net.isIP would do, but importing node:net here keeps config light enough for --help.
+  return /^(\d{1,3}\.){3}\d{1,3}$/.test(s) || (s.includes(':') && /^[0-9a-fA-F:.]+$/.test(s));
+}
+
+export function defaultConfig(): Config {
+  const c = {} as Record<string, unknown>;
+  for (const o of OPTIONS) c[o.key] = o.default();
+  return c as unknown as Config;
+}
+
+/** Validates a partial config (e.g. from code or tests) and fills in defaults. */
+export function resolveConfig(partial: Partial<Config> = {}): Config {
+  const c = defaultConfig() as unknown as Record<string, unknown>;
+  for (const [k, v] of Object.entries(partial)) {
+    const spec = OPTIONS.find((o) => o.key === k);
+    if (!spec) throw new ConfigError(`unknown setting "${k}"`);
+    if (v !== undefined) c[k] = coerce(spec, v, 'option');
+  }
+  return c as unknown as Config;
+}
+
+export interface CliArgs {
+  config: Config;
+  configFile: string | null;
+  help: boolean;
+  printConfig: boolean;
+}
+
+/**
+ * Precedence: flags > environment > config file > defaults.
+ * The file is --config FILE, else $SOBANI_CONFIG, else ./config.json when it exists.
+ */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, cwdConfig = 'config.json'): CliArgs {
+  const flags = new Map<string, string>();
+  let configFile: string | null = env.SOBANI_CONFIG ?? null;
+  let help = false;
+  let printConfig = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') { help = true; continue; }
+    if (arg === '--print-config') { printConfig = true; continue; }
+    if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}" (see --help)`);
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new ConfigError(`--${name} needs a value`);
+    if (name === 'config') { configFile = value; continue; }
+    if (!OPTIONS.some((o) => flagName(o.key) === name)) throw new ConfigError(`unknown flag --${name} (see --help)`);
+    flags.set(name, value);
+  }
+  if (configFile === null && existsSync(cwdConfig)) configFile = cwdConfig;
+
+  let file: Record<string, unknown> = {};
+  if (configFile !== null) {
+    let text: string;
+    try { text = readFileSync(configFile, 'utf8'); } catch (e) {
+      throw new ConfigError(`cannot read config file ${configFile}: ${(e as Error).message}`);
+    }
+    try { file = JSON.parse(text) as Record<string, unknown>; } catch (e) {
+      throw new ConfigError(`config file ${configFile} is not valid JSON: ${(e as Error).message}`);
+    }
+    if (file === null || typeof file !== 'object' || Array.isArray(file)) {
+      throw new ConfigError(`config file ${configFile} must hold a JSON object`);
+    }
+    for (const k of Object.keys(file)) {
+      if (!OPTIONS.some((o) => o.key === k)) throw new ConfigError(`config file ${configFile}: unknown setting "${k}"`);
+    }
+  }
+
+  const config = {} as Record<string, unknown>;
+  for (const spec of OPTIONS) {
+    const flag = flags.get(flagName(spec.key));
+    const fromEnv = env[envName(spec.key)];
+    if (flag !== undefined) config[spec.key] = coerce(spec, flag, `--${flagName(spec.key)}`);
+    else if (fromEnv !== undefined && fromEnv !== '') config[spec.key] = coerce(spec, fromEnv, envName(spec.key));
+    else if (spec.key in file) config[spec.key] = coerce(spec, file[spec.key], configFile!);
+    else config[spec.key] = spec.default();
+  }
+  return { config: config as unknown as Config, configFile, help, printConfig };
+}
+
+/** The complete effective configuration as commented JSON-ish text (valid JSON after stripping // lines). */
+export function printConfig(config: Config): string {
+  const lines = ['{'];
+  OPTIONS.forEach((o, i) => {
+    lines.push(`  // ${o.doc}`);
+    lines.push(`  // ${describeRange(o.type)}; flag --${flagName(o.key)}, env ${envName(o.key)}`);
+    lines.push(`  ${JSON.stringify(o.key)}: ${JSON.stringify(config[o.key])}${i < OPTIONS.length - 1 ? ',' : ''}`);
+  });
+  lines.push('}');
+  return lines.join('\n');
+}
+
+export function helpText(): string {
+  const rows = OPTIONS.map((o) => `  --${flagName(o.key)} <${o.type.kind === 'enum' ? o.type.values.join('|') : o.type.kind === 'int' ? 'N' : 'ADDR'}>`.padEnd(40) + o.doc);
+  return [
+    'Usage: sobani-tracker [--config FILE] [--host ADDR] [--port N] [--shards N] [--ttl SECONDS] [--log-level LEVEL] [...]',
+    '       sobani-tracker --print-config | --help',
+    '',
+    'Options (flags override SOBANI_* environment variables, which override the config file):',
+    '  --config FILE                         JSON file of settings (default ./config.json if present; env SOBANI_CONFIG)',
+    ...rows,
+    '  --print-config                        Print the effective configuration with comments, then exit',
+    '  --help                                This text',
+  ].join('\n');
+}

@@ -1,0 +1,109 @@
+// The byte layout of the batches that cross between the main thread and a shard.
+// Both sides read and write these records, and nothing else does.
+//
+// Hot-path batches are flat binary, not msgpackr: a record is a memcpy of the
+// datagram behind a 6-byte header, with no object or string made per datagram.
+// msgpackr carries the structured, low-rate traffic (push forwards between
+// shards, snapshots).
+//
+// Request batch (main -> shard), one record per datagram, in arrival order:
+//   u8 socket | u16 port | u16 bucket | u8 addrLen | addr (latin1 text) | u16 len | payload
+// (the bucket is routing.ts's addressBucket, computed once on the main thread)
+// Reply batch (shard -> main):
+//   u8 REPLY  | u16 request index in its batch        | u16 len | payload
+//   u8 SEND_TO| u8 socket | u16 port | u8 addrLen | addr | u16 len | payload
+// Multi-byte integers are big-endian.
+
+export const REPLY = 0;
+export const SEND_TO = 1;
+
+/** Room for the largest record header: kind/socket + socket + port + bucket + addrLen + 64 address bytes + len. */
+export const MAX_RECORD_HEADER = 1 + 1 + 2 + 2 + 1 + 64 + 2;
+
+/** A Buffer with its own ArrayBuffer (never a pooled slice), so it can be transferred. */
+export function transferableBuffer(size: number): Buffer {
+  return Buffer.allocUnsafeSlow(size);
+}
+
+/**
+ * Builds a reply batch. A shard reuses one writer; take() copies the bytes out
+ * into a fresh, exactly sized ArrayBuffer that is transferred to the main thread,
+ * which hands slices of it to socket.send() (so it must not be reused after).
+ */
+export class ReplyWriter {
+  private buf: Buffer;
+  private pos = 0;
+  private lenAt = -1;
+
+  constructor(initial = 64 * 1024) {
+    this.buf = Buffer.allocUnsafe(initial);
+  }
+
+  private ensure(extra: number): void {
+    if (this.pos + extra <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + extra) size *= 2;
+    const b = Buffer.allocUnsafe(size);
+    this.buf.copy(b, 0, 0, this.pos);
+    this.buf = b;
+  }
+
+  toRequest(index: number): void {
+    this.ensure(5);
+    const b = this.buf;
+    b[this.pos] = REPLY;
+    b[this.pos + 1] = index >>> 8; b[this.pos + 2] = index & 0xff;
+    this.pos += 3;
+    this.openPayload();
+  }
+
+  toAddress(socket: number, address: string, port: number): void {
+    this.ensure(MAX_RECORD_HEADER);
+    const b = this.buf;
+    b[this.pos] = SEND_TO;
+    b[this.pos + 1] = socket;
+    b[this.pos + 2] = port >>> 8; b[this.pos + 3] = port & 0xff;
+    const n = b.write(address, this.pos + 5, 64, 'latin1');
+    b[this.pos + 4] = n;
+    this.pos += 5 + n;
+    this.openPayload();
+  }
+
+  private openPayload(): void {
+    this.lenAt = this.pos;
+    this.pos += 2;
+  }
+
+  bytes(src: Uint8Array, off = 0, len = src.length - off): void {
+    this.ensure(len);
+    this.buf.set(src.subarray(off, off + len), this.pos);
+    this.pos += len;
+  }
+
+  text(s: string): void {
+    this.ensure(s.length * 3);
+    this.pos += this.buf.write(s, this.pos, 'utf8');
+  }
+
+  end(): void {
+    const len = this.pos - this.lenAt - 2;
+    this.buf[this.lenAt] = len >>> 8; this.buf[this.lenAt + 1] = len & 0xff;
+    this.lenAt = -1;
+  }
+
+  /** Abandons the record begun last (e.g. when a guard decides not to answer). */
+  cancel(start: number): void {
+    this.pos = start;
+    this.lenAt = -1;
+  }
+
+  get position(): number { return this.pos; }
+
+  take(): ArrayBuffer | null {
+    if (this.pos === 0) return null;
+    const out = new ArrayBuffer(this.pos);
+    new Uint8Array(out).set(this.buf.subarray(0, this.pos));
+    this.pos = 0;
+    return out;
+  }
+}

@@ -1,0 +1,96 @@
+// Every difference between the two dialects lives in this file.
+//
+//   documented (seed README): announce -> announceReceived, pulse -> pulseReceived,
+//                             push -> pushReceived
+//   legacy (sobani desktop):  announce -> announced, alive -> alived | expired,
+//                             push -> pushed
+//   both:                     income to the push target, error replies
+//
+// `{"action":"announce"}` is the same bytes in both, so a session's dialect is
+// learned from its keep-alive verb. Until it is known, every reply whose form
+// differs is sent in both forms. The desktop client splits "peeraddr" on ':', so
+// it is never shown an IPv6 address.
+import type { AnnounceReply } from '../config.js';
+import { formatPeerAddr } from './address.js';
+import { ERROR_CODES, errorJson, type ErrorCode } from './errors.js';
+
+export const UNKNOWN = 0;
+export const DOCUMENTED = 1;
+export const LEGACY = 2;
+export type Dialect = typeof UNKNOWN | typeof DOCUMENTED | typeof LEGACY;
+
+export const DIALECT_NAMES = ['unknown', 'documented', 'legacy'] as const;
+
+export function dialectOfKeepAlive(action: 'pulse' | 'alive'): Dialect {
+  return action === 'alive' ? LEGACY : DOCUMENTED;
+}
+
+const bytes = (s: string): Uint8Array => Buffer.from(s, 'utf8');
+
+// ---- keep-alive (hot path: constant bytes around the shareId, no allocation)
+export const PULSE_OK_PREFIX = bytes('{"action":"pulseReceived","data":{"status":"0","overriden":"false","shareId":"');
+export const PULSE_OVERRIDDEN_PREFIX = bytes('{"action":"pulseReceived","data":{"status":"0","overriden":"true","shareId":"');
+export const PULSE_OK_SUFFIX = bytes('"}}');
+export const ALIVED = bytes('{"action":"alived"}');
+/** pulse from an address with no live session: announce again. */
+export const PULSE_NO_SESSION = bytes('{"action":"pulseReceived","data":{"status":"1","overriden":"false"}}');
+export const EXPIRED = bytes('{"action":"expired"}');
+
+/** The reply to a keep-alive from an address with no live session. */
+export function keepAliveNoSession(action: 'pulse' | 'alive'): Uint8Array {
+  return action === 'alive' ? EXPIRED : PULSE_NO_SESSION;
+}
+
+// ---- announce
+export function announceReplies(mode: AnnounceReply, shareId: string): string[] {
+  const documented = `{"action":"announceReceived","data":{"shareId":"${shareId}"}}`;
+  const legacy = `{"action":"announced","data":{"shareId":"${shareId}"}}`;
+  if (mode === 'documented') return [documented];
+  if (mode === 'legacy') return [legacy];
+  return [documented, legacy];
+}
+
+// ---- push from an address with no live session: the sender's dialect is unknown,
+// so it is told in both forms; nothing else is revealed and nobody is notified.
+export const PUSH_NO_SESSION: readonly Uint8Array[] = [bytes(errorJson('NO_SESSION')), EXPIRED];
+
+/** What a peer is shown of another: its reported (possibly overridden) address. */
+export interface PeerView {
+  ip: string; // canonical text
+  port: number;
+  ipv6: boolean; // true when `ip` is not IPv4 (or IPv4-mapped)
+  shareId: string;
+  multiaddr: string | null;
+}
+
+export interface PushPlan {
+  /** payloads for the requester, in order */
+  toRequester: string[];
+  /** payload for the target, or null to notify nobody */
+  toTarget: string | null;
+}
+
+function error(code: ErrorCode, message: string = ERROR_CODES[code]): PushPlan {
+  return { toRequester: [errorJson(code, message)], toTarget: null };
+}
+
+export function pushPlan(requesterDialect: number, requester: PeerView, targetDialect: number, target: PeerView): PushPlan {
+  // A legacy client cannot read an IPv6 peeraddr; an unknown one might be legacy.
+  if (requesterDialect === LEGACY && target.ipv6) return error('PEER_ADDRESS_UNSUPPORTED');
+  if (targetDialect !== DOCUMENTED && requester.ipv6) {
+    return error('PEER_ADDRESS_UNSUPPORTED', 'the peer may run a legacy client, which cannot read your IPv6 address');
+  }
+  const peeraddr = formatPeerAddr(target.ip, target.port);
+  const documented = JSON.stringify({
+    action: 'pushReceived',
+    data: target.multiaddr === null
+      ? { peeraddr, peerShareId: target.shareId }
+      : { peeraddr, peerShareId: target.shareId, multiaddr: target.multiaddr },
+  });
+  const legacy = `{"action":"pushed","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}"}}`;
+  const toRequester = requesterDialect === DOCUMENTED ? [documented]
+    : requesterDialect === LEGACY ? [legacy]
+    : target.ipv6 ? [documented] : [documented, legacy];
+  const toTarget = `{"action":"income","data":{"peeraddr":"${formatPeerAddr(requester.ip, requester.port)}","peerShareId":"${requester.shareId}"}}`;
+  return { toRequester, toTarget };
+}

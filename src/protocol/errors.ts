@@ -1,0 +1,24 @@
+// Every error code a client can receive, with the plain-words message sent with it.
+// The README's error table is this list. Codes are stable: clients may switch on them.
+
+export const ERROR_CODES = {
+  DATAGRAM_TOO_LARGE: 'the datagram is larger than the tracker accepts',
+  NOT_JSON: 'the datagram is not valid UTF-8 JSON',
+  NOT_AN_OBJECT: 'the message must be a JSON object such as {"action":"pulse"}',
+  MISSING_ACTION: 'the message has no "action" field',
+  UNKNOWN_ACTION: '"action" must be one of announce, pulse, alive, push',
+  INVALID_FIELD: 'a field has the wrong type',
+  FIELD_TOO_LONG: 'a field is longer than allowed',
+  INVALID_IP: '"ip" must be an IPv4 or IPv6 address literal',
+  INVALID_PORT: '"port" must be an integer from 1 to 65535, as a number or a string',
+  NO_SESSION: 'this address has no live session: announce first',
+  UNKNOWN_SHARE_ID: 'no live session has that shareId',
+  SELF_PUSH: 'that shareId is your own',
+  PEER_ADDRESS_UNSUPPORTED: 'the peer has only an IPv6 address, which this (legacy) client cannot read',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function errorJson(code: ErrorCode, message: string = ERROR_CODES[code]): string {
+  return JSON.stringify({ action: 'error', data: { code, message } });
+}

@@ -1,0 +1,121 @@
+// Parsing and validation of one request datagram. Pure: bytes in, a typed
+// request or an error out; never throws. Both dialects share these requests:
+// they differ only in the keep-alive verb (pulse / alive) and in the replies
+// (see dialect.ts).
+import { canonicalIp } from './address.js';
+import type { ErrorCode } from './errors.js';
+
+export interface AnnounceRequest { readonly action: 'announce' }
+export interface AliveRequest { readonly action: 'alive' }
+export interface PulseRequest {
+  readonly action: 'pulse';
+  readonly override: boolean;
+  readonly ip: string | null; // canonical text
+  readonly port: number; // 0 = not given
+  readonly multiaddr: string | null;
+  readonly regenerate: boolean;
+}
+export interface PushRequest { readonly action: 'push'; readonly shareId: string }
+export interface InvalidRequest { readonly action: 'invalid'; readonly code: ErrorCode; readonly message?: string }
+
+export type Request = AnnounceRequest | AliveRequest | PulseRequest | PushRequest | InvalidRequest;
+
+export interface ParseLimits {
+  readonly shareIdLength: number;
+  readonly maxMultiaddr: number;
+}
+
+const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce' });
+const ALIVE: AliveRequest = Object.freeze({ action: 'alive' });
+const PLAIN_PULSE: PulseRequest = Object.freeze({ action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false });
+
+// The exact bytes real clients send for the hot verbs; matched before JSON.parse
+// so a keep-alive costs a byte comparison, not an object allocation.
+const FAST: readonly [Uint8Array, Request][] = [
+  [Buffer.from('{"action":"pulse"}'), PLAIN_PULSE],
+  [Buffer.from('{"action":"alive"}'), ALIVE],
+  [Buffer.from('{"action":"announce"}'), ANNOUNCE],
+];
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function invalid(code: ErrorCode, message?: string): InvalidRequest {
+  return message === undefined ? { action: 'invalid', code } : { action: 'invalid', code, message };
+}
+
+function bytesEqual(a: Uint8Array, off: number, len: number, b: Uint8Array): boolean {
+  if (len !== b.length) return false;
+  for (let i = 0; i < len; i++) if (a[off + i] !== b[i]) return false;
+  return true;
+}
+
+/** true / false, also as the strings "true" / "false" (the seed README's own replies use strings). */
+function flag(v: unknown): boolean | null {
+  if (v === undefined || v === null) return false;
+  if (typeof v === 'boolean') return v;
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  return null;
+}
+
+export function parseRequest(buf: Uint8Array, off: number, len: number, limits: ParseLimits): Request {
+  for (const [bytes, req] of FAST) if (bytesEqual(buf, off, len, bytes)) return req;
+
+  let msg: unknown;
+  try {
+    msg = JSON.parse(utf8.decode(buf.subarray(off, off + len)));
+  } catch {
+    return invalid('NOT_JSON');
+  }
+  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return invalid('NOT_AN_OBJECT');
+  const m = msg as Record<string, unknown>;
+  const action = m.action;
+  if (action === undefined) return invalid('MISSING_ACTION');
+  if (typeof action !== 'string') return invalid('INVALID_FIELD', '"action" must be a string');
+  switch (action) {
+    case 'announce': return ANNOUNCE;
+    case 'alive': return ALIVE;
+    case 'pulse': return parsePulse(m, limits);
+    case 'push': return parsePush(m, limits);
+    default: return invalid('UNKNOWN_ACTION');
+  }
+}
+
+function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
+  const override = flag(m.override);
+  if (override === null) return invalid('INVALID_FIELD', '"override" must be true or false');
+  const regenerate = flag(m.shareId);
+  if (regenerate === null) return invalid('INVALID_FIELD', 'in pulse, "shareId" must be true or false (true mints a new shareId)');
+  if (!override) return regenerate ? { ...PLAIN_PULSE, regenerate } : PLAIN_PULSE;
+
+  let ip: string | null = null;
+  if (m.ip !== undefined && m.ip !== null) {
+    if (typeof m.ip !== 'string') return invalid('INVALID_IP');
+    if (m.ip.length > 64) return invalid('FIELD_TOO_LONG', '"ip" is longer than 64 characters');
+    ip = canonicalIp(m.ip);
+    if (ip === null) return invalid('INVALID_IP');
+  }
+  let port = 0;
+  if (m.port !== undefined && m.port !== null) {
+    const p = typeof m.port === 'number' ? m.port : typeof m.port === 'string' && /^\d{1,5}$/.test(m.port) ? Number(m.port) : NaN;
+    if (!Number.isInteger(p) || p < 1 || p > 65535) return invalid('INVALID_PORT');
+    port = p;
+  }
+  let multiaddr: string | null = null;
+  if (m.multiaddr !== undefined && m.multiaddr !== null) {
+    if (typeof m.multiaddr !== 'string') return invalid('INVALID_FIELD', '"multiaddr" must be a string');
+    if (m.multiaddr.length > limits.maxMultiaddr) {
+      return invalid('FIELD_TOO_LONG', `"multiaddr" is longer than ${limits.maxMultiaddr} characters`);
+    }
+    multiaddr = m.multiaddr;
+  }
+  return { action: 'pulse', override: true, ip, port, multiaddr, regenerate };
+}
+
+function parsePush(m: Record<string, unknown>, limits: ParseLimits): Request {
+  const id = m.shareId;
+  if (id === undefined || id === null) return invalid('INVALID_FIELD', 'push needs "shareId", the shareId of the peer to reach');
+  if (typeof id !== 'string') return invalid('INVALID_FIELD', '"shareId" must be a string');
+  if (id.length > limits.shareIdLength) return invalid('FIELD_TOO_LONG', `"shareId" is longer than ${limits.shareIdLength} characters`);
+  return { action: 'push', shareId: id };
+}

@@ -1,0 +1,63 @@
+// How addresses, shareIds and shards map to each other.
+//
+// A session lives in exactly one shard, and two requests must find it:
+//   - pulse/alive/announce carry no shareId, only the UDP source address;
+//   - push carries only the target's shareId.
+// So both keys map to the same *bucket*: bucket = hash(source address) mod 4096,
+// and every shareId minted for that address starts with the bucket written as two
+// characters of the alphabet. shard = bucket mod shardCount. Buckets do not depend
+// on the shard count, so a snapshot restored into a tracker with another shard
+// count still finds each session by address and by shareId.
+
+/** URL-safe, 64 characters: 6 bits per character. */
+export const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_';
+export const BUCKET_BITS = 12;
+export const BUCKETS = 1 << BUCKET_BITS; // = 64 * 64, two alphabet characters
+
+const CHAR_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < ALPHABET.length; i++) CHAR_VALUE[ALPHABET.charCodeAt(i)] = i;
+
+/** Value 0..63 of an alphabet character code, or -1. */
+export function alphabetValue(code: number): number {
+  return code < 128 ? CHAR_VALUE[code]! : -1;
+}
+
+const V4_MAPPED_PREFIX = '::ffff:';
+
+/**
+ * FNV-1a over the address text and the port. An IPv4-mapped IPv6 address
+ * ("::ffff:1.2.3.4", as a dual-stack socket reports IPv4 clients) hashes like
+ * the plain IPv4 text, so the bucket does not depend on how the socket was bound.
+ * Hot path: no allocation, a few dozen integer operations.
+ */
+export function addressBucket(address: string, port: number): number {
+  let start = 0;
+  if (address.length > 7 && address.charCodeAt(0) === 58 /* : */ && address.startsWith(V4_MAPPED_PREFIX) && address.includes('.', 7)) {
+    start = 7;
+  }
+  let h = 0x811c9dc5;
+  for (let i = start; i < address.length; i++) {
+    h = Math.imul(h ^ address.charCodeAt(i), 0x01000193);
+  }
+  h = Math.imul(h ^ (port & 0xff), 0x01000193);
+  h = Math.imul(h ^ (port >>> 8), 0x01000193);
+  // fold the high bits in: the low 12 bits of FNV alone are weakly mixed
+  return (h ^ (h >>> 16)) & (BUCKETS - 1);
+}
+
+export function shardOfBucket(bucket: number, shards: number): number {
+  return bucket % shards;
+}
+
+/** The two leading shareId characters for a bucket. */
+export function bucketPrefix(bucket: number): string {
+  return ALPHABET[bucket >>> 6]! + ALPHABET[bucket & 63]!;
+}
+
+/** The bucket a shareId routes to, or -1 if its first two characters are not in the alphabet. */
+export function bucketOfShareId(shareId: string): number {
+  if (shareId.length < 2) return -1;
+  const hi = alphabetValue(shareId.charCodeAt(0));
+  const lo = alphabetValue(shareId.charCodeAt(1));
+  return hi < 0 || lo < 0 ? -1 : (hi << 6) | lo;
+}

@@ -1,0 +1,67 @@
+// The shard thread's entry: piscina runs serve() once per shard, and it serves
+// the MessagePort it is handed until the main thread closes it. The shard's state
+// lives for as long as this task runs.
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { MessagePort } from 'node:worker_threads';
+import type { ToShard } from '../io/messages.js';
+import { Shard, type ShardOptions } from './shard.js';
+
+export interface ServeTask {
+  port: MessagePort;
+  options: ShardOptions;
+}
+
+export default function serve({ port, options }: ServeTask): Promise<{ peers: number }> {
+  const shard = new Shard(options);
+  shard.onInternalError = (err) => port.postMessage({ t: 'log', level: 'error', msg: 'request handler threw', err: String((err as Error)?.stack ?? err) });
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+  loopDelay.enable();
+
+  // Expiry: one wheel tick per tickMs; a mass expiry continues over setImmediate
+  // turns (EXPIRY_BUDGET each) so batches keep being served in between.
+  let expiring = false;
+  const expireSome = (): void => {
+    if (shard.expire()) expiring = false;
+    else setImmediate(expireSome);
+  };
+  const ticker = setInterval(() => {
+    if (!expiring) { expiring = true; expireSome(); }
+  }, shard.tickMs);
+
+  port.on('message', (m: ToShard) => {
+    if (m.t === 'b') {
+      if (m.buf !== null) shard.handleBatch(new Uint8Array(m.buf, 0, m.len), m.len);
+      if (m.fwd !== null) for (const f of m.fwd) shard.handleForwards(f);
+      const { out, fwd } = shard.finishBatch();
+      const transfer: ArrayBuffer[] = [];
+      if (m.buf !== null) transfer.push(m.buf); // hand the request buffer back for reuse
+      if (out !== null) transfer.push(out);
+      port.postMessage({ t: 'b', buf: m.buf, out, fwd, peers: shard.peers }, transfer);
+      return;
+    }
+    let result: unknown;
+    switch (m.op) {
+      case 'ping': result = 'pong'; break;
+      case 'fill': shard.fill(m.arg as number); result = shard.peers; break;
+      case 'stats':
+        result = {
+          index: options.index,
+          peers: shard.peers,
+          tableBytes: shard.table.bytes,
+          loopDelayMaxMs: loopDelay.max / 1e6,
+          counters: shard.counters.snapshot(),
+        };
+        if (m.arg === true) loopDelay.reset();
+        break;
+    }
+    port.postMessage({ t: 'c', id: m.id, result });
+  });
+
+  return new Promise((resolve) => {
+    port.once('close', () => {
+      clearInterval(ticker);
+      loopDelay.disable();
+      resolve({ peers: shard.peers });
+    });
+  });
+}

@@ -1,0 +1,128 @@
+// The whole architecture, wired in one place.
+//
+//   UDP socket(s)  --datagrams-->  main thread (io/dispatcher.ts)
+//                                    hash(source address) -> bucket -> shard
+//                                    batches per shard (io/frame.ts layout)
+//        ^                                  | MessagePort per shard
+//        |  replies (batched)               v
+//        +-------------------------- shard threads (shard/worker.ts), one piscina
+//                                    pool each: peer table + expiry wheel
+//
+// A push whose target lives in another shard is forwarded shard -> main -> shard
+// (msgpackr-packed), and the target's shard answers both peers.
+import dgram from 'node:dgram';
+import { isIP } from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { resolveConfig, type Config } from './config.js';
+import { Dispatcher, type MainCounters } from './io/dispatcher.js';
+import { ShardLink } from './io/shard-link.js';
+import type { ShardStats } from './io/messages.js';
+import { createLogger, type Logger } from './log.js';
+
+export interface TrackerStats {
+  peers: number;
+  mainLoopDelayMaxMs: number;
+  main: MainCounters;
+  shards: (ShardStats & { restarts: number; lostPeers: number; queueDepth: number })[];
+}
+
+export interface Tracker {
+  readonly config: Config;
+  readonly addresses: { address: string; port: number; family: 'IPv4' | 'IPv6' }[];
+  stats(opts?: { resetLoopDelay?: boolean }): Promise<TrackerStats>;
+  /** Bench/test: adds synthetic live sessions through the real shard code. */
+  fill(peers: number): Promise<void>;
+  /** Ops/test: kills one shard's thread the way a crash would. */
+  terminateShard(index: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function bindSockets(config: Config, log: Logger): Promise<dgram.Socket[]> {
+  const open = (type: 'udp4' | 'udp6', host: string): Promise<dgram.Socket> => new Promise((resolve, reject) => {
+    const socket = dgram.createSocket({
+      type,
+      ipv6Only: false, // "::" also receives IPv4, as IPv4-mapped addresses
+      recvBufferSize: config.recvBufferSize,
+      sendBufferSize: config.sendBufferSize,
+    });
+    socket.once('error', reject);
+    socket.bind({ port: config.port, address: host, exclusive: true }, () => {
+      socket.off('error', reject);
+      // A send error (no callback) arrives here; without a listener it would kill the process.
+      socket.on('error', (err) => log.warn({ err }, 'udp socket error'));
+      resolve(socket);
+    });
+  });
+  if (config.host !== '::') return [await open(isIP(config.host) === 6 ? 'udp6' : 'udp4', config.host)];
+  try {
+    return [await open('udp6', '::')];
+  } catch (err) {
+    log.warn({ err }, 'IPv6 is unavailable; listening on 0.0.0.0 (IPv4 only)');
+    return [await open('udp4', '0.0.0.0')];
+  }
+}
+
+export async function startTracker(partial: Partial<Config> = {}, logger?: Logger): Promise<Tracker> {
+  const config = resolveConfig(partial);
+  const log = logger ?? createLogger(config.logLevel);
+  const sockets = await bindSockets(config, log);
+  const socketTypes = sockets.map((s) => (s.address().family === 'IPv6' ? 'udp6' : 'udp4') as 'udp4' | 'udp6');
+
+  const dispatcher = new Dispatcher(sockets, config.maxDatagram, config.maxShardQueue);
+  const links = Array.from({ length: config.shards }, (_, index) => new ShardLink(index, {
+    index,
+    shards: config.shards,
+    ttlMs: config.ttl * 1000,
+    shareIdLength: config.shareIdLength,
+    announceReply: config.announceReply,
+    maxMultiaddr: config.maxMultiaddr,
+    socketTypes,
+  }, log, dispatcher.onReply));
+  // Every shard answers before the first datagram is taken.
+  await Promise.all(links.map((l) => l.control('ping')));
+  dispatcher.attach(links);
+
+  const mainLoopDelay = monitorEventLoopDelay({ resolution: 5 });
+  mainLoopDelay.enable();
+
+  const addresses = sockets.map((s) => {
+    const a = s.address();
+    return { address: a.address, port: a.port, family: a.family as 'IPv4' | 'IPv6' };
+  });
+  log.info({ config, addresses, recvBufferSize: sockets[0]!.getRecvBufferSize(), sendBufferSize: sockets[0]!.getSendBufferSize() },
+    'sobani-tracker listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    config,
+    addresses,
+    async stats({ resetLoopDelay = false } = {}) {
+      const shards = await Promise.all(links.map(async (l) => {
+        const s = (await l.control('stats', resetLoopDelay, 2000)) as ShardStats | null;
+        return { ...(s ?? { index: l.index, peers: 0, tableBytes: 0, loopDelayMaxMs: NaN, counters: null as never }),
+          restarts: l.restarts, lostPeers: l.lostPeers, queueDepth: l.queueDepth };
+      }));
+      const mainLoopDelayMaxMs = mainLoopDelay.max / 1e6;
+      if (resetLoopDelay) mainLoopDelay.reset();
+      return { peers: shards.reduce((n, s) => n + s.peers, 0), mainLoopDelayMaxMs, main: { ...dispatcher.counters }, shards };
+    },
+    async fill(peers) {
+      const each = Math.ceil(peers / links.length);
+      await Promise.all(links.map((l) => l.control('fill', each)));
+    },
+    terminateShard: (index) => links[index]!.terminateThread(),
+    close() {
+      closing ??= (async () => {
+        dispatcher.stopReceiving();
+        dispatcher.flushNow();
+        const deadline = Date.now() + 2000;
+        await Promise.all(links.map((l) => l.drain(deadline)));
+        await Promise.all(links.map((l) => l.close()));
+        await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
+        mainLoopDelay.disable();
+        log.info('sobani-tracker stopped');
+      })();
+      return closing;
+    },
+  };
+}
