@@ -32,8 +32,11 @@ export const PULSE_OK_PREFIX = bytes('{"action":"pulseReceived","data":{"status"
 export const PULSE_OVERRIDDEN_PREFIX = bytes('{"action":"pulseReceived","data":{"status":"0","overriden":"true","shareId":"');
 export const PULSE_OK_SUFFIX = bytes('"}}');
 export const ALIVED = bytes('{"action":"alived"}');
-/** pulse from an address with no live session: announce again. */
-export const PULSE_NO_SESSION = bytes('{"action":"pulseReceived","data":{"status":"1","overriden":"false"}}');
+/**
+ * pulse from an address with no live session: announce again. Kept under 3x the
+ * 18-byte pulse, since the source is unverified (hence no "overriden" here).
+ */
+export const PULSE_NO_SESSION = bytes('{"action":"pulseReceived","data":{"status":"1"}}');
 export const EXPIRED = bytes('{"action":"expired"}');
 
 /** The reply to a keep-alive from an address with no live session. */

@@ -1,0 +1,93 @@
+// Every kind of bad input gets its error code (or, where answering a source with
+// no session would amplify, a counted drop), and never disturbs other sessions.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { WirePeer, withTracker } from './helpers/wire.js';
+
+test('each malformed request from a client with a session gets its stable error code', () =>
+  withTracker({ maxDatagram: 512 }, async (_t, target) => {
+    const p = await WirePeer.open(target);
+    await p.announce();
+    const cases: [string | Buffer, string][] = [
+      ['x'.repeat(513), 'DATAGRAM_TOO_LARGE'],
+      ['hello', 'NOT_JSON'],
+      ['{"action":"pulse"', 'NOT_JSON'],
+      [Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), 'NOT_JSON'], // invalid UTF-8
+      ['', 'NOT_JSON'],
+      ['[1,2,3]', 'NOT_AN_OBJECT'],
+      ['"announce"', 'NOT_AN_OBJECT'],
+      ['null', 'NOT_AN_OBJECT'],
+      ['{}', 'MISSING_ACTION'],
+      ['{"action":"dance"}', 'UNKNOWN_ACTION'],
+      ['{"action":"ANNOUNCE"}', 'UNKNOWN_ACTION'],
+      ['{"action":5}', 'INVALID_FIELD'],
+      ['{"action":"push"}', 'INVALID_FIELD'],
+      ['{"action":"push","shareId":42}', 'INVALID_FIELD'],
+      ['{"action":"pulse","shareId":"maybe"}', 'INVALID_FIELD'],
+      [JSON.stringify({ action: 'push', shareId: 'A'.repeat(13) }), 'FIELD_TOO_LONG'],
+      [JSON.stringify({ action: 'push', shareId: 'A'.repeat(400) }), 'FIELD_TOO_LONG'],
+    ];
+    for (const [bytes, code] of cases) {
+      const r = await p.request(bytes, 'error');
+      assert.equal(r.data!.code, code, `for ${String(bytes).slice(0, 40)}`);
+      assert.ok(typeof r.data!.message === 'string' && (r.data!.message as string).length > 0);
+    }
+    p.close();
+  }));
+
+test('a datagram of exactly the size limit is accepted', () =>
+  withTracker({ maxDatagram: 512 }, async (_t, target) => {
+    const p = await WirePeer.open(target);
+    const msg = JSON.stringify({ action: 'announce', pad: '' });
+    const padded = JSON.stringify({ action: 'announce', pad: 'x'.repeat(512 - msg.length) });
+    assert.equal(padded.length, 512);
+    assert.equal((await p.request(padded, 'announceReceived')).action, 'announceReceived');
+    p.close();
+  }));
+
+test('hostile JSON (deep nesting, __proto__, huge numbers, extra fields) is answered, not thrown on', () =>
+  withTracker({}, async (_t, target) => {
+    const p = await WirePeer.open(target);
+    const id = await p.announce();
+    assert.equal((await p.request('['.repeat(400) + ']'.repeat(400), 'error')).data!.code, 'NOT_AN_OBJECT');
+    assert.equal((await p.request('{"__proto__":{"action":"announce"}}', 'error')).data!.code, 'MISSING_ACTION');
+    assert.equal((await p.request('{"action":"pulse","constructor":1,"port":1e400,"extra":[1,2]}', 'pulseReceived')).data!.shareId, id);
+    assert.equal((await p.request('  {"action" : "pulse"}\n', 'pulseReceived')).data!.status, '0');
+    p.close();
+  }));
+
+test('errors that would amplify toward a source with no session are dropped and counted', () =>
+  withTracker({}, async (tracker, target) => {
+    const p = await WirePeer.open(target);
+    p.send('x'); // 1 byte in; the NOT_JSON error is ~90 bytes
+    p.send('{}');
+    assert.deepEqual(await p.drain(300), []);
+    // a long enough bad request is answered: the error is under 3x its size
+    const long = 'this datagram is not JSON at all, and it is long';
+    assert.equal((await p.request(long, 'error')).data!.code, 'NOT_JSON');
+    const stats = await tracker.stats();
+    const drops = stats.shards.reduce((n, s) => n + (s.counters.drops.amplification ?? 0), 0);
+    assert.equal(drops, 2);
+    p.close();
+  }));
+
+test('garbage from one client never touches another client\'s session', () =>
+  withTracker({}, async (_t, target) => {
+    const victim = await WirePeer.open(target);
+    const friend = await WirePeer.open(target);
+    const attacker = await WirePeer.open(target);
+    const victimId = await victim.announce();
+    await friend.announce();
+    await attacker.announce();
+    for (const junk of ['{"action":"pulse","override":true,"ip":"6.6.6.6","port":6666}', '{"action":"pulse","shareId":true}',
+      JSON.stringify({ action: 'push', shareId: victimId }), '\u0000\u0001', '{"action":"announce","shareId":"' + victimId + '"}']) {
+      attacker.send(junk);
+    }
+    await attacker.drain(300);
+    await victim.drain(50); // the attacker's legitimate push produced an income
+    const r = await victim.request({ action: 'pulse' }, 'pulseReceived');
+    assert.deepEqual(r.data, { status: '0', overriden: 'false', shareId: victimId });
+    const pushed = await friend.request({ action: 'push', shareId: victimId }, 'pushReceived');
+    assert.equal(pushed.data!.peeraddr, victim.address);
+    victim.close(); friend.close(); attacker.close();
+  }));

@@ -1,0 +1,84 @@
+// Configuration: defaults < config file < environment < flags, every value validated.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir, availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, OPTIONS, printConfig, envName, flagName } from '../src/config.js';
+import { runCli } from './helpers/process.js';
+
+const none = join(tmpdir(), 'no-such-config.json');
+
+test('defaults: port 3000, all interfaces, ttl 300 s, shards = cores - 1 (at least 1), 12-character ids', () => {
+  const { config } = loadConfig([], {}, none);
+  assert.equal(config.port, 3000);
+  assert.equal(config.host, '::');
+  assert.equal(config.ttl, 300);
+  assert.equal(config.shards, Math.max(1, availableParallelism() - 1));
+  assert.equal(config.shareIdLength, 12);
+});
+
+test('flags override env, env overrides the file, the file overrides defaults', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sobani-'));
+  const file = join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify({ port: 4000, ttl: 60, shards: 3 }));
+  const { config } = loadConfig(['--config', file, '--port', '5000'], { SOBANI_PORT: '4500', SOBANI_TTL: '90' }, none);
+  assert.equal(config.port, 5000); // flag
+  assert.equal(config.ttl, 90); // env
+  assert.equal(config.shards, 3); // file
+  assert.equal(config.logLevel, 'info'); // default
+  // ./config.json is read when present and no --config is given
+  assert.equal(loadConfig([], {}, file).config.port, 4000);
+  assert.equal(loadConfig(['--port=6000'], {}, none).config.port, 6000);
+});
+
+test('every setting has a flag and an env var named after it', () => {
+  for (const o of OPTIONS) {
+    const sample = o.type.kind === 'int' ? String(o.type.min) : o.type.kind === 'enum' ? o.type.values[0]! : '127.0.0.1';
+    assert.equal(String(loadConfig([`--${flagName(o.key)}`, sample], {}, none).config[o.key]), sample, o.key);
+    assert.equal(String(loadConfig([], { [envName(o.key)]: sample }, none).config[o.key]), sample, o.key);
+  }
+  assert.equal(envName('shareIdLength'), 'SOBANI_SHARE_ID_LENGTH');
+});
+
+test('a bad value names the setting and the allowed range', () => {
+  const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
+    [['--port', '70000'], {}, /port \(--port\) is "70000": it must be an integer from 0 to 65535/],
+    [['--shards', '0'], {}, /shards .*from 1 to 64/],
+    [['--ttl', 'soon'], {}, /ttl .*integer from 1 to 86400/],
+    [['--log-level', 'loud'], {}, /logLevel .*one of fatal, error, warn, info, debug, trace, silent/],
+    [['--host', 'localhost'], {}, /host .*IPv4 or IPv6 address literal/],
+    [['--share-id-length', '7'], {}, /shareIdLength .*from 8 to 32/],
+    [[], { SOBANI_PORT: '-1' }, /port \(SOBANI_PORT\)/],
+    [['--nope', '1'], {}, /unknown flag --nope/],
+    [['--port'], {}, /--port needs a value/],
+  ];
+  for (const [argv, env, re] of cases) assert.throws(() => loadConfig(argv, env, none), (e: Error) => e instanceof ConfigError && re.test(e.message), argv.join(' '));
+  const dir = mkdtempSync(join(tmpdir(), 'sobani-'));
+  writeFileSync(join(dir, 'a.json'), '{"prot": 1}');
+  writeFileSync(join(dir, 'b.json'), '{nope');
+  assert.throws(() => loadConfig(['--config', join(dir, 'a.json')], {}, none), /unknown setting "prot"/);
+  assert.throws(() => loadConfig(['--config', join(dir, 'b.json')], {}, none), /not valid JSON/);
+  assert.throws(() => loadConfig(['--config', join(dir, 'missing.json')], {}, none), /cannot read config file/);
+});
+
+test('--print-config prints every setting with its doc, and parses back as the same config', () => {
+  const { config } = loadConfig(['--ttl', '77'], {}, none);
+  const text = printConfig(config);
+  for (const o of OPTIONS) assert.match(text, new RegExp(`"${o.key}"`));
+  const parsed = JSON.parse(text.split('\n').filter((l) => !l.trim().startsWith('//')).join('\n'));
+  assert.deepEqual(parsed, config);
+});
+
+test('the CLI refuses a bad setting with exit code 2 and a message; --help and --print-config exit 0', async () => {
+  const bad = await runCli(['--port', '99999']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /port \(--port\) is "99999": it must be an integer from 0 to 65535/);
+  const help = await runCli(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Usage: sobani-tracker \[--config FILE\] \[--host ADDR\] \[--port N\] \[--shards N\] \[--ttl SECONDS\] \[--log-level LEVEL\]/);
+  const printed = await runCli(['--print-config', '--shards', '5'], { SOBANI_TTL: '11' });
+  assert.equal(printed.code, 0);
+  assert.match(printed.stdout, /"shards": 5/);
+  assert.match(printed.stdout, /"ttl": 11/);
+});

@@ -1,0 +1,47 @@
+// The real tracker as a child process, started the way users start it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CLI = ['--import', 'tsx', 'src/cli.ts'];
+
+export interface Running {
+  child: ChildProcess;
+  port: number;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+  stoppedAt: () => number;
+}
+
+/** Runs `sobani-tracker ...args` and resolves once its "listening" log line names the port. */
+export function runTracker(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Running> {
+  const child = spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let signalledAt = 0;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - signalledAt }));
+  });
+  const origKill = child.kill.bind(child);
+  child.kill = (sig?: NodeJS.Signals | number) => { signalledAt = Date.now(); return origKill(sig); };
+  return new Promise((resolve, reject) => {
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      const m = /"msg":"sobani-tracker listening"/.test(out) && /"addresses":\[\{"address":"[^"]+","port":(\d+)/.exec(out);
+      if (m) resolve({ child, port: Number(m[1]), output: () => out, exited, stoppedAt: () => signalledAt });
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    void exited.then(({ code }) => reject(new Error(`tracker exited (${code}) before listening:\n${out}`)));
+  });
+}
+
+/** Runs the CLI to completion and returns its exit code and output. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d; });
+    child.stderr.on('data', (d: Buffer) => { stderr += d; });
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}

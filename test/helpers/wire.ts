@@ -1,0 +1,85 @@
+// A wire-level UDP peer for tests: sends raw bytes or JSON and awaits datagrams.
+// Protocol tests use it (not the client library) because they check exact bytes
+// and send what no well-behaved client would.
+import dgram from 'node:dgram';
+import { startTracker, type Tracker } from '../../src/tracker.js';
+import type { Config } from '../../src/config.js';
+
+export interface Reply { action: string; data?: Record<string, unknown>; raw: string; from: string }
+
+export class WirePeer {
+  readonly socket: dgram.Socket;
+  private readonly inbox: Reply[] = [];
+  private waiters: (() => void)[] = [];
+
+  private constructor(socket: dgram.Socket, private readonly target: { address: string; port: number }) {
+    this.socket = socket;
+    socket.on('message', (msg, rinfo) => {
+      const raw = msg.toString('utf8');
+      let parsed: { action: string; data?: Record<string, unknown> };
+      try { parsed = JSON.parse(raw); } catch { parsed = { action: '<not json>' }; }
+      this.inbox.push({ ...parsed, raw, from: `${rinfo.address}:${rinfo.port}` });
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  static async open(target: { address: string; port: number }, bindAddress = '127.0.0.1'): Promise<WirePeer> {
+    const socket = dgram.createSocket(bindAddress.includes(':') ? 'udp6' : 'udp4');
+    socket.on('error', () => {});
+    await new Promise<void>((r) => socket.bind(0, bindAddress, () => r()));
+    return new WirePeer(socket, target);
+  }
+
+  get address(): string {
+    const a = this.socket.address();
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
+  get port(): number { return this.socket.address().port; }
+
+  send(msg: unknown): void {
+    const bytes = typeof msg === 'string' || Buffer.isBuffer(msg) ? msg : JSON.stringify(msg);
+    this.socket.send(bytes, this.target.port, this.target.address);
+  }
+
+  /** The next datagram (optionally the next whose action matches), or throws after timeoutMs. */
+  async next(action?: string, timeoutMs = 2000): Promise<Reply> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.inbox.findIndex((r) => action === undefined || r.action === action);
+      if (i >= 0) return this.inbox.splice(i, 1)[0]!;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no ${action ?? 'datagram'} within ${timeoutMs} ms (inbox: ${this.inbox.map((r) => r.raw).join(' | ') || 'empty'})`);
+      await new Promise<void>((r) => { const t = setTimeout(r, left); this.waiters.push(() => { clearTimeout(t); r(); }); });
+    }
+  }
+
+  /** Sends and returns the first reply with the given action. */
+  async request(msg: unknown, action: string, timeoutMs = 2000): Promise<Reply> {
+    this.send(msg);
+    return this.next(action, timeoutMs);
+  }
+
+  /** Everything that arrives within ms. */
+  async drain(ms = 300): Promise<Reply[]> {
+    await new Promise((r) => setTimeout(r, ms));
+    return this.inbox.splice(0);
+  }
+
+  async announce(): Promise<string> {
+    const r = await this.request({ action: 'announce' }, 'announceReceived');
+    await this.drain(50); // the legacy duplicate ("announced")
+    return r.data!.shareId as string;
+  }
+
+  close(): void { this.socket.close(); }
+}
+
+export async function withTracker(config: Partial<Config>, fn: (t: Tracker, target: { address: string; port: number }) => Promise<void>): Promise<void> {
+  const tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, logLevel: 'silent', ...config });
+  try {
+    await fn(tracker, { address: tracker.addresses[0]!.address, port: tracker.addresses[0]!.port });
+  } finally {
+    await tracker.close();
+  }
+}

@@ -1,0 +1,52 @@
+// Unit: parsing and validating one request datagram.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseRequest } from '../src/protocol/request.js';
+
+const limits = { shareIdLength: 12, maxMultiaddr: 32 };
+const parse = (s: string | Uint8Array) => { const b = typeof s === 'string' ? Buffer.from(s) : s; return parseRequest(b, 0, b.length, limits); };
+
+test('the exact bytes clients send take the fast path and parse like JSON does', () => {
+  assert.deepEqual(parse('{"action":"pulse"}'), parse('{ "action": "pulse" }'));
+  assert.deepEqual(parse('{"action":"alive"}'), { action: 'alive' });
+  assert.deepEqual(parse('{"action":"announce"}'), { action: 'announce' });
+});
+
+test('parses a request inside a larger buffer at an offset', () => {
+  const b = Buffer.from('xx{"action":"alive"}yy');
+  assert.deepEqual(parseRequest(b, 2, b.length - 4, limits), { action: 'alive' });
+});
+
+test('pulse flags accept booleans and the strings "true"/"false"', () => {
+  assert.deepEqual(parse('{"action":"pulse","override":"true","port":"80"}'), { action: 'pulse', override: true, ip: null, port: 80, multiaddr: null, regenerate: false });
+  assert.equal((parse('{"action":"pulse","shareId":"true"}') as { regenerate: boolean }).regenerate, true);
+  assert.equal((parse('{"action":"pulse","override":false,"ip":"x"}') as { override: boolean }).override, false);
+});
+
+test('ip is canonicalized; IPv4-mapped becomes IPv4', () => {
+  assert.equal((parse('{"action":"pulse","override":true,"ip":"::FFFF:1.2.3.4"}') as { ip: string }).ip, '1.2.3.4');
+  assert.equal((parse('{"action":"pulse","override":true,"ip":"2001:0db8:0000:0000:0000:0000:0000:0001"}') as { ip: string }).ip, '2001:db8::1');
+});
+
+test('every rejection carries its code', () => {
+  const cases: [string, string][] = [
+    ['nope', 'NOT_JSON'], ['1', 'NOT_AN_OBJECT'], ['[]', 'NOT_AN_OBJECT'], ['{}', 'MISSING_ACTION'],
+    ['{"action":null}', 'INVALID_FIELD'], ['{"action":"x"}', 'UNKNOWN_ACTION'],
+    ['{"action":"push","shareId":null}', 'INVALID_FIELD'],
+    ['{"action":"push","shareId":"' + 'a'.repeat(13) + '"}', 'FIELD_TOO_LONG'],
+    ['{"action":"pulse","override":true,"multiaddr":"' + 'a'.repeat(33) + '"}', 'FIELD_TOO_LONG'],
+    ['{"action":"pulse","override":true,"port":"080000"}', 'INVALID_PORT'],
+    ['{"action":"pulse","override":true,"ip":"1.2.3"}', 'INVALID_IP'],
+    ['{"action":"pulse","override":true,"ip":"01.2.3.4"}', 'INVALID_IP'],
+    ['{"action":"pulse","override":true,"ip":"1::2::3"}', 'INVALID_IP'],
+  ];
+  for (const [text, code] of cases) {
+    const r = parse(text);
+    assert.equal(r.action, 'invalid', text);
+    assert.equal((r as { code: string }).code, code, text);
+  }
+});
+
+test('invalid UTF-8 is NOT_JSON, not a replacement-character string', () => {
+  assert.equal((parse(new Uint8Array([0x7b, 0x22, 0x61, 0xc3, 0x28, 0x22, 0x3a, 0x31, 0x7d])) as { code: string }).code, 'NOT_JSON');
+});

@@ -1,0 +1,47 @@
+// Unit: address -> bucket -> shard, and shareId -> the same bucket.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BUCKETS, addressBucket, bucketOfShareId, bucketPrefix, shardOfBucket } from '../src/routing.js';
+import { ShareIdMinter } from '../src/shard/share-id.js';
+
+test('a shareId minted for an address routes to the address\'s shard, for any shard count', () => {
+  const minter = new ShareIdMinter(12);
+  for (let i = 0; i < 2000; i++) {
+    const bucket = addressBucket(`192.0.2.${i % 256}`, 1024 + i);
+    const id = minter.mint(bucket, () => false);
+    assert.equal(bucketOfShareId(id), bucket);
+    for (const shards of [1, 2, 3, 7, 64]) assert.equal(shardOfBucket(bucketOfShareId(id), shards), shardOfBucket(bucket, shards));
+  }
+});
+
+test('every bucket round-trips through its two-character prefix', () => {
+  for (let b = 0; b < BUCKETS; b++) assert.equal(bucketOfShareId(bucketPrefix(b) + 'xxxxxxxxxx'), b);
+  assert.equal(bucketOfShareId('!a'), -1);
+  assert.equal(bucketOfShareId('a'), -1);
+});
+
+test('an IPv4-mapped address routes like the plain IPv4 address', () => {
+  assert.equal(addressBucket('::ffff:203.0.113.9', 4000), addressBucket('203.0.113.9', 4000));
+  assert.notEqual(addressBucket('::ffff:203.0.113.9', 4000), addressBucket('::ffff:203.0.113.9', 4001));
+});
+
+test('addresses spread evenly over shards (each within 10 % of fair)', () => {
+  for (const shards of [2, 3, 8]) {
+    const counts = new Array<number>(shards).fill(0);
+    for (let i = 0; i < 40_000; i++) counts[shardOfBucket(addressBucket(`10.0.${(i >> 8) & 255}.${i & 255}`, 30000 + (i % 7)), shards)]!++;
+    for (const c of counts) assert.ok(Math.abs(c - 40_000 / shards) < 0.1 * 40_000 / shards, `${shards} shards: ${counts.join(',')}`);
+  }
+});
+
+test('minted ids are unique and use only the URL-safe alphabet', () => {
+  const minter = new ShareIdMinter(8);
+  const seen = new Set<string>();
+  for (let i = 0; i < 10_000; i++) {
+    const id = minter.mint(5, (x) => seen.has(x));
+    assert.match(id, /^[0-9A-Za-z_-]{8}$/);
+    seen.add(id);
+  }
+  assert.equal(minter.bucketOf('05' + 'aaaaaa'), 5);
+  assert.equal(minter.bucketOf('05' + 'aaaaa!'), -1);
+  assert.equal(minter.bucketOf('05aaaaaaa'), -1);
+});
