@@ -1,0 +1,164 @@
+// The sobani desktop client's dialect (PROTOCOL-NOTES.md), replayed byte for byte,
+// alone and mixed with documented-API clients on the same port.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WirePeer, withTracker } from './helpers/wire.js';
+
+// The exact datagrams the desktop client sends.
+const ANNOUNCE = '{"action":"announce"}';
+const ALIVE = '{"action":"alive"}';
+const push = (id: string): string => `{"action":"push","shareId":"${id}"}`;
+
+/** What the desktop client does on start: announce every second until `announced` arrives. */
+async function legacyAnnounce(p: WirePeer, resends = 0): Promise<string> {
+  for (let i = 0; i < resends; i++) { p.send(ANNOUNCE); await sleep(1000); }
+  p.send(ANNOUNCE);
+  const r = await p.next('announced');
+  // the default announceReply also sends the documented form; the desktop client ignores it
+  for (let i = 0; i <= resends; i++) await p.next('announceReceived');
+  return r.data!.shareId as string;
+}
+
+test('announce resent every second until answered keeps one shareId; announced carries it', () =>
+  withTracker({}, async (_t, target) => {
+    const p = await WirePeer.open(target);
+    const id = await legacyAnnounce(p, 2); // the first two "were lost"
+    const all = await p.drain(200);
+    const ids = new Set([id, ...all.map((r) => r.data!.shareId)]);
+    assert.equal(ids.size, 1, 'every resend answered with the same shareId');
+    assert.equal(all.filter((r) => r.action === 'announced').length, 2, 'each resend was answered');
+    p.close();
+  }));
+
+test('alive every 2 s answers alived with exactly {"action":"alived"}', () =>
+  withTracker({}, async (_t, target) => {
+    const p = await WirePeer.open(target);
+    await legacyAnnounce(p);
+    for (let i = 0; i < 3; i++) {
+      const r = await p.request(ALIVE, 'alived');
+      assert.equal(r.raw, '{"action":"alived"}');
+      if (i < 2) await sleep(2000);
+    }
+    p.close();
+  }));
+
+test('alive from an unknown or expired client answers {"action":"expired"}', () =>
+  withTracker({ ttl: 1 }, async (_t, target) => {
+    const stranger = await WirePeer.open(target);
+    assert.equal((await stranger.request(ALIVE, 'expired')).raw, '{"action":"expired"}');
+    const p = await WirePeer.open(target);
+    await legacyAnnounce(p);
+    await p.request(ALIVE, 'alived');
+    await sleep(1600); // the client was suspended past the ttl
+    assert.equal((await p.request(ALIVE, 'expired')).raw, '{"action":"expired"}');
+    // what the client does next: announce again, and it is back
+    await legacyAnnounce(p);
+    await p.request(ALIVE, 'alived');
+    stranger.close(); p.close();
+  }));
+
+test('two legacy clients find each other: pushed to the requester, income to the target', () =>
+  withTracker({}, async (_t, target) => {
+    const a = await WirePeer.open(target);
+    const b = await WirePeer.open(target);
+    const idA = await legacyAnnounce(a);
+    const idB = await legacyAnnounce(b);
+    await a.request(ALIVE, 'alived');
+    await b.request(ALIVE, 'alived');
+    b.send(push(idA));
+    const pushed = await b.next('pushed');
+    assert.equal(pushed.raw, `{"action":"pushed","data":{"peeraddr":"${a.address}","peerShareId":"${idA}"}}`);
+    const income = await a.next('income');
+    assert.equal(income.raw, `{"action":"income","data":{"peeraddr":"${b.address}","peerShareId":"${idB}"}}`);
+    assert.deepEqual((await b.drain(150)).map((r) => r.action), [], 'a legacy requester gets only pushed');
+    // peeraddr splits on ':' into a dotted quad and a port, as the desktop client does
+    const [ip, port] = (pushed.data!.peeraddr as string).split(':');
+    assert.match(ip!, /^\d+\.\d+\.\d+\.\d+$/);
+    assert.equal(Number(port), a.port);
+    a.close(); b.close();
+  }));
+
+test('push retried until pushed: a push sent before the friend announced succeeds on a later retry', () =>
+  withTracker({}, async (_t, target) => {
+    const a = await WirePeer.open(target);
+    const b = await WirePeer.open(target);
+    await legacyAnnounce(b);
+    await b.request(ALIVE, 'alived');
+    // b retries the push every second; the first attempt names an id nobody holds yet,
+    // then a's announce happens and the retry (with a's real id) is answered.
+    b.send(push('AAAAAAAAAAAA'));
+    assert.equal((await b.next('error')).data!.code, 'UNKNOWN_SHARE_ID');
+    const idA = await legacyAnnounce(a);
+    let pushed;
+    for (let attempt = 0; attempt < 3 && !pushed; attempt++) {
+      b.send(push(idA));
+      pushed = await b.next('pushed', 1000).catch(() => undefined);
+    }
+    assert.ok(pushed);
+    assert.equal(pushed.data!.peerShareId, idA);
+    assert.equal((await a.next('income')).data!.peeraddr, b.address);
+    a.close(); b.close();
+  }));
+
+test('mixed pairs work both ways: documented -> legacy and legacy -> documented', () =>
+  withTracker({ shards: 3 }, async (_t, target) => {
+    const legacy = await WirePeer.open(target);
+    const documented = await WirePeer.open(target);
+    const idL = await legacyAnnounce(legacy);
+    const idD = await documented.announce();
+    await legacy.request(ALIVE, 'alived');
+    await documented.request({ action: 'pulse' }, 'pulseReceived');
+
+    documented.send({ action: 'push', shareId: idL });
+    assert.deepEqual((await documented.next('pushReceived')).data, { peeraddr: legacy.address, peerShareId: idL });
+    assert.deepEqual((await legacy.next('income')).data, { peeraddr: documented.address, peerShareId: idD });
+
+    legacy.send(push(idD));
+    assert.deepEqual((await legacy.next('pushed')).data, { peeraddr: documented.address, peerShareId: idD });
+    assert.deepEqual((await documented.next('income')).data, { peeraddr: legacy.address, peerShareId: idL });
+    legacy.close(); documented.close();
+  }));
+
+test('a session whose dialect is not known yet gets push answered in both forms', () =>
+  withTracker({}, async (_t, target) => {
+    const a = await WirePeer.open(target);
+    const b = await WirePeer.open(target);
+    const idA = await a.announce();
+    await b.announce(); // no keep-alive yet: could be either client
+    b.send(push(idA));
+    const replies = await b.drain(300);
+    assert.deepEqual(replies.map((r) => r.action).sort(), ['pushReceived', 'pushed']);
+    a.close(); b.close();
+  }));
+
+test('a legacy client asking for an IPv6-only peer gets a clear error, and the peer is not told', () =>
+  withTracker({ host: '::' }, async (_t, target) => {
+    const v6 = await WirePeer.open({ address: '::1', port: target.port }, '::1');
+    const legacy = await WirePeer.open({ address: '127.0.0.1', port: target.port }, '127.0.0.1');
+    const id6 = await v6.announce();
+    await v6.request({ action: 'pulse' }, 'pulseReceived');
+    const idL = await legacyAnnounce(legacy);
+    await legacy.request(ALIVE, 'alived');
+    legacy.send(push(id6));
+    const err = await legacy.next('error');
+    assert.equal(err.data!.code, 'PEER_ADDRESS_UNSUPPORTED');
+    assert.deepEqual(await v6.drain(200), [], 'no income to the IPv6 peer');
+    // and the other way round: the IPv6 peer is refused too, and the legacy client is not handed an IPv6 address
+    const back = await v6.request({ action: 'push', shareId: idL }, 'error');
+    assert.equal(back.data!.code, 'PEER_ADDRESS_UNSUPPORTED');
+    assert.deepEqual(await legacy.drain(200), []);
+    v6.close(); legacy.close();
+  }));
+
+test('announceReply can be set to a single form', async () => {
+  for (const [mode, action] of [['legacy', 'announced'], ['documented', 'announceReceived']] as const) {
+    await withTracker({ announceReply: mode }, async (_t, target) => {
+      const p = await WirePeer.open(target);
+      p.send(ANNOUNCE);
+      const replies = await p.drain(300);
+      assert.deepEqual(replies.map((r) => r.action), [action], mode);
+      p.close();
+    });
+  }
+});
