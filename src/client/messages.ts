@@ -1,0 +1,139 @@
+/**
+ * Everything the client knows about the wire: what each dialect sends, and
+ * how any tracker reply (of either dialect) is read into one typed union.
+ * The rest of the client never looks at an `action` string.
+ */
+
+export type Dialect = 'documented' | 'legacy';
+
+/** Options of a documented-dialect `pulse`. */
+export interface PulseOptions {
+  /** Ask the tracker to store `ip` / `port` / `multiaddr` instead of what it observed. */
+  override?: boolean;
+  ip?: string;
+  port?: number | string;
+  multiaddr?: string;
+  /** Ask the tracker to mint a new shareId for this session. */
+  regenerateShareId?: boolean;
+}
+
+const ANNOUNCE = Buffer.from('{"action":"announce"}');
+const ALIVE = Buffer.from('{"action":"alive"}');
+const PULSE = Buffer.from('{"action":"pulse"}');
+
+export function announceRequest(): Buffer {
+  return ANNOUNCE;
+}
+
+/** The keep-alive of each dialect: `pulse` (documented) or `alive` (legacy). */
+export function keepAliveRequest(dialect: Dialect, opts: PulseOptions = {}): Buffer {
+  const wantsExtras = opts.override === true || opts.regenerateShareId === true;
+  if (dialect === 'legacy') {
+    if (wantsExtras) throw new TypeError('override and shareId regeneration exist only in the documented dialect');
+    return ALIVE;
+  }
+  if (!wantsExtras) return PULSE;
+  const msg: Record<string, unknown> = { action: 'pulse' };
+  if (opts.override === true) {
+    msg.override = true;
+    if (opts.ip !== undefined) msg.ip = opts.ip;
+    if (opts.port !== undefined) msg.port = String(opts.port);
+    if (opts.multiaddr !== undefined) msg.multiaddr = opts.multiaddr;
+  }
+  if (opts.regenerateShareId === true) msg.shareId = true;
+  return Buffer.from(JSON.stringify(msg));
+}
+
+export function pushRequest(shareId: string): Buffer {
+  return Buffer.from(JSON.stringify({ action: 'push', shareId }));
+}
+
+/** A tracker reply, whichever dialect it came in. */
+export type TrackerReply =
+  /** `announceReceived` or `announced`. */
+  | { kind: 'announced'; shareId: string; raw: RawMessage }
+  /** `pulseReceived`, `alived` (status "0") or a legacy `expired`/`expire` (status "1"). */
+  | { kind: 'pulse'; status: '0' | '1'; overriden: boolean; shareId?: string; legacyExpired: boolean; raw: RawMessage }
+  /** `pushReceived` or `pushed`. */
+  | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; raw: RawMessage }
+  | { kind: 'income'; peeraddr: string; peerShareId: string; raw: RawMessage }
+  | { kind: 'error'; code: string; message: string; shareId?: string; raw: RawMessage }
+  /** Well-formed JSON with an action this client does not know: ignored, like the desktop client does. */
+  | { kind: 'unknown'; raw: RawMessage };
+
+export interface RawMessage {
+  action: string;
+  data?: unknown;
+  [key: string]: unknown;
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Reads one datagram from the tracker; `undefined` if it is not a JSON object with an action. */
+export function parseReply(buf: Buffer): TrackerReply | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(buf.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== 'object' || raw === null || typeof (raw as RawMessage).action !== 'string') return undefined;
+  const msg = raw as RawMessage;
+  const data = (typeof msg.data === 'object' && msg.data !== null ? msg.data : {}) as Record<string, unknown>;
+  switch (msg.action) {
+    case 'announceReceived':
+    case 'announced': {
+      const shareId = str(data.shareId);
+      return shareId ? { kind: 'announced', shareId, raw: msg } : { kind: 'unknown', raw: msg };
+    }
+    case 'pulseReceived': {
+      const shareId = str(data.shareId);
+      return {
+        kind: 'pulse',
+        status: str(data.status) === '0' ? '0' : '1',
+        overriden: str(data.overriden) === 'true' || data.overriden === true,
+        ...(shareId ? { shareId } : {}),
+        legacyExpired: false,
+        raw: msg,
+      };
+    }
+    case 'alived':
+      return { kind: 'pulse', status: '0', overriden: false, legacyExpired: false, raw: msg };
+    case 'expired':
+    case 'expire': // the Go tracker's spelling
+      return { kind: 'pulse', status: '1', overriden: false, legacyExpired: true, raw: msg };
+    case 'pushReceived':
+    case 'pushed': {
+      const peeraddr = str(data.peeraddr);
+      if (!peeraddr) return { kind: 'unknown', raw: msg };
+      const peerShareId = str(data.peerShareId);
+      const multiaddr = str(data.multiaddr);
+      return {
+        kind: 'pushed',
+        peeraddr,
+        ...(peerShareId ? { peerShareId } : {}),
+        ...(multiaddr ? { multiaddr } : {}),
+        raw: msg,
+      };
+    }
+    case 'income': {
+      const peeraddr = str(data.peeraddr);
+      const peerShareId = str(data.peerShareId);
+      return peeraddr && peerShareId ? { kind: 'income', peeraddr, peerShareId, raw: msg } : { kind: 'unknown', raw: msg };
+    }
+    case 'error': {
+      const shareId = str(data.shareId);
+      return {
+        kind: 'error',
+        code: str(data.code) ?? 'UNKNOWN',
+        message: str(data.message) ?? '',
+        ...(shareId ? { shareId } : {}),
+        raw: msg,
+      };
+    }
+    default:
+      return { kind: 'unknown', raw: msg };
+  }
+}

@@ -1,0 +1,470 @@
+import dgram from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
+import { lookup } from 'node:dns/promises';
+import { EventEmitter } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import { announceRequest, keepAliveRequest, parseReply, pushRequest } from './messages.js';
+import type { Dialect, PulseOptions, TrackerReply } from './messages.js';
+import { parsePeerAddr } from './peer-addr.js';
+import type { PeerAddr } from './peer-addr.js';
+
+export interface TrackerClientOptions {
+  /** Where the tracker listens. A host name is resolved once, when the socket opens. */
+  tracker: { host: string; port: number };
+  /** Which dialect to speak. Replies of both dialects are understood either way. Default 'documented'. */
+  dialect?: Dialect;
+  /**
+   * How often to keep the session alive once announced. Default 2000 ms for
+   * legacy (what the desktop client does) and 20000 ms for documented; keep it
+   * well inside the tracker's ttl (5 min by default).
+   */
+  pulseIntervalMs?: number;
+  /** Send pulses automatically after the first announce. Default true. */
+  autoPulse?: boolean;
+  /**
+   * Announce again by itself when the tracker says the session is gone
+   * (pulse status "1", legacy `expired`, NO_SESSION). Default true. When
+   * false, a push without a session rejects instead of waiting for one.
+   */
+  reannounce?: boolean;
+  /** How often an unanswered announce / pulse / push is re-sent. Default 1000 ms. */
+  retryIntervalMs?: number;
+  /** Aborting it closes the client. */
+  signal?: AbortSignal;
+  /** Local address to bind. Default: an ephemeral port on every address. */
+  socket?: { host?: string; port?: number };
+}
+
+/** Options every request method takes. */
+export interface CallOptions {
+  /** Rejects the call (not the client) with the signal's reason. */
+  signal?: AbortSignal;
+  /** Give up after this long, rejecting with a TrackerError of code 'TIMEOUT'. Default: retry until closed. */
+  timeoutMs?: number;
+}
+
+export interface PushResult extends PeerAddr {
+  /** The peer's public address as the tracker saw it: `ip:port` or `[v6]:port`. */
+  peeraddr: string;
+  /** Absent only from trackers that follow the original README to the letter. */
+  peerShareId?: string;
+  multiaddr?: string;
+}
+
+export interface IncomeEvent extends PeerAddr {
+  /** The address of the peer that pushed to us, as the tracker saw it. */
+  peeraddr: string;
+  peerShareId: string;
+}
+
+export interface PulseResult {
+  /** '0': the session is alive. '1': the tracker has no session for us (the client re-announces by itself). */
+  status: '0' | '1';
+  overriden: boolean;
+  /** Present in documented replies; a new value after `regenerateShareId`. */
+  shareId?: string;
+}
+
+export interface TrackerClientEvents {
+  /** The client holds a shareId: after announce, re-announce, or regeneration. */
+  announced: [shareId: string];
+  /** Someone pushed to our shareId: punch towards `peeraddr` now. */
+  income: [income: IncomeEvent];
+  pushReceived: [result: PushResult];
+  pulse: [result: PulseResult];
+  /** Every datagram from the tracker, parsed (for tools that print the raw exchange). */
+  reply: [reply: TrackerReply];
+  /** A datagram from anyone but the tracker: a peer, once the hole is open. */
+  message: [msg: Buffer, rinfo: RemoteInfo];
+  /** Socket errors and tracker `error` replies. Emitted only while someone listens, so it never crashes a process. */
+  error: [err: Error];
+  close: [];
+}
+
+/** A failed request: a tracker `error` reply, a timeout, or a closed client. */
+export class TrackerError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'TrackerError';
+    this.code = code;
+  }
+}
+
+interface Pending<T> {
+  kind: 'announce' | 'pulse' | 'push';
+  /** For push: the target shareId. */
+  target?: string;
+  resolve(value: T): void;
+  reject(err: Error): void;
+}
+
+const DEFAULT_PULSE_MS = { documented: 20_000, legacy: 2_000 } as const;
+
+/**
+ * A client of the sobani tracker over one UDP socket. The same socket later
+ * talks to peers (`send`, the `message` event), because the hole the NAT opens
+ * belongs to that socket's public mapping.
+ *
+ * UDP replies carry no request id, so replies are matched by kind: an announce
+ * reply settles every pending announce, a push reply the pending push for its
+ * `peerShareId` (or the oldest), a pulse reply the oldest pulse. Pulses are
+ * therefore serialized.
+ */
+export class TrackerClient extends EventEmitter<TrackerClientEvents> {
+  readonly dialect: Dialect;
+  readonly pulseIntervalMs: number;
+  readonly retryIntervalMs: number;
+
+  #options: TrackerClientOptions;
+  #socket: Socket | undefined;
+  #opening: Promise<AddressInfo> | undefined;
+  #tracker: { address: string; port: number } | undefined;
+  #pending: Pending<never>[] = [];
+  #announcing: { shared: Promise<string>; stop: AbortController; callers: number } | undefined;
+  #pulseChain: Promise<unknown> = Promise.resolve();
+  #pulseTimer: NodeJS.Timeout | undefined;
+  #shareId: string | undefined;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #onAbort = (): void => void this.close();
+
+  constructor(options: TrackerClientOptions) {
+    super();
+    this.#options = options;
+    this.dialect = options.dialect ?? 'documented';
+    this.pulseIntervalMs = options.pulseIntervalMs ?? DEFAULT_PULSE_MS[this.dialect];
+    this.retryIntervalMs = options.retryIntervalMs ?? 1000;
+    if (!(this.pulseIntervalMs > 0) || !(this.retryIntervalMs > 0)) throw new RangeError('intervals must be > 0 ms');
+    if (options.signal?.aborted) this.#closed = true;
+    else options.signal?.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  /** The shareId the tracker gave us last, if any. */
+  get shareId(): string | undefined {
+    return this.#shareId;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The tracker's address as the client sends to it (host names resolved). Undefined before the socket opens. */
+  get trackerAddress(): { address: string; port: number } | undefined {
+    return this.#tracker;
+  }
+
+  /** Opens and binds the socket (done implicitly by every request); returns the local address. */
+  ready(): Promise<AddressInfo> {
+    if (this.#closed) return Promise.reject(closedError());
+    this.#opening ??= this.#open();
+    return this.#opening;
+  }
+
+  async #open(): Promise<AddressInfo> {
+    const { host, port } = this.#options.tracker;
+    // Resolve once, so no DNS lookup happens per datagram and replies can be
+    // recognised by their source address.
+    const address = isIP(host) ? host : (await lookup(host)).address;
+    const type = isIP(address) === 6 ? 'udp6' : 'udp4';
+    this.#tracker = { address, port };
+    const socket = dgram.createSocket({ type });
+    socket.on('error', (err) => this.#emitError(err));
+    socket.on('message', (msg, rinfo) => this.#onDatagram(msg, rinfo));
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind({ port: this.#options.socket?.port ?? 0, address: this.#options.socket?.host }, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    if (this.#closed) {
+      socket.close();
+      throw closedError();
+    }
+    this.#socket = socket;
+    return socket.address();
+  }
+
+  /**
+   * Announces this socket's address and resolves with the shareId. Re-sent
+   * every retryIntervalMs until answered. Starts automatic pulses.
+   */
+  announce(opts: CallOptions = {}): Promise<string> {
+    // Concurrent announces share one retry loop; it stops when every caller
+    // has given up (signal / timeout), so an abandoned announce stops sending.
+    if (!this.#announcing) {
+      const stop = new AbortController();
+      const shared = this.#request<string>({ kind: 'announce' }, announceRequest, { signal: stop.signal }).finally(() => {
+        if (this.#announcing === state) this.#announcing = undefined;
+      });
+      const state = { shared, stop, callers: 0 };
+      this.#announcing = state;
+    }
+    const state = this.#announcing;
+    state.callers++;
+    return withCallOptions(state.shared, opts, () => {
+      if (--state.callers === 0) state.stop.abort();
+    });
+  }
+
+  /**
+   * One keep-alive: `pulse` (documented, with the optional override and
+   * shareId regeneration) or `alive` (legacy). Retried until answered.
+   * Status '1' means the session was lost; the client re-announces by itself.
+   */
+  pulse(pulseOpts: PulseOptions = {}, opts: CallOptions = {}): Promise<PulseResult> {
+    const payload = keepAliveRequest(this.dialect, pulseOpts); // throws for legacy + extras
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => payload, opts));
+    this.#pulseChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Asks the tracker for the address of `shareId`; at the same moment the
+   * tracker sends `income` to that peer. Retried until answered. Rejects with
+   * a TrackerError on an `error` reply such as UNKNOWN_SHARE_ID.
+   */
+  push(shareId: string, opts: CallOptions = {}): Promise<PushResult> {
+    const payload = pushRequest(shareId);
+    return this.#request<PushResult>({ kind: 'push', target: shareId }, () => payload, opts);
+  }
+
+  /** Sends a raw datagram from this client's socket, e.g. a probe to a peer. */
+  async send(msg: Buffer | string, host: string, port: number): Promise<void> {
+    await this.ready();
+    const socket = this.#socket;
+    if (!socket || this.#closed) throw closedError();
+    await new Promise<void>((resolve, reject) => socket.send(msg, port, host, (err) => (err ? reject(err) : resolve())));
+  }
+
+  /** Stops the timers, rejects pending requests and closes the socket. Safe to call twice. */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    this.#options.signal?.removeEventListener('abort', this.#onAbort);
+    clearInterval(this.#pulseTimer);
+    this.#pulseTimer = undefined;
+    for (const p of this.#pending.splice(0)) p.reject(closedError());
+    const socket = this.#socket;
+    this.#closing = new Promise<void>((resolve) => {
+      if (socket) socket.close(() => resolve());
+      else resolve();
+    }).then(() => {
+      this.emit('close');
+    });
+    return this.#closing;
+  }
+
+  async #request<T>(
+    entry: Omit<Pending<T>, 'resolve' | 'reject'>,
+    payload: () => Buffer,
+    opts: CallOptions,
+  ): Promise<T> {
+    await this.ready();
+    if (this.#closed) throw closedError();
+    const socket = this.#socket as Socket;
+    const tracker = this.#tracker as { address: string; port: number };
+    let timer: NodeJS.Timeout | undefined;
+    let retry: NodeJS.Timeout | undefined;
+    let pending!: Pending<T>;
+    const result = new Promise<T>((resolve, reject) => {
+      pending = { ...entry, resolve, reject };
+    });
+    const sendOnce = (): void => {
+      socket.send(payload(), tracker.port, tracker.address, (err) => {
+        if (err) this.#emitError(err);
+      });
+    };
+    const onAbort = (): void => this.#settle(pending, undefined, abortReason(opts.signal));
+    if (opts.signal?.aborted) throw abortReason(opts.signal);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (opts.timeoutMs !== undefined) {
+      timer = setTimeout(
+        () => this.#settle(pending, undefined, new TrackerError('TIMEOUT', `no ${entry.kind} reply from the tracker within ${opts.timeoutMs} ms`)),
+        opts.timeoutMs,
+      );
+    }
+    this.#pending.push(pending as Pending<never>);
+    sendOnce();
+    retry = setInterval(sendOnce, this.retryIntervalMs);
+    try {
+      return await result;
+    } finally {
+      clearInterval(retry);
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  #settle<T>(p: Pending<T>, value: T | undefined, err?: Error): void {
+    const i = this.#pending.indexOf(p as Pending<never>);
+    if (i < 0) return;
+    this.#pending.splice(i, 1);
+    if (err) p.reject(err);
+    else p.resolve(value as T);
+  }
+
+  #first(kind: Pending<never>['kind'], target?: string): Pending<never> | undefined {
+    return this.#pending.find((p) => p.kind === kind && (target === undefined || p.target === target));
+  }
+
+  #onDatagram(msg: Buffer, rinfo: RemoteInfo): void {
+    const t = this.#tracker;
+    if (!t || rinfo.address !== t.address || rinfo.port !== t.port) {
+      this.emit('message', msg, rinfo);
+      return;
+    }
+    const reply = parseReply(msg);
+    if (!reply) return;
+    this.emit('reply', reply);
+    switch (reply.kind) {
+      case 'announced':
+        // The documented tracker also sends the legacy `announced`: the second
+        // copy finds no pending announce and only refreshes the shareId.
+        this.#setShareId(reply.shareId);
+        for (const p of this.#pending.filter((q) => q.kind === 'announce')) this.#settle(p, reply.shareId as never);
+        this.#startPulses();
+        break;
+      case 'pulse': {
+        const result: PulseResult = { status: reply.status, overriden: reply.overriden, ...(reply.shareId ? { shareId: reply.shareId } : {}) };
+        if (reply.legacyExpired) {
+          // Legacy `expired` answers both alive and push: a pending pulse is
+          // settled; a pending push keeps retrying after the re-announce.
+          const p = this.#first('pulse');
+          if (p) this.#settle(p, result as never);
+          else if (!this.#reannounceEnabled) this.#rejectOldestPush(new TrackerError('NO_SESSION', 'the tracker has no session for us (expired)'));
+        } else {
+          const p = this.#first('pulse');
+          if (p) this.#settle(p, result as never);
+          if (reply.shareId && reply.status === '0') this.#setShareId(reply.shareId);
+        }
+        this.emit('pulse', result);
+        if (reply.status === '1') this.#reannounce();
+        break;
+      }
+      case 'pushed': {
+        let addr: PeerAddr;
+        try {
+          addr = parsePeerAddr(reply.peeraddr);
+        } catch (err) {
+          this.#emitError(err as Error);
+          return;
+        }
+        const result: PushResult = {
+          ...addr,
+          peeraddr: reply.peeraddr,
+          ...(reply.peerShareId ? { peerShareId: reply.peerShareId } : {}),
+          ...(reply.multiaddr ? { multiaddr: reply.multiaddr } : {}),
+        };
+        const p = (reply.peerShareId && this.#first('push', reply.peerShareId)) || this.#first('push');
+        if (p) this.#settle(p, result as never);
+        this.emit('pushReceived', result);
+        break;
+      }
+      case 'income': {
+        let addr: PeerAddr;
+        try {
+          addr = parsePeerAddr(reply.peeraddr);
+        } catch (err) {
+          this.#emitError(err as Error);
+          return;
+        }
+        this.emit('income', { ...addr, peeraddr: reply.peeraddr, peerShareId: reply.peerShareId });
+        break;
+      }
+      case 'error': {
+        const err = new TrackerError(reply.code, reply.message || reply.code);
+        if (reply.code === 'NO_SESSION' && this.#reannounceEnabled) {
+          // Our session is gone (expired, or never announced): get a new one;
+          // pending pushes keep retrying and succeed once it exists.
+          this.#reannounce();
+        } else {
+          // Errors carry no request id: give it to the push it names, else to
+          // the oldest pending push or pulse.
+          const p =
+            (reply.shareId && this.#first('push', reply.shareId)) ||
+            this.#pending.find((q) => q.kind === 'push' || q.kind === 'pulse');
+          if (p) this.#settle(p, undefined, err);
+        }
+        this.#emitError(err);
+        break;
+      }
+      case 'unknown':
+        break;
+    }
+  }
+
+  #setShareId(shareId: string): void {
+    if (shareId === this.#shareId) return;
+    this.#shareId = shareId;
+    this.emit('announced', shareId);
+  }
+
+  get #reannounceEnabled(): boolean {
+    return this.#options.reannounce !== false;
+  }
+
+  #rejectOldestPush(err: Error): void {
+    const p = this.#first('push');
+    if (p) this.#settle(p, undefined, err);
+  }
+
+  #reannounce(): void {
+    if (this.#closed || !this.#reannounceEnabled) return;
+    this.announce().catch(() => undefined); // failures reach pending requests; closing rejects it
+  }
+
+  #startPulses(): void {
+    if (this.#pulseTimer || this.#closed || this.#options.autoPulse === false) return;
+    const payload = keepAliveRequest(this.dialect);
+    this.#pulseTimer = setInterval(() => {
+      // An explicit pulse() in flight already keeps the session alive.
+      if (this.#first('pulse') || !this.#socket || !this.#tracker) return;
+      this.#socket.send(payload, this.#tracker.port, this.#tracker.address, (err) => {
+        if (err) this.#emitError(err);
+      });
+    }, this.pulseIntervalMs);
+  }
+
+  #emitError(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+}
+
+function closedError(): TrackerError {
+  return new TrackerError('CLIENT_CLOSED', 'the tracker client is closed');
+}
+
+function abortReason(signal: AbortSignal | undefined): Error {
+  const reason: unknown = signal?.reason;
+  return reason instanceof Error ? reason : new DOMException('The operation was aborted', 'AbortError');
+}
+
+/**
+ * Applies a per-call signal / timeout to a promise shared between callers;
+ * `leave` runs once when this caller stops waiting, whatever the reason.
+ */
+function withCallOptions<T>(shared: Promise<T>, opts: CallOptions, leave: () => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => done(abortReason(opts.signal));
+    const timer =
+      opts.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => done(new TrackerError('TIMEOUT', `no announce reply from the tracker within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    function done(err: Error | undefined, value?: T): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      leave();
+      if (err) reject(err);
+      else resolve(value as T);
+    }
+    if (opts.signal?.aborted) return done(abortReason(opts.signal));
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    shared.then((v) => done(undefined, v), (e: Error) => done(e));
+  });
+}

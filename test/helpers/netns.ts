@@ -1,0 +1,256 @@
+/**
+ * A small internet in Linux network namespaces, for hole-punching tests:
+ *
+ *   hostA (192.168.10.2) ── lan│natA│wan 10.200.0.11 ──┐
+ *                                                       ├── br0 in "pub": tracker 10.200.0.1
+ *   hostB (192.168.20.2) ── lan│natB│wan 10.200.0.12 ──┘
+ *
+ * Each NAT router masquerades its LAN behind its WAN address and drops
+ * unsolicited inbound traffic at its own input and forward hooks, as a home
+ * router does. 'cone' NATs keep the source port (endpoint-independent
+ * mapping); 'symmetric' ones (`masquerade random`) pick a new port per
+ * destination. All addresses exist only inside these namespaces.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams, SpawnOptionsWithoutStdio } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+export type NatKind = 'cone' | 'symmetric';
+
+export const TRACKER_IP = '10.200.0.1';
+export const NAT_WAN = { a: '10.200.0.11', b: '10.200.0.12' } as const;
+export const HOST_LAN = { a: '192.168.10.2', b: '192.168.20.2' } as const;
+
+/** Why namespaces cannot be used here, or undefined if they can. */
+export function netnsUnavailableReason(): string | undefined {
+  if (process.platform !== 'linux') return 'network namespaces need Linux';
+  if (process.getuid?.() !== 0) return 'network namespaces need root (run as root, e.g. in CI via .ci/run)';
+  for (const tool of ['ip', 'nft']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      return `\`${tool}\` is missing (apt-get install -y iproute2 nftables)`;
+    }
+  }
+  const probe = `sbt-probe-${process.pid}`;
+  try {
+    execFileSync('ip', ['netns', 'add', probe], { stdio: 'pipe' });
+    execFileSync('ip', ['netns', 'exec', probe, 'nft', 'list', 'ruleset'], { stdio: 'pipe' });
+  } catch (err) {
+    return `cannot create a network namespace with nftables here: ${String((err as { stderr?: unknown }).stderr ?? err).trim()}`;
+  } finally {
+    try {
+      execFileSync('ip', ['netns', 'del', probe], { stdio: 'ignore' });
+    } catch {
+      // it was never created
+    }
+  }
+  return undefined;
+}
+
+function run(cmd: string, args: string[], input?: string): void {
+  try {
+    execFileSync(cmd, args, { input, stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { stderr?: Buffer };
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${e.stderr?.toString().trim() ?? String(err)}`);
+  }
+}
+
+function natRules(kind: NatKind): string {
+  return `
+table ip nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" masquerade${kind === 'symmetric' ? ' random' : ''}
+  }
+}
+table inet filter {
+  # Without the input rule an early probe from the other peer would create a
+  # conntrack entry that clashes with our own outgoing mapping, the port would
+  # change, and punching would fail for a reason no real router has.
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "wan" ct state established,related accept
+    iifname "wan" drop
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "wan" ct state established,related accept
+    iifname "wan" drop
+  }
+}
+`;
+}
+
+let labCount = 0;
+
+export interface NatLab {
+  /** Namespace names. */
+  ns: { pub: string; natA: string; natB: string; hostA: string; hostB: string };
+  /** Spawns `cmd args` inside namespace `ns`, tracked so destroy() kills it. */
+  spawnIn(ns: string, cmd: string, args: string[], opts?: SpawnOptionsWithoutStdio): ChildProcessWithoutNullStreams;
+  /** Resolves once something listens on UDP `port` inside `ns`. */
+  waitForUdpPort(ns: string, port: number, timeoutMs?: number): Promise<void>;
+  /** Kills what spawnIn started, deletes the namespaces. Safe to call twice, and after a half-built lab. */
+  destroy(): Promise<void>;
+}
+
+export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
+  const prefix = `sbt${process.pid}-${++labCount}`;
+  const ns = {
+    pub: `${prefix}-pub`,
+    natA: `${prefix}-natA`,
+    natB: `${prefix}-natB`,
+    hostA: `${prefix}-hostA`,
+    hostB: `${prefix}-hostB`,
+  };
+  const created: string[] = [];
+  const children = new Set<ChildProcessWithoutNullStreams>();
+
+  // If the test process dies without running after(), still remove what we made.
+  const onExit = (): void => {
+    for (const c of children) c.kill('SIGKILL');
+    for (const name of created) {
+      try {
+        execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    }
+  };
+  process.once('exit', onExit);
+
+  const lab: NatLab = {
+    ns,
+    spawnIn(where, cmd, args, opts = {}) {
+      const child = spawn('ip', ['netns', 'exec', where, cmd, ...args], { ...opts, stdio: 'pipe' });
+      children.add(child);
+      child.once('exit', () => children.delete(child));
+      return child;
+    },
+    async waitForUdpPort(where, port, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const out = execFileSync('ip', ['netns', 'exec', where, 'ss', '-Huln', `sport = :${port}`]).toString();
+        if (out.trim() !== '') return;
+        if (Date.now() > deadline) throw new Error(`nothing listens on udp :${port} in ${where} after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    async destroy() {
+      process.off('exit', onExit);
+      await Promise.all(
+        [...children].map(
+          (c) =>
+            new Promise<void>((resolve) => {
+              if (c.exitCode !== null || c.signalCode !== null) return resolve();
+              c.once('exit', () => resolve());
+              c.kill('SIGKILL');
+            }),
+        ),
+      );
+      for (const name of created.splice(0).reverse()) {
+        try {
+          execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+        } catch {
+          // already gone
+        }
+      }
+    },
+  };
+
+  try {
+    for (const name of Object.values(ns)) {
+      run('ip', ['netns', 'add', name]);
+      created.push(name);
+      run('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+    }
+    run('ip', ['-n', ns.pub, 'link', 'add', 'br0', 'type', 'bridge']);
+    run('ip', ['-n', ns.pub, 'addr', 'add', `${TRACKER_IP}/24`, 'dev', 'br0']);
+    run('ip', ['-n', ns.pub, 'link', 'set', 'br0', 'up']);
+    const sides = [
+      { nat: ns.natA, host: ns.hostA, port: 'vA', wan: NAT_WAN.a, lan: HOST_LAN.a, gw: '192.168.10.1', kind: nat.a },
+      { nat: ns.natB, host: ns.hostB, port: 'vB', wan: NAT_WAN.b, lan: HOST_LAN.b, gw: '192.168.20.1', kind: nat.b },
+    ];
+    for (const s of sides) {
+      run('ip', ['-n', s.nat, 'link', 'add', 'wan', 'type', 'veth', 'peer', 'name', s.port, 'netns', ns.pub]);
+      run('ip', ['-n', ns.pub, 'link', 'set', s.port, 'master', 'br0', 'up']);
+      run('ip', ['-n', s.nat, 'link', 'add', 'lan', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', s.host]);
+      run('ip', ['-n', s.nat, 'addr', 'add', `${s.wan}/24`, 'dev', 'wan']);
+      run('ip', ['-n', s.nat, 'addr', 'add', `${s.gw}/24`, 'dev', 'lan']);
+      run('ip', ['-n', s.host, 'addr', 'add', `${s.lan}/24`, 'dev', 'eth0']);
+      run('ip', ['-n', s.nat, 'link', 'set', 'wan', 'up']);
+      run('ip', ['-n', s.nat, 'link', 'set', 'lan', 'up']);
+      run('ip', ['-n', s.host, 'link', 'set', 'eth0', 'up']);
+      run('ip', ['-n', s.host, 'route', 'add', 'default', 'via', s.gw]);
+      run('ip', ['netns', 'exec', s.nat, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+      run('ip', ['netns', 'exec', s.nat, 'nft', '-f', '-'], natRules(s.kind));
+    }
+  } catch (err) {
+    void lab.destroy();
+    throw err;
+  }
+  return lab;
+}
+
+/** A child's stdout as parsed JSON lines, plus its exit. */
+export interface JsonLineProcess {
+  lines: Record<string, unknown>[];
+  /** Resolves with the first line whose `event` is one of `events`. */
+  waitFor(events: string[], timeoutMs: number): Promise<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; ms: number }>;
+  stderr(): string;
+}
+
+export function jsonLines(child: ChildProcessWithoutNullStreams): JsonLineProcess {
+  const started = performance.now();
+  const lines: Record<string, unknown>[] = [];
+  const waiters: { events: string[]; resolve: (l: Record<string, unknown>) => void }[] = [];
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  createInterface({ input: child.stdout }).on('line', (text) => {
+    let line: Record<string, unknown>;
+    try {
+      line = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      line = { event: 'non-json', text };
+    }
+    lines.push(line);
+    for (const w of [...waiters]) {
+      if (w.events.includes(String(line.event))) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  });
+  const exited = new Promise<{ code: number | null; ms: number }>((resolve) =>
+    child.once('exit', (code) => resolve({ code, ms: performance.now() - started })),
+  );
+  return {
+    lines,
+    exited,
+    stderr: () => err,
+    waitFor(events, timeoutMs) {
+      const seen = lines.find((l) => events.includes(String(l.event)));
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`no ${events.join('/')} line within ${timeoutMs} ms; got ${JSON.stringify(lines)}; stderr: ${err}`)),
+          timeoutMs,
+        );
+        waiters.push({
+          events,
+          resolve: (l) => {
+            clearTimeout(timer);
+            resolve(l);
+          },
+        });
+        void exited.then(() => setTimeout(() => {
+          clearTimeout(timer);
+          reject(new Error(`exited before a ${events.join('/')} line; got ${JSON.stringify(lines)}; stderr: ${err}`));
+        }, 50));
+      });
+    },
+  };
+}

@@ -1,0 +1,107 @@
+/**
+ * The hole punch, end to end, through real NATs in network namespaces (see
+ * test/helpers/netns.ts for the topology). Needs root, `ip` and `nft`;
+ * skips with the reason otherwise.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parsePeerAddr } from '../src/client/index.js';
+import { HOST_LAN, NAT_WAN, TRACKER_IP, createNatLab, jsonLines, netnsUnavailableReason } from './helpers/netns.js';
+import type { NatKind, NatLab } from './helpers/netns.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const PORT = 3478;
+const TRACKER = `${TRACKER_IP}:${PORT}`;
+const TRACKER_ARGS = ['--import', 'tsx', 'src/cli.ts', '--host', '0.0.0.0', '--port', String(PORT), '--shards', '2', '--log-level', 'warn'];
+const PUNCH_ARGS = ['--import', 'tsx', 'src/cli.ts', 'punch', '--tracker', TRACKER];
+
+const skip = netnsUnavailableReason();
+if (skip) console.log(`# nat-punch: skipped: ${skip}`);
+
+/** Builds the lab with both NATs of `kind`, and starts the tracker in the public namespace. */
+function withLab(kind: NatKind): () => NatLab {
+  let lab: NatLab | undefined;
+  before(async () => {
+    lab = createNatLab({ a: kind, b: kind });
+    const tracker = lab.spawnIn(lab.ns.pub, process.execPath, TRACKER_ARGS, { cwd: ROOT });
+    let trackerErr = '';
+    tracker.stderr.on('data', (d: Buffer) => (trackerErr += d.toString()));
+    tracker.stdout.resume();
+    await Promise.race([
+      lab.waitForUdpPort(lab.ns.pub, PORT),
+      new Promise((_, reject) => tracker.once('exit', (code) => reject(new Error(`tracker exited (${code}): ${trackerErr}`)))),
+    ]);
+  });
+  after(async () => {
+    await lab?.destroy();
+  });
+  return () => lab as NatLab;
+}
+
+/** B waits for a push, A pushes to B; returns both outputs once both exited. */
+async function punchPair(lab: NatLab, timeoutS: { a: number; b: number }) {
+  const b = jsonLines(lab.spawnIn(lab.ns.hostB, process.execPath, [...PUNCH_ARGS, '--timeout', String(timeoutS.b)], { cwd: ROOT }));
+  const announced = await b.waitFor(['announced'], 15_000);
+  const a = jsonLines(
+    lab.spawnIn(lab.ns.hostA, process.execPath, [...PUNCH_ARGS, '--peer', String(announced.shareId), '--timeout', String(timeoutS.a)], {
+      cwd: ROOT,
+    }),
+  );
+  const [exitA, exitB] = await Promise.all([a.exited, b.exited]);
+  return { a, b, exitA, exitB };
+}
+
+describe('hole punch through two endpoint-independent NATs', { skip }, () => {
+  const lab = withLab('cone');
+
+  test('both peers connect directly, each seeing the other NAT public address', async (t) => {
+    const { a, b, exitA, exitB } = await punchPair(lab(), { a: 10, b: 15 });
+    const connA = a.lines.find((l) => l.event === 'connected');
+    const connB = b.lines.find((l) => l.event === 'connected');
+    assert.ok(connA, `A did not connect: ${JSON.stringify(a.lines)} ${a.stderr()}`);
+    assert.ok(connB, `B did not connect: ${JSON.stringify(b.lines)} ${b.stderr()}`);
+    assert.equal(exitA.code, 0);
+    assert.equal(exitB.code, 0);
+
+    const seenByA = parsePeerAddr(String(connA.peeraddr));
+    const seenByB = parsePeerAddr(String(connB.peeraddr));
+    // Each sees the other's NAT WAN address: not its private LAN address ...
+    assert.equal(seenByA.host, NAT_WAN.b);
+    assert.equal(seenByB.host, NAT_WAN.a);
+    assert.notEqual(seenByA.host, HOST_LAN.b);
+    // ... and not the tracker: the datagrams came straight from the peer's NAT.
+    assert.notEqual(String(connA.peeraddr), TRACKER);
+    assert.notEqual(String(connB.peeraddr), TRACKER);
+    assert.notEqual(seenByA.host, TRACKER_IP);
+    assert.notEqual(seenByB.host, TRACKER_IP);
+    // Endpoint-independent mapping: the address the tracker saw is the one the peer's datagrams came from.
+    const peerA = a.lines.find((l) => l.event === 'peer');
+    const peerB = b.lines.find((l) => l.event === 'peer');
+    assert.equal(peerA?.peeraddr, connA.peeraddr);
+    assert.equal(peerB?.peeraddr, connB.peeraddr);
+    t.diagnostic(`A connected ${String(connA.ms)} ms after start (announce + push + punch), B ${String(connB.ms)} ms after start`);
+  });
+});
+
+describe('hole punch through two symmetric NATs', { skip }, () => {
+  const lab = withLab('symmetric');
+
+  test('both peers fail clearly within their timeouts', async (t) => {
+    const timeouts = { a: 4, b: 6 };
+    const { a, b, exitA, exitB } = await punchPair(lab(), timeouts);
+    for (const [name, p, exit, timeoutS] of [
+      ['A', a, exitA, timeouts.a],
+      ['B', b, exitB, timeouts.b],
+    ] as const) {
+      assert.equal(p.lines.find((l) => l.event === 'connected'), undefined, `${name} must not connect`);
+      const failed = p.lines.find((l) => l.event === 'failed');
+      assert.ok(failed, `${name} printed no failed line: ${JSON.stringify(p.lines)} ${p.stderr()}`);
+      assert.match(String(failed.reason), /no datagram from the peer/);
+      assert.notEqual(exit.code, 0);
+      // Process start-up (tsx) counts too, hence the slack.
+      assert.ok(exit.ms < (timeoutS + 3) * 1000, `${name} took ${Math.round(exit.ms)} ms for a ${timeoutS} s timeout`);
+      t.diagnostic(`${name}: ${String(failed.reason)} (exited after ${Math.round(exit.ms)} ms)`);
+    }
+  });
+});
