@@ -1,0 +1,212 @@
+// Turns the bench's results into the terminal table (markdown, ready for the
+// README) and writes it, the JSON and the SVG chart (chart.ts) to the results folder.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Measurement } from './measure.js';
+import type { BenchOptions } from './options.js';
+import type { ScaleResult } from './scale.js';
+import { renderSvg } from './chart.js';
+import { cores, f, k, mb, pct, x } from './format.js';
+
+export interface ServerResult {
+  name: string;
+  kind: 'echo' | 'naive' | 'tracker';
+  shards?: number | 'default';
+  error?: string;
+  rounds: { closed: Measurement; open: Measurement }[];
+  median?: Summary;
+}
+
+export interface Summary {
+  rounds: number;
+  /** Closed-loop rounds the medians use: those the rest of the machine left alone. */
+  quietRounds: number;
+  closedRate: number;
+  closedRateMin: number;
+  closedRateMax: number;
+  cpuPer100k: number;
+  generatorBusy: number;
+  othersCores: number;
+  openOffered: number;
+  openRate: number;
+  loss: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  rssBytes: number;
+  unknownSession: number;
+}
+
+export interface Target {
+  what: string;
+  goal: string;
+  measured: string;
+  result: 'pass' | 'miss' | 'n/a' | '';
+}
+
+export interface BenchResults {
+  date: string;
+  machine: { node: string; cpus: number; cpuModel: string; platform: string };
+  options: BenchOptions;
+  servers: ServerResult[];
+  scale?: ScaleResult;
+  scaleError?: string;
+  targets: Target[];
+}
+
+export function median(xs: number[]): number {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+// A shared 2-core machine: when other processes take a sizeable share of a
+// core during a measurement, both the server and the generator lose it. Such
+// measurements stay in the JSON, but the medians use only the quiet ones
+// (unless no measurement was quiet).
+export const NOISE_CORES = 0.25;
+
+type Round = ServerResult['rounds'][number];
+type One = Round['closed'];
+
+function quiet(ms: One[]): One[] {
+  const q = ms.filter((m) => !(m.othersCores > NOISE_CORES));
+  return q.length > 0 ? q : ms;
+}
+
+export function summarize(rounds: ServerResult['rounds']): Summary | undefined {
+  if (rounds.length === 0) return undefined;
+  const closed = quiet(rounds.map((r) => r.closed));
+  const open = quiet(rounds.map((r) => r.open));
+  const rates = closed.map((m) => m.load.replyRate);
+  const medC = (f: (m: One) => number) => median(closed.map(f));
+  const medO = (f: (m: One) => number) => median(open.map(f));
+  return {
+    rounds: rounds.length,
+    quietRounds: closed.length,
+    closedRate: median(rates),
+    closedRateMin: Math.min(...rates),
+    closedRateMax: Math.max(...rates),
+    cpuPer100k: medC((m) => m.cpuPer100k),
+    generatorBusy: medC((m) => m.load.generatorBusy),
+    othersCores: medC((m) => m.othersCores),
+    openOffered: medO((m) => m.load.offered),
+    openRate: medO((m) => m.load.replyRate),
+    loss: medO((m) => m.load.loss),
+    p50: medO((m) => m.load.latencyMs.p50),
+    p99: medO((m) => m.load.latencyMs.p99),
+    p999: medO((m) => m.load.latencyMs.p999),
+    rssBytes: medO((m) => m.rssBytes),
+    unknownSession: rounds.reduce((a, r) => a + r.closed.load.unknownSession + r.open.load.unknownSession, 0),
+  };
+}
+
+export function buildTargets(servers: ServerResult[], scale: ScaleResult | undefined): Target[] {
+  const find = (kind: string) => servers.find((s) => s.kind === kind && s.median)?.median;
+  const tracker = servers.find((s) => s.kind === 'tracker' && s.shards === 'default' && s.median)
+    ?? servers.find((s) => s.kind === 'tracker' && s.median);
+  const t = tracker?.median;
+  const echo = find('echo');
+  const naive = find('naive');
+  const verdict = (ok: boolean | undefined): Target['result'] => (ok === undefined ? 'n/a' : ok ? 'pass' : 'miss');
+  const who = tracker ? ` (${tracker.name})` : '';
+  const vsEcho = t && echo ? t.closedRate / echo.closedRate : NaN;
+  const vsNaive = t && naive ? t.closedRate / naive.closedRate : NaN;
+  const targets: Target[] = [
+    { what: `tracker replies/s ÷ echo${who}`, goal: '≥ 0.9 ×', measured: x(vsEcho), result: verdict(Number.isNaN(vsEcho) ? undefined : vsEcho >= 0.9) },
+    { what: `tracker replies/s ÷ naive${who}`, goal: '≥ 1.3 ×', measured: x(vsNaive), result: verdict(Number.isNaN(vsNaive) ? undefined : vsNaive >= 1.3) },
+  ];
+  const e = scale?.expiry;
+  targets.push(
+    {
+      what: `RSS per live peer at ${scale ? scale.peers.toLocaleString('en') : '1 M'} peers`,
+      goal: '≤ 150 B',
+      measured: scale ? `${scale.bytesPerPeer.toFixed(0)} B` : '—',
+      result: verdict(scale ? scale.bytesPerPeer <= 150 : undefined),
+    },
+    {
+      what: 'longest main-thread stall while the table expires',
+      goal: '≤ 10 ms',
+      measured: e ? `${f(e.mainStallMs, 1)} ms` : '—',
+      result: verdict(e ? e.emptied && e.mainStallMs <= 10 : undefined),
+    },
+  );
+  if (scale && e) {
+    targets.push(
+      { what: 'longest shard stall while the table expires', goal: '', measured: e.shardStallMs.map((s) => `${f(s, 1)} ms`).join(', ') || '—', result: '' },
+      {
+        what: 'same, while the full table waits (main; shards)',
+        goal: '',
+        measured: `${f(e.idleMainStallMs, 1)} ms; ${e.idleShardStallMs.map((s) => `${f(s, 1)} ms`).join(', ') || '—'}`,
+        result: '',
+      },
+      {
+        what: `expiry of the whole table (ttl ${e.ttlSeconds} s)`,
+        goal: '',
+        measured: e.emptied ? `${f(e.expirySeconds, 1)} s (empty ${f(e.secondsToEmpty, 1)} s after fill)` : `not empty: ${e.peersLeft} left`,
+        result: '',
+      },
+      { what: `fill ${scale.peers.toLocaleString('en')} peers`, goal: '', measured: `${f(scale.fillSeconds, 1)} s`, result: '' },
+    );
+  }
+  return targets;
+}
+
+function row(cells: string[]): string {
+  return `| ${cells.join(' | ')} |`;
+}
+
+export function renderTable(r: BenchResults): string {
+  const base = (kind: string) => r.servers.find((s) => s.kind === kind)?.median?.closedRate ?? NaN;
+  const echo = base('echo');
+  const naive = base('naive');
+  const head = ['server', 'quiet rounds', 'closed: replies/s', '÷ echo', '÷ naive', 'CPU s / 100 k', 'gen. busy', 'other procs', 'open: replies/s', 'loss', 'p50 ms', 'p99 ms', 'p99.9 ms', 'RSS'];
+  const lines = [row(head), row(head.map((_, i) => (i === 0 ? '---' : '---:')))];
+  for (const s of r.servers) {
+    const m = s.median;
+    if (!m) {
+      lines.push(row([s.name, '0', `not run: ${(s.error ?? '').split('\n')[0]!.slice(0, 80)}`, ...head.slice(3).map(() => '')]));
+      continue;
+    }
+    const flag = m.unknownSession > 0 ? ' ⚠' : '';
+    lines.push(row([s.name + flag, `${m.quietRounds}/${m.rounds}`, k(m.closedRate), x(m.closedRate / echo), x(m.closedRate / naive), f(m.cpuPer100k), pct(m.generatorBusy), cores(m.othersCores), k(m.openRate), pct(m.loss), f(m.p50, 3), f(m.p99, 3), f(m.p999, 3), mb(m.rssBytes)]));
+  }
+  const sc = r.scale;
+  if (sc) {
+    const c = sc.closed;
+    const o = sc.open;
+    lines.push(row([`tracker, default shards, ${sc.peers.toLocaleString('en')} peers`, '1 run', k(c.load.replyRate), x(c.load.replyRate / echo), x(c.load.replyRate / naive), f(c.cpuPer100k), pct(c.load.generatorBusy), cores(c.othersCores), k(o.load.replyRate), pct(o.load.loss), f(o.load.latencyMs.p50, 3), f(o.load.latencyMs.p99, 3), f(o.load.latencyMs.p999, 3), mb(o.rssBytes)]));
+  }
+  const o = r.options;
+  const out = [
+    `Pulses over loopback, medians of ${o.rounds} interleaved rounds of ${o.seconds} s. Closed loop: ${o.clients} clients × ${o.window} in flight. Open loop: ${k(o.rate)} pulses/s offered. ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}.`,
+    '',
+    ...lines,
+    '',
+    `quiet rounds: the medians use only measurements during which other processes took less than ${NOISE_CORES} of a core (all of them if none was quiet). closed: the sustained reply rate with every client keeping its window of pulses in flight. CPU s / 100 k: the server\'s CPU time, all threads, per 100 k replies. gen. busy: the load generator\'s event-loop utilisation (near 100 % means the generator, not the server, set the limit). other procs: CPU used by the rest of the machine meanwhile (noise). open: a fixed offered rate; loss and latency (from the scheduled send to the reply) of the pulses due in the window. ÷ columns compare medians.`,
+    '',
+    row(['target', 'goal', 'measured', 'result']),
+    row(['---', '---', '---', '---']),
+    ...r.targets.map((t) => row([t.what, t.goal, t.measured, t.result])),
+  ];
+  if (r.servers.some((s) => (s.median?.unknownSession ?? 0) > 0)) out.push('', '⚠ some pulses were answered with status "1" (session unknown to the server).');
+  if (r.scaleError) out.push('', `scale phase failed: ${r.scaleError.split('\n')[0]}`);
+  return out.join('\n');
+}
+
+export function writeResults(r: BenchResults): { json: string; svg: string; md: string } {
+  mkdirSync(r.options.out, { recursive: true });
+  const stamp = r.date.replace(/[:.]/g, '-');
+  const json = join(r.options.out, `bench-${stamp}.json`);
+  const svg = join(r.options.out, `bench-${stamp}.svg`);
+  const md = join(r.options.out, `bench-${stamp}.md`);
+  writeFileSync(json, JSON.stringify(r, null, 2) + '\n');
+  writeFileSync(svg, renderSvg(r));
+  writeFileSync(md, renderTable(r) + '\n');
+  // Stable names for the latest run, e.g. for the README to link to.
+  writeFileSync(join(r.options.out, 'latest.json'), JSON.stringify(r, null, 2) + '\n');
+  writeFileSync(join(r.options.out, 'latest.svg'), renderSvg(r));
+  writeFileSync(join(r.options.out, 'latest.md'), renderTable(r) + '\n');
+  return { json, svg, md };
+}

@@ -1,0 +1,87 @@
+// `yarn bench`: the same load generator against a bare echo server, a naive
+// tracker and this tracker at several shard counts, in interleaved rounds so
+// machine noise hits them all alike; then the scale phase at 1 M peers; then
+// one table on the terminal and JSON + SVG under bench/results/.
+import { cpus } from 'node:os';
+import { measure } from './measure.js';
+import { parseOptions } from './options.js';
+import { Progress } from './progress.js';
+import { buildTargets, renderTable, summarize, writeResults, type BenchResults, type ServerResult } from './report.js';
+import { runScale, SCALE_STEPS, type ScaleResult } from './scale.js';
+import { ServerHandle, serverName, type ServerKind } from './servers.js';
+
+const opts = parseOptions(process.argv.slice(2));
+
+const kinds: ServerKind[] = [{ kind: 'echo' }, { kind: 'naive' }, ...opts.shards.map((shards) => ({ kind: 'tracker' as const, shards }))];
+const progress = new Progress(1 + opts.rounds * kinds.length * 2 + (opts.peers > 0 ? SCALE_STEPS : 0));
+
+// Every server runs for the whole comparison; only the one under test gets load.
+progress.start('starting servers');
+const servers: { kind: ServerKind; handle?: ServerHandle; result: ServerResult }[] = [];
+for (const kind of kinds) {
+  const result: ServerResult = { name: serverName(kind), kind: kind.kind, rounds: [], ...(kind.kind === 'tracker' ? { shards: kind.shards } : {}) };
+  try {
+    servers.push({ kind, handle: await ServerHandle.start(kind), result });
+  } catch (err) {
+    result.error = (err as Error).message;
+    progress.log(`${result.name}: ${result.error}`);
+    servers.push({ kind, result });
+  }
+}
+
+try {
+  for (let round = 1; round <= opts.rounds; round++) {
+    for (const s of servers) {
+      const label = (mode: string) => `round ${round}/${opts.rounds} · ${s.result.name} · ${mode} loop`;
+      try {
+        progress.start(label('closed'));
+        if (!s.handle) throw new Error(s.result.error ?? 'not running');
+        const closed = await measure(s.handle, 'closed', opts, progress);
+        progress.start(label('open'));
+        const open = await measure(s.handle, 'open', opts, progress);
+        s.result.rounds.push({ closed, open });
+      } catch (err) {
+        if (s.handle) {
+          s.result.error = (err as Error).message;
+          progress.log(`${s.result.name}: ${s.result.error}`);
+          await s.handle.close().catch(() => {});
+          delete s.handle;
+        }
+      }
+    }
+  }
+} finally {
+  await Promise.all(servers.map((s) => s.handle?.close()));
+}
+for (const s of servers) {
+  const m = summarize(s.result.rounds);
+  if (m) s.result.median = m;
+}
+
+let scale: ScaleResult | undefined;
+let scaleError: string | undefined;
+if (opts.peers > 0) {
+  try {
+    scale = await runScale(opts, progress);
+  } catch (err) {
+    scaleError = (err as Error).message;
+    progress.log(`scale phase: ${scaleError}`);
+  }
+}
+progress.done();
+
+const results: BenchResults = {
+  date: new Date().toISOString(),
+  machine: { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model.trim() ?? 'unknown', platform: process.platform },
+  options: opts,
+  servers: servers.map((s) => s.result),
+  ...(scale ? { scale } : {}),
+  ...(scaleError ? { scaleError } : {}),
+  targets: buildTargets(
+    servers.map((s) => s.result),
+    scale,
+  ),
+};
+const files = writeResults(results);
+process.stdout.write(renderTable(results) + '\n\n');
+process.stdout.write(`results: ${files.json}\nchart:   ${files.svg}\n`);
