@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // sobani-tracker [options]            run the tracker
 // sobani-tracker announce|pulse|push|punch --tracker HOST:PORT ...   client commands
+// sobani-tracker health [--metrics-host ADDR] [--metrics-port N]       exit 0 iff /healthz says 200
 import { ConfigError, helpText, loadConfig, printConfig } from './config.js';
 import { startTracker } from './tracker.js';
 
@@ -11,6 +12,10 @@ async function main(argv: string[]): Promise<number> {
   if (command !== undefined && CLIENT_COMMANDS.has(command)) {
     const { runClientCommand } = await import('./client/cli.js');
     return runClientCommand(command, rest);
+  }
+  if (command === 'health') {
+    const { runHealthCommand } = await import('./ops/health.js');
+    return runHealthCommand(rest);
   }
   let args;
   try {

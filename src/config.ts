@@ -20,12 +20,25 @@ export interface Config {
   recvBufferSize: number;
   sendBufferSize: number;
   maxShardQueue: number;
+  metricsPort: number;
+  metricsHost: string;
+  snapshot: string;
+  snapshotInterval: number;
+  maxSessions: number;
+  maxSessionsPerIp: number;
+  maxTrackedIps: number;
+  ipRate: number;
+  ipBurst: number;
+  pushRate: number;
+  pushBurst: number;
 }
 
 interface IntOption { kind: 'int'; min: number; max: number }
 interface EnumOption { kind: 'enum'; values: readonly string[] }
 interface HostOption { kind: 'host' }
-type OptionType = IntOption | EnumOption | HostOption;
+/** A file path; "" means unset. */
+interface PathOption { kind: 'path' }
+type OptionType = IntOption | EnumOption | HostOption | PathOption;
 
 interface OptionSpec {
   key: keyof Config;
@@ -61,6 +74,29 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'SO_SNDBUF bytes asked for (the kernel caps it at net.core.wmem_max).' },
   { key: 'maxShardQueue', type: { kind: 'int', min: 1, max: 100000 }, default: () => 256,
     doc: 'Batches in flight to one shard before new datagrams for it are dropped (counted).' },
+  { key: 'metricsPort', type: { kind: 'int', min: 0, max: 65535 }, default: () => 0,
+    doc: 'TCP port of the HTTP listener serving /metrics (Prometheus) and /healthz. 0 = off.' },
+  { key: 'metricsHost', type: { kind: 'host' }, default: () => '127.0.0.1',
+    doc: 'Address the metrics listener binds. Loopback by default: the metrics are not for the public.' },
+  { key: 'snapshot', type: { kind: 'path' }, default: () => '',
+    doc: 'File the live sessions are saved to on SIGTERM/SIGINT and restored from on start. Empty = off.' },
+  { key: 'snapshotInterval', type: { kind: 'int', min: 0, max: 86400 }, default: () => 0,
+    doc: 'Also save the snapshot every this many seconds (needs --snapshot). 0 = only on shutdown.' },
+  // Abuse limits (see the README's "Limits"). The totals are split evenly over the shards.
+  { key: 'maxSessions', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
+    doc: 'Live sessions in total; an announce past it gets TRACKER_FULL. About 150 bytes of RAM each.' },
+  { key: 'maxSessionsPerIp', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 4096,
+    doc: 'Live sessions per source IP; an announce past it gets SESSION_LIMIT. Generous: carrier-grade NAT puts many users behind one IP.' },
+  { key: 'maxTrackedIps', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
+    doc: 'Source IPs whose rate limits and reply credit are tracked; past it, new IPs are served statelessly (each reply within 3x its request).' },
+  { key: 'ipRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 2000,
+    doc: 'Requests per second per source IP (token bucket); the excess is dropped and counted.' },
+  { key: 'ipBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 4000,
+    doc: 'Burst size of the per-IP request bucket.' },
+  { key: 'pushRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 20,
+    doc: 'Push attempts per second per source IP, so that guessing shareIds is slow; the excess is dropped and counted.' },
+  { key: 'pushBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 60,
+    doc: 'Burst size of the per-IP push bucket.' },
 ];
 
 export class ConfigError extends Error {}
@@ -72,6 +108,7 @@ export const envName = (key: string): string => 'SOBANI_' + key.replace(/[A-Z]/g
 function describeRange(t: OptionType): string {
   if (t.kind === 'int') return `an integer from ${t.min} to ${t.max}`;
   if (t.kind === 'enum') return `one of ${t.values.join(', ')}`;
+  if (t.kind === 'path') return 'a file path (empty for none)';
   return 'an IPv4 or IPv6 address literal';
 }
 
@@ -89,6 +126,10 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): Config[keyof Co
   if (t.kind === 'enum') {
     if (!t.values.includes(raw)) fail();
     return raw as Config[keyof Config];
+  }
+  if (t.kind === 'path') {
+    if (raw.includes('\0')) fail();
+    return raw;
   }
   if (!isIpLiteral(raw)) fail();
   return raw;
@@ -189,10 +230,11 @@ export function printConfig(config: Config): string {
 }
 
 export function helpText(): string {
-  const rows = OPTIONS.map((o) => `  --${flagName(o.key)} <${o.type.kind === 'enum' ? o.type.values.join('|') : o.type.kind === 'int' ? 'N' : 'ADDR'}>`.padEnd(40) + o.doc);
+  const rows = OPTIONS.map((o) => `  --${flagName(o.key)} <${o.type.kind === 'enum' ? o.type.values.join('|') : o.type.kind === 'int' ? 'N' : o.type.kind === 'path' ? 'FILE' : 'ADDR'}>`.padEnd(40) + o.doc);
   return [
     'Usage: sobani-tracker [--config FILE] [--host ADDR] [--port N] [--shards N] [--ttl SECONDS] [--log-level LEVEL] [...]',
     '       sobani-tracker --print-config | --help',
+    '       sobani-tracker health [--metrics-host ADDR] [--metrics-port N]   exit 0 if /healthz answers 200',
     '',
     'Options (flags override SOBANI_* environment variables, which override the config file):',
     '  --config FILE                         JSON file of settings (default ./config.json if present; env SOBANI_CONFIG)',

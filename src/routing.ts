@@ -3,11 +3,14 @@
 // A session lives in exactly one shard, and two requests must find it:
 //   - pulse/alive/announce carry no shareId, only the UDP source address;
 //   - push carries only the target's shareId.
-// So both keys map to the same *bucket*: bucket = hash(source address) mod 4096,
-// and every shareId minted for that address starts with the bucket written as two
+// So both keys map to the same *bucket*: bucket = hash(source IP) mod 4096, and
+// every shareId minted for a session starts with its bucket written as two
 // characters of the alphabet. shard = bucket mod shardCount. Buckets do not depend
 // on the shard count, so a snapshot restored into a tracker with another shard
 // count still finds each session by address and by shareId.
+//
+// The hash covers the IP, not the port: every session and every per-IP limit of
+// one IP (amplification credit, rate limits, session cap) lives in one shard.
 
 /** URL-safe, 64 characters: 6 bits per character. */
 export const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_';
@@ -25,22 +28,22 @@ export function alphabetValue(code: number): number {
 const V4_MAPPED_PREFIX = '::ffff:';
 
 /**
- * FNV-1a over the address text and the port. An IPv4-mapped IPv6 address
- * ("::ffff:1.2.3.4", as a dual-stack socket reports IPv4 clients) hashes like
- * the plain IPv4 text, so the bucket does not depend on how the socket was bound.
- * Hot path: no allocation, a few dozen integer operations.
+ * FNV-1a over the IP's text. An IPv4-mapped IPv6 address ("::ffff:1.2.3.4", as a
+ * dual-stack socket reports IPv4 clients) hashes like the plain IPv4 text, so the
+ * bucket does not depend on how the socket was bound. Hot path: no allocation, a
+ * few dozen integer operations.
  */
-export function addressBucket(address: string, port: number): number {
+export function addressBucket(address: string): number {
   let start = 0;
   if (address.length > 7 && address.charCodeAt(0) === 58 /* : */ && address.startsWith(V4_MAPPED_PREFIX) && address.includes('.', 7)) {
     start = 7;
   }
   let h = 0x811c9dc5;
   for (let i = start; i < address.length; i++) {
-    h = Math.imul(h ^ address.charCodeAt(i), 0x01000193);
+    const c = address.charCodeAt(i);
+    if (c === 37 /* % */) break; // a zone index is not part of the address
+    h = Math.imul(h ^ c, 0x01000193);
   }
-  h = Math.imul(h ^ (port & 0xff), 0x01000193);
-  h = Math.imul(h ^ (port >>> 8), 0x01000193);
   // fold the high bits in: the low 12 bits of FNV alone are weakly mixed
   return (h ^ (h >>> 16)) & (BUCKETS - 1);
 }

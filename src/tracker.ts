@@ -10,7 +10,12 @@
 //
 // A push whose target lives in another shard is forwarded shard -> main -> shard
 // (msgpackr-packed), and the target's shard answers both peers.
+//
+// Ops (src/ops/, all opt-in): an HTTP listener for /metrics and /healthz, and a
+// snapshot file the sessions are restored from before the first datagram is taken
+// and saved to on close (and periodically).
 import dgram from 'node:dgram';
+import type { Server } from 'node:http';
 import { isIP } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { resolveConfig, type Config } from './config.js';
@@ -18,6 +23,10 @@ import { Dispatcher, type MainCounters } from './io/dispatcher.js';
 import { ShardLink } from './io/shard-link.js';
 import type { ShardStats } from './io/messages.js';
 import { createLogger, type Logger } from './log.js';
+import { checkHealth, PING_DEADLINE_MS, type Health } from './ops/health.js';
+import { closeOpsServer, startOpsServer } from './ops/http.js';
+import { createMetrics } from './ops/metrics.js';
+import { restoreSnapshot, SnapshotWriter } from './ops/snapshot.js';
 
 export interface TrackerStats {
   peers: number;
@@ -29,11 +38,18 @@ export interface TrackerStats {
 export interface Tracker {
   readonly config: Config;
   readonly addresses: { address: string; port: number; family: 'IPv4' | 'IPv6' }[];
+  /** Where /metrics and /healthz are served, or null when --metrics-port is 0. */
+  readonly opsAddress: { address: string; port: number } | null;
   stats(opts?: { resetLoopDelay?: boolean }): Promise<TrackerStats>;
   /** Bench/test: adds synthetic live sessions through the real shard code. */
   fill(peers: number): Promise<void>;
   /** Ops/test: kills one shard's thread the way a crash would. */
   terminateShard(index: number): Promise<void>;
+  /** What /healthz answers. */
+  health(deadlineMs?: number): Promise<Health>;
+  /** Ops/test: blocks one shard's event loop for ms, as a hung shard would; resolves when it answers again. */
+  stallShard(index: number, ms: number): Promise<void>;
+  /** Stops serving; with --snapshot, saves the sessions first. */
   close(): Promise<void>;
 }
 
@@ -66,6 +82,21 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   const config = resolveConfig(partial);
   const log = logger ?? createLogger(config.logLevel);
   const sockets = await bindSockets(config, log);
+  // The ops listener comes up first so a taken port fails the start before any
+  // shard exists (and before a snapshot could be rewritten); it answers 503 until ready.
+  let tracker: Tracker | null = null;
+  let ops: Server | null = null;
+  if (config.metricsPort > 0) {
+    const metrics = createMetrics((o) => tracker!.stats(o));
+    try {
+      ops = await startOpsServer(config.metricsHost, config.metricsPort,
+        { render: () => tracker ? metrics.render() : Promise.reject(new Error('starting')), contentType: metrics.contentType },
+        async () => tracker ? tracker.health() : { ok: false, reason: 'starting' }, log);
+    } catch (err) {
+      await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
+      throw err;
+    }
+  }
   const socketTypes = sockets.map((s) => (s.address().family === 'IPv6' ? 'udp6' : 'udp4') as 'udp4' | 'udp6');
 
   const dispatcher = new Dispatcher(sockets, config.maxDatagram, config.maxShardQueue);
@@ -77,10 +108,20 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
     announceReply: config.announceReply,
     maxMultiaddr: config.maxMultiaddr,
     socketTypes,
+    maxSessions: Math.ceil(config.maxSessions / config.shards),
+    maxSessionsPerIp: config.maxSessionsPerIp, // exact: all of an IP's sessions live in one shard
+    maxTrackedIps: Math.ceil(config.maxTrackedIps / config.shards),
+    ipRate: config.ipRate,
+    ipBurst: config.ipBurst,
+    pushRate: config.pushRate,
+    pushBurst: config.pushBurst,
   }, log, dispatcher.onReply));
-  // Every shard answers before the first datagram is taken.
+  // Every shard answers, and the saved sessions are back, before the first datagram is taken.
   await Promise.all(links.map((l) => l.control('ping')));
+  if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log);
   dispatcher.attach(links);
+  const snapshots = config.snapshot !== '' ? new SnapshotWriter(config.snapshot, config.shareIdLength, links, log) : null;
+  snapshots?.start(config.snapshotInterval);
 
   const mainLoopDelay = monitorEventLoopDelay({ resolution: 5 });
   mainLoopDelay.enable();
@@ -89,13 +130,15 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
     const a = s.address();
     return { address: a.address, port: a.port, family: a.family as 'IPv4' | 'IPv6' };
   });
-  log.info({ config, addresses, recvBufferSize: sockets[0]!.getRecvBufferSize(), sendBufferSize: sockets[0]!.getSendBufferSize() },
-    'sobani-tracker listening');
 
   let closing: Promise<void> | null = null;
-  return {
+  tracker = {
     config,
     addresses,
+    get opsAddress() {
+      const a = ops?.address();
+      return a && typeof a === 'object' ? { address: a.address, port: a.port } : null;
+    },
     async stats({ resetLoopDelay = false } = {}) {
       const shards = await Promise.all(links.map(async (l) => {
         const s = (await l.control('stats', resetLoopDelay, 2000)) as ShardStats | null;
@@ -111,12 +154,17 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
       await Promise.all(links.map((l) => l.control('fill', each)));
     },
     terminateShard: (index) => links[index]!.terminateThread(),
+    health: (deadlineMs = PING_DEADLINE_MS) => checkHealth(sockets, links, deadlineMs),
+    async stallShard(index, ms) { await links[index]!.control('stall', ms); },
     close() {
       closing ??= (async () => {
+        if (ops !== null) await closeOpsServer(ops); // healthz stops answering: the tracker is going away
         dispatcher.stopReceiving();
         dispatcher.flushNow();
         const deadline = Date.now() + 2000;
         await Promise.all(links.map((l) => l.drain(deadline)));
+        // After the drain, so the last answered announce is in the file.
+        await snapshots?.stop();
         await Promise.all(links.map((l) => l.close()));
         await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
         mainLoopDelay.disable();
@@ -125,4 +173,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
       return closing;
     },
   };
+  log.info({ config, addresses, ops: tracker.opsAddress, recvBufferSize: sockets[0]!.getRecvBufferSize(), sendBufferSize: sockets[0]!.getSendBufferSize() },
+    'sobani-tracker listening');
+  return tracker;
 }

@@ -2,13 +2,17 @@
 // address through another peer's push (most pushes cross shards).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WirePeer, withTracker } from './helpers/wire.js';
+import { PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
 
 test('320 simultaneous peers over 4 shards all announce, and every push resolves to the right address', () =>
   withTracker({ shards: 4 }, async (tracker, target) => {
-    const peers = await Promise.all(Array.from({ length: 320 }, () => WirePeer.open(target)));
-    for (const p of peers) p.send({ action: 'announce' }); // one burst, no pacing
+    // one loopback address each: sessions are routed by source IP
+    const peers = await Promise.all(Array.from({ length: 320 }, (_, i) => WirePeer.open(target, `127.0.${2 + Math.floor(i / 250)}.${(i % 250) + 1}`)));
+    for (const p of peers) p.send(PADDED_ANNOUNCE); // one burst, no pacing
     const ids = await Promise.all(peers.map(async (p) => (await p.next('announceReceived', 5000)).data!.shareId as string));
+    // each proves it receives at its address, so the tracker may send it income freely
+    await Promise.all(peers.map((p, i) => p.request({ action: 'pulse', shareId: ids[i] }, 'pulseReceived', 5000)));
+    await Promise.all(peers.map((p) => p.drain(0)));
     assert.equal(new Set(ids).size, 320, 'shareIds are unique');
     const stats = await tracker.stats();
     assert.equal(stats.peers, 320);

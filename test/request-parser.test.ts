@@ -18,9 +18,14 @@ test('parses a request inside a larger buffer at an offset', () => {
 });
 
 test('pulse flags accept booleans and the strings "true"/"false"', () => {
-  assert.deepEqual(parse('{"action":"pulse","override":"true","port":"80"}'), { action: 'pulse', override: true, ip: null, port: 80, multiaddr: null, regenerate: false });
+  assert.deepEqual(parse('{"action":"pulse","override":"true","port":"80"}'), { action: 'pulse', override: true, ip: null, port: 80, multiaddr: null, regenerate: false, proof: null });
   assert.equal((parse('{"action":"pulse","shareId":"true"}') as { regenerate: boolean }).regenerate, true);
   assert.equal((parse('{"action":"pulse","override":false,"ip":"x"}') as { override: boolean }).override, false);
+});
+
+test('pulse shareId: a string of the id length is a proof of receipt, not a regeneration', () => {
+  assert.deepEqual(parse('{"action":"pulse","shareId":"abcdefghijkl"}'), { action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: 'abcdefghijkl' });
+  assert.equal((parse('{"action":"pulse","shareId":"abc"}') as { code: string }).code, 'INVALID_FIELD');
 });
 
 test('ip is canonicalized; IPv4-mapped becomes IPv4', () => {

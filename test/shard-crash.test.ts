@@ -7,9 +7,11 @@ import { addressBucket, shardOfBucket } from '../src/routing.js';
 
 test('killing one shard loses only its sessions; the others keep working and it comes back empty', () =>
   withTracker({ shards: 2 }, async (tracker, target) => {
-    const peers = await Promise.all(Array.from({ length: 40 }, () => WirePeer.open(target)));
+    // Sessions are routed by source IP: give each peer its own loopback address.
+    const ips = Array.from({ length: 40 }, (_, i) => `127.0.1.${i + 1}`);
+    const peers = await Promise.all(ips.map((ip) => WirePeer.open(target, ip)));
     const ids = await Promise.all(peers.map((p) => p.announce()));
-    const shardOf = (p: WirePeer): number => shardOfBucket(addressBucket('127.0.0.1', p.port), 2);
+    const shardOf = (p: WirePeer): number => shardOfBucket(addressBucket(p.socket.address().address), 2);
     const lost = peers.filter((p) => shardOf(p) === 0);
     const kept = peers.filter((p) => shardOf(p) === 1);
     assert.ok(lost.length > 0 && kept.length > 0);

@@ -18,11 +18,25 @@ export interface PulseOptions {
 }
 
 const ANNOUNCE = Buffer.from('{"action":"announce"}');
+// The tracker answers a source that has not yet shown it receives at its address
+// with at most 3x the bytes it sent. Padding the announce (unknown fields are
+// ignored), as QUIC pads its first packet, makes room for both announce forms.
+const PADDED_ANNOUNCE = Buffer.from(JSON.stringify({ action: 'announce', pad: 'x'.repeat(18) }));
 const ALIVE = Buffer.from('{"action":"alive"}');
 const PULSE = Buffer.from('{"action":"pulse"}');
 
-export function announceRequest(): Buffer {
-  return ANNOUNCE;
+/** The legacy client's exact bytes, or the padded documented form. */
+export function announceRequest(dialect: Dialect): Buffer {
+  return dialect === 'legacy' ? ANNOUNCE : PADDED_ANNOUNCE;
+}
+
+/**
+ * The automatic documented keep-alive: a pulse carrying our own shareId, which
+ * proves to the tracker that we receive at our address (so it never trims its
+ * replies to us, nor holds back income).
+ */
+export function provingPulse(shareId: string): Buffer {
+  return Buffer.from(JSON.stringify({ action: 'pulse', shareId }));
 }
 
 /** The keep-alive of each dialect: `pulse` (documented) or `alive` (legacy). */

@@ -4,7 +4,7 @@ import { lookup } from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
-import { announceRequest, keepAliveRequest, parseReply, pushRequest } from './messages.js';
+import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest } from './messages.js';
 import type { Dialect, PulseOptions, TrackerReply } from './messages.js';
 import { parsePeerAddr } from './peer-addr.js';
 import type { PeerAddr } from './peer-addr.js';
@@ -126,6 +126,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   #pulseChain: Promise<unknown> = Promise.resolve();
   #pulseTimer: NodeJS.Timeout | undefined;
   #shareId: string | undefined;
+  /** false once the tracker said our session is gone (until the next announce answer) */
+  #live = false;
   #closed = false;
   #closing: Promise<void> | undefined;
   #onAbort = (): void => void this.close();
@@ -192,11 +194,16 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    * every retryIntervalMs until answered. Starts automatic pulses.
    */
   announce(opts: CallOptions = {}): Promise<string> {
+    // A live session keeps its shareId: announcing again from an established
+    // session would make the tracker replace it (and the old id stop resolving).
+    if (this.#live && this.#shareId !== undefined && !this.#announcing) return Promise.resolve(this.#shareId);
     // Concurrent announces share one retry loop; it stops when every caller
     // has given up (signal / timeout), so an abandoned announce stops sending.
     if (!this.#announcing) {
       const stop = new AbortController();
-      const shared = this.#request<string>({ kind: 'announce' }, announceRequest, { signal: stop.signal }).finally(() => {
+      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect), { signal: stop.signal })
+        .then((shareId) => this.#prove(shareId, stop.signal))
+        .finally(() => {
         if (this.#announcing === state) this.#announcing = undefined;
       });
       const state = { shared, stop, callers: 0 };
@@ -207,6 +214,20 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     return withCallOptions(state.shared, opts, () => {
       if (--state.callers === 0) state.stop.abort();
     });
+  }
+
+  /**
+   * Documented dialect: a first pulse that carries our shareId, which only we
+   * could have read, proves to the tracker that we receive at our address, so it
+   * never trims its replies to us. It runs in the pulse chain, before any
+   * pulse() the caller makes next. Resolves with the shareId either way.
+   */
+  async #prove(shareId: string, signal: AbortSignal): Promise<string> {
+    if (this.dialect !== 'documented') return shareId;
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId), { signal }));
+    this.#pulseChain = run.catch(() => undefined);
+    await run.catch(() => undefined); // an unanswered proof only means smaller replies
+    return shareId;
   }
 
   /**
@@ -320,13 +341,14 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     if (!reply) return;
     this.emit('reply', reply);
     switch (reply.kind) {
-      case 'announced':
+      case 'announced': {
         // The documented tracker also sends the legacy `announced`: the second
         // copy finds no pending announce and only refreshes the shareId.
         this.#setShareId(reply.shareId);
         for (const p of this.#pending.filter((q) => q.kind === 'announce')) this.#settle(p, reply.shareId as never);
         this.#startPulses();
         break;
+      }
       case 'pulse': {
         const result: PulseResult = { status: reply.status, overriden: reply.overriden, ...(reply.shareId ? { shareId: reply.shareId } : {}) };
         if (reply.legacyExpired) {
@@ -397,6 +419,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   }
 
   #setShareId(shareId: string): void {
+    this.#live = true;
     if (shareId === this.#shareId) return;
     this.#shareId = shareId;
     this.emit('announced', shareId);
@@ -412,20 +435,28 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   }
 
   #reannounce(): void {
+    this.#live = false;
     if (this.#closed || !this.#reannounceEnabled) return;
     this.announce().catch(() => undefined); // failures reach pending requests; closing rejects it
   }
 
   #startPulses(): void {
     if (this.#pulseTimer || this.#closed || this.#options.autoPulse === false) return;
-    const payload = keepAliveRequest(this.dialect);
-    this.#pulseTimer = setInterval(() => {
+    const keepAlive = (): void => {
       // An explicit pulse() in flight already keeps the session alive.
-      if (this.#first('pulse') || !this.#socket || !this.#tracker) return;
-      this.#socket.send(payload, this.#tracker.port, this.#tracker.address, (err) => {
-        if (err) this.#emitError(err);
-      });
-    }, this.pulseIntervalMs);
+      if (this.#first('pulse')) return;
+      const shareId = this.shareId;
+      this.#sendRaw(this.dialect === 'documented' && shareId !== undefined ? provingPulse(shareId) : keepAliveRequest(this.dialect));
+    };
+    this.#pulseTimer = setInterval(keepAlive, this.pulseIntervalMs);
+  }
+
+  /** Fire-and-forget datagram to the tracker (its reply, if any, is handled like any other). */
+  #sendRaw(payload: Buffer): void {
+    if (!this.#socket || !this.#tracker || this.#closed) return;
+    this.#socket.send(payload, this.#tracker.port, this.#tracker.address, (err) => {
+      if (err) this.#emitError(err);
+    });
   }
 
   #emitError(err: Error): void {

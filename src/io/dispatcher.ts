@@ -62,14 +62,14 @@ export class Dispatcher {
       this.send(socketIndex, TOO_LARGE, 0, TOO_LARGE.length, port, address);
       return;
     }
-    const bucket = addressBucket(address, port);
+    const bucket = addressBucket(address);
     const link = this.links[shardOfBucket(bucket, this.links.length)]!;
     if (link.queueDepth >= this.maxShardQueue) { c.shardBusy++; return; }
 
     let b = link.batch();
     const need = RECORD_OVERHEAD + address.length + msg.length;
     if (b.len + need > b.buf.length || b.count === 0xffff) {
-      link.flush();
+      this.flush(link, true);
       b = link.batch();
     }
     const buf = b.buf;
@@ -93,20 +93,23 @@ export class Dispatcher {
     }
   }
 
+  private flush(link: ShardLink, force: boolean): void {
+    const count = link.pending?.count ?? 0;
+    if (link.flush(force)) {
+      this.counters.batches++;
+      this.counters.batchedDatagrams += count;
+    }
+  }
+
   private readonly flushAll = (): void => {
     this.flushScheduled = false;
-    for (const link of this.links) {
-      if (link.pending !== null) {
-        this.counters.batches++;
-        this.counters.batchedDatagrams += link.pending.count;
-      }
-      link.flush();
-    }
+    for (const link of this.links) this.flush(link, false);
   };
 
-  /** A shard answered a batch: send its replies, queue its forwards. */
-  readonly onReply = (_link: ShardLink, batch: Batch, m: Extract<FromShard, { t: 'b' }>): void => {
+  /** A shard answered a batch: send its replies, queue its forwards, send what waited. */
+  readonly onReply = (link: ShardLink, batch: Batch, m: Extract<FromShard, { t: 'b' }>): void => {
     if (m.out !== null) this.sendReplies(batch, Buffer.from(m.out));
+    this.flush(link, false);
     if (m.fwd !== null) {
       for (let s = 0; s < m.fwd.length; s++) {
         const f = m.fwd[s];
@@ -149,8 +152,8 @@ export class Dispatcher {
     this.sockets[socketIndex]!.send(buf, offset, len, port, address);
   }
 
-  /** Sends whatever is pending now (shutdown). */
+  /** Sends whatever is pending now, in flight or not (shutdown). */
   flushNow(): void {
-    this.flushAll();
+    for (const link of this.links) this.flush(link, true);
   }
 }

@@ -76,8 +76,11 @@ export class ReplyWriter {
 
   bytes(src: Uint8Array, off = 0, len = src.length - off): void {
     this.ensure(len);
-    this.buf.set(src.subarray(off, off + len), this.pos);
-    this.pos += len;
+    const b = this.buf;
+    let p = this.pos;
+    // Replies are made of short pieces: a loop beats making a subarray view per piece.
+    for (let i = off, end = off + len; i < end; i++) b[p++] = src[i]!;
+    this.pos = p;
   }
 
   text(s: string): void {

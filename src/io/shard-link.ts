@@ -7,9 +7,11 @@ import type { Logger } from 'pino';
 import type { ServeTask } from '../shard/worker.js';
 import type { ShardOptions } from '../shard/shard.js';
 import { transferableBuffer } from './frame.js';
-import type { FromShard, ToShard } from './messages.js';
+import type { ControlOp, FromShard, ToShard } from './messages.js';
 
 export const BATCH_BYTES = 64 * 1024;
+/** Batches sent to a shard and not yet answered, before the next one waits for a reply. */
+const MAX_IN_FLIGHT = 1;
 
 /** Datagrams on their way to a shard; addrs/ports/sockets say where replies go. */
 export class Batch {
@@ -96,7 +98,7 @@ export class ShardLink {
       if (batch === undefined) return; // a reply from before a restart
       this.peers = m.peers;
       if (m.buf !== null) batch.buf = Buffer.from(m.buf);
-      this.onReply(this, batch, m);
+      this.onReply(this, batch, m); // sends the replies, then what accumulated meanwhile
       this.recycle(batch);
     } else if (m.t === 'c') {
       const resolve = this.controls.get(m.id);
@@ -122,11 +124,18 @@ export class ShardLink {
     this.spare.push(b);
   }
 
-  /** Sends the pending batch and any forwards; every send gets exactly one reply. */
-  flush(): void {
+  /**
+   * Sends the pending batch and any forwards; every send gets exactly one reply.
+   * While a batch is in flight the next one keeps filling instead (unless `force`,
+   * for a full buffer): the shard's reply clocks the next send, so under load
+   * batches grow and thread wake-ups per datagram fall, and at light load nothing
+   * waits.
+   */
+  flush(force = false): boolean {
     const b = this.pending;
     const fwd = this.forwards;
-    if (b === null && fwd === null) return;
+    if (b === null && fwd === null) return false;
+    if (!force && this.inflight.length >= MAX_IN_FLIGHT) return false;
     const batch = b ?? this.spare.pop() ?? new Batch();
     this.pending = null;
     this.forwards = null;
@@ -134,9 +143,14 @@ export class ShardLink {
     const hasData = batch.len > 0;
     const msg: ToShard = { t: 'b', buf: hasData ? batch.buf.buffer as ArrayBuffer : null, len: batch.len, fwd };
     this.port.postMessage(msg, hasData ? [batch.buf.buffer as ArrayBuffer] : []);
+    return true;
   }
 
-  control(op: 'ping' | 'stats' | 'fill', arg?: unknown, timeoutMs = 0): Promise<unknown> {
+  /**
+   * One control request (see messages.ts); resolves with the shard's answer, or
+   * null if the shard crashed or timeoutMs (when > 0) passed first.
+   */
+  control(op: ControlOp, arg?: unknown, timeoutMs = 0, transfer: ArrayBuffer[] = []): Promise<unknown> {
     const id = this.nextControlId++;
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | null = null;
@@ -145,13 +159,13 @@ export class ShardLink {
         timer = setTimeout(() => { this.controls.delete(id); resolve(null); }, timeoutMs);
         timer.unref();
       }
-      this.port.postMessage({ t: 'c', id, op, arg } satisfies ToShard);
+      this.port.postMessage({ t: 'c', id, op, arg } satisfies ToShard, transfer);
     });
   }
 
   /** Waits (up to deadline) for every batch in flight to come back. */
   async drain(deadline: number): Promise<void> {
-    this.flush();
+    this.flush(true);
     while (this.inflight.length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
   }
 

@@ -33,6 +33,12 @@ export const PULSE_OVERRIDDEN_PREFIX = bytes('{"action":"pulseReceived","data":{
 export const PULSE_OK_SUFFIX = bytes('"}}');
 export const ALIVED = bytes('{"action":"alived"}');
 /**
+ * pulseReceived cut to its status, for a session that has not proved it receives
+ * at its address when the full reply would exceed its 3x budget (48 bytes, under
+ * 3x the 18-byte pulse). Pulse with your shareId to get full replies.
+ */
+export const PULSE_TRIMMED = bytes('{"action":"pulseReceived","data":{"status":"0"}}');
+/**
  * pulse from an address with no live session: announce again. Kept under 3x the
  * 18-byte pulse, since the source is unverified (hence no "overriden" here).
  */

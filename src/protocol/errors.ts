@@ -14,6 +14,8 @@ export const ERROR_CODES = {
   NO_SESSION: 'this address has no live session: announce first',
   UNKNOWN_SHARE_ID: 'no live session has that shareId',
   SELF_PUSH: 'that shareId is your own',
+  SESSION_LIMIT: 'this IP address has as many live sessions as the tracker allows one address',
+  TRACKER_FULL: 'the tracker holds as many live sessions as it allows; try again later',
   PEER_ADDRESS_UNSUPPORTED: 'the peer has only an IPv6 address, which this (legacy) client cannot read',
 } as const;
 

@@ -14,6 +14,8 @@ export interface PulseRequest {
   readonly port: number; // 0 = not given
   readonly multiaddr: string | null;
   readonly regenerate: boolean;
+  /** The session's own shareId, sent back as proof that it receives at its address. */
+  readonly proof: string | null;
 }
 export interface PushRequest { readonly action: 'push'; readonly shareId: string }
 export interface InvalidRequest { readonly action: 'invalid'; readonly code: ErrorCode; readonly message?: string }
@@ -27,7 +29,7 @@ export interface ParseLimits {
 
 const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce' });
 const ALIVE: AliveRequest = Object.freeze({ action: 'alive' });
-const PLAIN_PULSE: PulseRequest = Object.freeze({ action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false });
+const PLAIN_PULSE: PulseRequest = Object.freeze({ action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: null });
 
 // The exact bytes real clients send for the hot verbs; matched before JSON.parse
 // so a keep-alive costs a byte comparison, not an object allocation.
@@ -84,9 +86,14 @@ export function parseRequest(buf: Uint8Array, off: number, len: number, limits: 
 function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
   const override = flag(m.override);
   if (override === null) return invalid('INVALID_FIELD', '"override" must be true or false');
-  const regenerate = flag(m.shareId);
-  if (regenerate === null) return invalid('INVALID_FIELD', 'in pulse, "shareId" must be true or false (true mints a new shareId)');
-  if (!override) return regenerate ? { ...PLAIN_PULSE, regenerate } : PLAIN_PULSE;
+  // shareId: true mints a new id; the session's own id (a string of the id's
+  // length) proves the client got it, i.e. that it receives at its address.
+  const proof = typeof m.shareId === 'string' && m.shareId.length === limits.shareIdLength ? m.shareId : null;
+  const regenerate = proof === null ? flag(m.shareId) : false;
+  if (regenerate === null) {
+    return invalid('INVALID_FIELD', 'in pulse, "shareId" must be true or false (true mints a new shareId), or your own shareId');
+  }
+  if (!override) return regenerate || proof !== null ? { ...PLAIN_PULSE, regenerate, proof } : PLAIN_PULSE;
 
   let ip: string | null = null;
   if (m.ip !== undefined && m.ip !== null) {
@@ -109,7 +116,7 @@ function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
     }
     multiaddr = m.multiaddr;
   }
-  return { action: 'pulse', override: true, ip, port, multiaddr, regenerate };
+  return { action: 'pulse', override: true, ip, port, multiaddr, regenerate, proof };
 }
 
 function parsePush(m: Record<string, unknown>, limits: ParseLimits): Request {

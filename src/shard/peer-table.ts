@@ -15,6 +15,11 @@ export interface Override {
 
 const EMPTY = 0; // hash-table cells hold slot + 1
 
+/** flags: the client proved it receives at its address (it sent back its shareId). */
+export const VERIFIED = 1;
+/** flags: the last announce reply sent under a tight budget was the legacy form. */
+export const LAST_ANNOUNCE_LEGACY = 2;
+
 function fnv(h: number, byte: number): number {
   return Math.imul(h ^ byte, 0x01000193);
 }
@@ -33,6 +38,7 @@ export class PeerTable {
   port: Uint16Array;
   socket: Uint8Array; // which of the tracker's sockets the peer talks to
   dialect: Uint8Array; // see protocol/dialect.ts
+  flags: Uint8Array; // VERIFIED | LAST_ANNOUNCE_LEGACY
   ids: Uint8Array; // idLength ASCII bytes per slot
   readonly overrides = new Map<number, Override>();
 
@@ -50,6 +56,7 @@ export class PeerTable {
     this.port = new Uint16Array(capacity);
     this.socket = new Uint8Array(capacity);
     this.dialect = new Uint8Array(capacity);
+    this.flags = new Uint8Array(capacity);
     this.ids = new Uint8Array(capacity * idLength);
     this.byAddr = new Int32Array(capacity * 2);
     this.byId = new Int32Array(capacity * 2);
@@ -105,7 +112,8 @@ export class PeerTable {
     }
   }
 
-  private shareIdEquals(slot: number, id: string): boolean {
+  /** Whether `id` is this slot's shareId (no string is made). */
+  shareIdEquals(slot: number, id: string): boolean {
     const o = slot * this.idLength;
     for (let i = 0; i < this.idLength; i++) if (this.ids[o + i] !== id.charCodeAt(i)) return false;
     return true;
@@ -119,6 +127,7 @@ export class PeerTable {
     this.port[slot] = port;
     this.socket[slot] = socket;
     this.dialect[slot] = 0;
+    this.flags[slot] = 0;
     this.writeShareId(slot, shareId);
     this.put(this.byAddr, this.addrHash(key, off, port), slot);
     this.put(this.byId, this.idHashOfSlot(slot), slot);
@@ -191,6 +200,7 @@ export class PeerTable {
     this.port = grown(this.port, cap);
     this.socket = grown(this.socket, cap);
     this.dialect = grown(this.dialect, cap);
+    this.flags = grown(this.flags, cap);
     this.ids = grown(this.ids, cap * this.idLength);
     this.freeSlots = new Int32Array(cap);
     for (let i = 0; i < old; i++) this.freeSlots[i] = cap - 1 - i; // all old slots are in use
@@ -208,7 +218,7 @@ export class PeerTable {
 
   /** Approximate bytes held by this table (for the bench and metrics). */
   get bytes(): number {
-    return this.addr.byteLength + this.port.byteLength + this.socket.byteLength + this.dialect.byteLength +
+    return this.addr.byteLength + this.port.byteLength + this.socket.byteLength + this.dialect.byteLength + this.flags.byteLength +
       this.ids.byteLength + this.byAddr.byteLength + this.byId.byteLength + this.freeSlots.byteLength;
   }
 }

@@ -5,7 +5,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import type { AnnounceReply } from '../config.js';
 import { ADDR_BYTES, formatIp, isV4Mapped, parseIp } from '../protocol/address.js';
 import {
-  ALIVED, LEGACY, PULSE_NO_SESSION, PULSE_OK_PREFIX, PULSE_OK_SUFFIX, PULSE_OVERRIDDEN_PREFIX,
+  ALIVED, LEGACY, PULSE_NO_SESSION, PULSE_OK_PREFIX, PULSE_OK_SUFFIX, PULSE_OVERRIDDEN_PREFIX, PULSE_TRIMMED,
   PUSH_NO_SESSION, UNKNOWN, EXPIRED, announceReplies, dialectOfKeepAlive, pushPlan, type PeerView,
 } from '../protocol/dialect.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from '../protocol/errors.js';
@@ -13,9 +13,11 @@ import { parseRequest, type ParseLimits, type PulseRequest } from '../protocol/r
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { ReplyWriter } from '../io/frame.js';
 import { ExpiryWheel } from './expiry-wheel.js';
-import { PeerTable } from './peer-table.js';
+import { LAST_ANNOUNCE_LEGACY, PeerTable, VERIFIED } from './peer-table.js';
+import { AMPLIFICATION_FACTOR, IpTable } from './ip-table.js';
 import { ShareIdMinter } from './share-id.js';
-import { ShardCounters } from './counters.js';
+import { ShardCounters, actionIndex, INCOME, PUSH } from './counters.js';
+import type { SessionBlock } from '../io/messages.js';
 
 export interface ShardOptions {
   index: number;
@@ -26,17 +28,32 @@ export interface ShardOptions {
   maxMultiaddr: number;
   /** socket index -> 'udp4' | 'udp6', to write addresses the sending socket accepts */
   socketTypes: readonly ('udp4' | 'udp6')[];
+  /** abuse limits (config.ts documents each); the totals are this shard's share */
+  maxSessions: number;
+  maxSessionsPerIp: number;
+  maxTrackedIps: number;
+  ipRate: number;
+  ipBurst: number;
+  pushRate: number;
+  pushBurst: number;
   now?: () => number;
 }
 
-/** A request from another shard's session to push to one of ours. */
+
+/**
+ * A request from another shard's session to push to one of ours. `grant` is the
+ * reply budget the requester's shard already took from the requester's IP
+ * credit (-1: the requester is verified, no limit).
+ */
 type Forward = [
   targetId: string, sendAddress: string, port: number, socket: number, dialect: number,
-  shownIp: string, shownPort: number, ipv6: boolean, shareId: string, multiaddr: string | null,
+  shownIp: string, shownPort: number, ipv6: boolean, shareId: string, multiaddr: string | null, grant: number,
 ];
 
-/** Error replies to a source with no session may not exceed this multiple of its request. */
-const UNVERIFIED_REPLY_FACTOR = 3;
+/** Most reply credit a push carries to another shard (a pushReceived plus a pushed fit). */
+const MAX_PUSH_GRANT = 1024;
+/** IP entries with no session are forgotten after this long without a request. */
+const IP_IDLE_MS = 60_000;
 /** Expiries per turn of the event loop: bounds the stall a mass expiry causes. */
 export const EXPIRY_BUDGET = 8192;
 
@@ -46,6 +63,7 @@ export class Shard {
   readonly writer = new ReplyWriter();
   readonly counters = new ShardCounters();
   readonly tickMs: number;
+  readonly ips: IpTable;
   private readonly ttlTicks: number;
   private readonly minter: ShareIdMinter;
   private readonly limits: ParseLimits;
@@ -61,6 +79,13 @@ export class Shard {
   private replySocket = 0;
   private replyAddress = '';
   private replyPort = 0;
+  // What the request being handled counts as (counters.ts indexes), for datagram counts.
+  private action = 0;
+  private peerDialect: number = UNKNOWN;
+  // The reply budget of the request being handled (see allow()).
+  private ip = -1;
+  private verified = false;
+  private grant = -1;
 
   /** Called with an exception a handler threw (the request is dropped, the shard goes on). */
   onInternalError: ((err: unknown) => void) | null = null;
@@ -74,6 +99,10 @@ export class Shard {
     this.wheel = new ExpiryWheel(this.ttlTicks + 1, this.table.capacity, this.tick());
     this.minter = new ShareIdMinter(opts.shareIdLength);
     this.limits = { shareIdLength: opts.shareIdLength, maxMultiaddr: opts.maxMultiaddr };
+    this.ips = new IpTable({
+      rate: opts.ipRate, burst: opts.ipBurst, pushRate: opts.pushRate, pushBurst: opts.pushBurst,
+      maxCredit: 16 * 1024, capacity: opts.maxTrackedIps, idleMs: IP_IDLE_MS, tickMs: 1000,
+    }, this.now);
     this.forwards = new Array<Forward[] | null>(opts.shards).fill(null);
   }
 
@@ -88,7 +117,8 @@ export class Shard {
   /** Handles one request batch (see io/frame.ts for the layout). */
   handleBatch(buf: Uint8Array, len: number): void {
     let o = 0;
-    for (let index = 0; o < len; index++) {
+    let index = 0;
+    for (; o < len; index++) {
       const socket = buf[o]!;
       const port = (buf[o + 1]! << 8) | buf[o + 2]!;
       const bucket = (buf[o + 3]! << 8) | buf[o + 4]!;
@@ -100,6 +130,7 @@ export class Shard {
       o = payloadAt + payloadLen;
       this.replyIndex = index;
       if (parseIp(buf, addrAt, addrLen, this.key, 0) === 0) { this.counters.drop('bad_source'); continue; }
+      if (!this.admit(payloadLen)) continue;
       const mark = this.writer.position;
       try {
         this.handleRequest(socket, port, bucket, buf, payloadAt, payloadLen);
@@ -110,6 +141,25 @@ export class Shard {
         this.onInternalError?.(err);
       }
     }
+    this.counters.batch(index);
+  }
+
+  /**
+   * Per-IP rate limit and reply budget for the request about to be handled.
+   * A tracked IP gains AMPLIFICATION_FACTOR x the request in credit; an IP the
+   * table has no room for may get that much back for this request alone.
+   */
+  private admit(requestLen: number): boolean {
+    this.verified = false;
+    this.ip = this.ips.touch(this.key, 0);
+    if (this.ip < 0) {
+      this.grant = AMPLIFICATION_FACTOR * requestLen;
+      return true;
+    }
+    this.grant = -1;
+    if (this.ips.admit(this.ip, requestLen)) return true;
+    this.counters.drop('rate_limited');
+    return false;
   }
 
   /** Everything written since the last call: reply bytes and packed forwards per shard. */
@@ -133,7 +183,9 @@ export class Shard {
     try { list = this.unpackr.unpack(packed) as Forward[]; } catch { this.counters.drop('bad_forward'); return; }
     for (const f of list) {
       this.replyIndex = -1;
+      this.action = PUSH; this.peerDialect = f[4];
       this.replyAddress = f[1]; this.replyPort = f[2]; this.replySocket = f[3];
+      this.verified = f[10] < 0; this.grant = f[10]; this.ip = -1;
       const requester: PeerView = { ip: f[5], port: f[6], ipv6: f[7], shareId: f[8], multiaddr: f[9] };
       this.resolvePush(f[0], f[4], requester, -1);
     }
@@ -144,27 +196,34 @@ export class Shard {
   private handleRequest(socket: number, port: number, bucket: number, buf: Uint8Array, at: number, len: number): void {
     const req = parseRequest(buf, at, len, this.limits);
     this.counters.request(req.action);
+    this.action = actionIndex(req.action);
+    this.peerDialect = UNKNOWN; // handlers refine it once they know the session
     switch (req.action) {
       case 'pulse':
-      case 'alive': return this.keepAlive(req.action, req.action === 'pulse' ? req : null, port, len);
-      case 'announce': return this.announce(socket, port, bucket);
-      case 'push': return this.push(req.shareId, port, len);
-      case 'invalid': return this.rejectUnverified(req.code, req.message, port, len);
+      case 'alive':
+        this.peerDialect = dialectOfKeepAlive(req.action);
+        this.keepAlive(req.action, req.action === 'pulse' ? req : null, port);
+        break;
+      case 'announce': this.announce(socket, port, bucket); break;
+      case 'push': this.push(req.shareId, port); break;
+      case 'invalid': this.rejectInvalid(req.code, req.message, port); break;
     }
+    this.counters.in(this.action, this.peerDialect);
   }
 
-  private keepAlive(action: 'pulse' | 'alive', pulse: PulseRequest | null, port: number, requestLen: number): void {
+  private keepAlive(action: 'pulse' | 'alive', pulse: PulseRequest | null, port: number): void {
     const slot = this.table.findByAddress(this.key, 0, port);
     if (slot < 0) {
       this.counters.unknownSession(action);
-      this.replyGuarded(action === 'alive' ? EXPIRED : PULSE_NO_SESSION, requestLen);
+      this.sendReply(action === 'alive' ? EXPIRED : PULSE_NO_SESSION);
       return;
     }
     this.table.dialect[slot] = dialectOfKeepAlive(action);
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
-    const w = this.writer;
+    if (pulse?.proof != null && this.table.shareIdEquals(slot, pulse.proof)) this.table.flags[slot]! |= VERIFIED;
+    this.verified = (this.table.flags[slot]! & VERIFIED) !== 0;
     if (pulse === null) {
-      w.toRequest(this.replyIndex); w.bytes(ALIVED); w.end();
+      this.sendReply(ALIVED);
       return;
     }
     let overridden = false;
@@ -173,9 +232,17 @@ export class Shard {
       const bucket = this.minter.bucketOf(this.table.shareId(slot));
       this.table.replaceShareId(slot, this.mint(bucket));
     }
-    w.toRequest(this.replyIndex);
-    w.bytes(overridden ? PULSE_OVERRIDDEN_PREFIX : PULSE_OK_PREFIX);
-    w.bytes(this.table.ids, slot * this.table.idLength, this.table.idLength);
+    const idLen = this.table.idLength;
+    const prefix = overridden ? PULSE_OVERRIDDEN_PREFIX : PULSE_OK_PREFIX;
+    if (!this.allow(prefix.length + idLen + PULSE_OK_SUFFIX.length)) {
+      // Too big for what this unverified source sent: status alone still says "alive".
+      this.sendReply(PULSE_TRIMMED);
+      return;
+    }
+    const w = this.writer;
+    this.beginReply();
+    w.bytes(prefix);
+    w.bytes(this.table.ids, slot * idLen, idLen);
     w.bytes(PULSE_OK_SUFFIX);
     w.end();
   }
@@ -200,8 +267,10 @@ export class Shard {
   }
 
   private announce(socket: number, port: number, bucket: number): void {
-    let slot = this.table.findByAddress(this.key, 0, port);
-    if (slot >= 0 && this.table.dialect[slot] !== UNKNOWN) {
+    const t = this.table;
+    let slot = t.findByAddress(this.key, 0, port);
+    if (slot >= 0) this.peerDialect = t.dialect[slot]!;
+    if (slot >= 0 && t.dialect[slot] !== UNKNOWN) {
       // A new announce from an address whose session is established replaces it:
       // the old shareId stops resolving (the address may now be someone else).
       this.removeSession(slot);
@@ -210,21 +279,35 @@ export class Shard {
     // An announce retried before any keep-alive (the desktop client resends every
     // second until answered) gets the same shareId again.
     if (slot < 0) {
-      slot = this.table.insert(this.key, 0, port, socket, this.mint(bucket));
+      if (this.ip >= 0 && this.ips.sessions[this.ip]! >= this.opts.maxSessionsPerIp) return this.replyError('SESSION_LIMIT');
+      if (t.size >= this.opts.maxSessions) return this.replyError('TRACKER_FULL');
+      slot = t.insert(this.key, 0, port, socket, this.mint(bucket));
+      if (this.ip >= 0) this.ips.sessions[this.ip]!++;
     }
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
-    for (const reply of announceReplies(this.opts.announceReply, this.table.shareId(slot))) {
-      this.beginReply(); this.writer.text(reply); this.writer.end();
+    const forms = announceReplies(this.opts.announceReply, t.shareId(slot));
+    if (forms.length === 2 && !this.affords(forms[0]!.length + forms[1]!.length)) {
+      // Only one form fits 3x what this unverified source sent: alternate them over
+      // its retries (both kinds of client retry), the legacy form first.
+      const legacyNext = (t.flags[slot]! & LAST_ANNOUNCE_LEGACY) === 0;
+      const form = legacyNext ? forms[1]! : forms[0]!;
+      if (this.sendReply(form)) t.flags[slot] = legacyNext ? t.flags[slot]! | LAST_ANNOUNCE_LEGACY : t.flags[slot]! & ~LAST_ANNOUNCE_LEGACY;
+      return;
     }
+    for (const reply of forms) this.sendReply(reply);
   }
 
-  private push(targetId: string, port: number, requestLen: number): void {
+  private push(targetId: string, port: number): void {
+    // Every push spends a push token, so guessing shareIds is slow (and counted).
+    if (this.ip >= 0 && !this.ips.takePushToken(this.ip)) { this.counters.drop('push_rate_limited'); return; }
     const slot = this.table.findByAddress(this.key, 0, port);
     if (slot < 0) {
       this.counters.unknownSession('push');
-      for (const reply of PUSH_NO_SESSION) this.replyGuarded(reply, requestLen);
+      for (const reply of PUSH_NO_SESSION) this.sendReply(reply);
       return;
     }
+    this.peerDialect = this.table.dialect[slot]!;
+    this.verified = (this.table.flags[slot]! & VERIFIED) !== 0;
     const bucket = this.minter.bucketOf(targetId);
     if (bucket < 0) return this.replyError('UNKNOWN_SHARE_ID');
     const dialect = this.table.dialect[slot]!;
@@ -236,7 +319,7 @@ export class Shard {
     const v = this.view(slot);
     const list = (this.forwards[target] ??= []);
     list.push([targetId, this.sendAddress(slot), port, this.table.socket[slot]!, dialect,
-      v.ip, v.port, v.ipv6, v.shareId, v.multiaddr]);
+      v.ip, v.port, v.ipv6, v.shareId, v.multiaddr, this.takeGrant()]);
     this.counters.forwarded++;
   }
 
@@ -246,45 +329,83 @@ export class Shard {
     if (t < 0) return this.replyError('UNKNOWN_SHARE_ID');
     if (t === requesterSlot) return this.replyError('SELF_PUSH');
     const plan = pushPlan(dialect, requester, this.table.dialect[t]!, this.view(t));
-    for (const reply of plan.toRequester) { this.beginReply(); this.writer.text(reply); this.writer.end(); }
-    if (plan.toTarget !== null) {
-      // income goes to where the target really is, never to an override
-      this.writer.toAddress(this.table.socket[t]!, this.sendAddress(t), this.table.port[t]!);
-      this.writer.text(plan.toTarget);
-      this.writer.end();
-      this.counters.incomes++;
-    } else this.counters.error('PEER_ADDRESS_UNSUPPORTED');
+    for (const reply of plan.toRequester) this.sendReply(reply);
+    if (plan.toTarget === null) { this.counters.error('PEER_ADDRESS_UNSUPPORTED'); return; }
+    // income goes to where the target really is, never to an override, and within
+    // the target's own reply budget: it is a datagram its IP did not ask for
+    if (!this.targetAffords(t, Buffer.byteLength(plan.toTarget))) { this.counters.drop('amplification'); return; }
+    this.writer.toAddress(this.table.socket[t]!, this.sendAddress(t), this.table.port[t]!);
+    this.writer.text(plan.toTarget);
+    this.writer.end();
+    this.counters.out(INCOME, this.table.dialect[t]!);
+    this.counters.incomes++;
   }
 
   // ------------------------------------------------------------------ replies
 
   private beginReply(): void {
+    this.counters.out(this.action, this.peerDialect);
     if (this.replyIndex >= 0) this.writer.toRequest(this.replyIndex);
     else this.writer.toAddress(this.replySocket, this.replyAddress, this.replyPort);
   }
 
   private replyError(code: ErrorCode, message?: string): void {
     this.counters.error(code);
-    this.beginReply(); this.writer.text(errorJson(code, message ?? ERROR_CODES[code])); this.writer.end();
+    this.sendReply(errorJson(code, message ?? ERROR_CODES[code]));
   }
 
-  /** An error for a request that may come from a spoofed source: dropped if it would amplify. */
-  private rejectUnverified(code: ErrorCode, message: string | undefined, port: number, requestLen: number): void {
-    this.counters.error(code);
-    this.replyGuarded(Buffer.from(errorJson(code, message ?? ERROR_CODES[code])), requestLen, port);
+  /** An error for a malformed request; a session that proved itself gets it in full. */
+  private rejectInvalid(code: ErrorCode, message: string | undefined, port: number): void {
+    const slot = this.table.findByAddress(this.key, 0, port);
+    this.verified = slot >= 0 && (this.table.flags[slot]! & VERIFIED) !== 0;
+    this.replyError(code, message);
+  }
+
+  /** Sends one reply to the requester if its budget allows; else a counted drop. */
+  private sendReply(payload: Uint8Array | string): boolean {
+    const bytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+    if (!this.allow(bytes)) { this.counters.drop('amplification'); return false; }
+    this.beginReply();
+    if (typeof payload === 'string') this.writer.text(payload); else this.writer.bytes(payload);
+    this.writer.end();
+    return true;
   }
 
   /**
-   * Replies unless the source has no live session and the reply is more than
-   * UNVERIFIED_REPLY_FACTOR times its request: then it is a counted drop.
+   * The amplification rule: a requester that has not proved it receives at its
+   * address gets replies only from its IP's credit (3x what the IP sent, see
+   * ip-table.ts), or from a fixed grant (an IP the table has no room for; a push
+   * forwarded from another shard). Spends the bytes when allowed.
    */
-  private replyGuarded(payload: Uint8Array, requestLen: number, port = -1): void {
-    if (payload.length > UNVERIFIED_REPLY_FACTOR * requestLen &&
-        (port < 0 || this.table.findByAddress(this.key, 0, port) < 0)) {
-      this.counters.drop('amplification');
-      return;
+  private allow(bytes: number): boolean {
+    if (this.verified) return true;
+    if (this.grant >= 0) {
+      if (bytes > this.grant) return false;
+      this.grant -= bytes;
+      return true;
     }
-    this.beginReply(); this.writer.bytes(payload); this.writer.end();
+    return this.ips.spend(this.ip, bytes);
+  }
+
+  private affords(bytes: number): boolean {
+    if (this.verified) return true;
+    return this.grant >= 0 ? bytes <= this.grant : this.ips.credit[this.ip]! >= bytes;
+  }
+
+  /** Budget handed to another shard with a forwarded push, taken from this IP's credit now. */
+  private takeGrant(): number {
+    if (this.verified) return -1;
+    if (this.grant >= 0) { const g = this.grant; this.grant = 0; return g; }
+    const g = Math.min(MAX_PUSH_GRANT, this.ips.credit[this.ip]!);
+    this.ips.credit[this.ip]! -= g;
+    return g;
+  }
+
+  /** Whether the push target (slot t, in this shard) may be sent `bytes` it did not ask for. */
+  private targetAffords(t: number, bytes: number): boolean {
+    if ((this.table.flags[t]! & VERIFIED) !== 0) return true;
+    const ip = this.ips.slotOf(this.table.addr, t * ADDR_BYTES);
+    return ip >= 0 && this.ips.spend(ip, bytes);
   }
 
   // ----------------------------------------------------------------- sessions
@@ -310,15 +431,94 @@ export class Shard {
 
   private removeSession(slot: number): void {
     this.wheel.remove(slot);
+    this.dropFromTable(slot);
+  }
+
+  /** Removes a session from the table and from its IP's session count. */
+  private dropFromTable(slot: number): void {
+    const ip = this.ips.slotOf(this.table.addr, slot * ADDR_BYTES);
+    if (ip >= 0 && this.ips.sessions[ip]! > 0) this.ips.sessions[ip]!--;
     this.table.remove(slot);
   }
 
-  /** Expires what is due; false when the budget ran out and more is due now. */
+  /** Counts a session in its IP's entry (restored and synthetic sessions, like announced ones). */
+  private countForIp(): void {
+    const ip = this.ips.touch(this.key, 0);
+    if (ip >= 0) this.ips.sessions[ip]!++;
+  }
+
+  /** Expires what is due (sessions, then idle IP entries); false when the budget ran out first. */
   expire(budget = EXPIRY_BUDGET): boolean {
     return this.wheel.advance(this.tick(), budget, (slot) => {
-      this.table.remove(slot);
+      this.dropFromTable(slot);
       this.counters.expired++;
-    });
+    }) && this.ips.evictIdle(budget);
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  /** Every live session with its remaining ttl, as columns (ops/snapshot.ts writes them). */
+  exportSessions(): SessionBlock {
+    const t = this.table, n = t.size, idLen = t.idLength;
+    const block: SessionBlock = {
+      count: n, addr: new Uint8Array(n * ADDR_BYTES), port: new Uint8Array(n * 2), dialect: new Uint8Array(n),
+      flags: new Uint8Array(n), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
+    };
+    const ports = new DataView(block.port.buffer), ttls = new DataView(block.ttlMs.buffer);
+    const now = this.tick();
+    let i = 0;
+    // Every live slot is on the wheel (and only live slots are), so the wheel says which slots to visit.
+    for (let slot = 0; slot < t.capacity && i < n; slot++) {
+      const due = this.wheel.dueTick(slot);
+      if (Number.isNaN(due)) continue;
+      // byte loops, not subarray()+set(): no object per session (a shard may hold millions)
+      for (let k = 0; k < ADDR_BYTES; k++) block.addr[i * ADDR_BYTES + k] = t.addr[slot * ADDR_BYTES + k]!;
+      ports.setUint16(i * 2, t.port[slot]!);
+      block.dialect[i] = t.dialect[slot]!;
+      block.flags[i] = t.flags[slot]!;
+      for (let k = 0; k < idLen; k++) block.ids[i * idLen + k] = t.ids[slot * idLen + k]!;
+      ttls.setUint32(i * 4, Math.max(0, (due - now) * this.tickMs));
+      const o = t.overrides.get(slot);
+      if (o !== undefined) block.overrides.push([i, o.ip, o.port, o.multiaddr]);
+      i++;
+    }
+    return block;
+  }
+
+  /**
+   * Adds restored sessions through the same table and wheel code as announce.
+   * Sessions that do not route to this shard, or whose address or shareId is
+   * already live, are skipped. Returns how many were added.
+   */
+  importSessions(b: SessionBlock): number {
+    const t = this.table, idLen = t.idLength;
+    const ports = new DataView(b.port.buffer, b.port.byteOffset, b.port.byteLength);
+    const ttls = new DataView(b.ttlMs.buffer, b.ttlMs.byteOffset, b.ttlMs.byteLength);
+    const slots = new Int32Array(b.count).fill(-1);
+    const now = this.tick();
+    let added = 0;
+    for (let i = 0; i < b.count; i++) {
+      const id = String.fromCharCode.apply(null, b.ids.subarray(i * idLen, (i + 1) * idLen) as unknown as number[]);
+      const bucket = this.minter.bucketOf(id);
+      if (bucket < 0 || shardOfBucket(bucket, this.opts.shards) !== this.opts.index) continue;
+      this.key.set(b.addr.subarray(i * ADDR_BYTES, (i + 1) * ADDR_BYTES));
+      const port = ports.getUint16(i * 2);
+      if (t.findByAddress(this.key, 0, port) >= 0 || t.findByShareId(id) >= 0) continue;
+      const slot = t.insert(this.key, 0, port, 0, id);
+      this.countForIp();
+      t.dialect[slot] = b.dialect[i]!;
+      t.flags[slot] = b.flags[i]!; // a verified client stays verified
+      const ticks = Math.min(this.ttlTicks, Math.max(1, Math.ceil(ttls.getUint32(i * 4) / this.tickMs)));
+      this.wheel.schedule(slot, now + ticks);
+      slots[i] = slot;
+      added++;
+    }
+    for (const [i, ip, port, multiaddr] of b.overrides) {
+      const slot = slots[i] ?? -1;
+      if (slot >= 0) t.overrides.set(slot, { ip, port, multiaddr });
+    }
+    this.counters.restored += added;
+    return added;
   }
 
   /**
@@ -329,12 +529,13 @@ export class Shard {
     for (let n = 0, i = seed; n < count; i++) {
       const ip = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
       const port = 1024 + ((i >>> 24) & 0x3fff);
-      const bucket = addressBucket(ip, port);
+      const bucket = addressBucket(ip);
       if (shardOfBucket(bucket, this.opts.shards) !== this.opts.index) continue;
       const text = Buffer.from(ip, 'latin1');
       parseIp(text, 0, text.length, this.key, 0);
       if (this.table.findByAddress(this.key, 0, port) >= 0) continue;
       const slot = this.table.insert(this.key, 0, port, 0, this.mint(bucket));
+      this.countForIp();
       this.table.dialect[slot] = LEGACY;
       this.wheel.schedule(slot, this.tick() + this.ttlTicks);
       n++;

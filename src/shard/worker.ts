@@ -3,7 +3,8 @@
 // lives for as long as this task runs.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
-import type { ToShard } from '../io/messages.js';
+import { Packr } from 'msgpackr';
+import type { ExportedPart, SessionBlock, ShardStats, ToShard } from '../io/messages.js';
 import { Shard, type ShardOptions } from './shard.js';
 
 export interface ServeTask {
@@ -14,6 +15,8 @@ export interface ServeTask {
 export default function serve({ port, options }: ServeTask): Promise<{ peers: number }> {
   const shard = new Shard(options);
   shard.onInternalError = (err) => port.postMessage({ t: 'log', level: 'error', msg: 'request handler threw', err: String((err as Error)?.stack ?? err) });
+  // Self-describing maps (no shared record structures): the reader may be another process, later.
+  const packr = new Packr({ useRecords: false });
   const loopDelay = monitorEventLoopDelay({ resolution: 5 });
   loopDelay.enable();
 
@@ -40,6 +43,7 @@ export default function serve({ port, options }: ServeTask): Promise<{ peers: nu
       return;
     }
     let result: unknown;
+    const transfer: ArrayBuffer[] = [];
     switch (m.op) {
       case 'ping': result = 'pong'; break;
       case 'fill': shard.fill(m.arg as number); result = shard.peers; break;
@@ -50,11 +54,27 @@ export default function serve({ port, options }: ServeTask): Promise<{ peers: nu
           tableBytes: shard.table.bytes,
           loopDelayMaxMs: loopDelay.max / 1e6,
           counters: shard.counters.snapshot(),
-        };
+        } satisfies ShardStats;
         if (m.arg === true) loopDelay.reset();
         break;
+      case 'export': {
+        // pack() returns a view into msgpackr's own buffer: copy it, then hand the copy over
+        const block = shard.exportSessions();
+        const packed = Uint8Array.prototype.slice.call(packr.pack(block));
+        transfer.push(packed.buffer);
+        result = { count: block.count, packed } satisfies ExportedPart;
+        break;
+      }
+      case 'import': result = shard.importSessions(m.arg as SessionBlock); break;
+      case 'stall': {
+        // Ops/test hook: a shard that stops answering, as a runaway handler would make it.
+        const until = Date.now() + (m.arg as number);
+        while (Date.now() < until) { /* spin */ }
+        result = 'stalled';
+        break;
+      }
     }
-    port.postMessage({ t: 'c', id: m.id, result });
+    port.postMessage({ t: 'c', id: m.id, result }, transfer);
   });
 
   return new Promise((resolve) => {

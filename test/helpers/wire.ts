@@ -5,6 +5,9 @@ import dgram from 'node:dgram';
 import { startTracker, type Tracker } from '../../src/tracker.js';
 import type { Config } from '../../src/config.js';
 
+/** 48 bytes: 3x that covers announceReceived + announced (122 bytes with 12-character ids). */
+export const PADDED_ANNOUNCE = JSON.stringify({ action: 'announce', pad: 'x'.repeat(18) });
+
 export interface Reply { action: string; data?: Record<string, unknown>; raw: string; from: string }
 
 export class WirePeer {
@@ -25,8 +28,11 @@ export class WirePeer {
 
   static async open(target: { address: string; port: number }, bindAddress = '127.0.0.1'): Promise<WirePeer> {
     const socket = dgram.createSocket(bindAddress.includes(':') ? 'udp6' : 'udp4');
-    socket.on('error', () => {});
-    await new Promise<void>((r) => socket.bind(0, bindAddress, () => r()));
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(0, bindAddress, () => { socket.off('error', reject); resolve(); });
+    });
+    socket.on('error', () => {}); // e.g. ICMP port unreachable after the tracker stops
     return new WirePeer(socket, target);
   }
 
@@ -66,10 +72,19 @@ export class WirePeer {
     return this.inbox.splice(0);
   }
 
-  async announce(): Promise<string> {
-    const r = await this.request({ action: 'announce' }, 'announceReceived');
-    await this.drain(50); // the legacy duplicate ("announced")
-    return r.data!.shareId as string;
+  /**
+   * Announces as a well-behaved documented client does: the first datagram is
+   * padded so that both announce forms fit the 3x budget of an unverified source,
+   * and (unless verify is false) a pulse carrying the new shareId then proves the
+   * client receives at its address, so no later reply is trimmed. That pulse makes
+   * the session's dialect "documented".
+   */
+  async announce({ verify = true } = {}): Promise<string> {
+    const r = await this.request(PADDED_ANNOUNCE, 'announceReceived');
+    await this.next('announced', 500); // the legacy form, sent too by default
+    const shareId = r.data!.shareId as string;
+    if (verify) await this.request({ action: 'pulse', shareId }, 'pulseReceived');
+    return shareId;
   }
 
   close(): void { this.socket.close(); }

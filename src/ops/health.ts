@@ -1,0 +1,66 @@
+// /healthz: healthy means datagrams can be served right now, so the UDP socket
+// is bound and every shard answers a ping within the deadline (a hung shard
+// would silently drop its share of the traffic). Also the `sobani-tracker health`
+// client, which a container HEALTHCHECK runs (no curl in the image).
+import type { Socket } from 'node:dgram';
+import http from 'node:http';
+import { ConfigError, loadConfig } from '../config.js';
+import type { ShardControl } from './snapshot.js';
+
+export const PING_DEADLINE_MS = 1000;
+
+export interface Health { ok: boolean; reason: string }
+
+export async function checkHealth(sockets: readonly Socket[], links: readonly ShardControl[], deadlineMs = PING_DEADLINE_MS): Promise<Health> {
+  if (!sockets.every(isBound)) return { ok: false, reason: 'the UDP socket is not bound' };
+  const answers = await Promise.all(links.map((l) => l.control('ping', undefined, deadlineMs)));
+  const silent = links.filter((_, i) => answers[i] !== 'pong').map((l) => l.index);
+  if (silent.length > 0) {
+    return { ok: false, reason: `shard ${silent.join(', ')} did not answer a ping within ${deadlineMs} ms` };
+  }
+  return { ok: true, reason: `ok: UDP socket bound, ${links.length} shards answering` };
+}
+
+function isBound(s: Socket): boolean {
+  try { s.address(); return true; } catch { return false; } // address() throws once closed
+}
+
+/**
+ * `sobani-tracker health [--metrics-host H] [--metrics-port N]`: GETs /healthz
+ * from the metrics listener; exit 0 on 200, else 1, printing the body. Settings
+ * come from the same flags/env/config file as the tracker's own.
+ */
+export async function runHealthCommand(argv: readonly string[]): Promise<number> {
+  let host: string, port: number;
+  try {
+    ({ metricsHost: host, metricsPort: port } = loadConfig(argv).config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`sobani-tracker health: ${err.message}\n`);
+    return 2;
+  }
+  if (port === 0) {
+    process.stderr.write('sobani-tracker health: the metrics listener is off: give --metrics-port (or SOBANI_METRICS_PORT)\n');
+    return 1;
+  }
+  // A wildcard bind is reached on loopback.
+  if (host === '0.0.0.0') host = '127.0.0.1';
+  if (host === '::') host = '::1';
+  const { status, body } = await get(host, port, '/healthz', 3000);
+  (status === 200 ? process.stdout : process.stderr).write(`${body.trim()}\n`);
+  return status === 200 ? 0 : 1;
+}
+
+function get(host: string, port: number, path: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve) => {
+    const req = http.get({ host, port, path, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', (err) => resolve({ status: 0, body: `unhealthy: ${err.message}` }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', (err) => resolve({ status: 0, body: `unhealthy: http://${host.includes(':') ? `[${host}]` : host}:${port}${path}: ${err.message}` }));
+  });
+}

@@ -1,0 +1,159 @@
+// Prometheus metrics. Nothing is counted here: each scrape takes one
+// tracker.stats() (the main thread's counters plus a 'stats' answer from every
+// shard) and copies those totals into a registry of its own, so the hot paths
+// only ever bump plain numbers. Counters restart from 0 when a shard is
+// replaced after a crash; Prometheus' rate() treats that as a counter reset.
+import { Counter, Gauge, Registry, type Metric } from 'prom-client';
+import type { MainCounters } from '../io/dispatcher.js';
+import type { TrackerStats } from '../tracker.js';
+import { BATCH_BUCKETS, type ShardCountersSnapshot } from '../shard/counters.js';
+
+/** Main-thread counters that mean "this datagram was not served", by drop reason. */
+const MAIN_DROPS: Partial<Record<keyof MainCounters, string>> = { shardBusy: 'shard_busy', sendErrors: 'send_error' };
+/** Main-thread counters exported under their own names; any other field gets sobani_main_<name>_total. */
+const MAIN_NAMED: Partial<Record<keyof MainCounters, string>> = {
+  datagramsIn: 'sobani_udp_datagrams_received_total', bytesIn: 'sobani_udp_bytes_received_total',
+  datagramsOut: 'sobani_udp_datagrams_sent_total', bytesOut: 'sobani_udp_bytes_sent_total',
+  batches: 'sobani_batches_total', batchedDatagrams: 'sobani_batched_datagrams_total',
+};
+
+export interface Metrics {
+  readonly contentType: string;
+  /** Takes fresh stats and renders the Prometheus text. */
+  render(): Promise<string>;
+}
+
+export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Promise<TrackerStats>): Metrics {
+  const registry = new Registry();
+  const counter = (name: string, help: string, labelNames: string[] = []): Counter<string> =>
+    new Counter({ name, help, labelNames, registers: [registry] });
+  const gauge = (name: string, help: string, labelNames: string[] = []): Gauge<string> =>
+    new Gauge({ name, help, labelNames, registers: [registry] });
+
+  const m = {
+    peers: gauge('sobani_peers', 'Live sessions per shard.', ['shard']),
+    tableBytes: gauge('sobani_peer_table_bytes', 'Bytes held by each shard\'s peer table.', ['shard']),
+    queueDepth: gauge('sobani_shard_queue_depth', 'Batches sent to a shard and not yet answered.', ['shard']),
+    loopDelay: gauge('sobani_event_loop_delay_max_seconds', 'Longest event-loop delay since the previous scrape, per thread.', ['thread']),
+    dIn: counter('sobani_datagrams_in_total', 'Requests handled by the shards, by action and by the dialect of the sender (unknown until its first keep-alive).', ['action', 'dialect']),
+    dOut: counter('sobani_datagrams_out_total', 'Datagrams the shards answered with, by the action that caused them (income: to a push target) and the recipient\'s dialect.', ['action', 'dialect']),
+    errors: counter('sobani_errors_total', 'Error replies, by code.', ['code']),
+    drops: counter('sobani_drops_total', 'Datagrams dropped unanswered, by reason.', ['reason']),
+    unknown: counter('sobani_unknown_session_total', 'Keep-alives and pushes from an address with no live session, by action.', ['action']),
+    expired: counter('sobani_expired_total', 'Sessions that expired (no keep-alive within the ttl).'),
+    forwarded: counter('sobani_forwarded_pushes_total', 'Pushes whose target lives in another shard.'),
+    restored: counter('sobani_restored_sessions_total', 'Sessions restored from a snapshot at start.'),
+    restarts: counter('sobani_shard_restarts_total', 'Shard threads replaced after a crash.', ['shard']),
+    lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
+    main: new Map<string, Counter<string>>(),
+  };
+  const batchSizes = new AbsoluteHistogram('sobani_shard_batch_datagrams', 'Datagrams per batch a shard handled.', BATCH_BUCKETS);
+  registry.registerMetric(batchSizes as unknown as Metric);
+
+  const mainCounter = (field: string): Counter<string> => {
+    let c = m.main.get(field);
+    if (c === undefined) {
+      const name = MAIN_NAMED[field as keyof MainCounters] ?? `sobani_main_${field.replace(/[A-Z]/g, (ch) => '_' + ch.toLowerCase())}_total`;
+      c = counter(name, `Main thread: ${field}.`);
+      m.main.set(field, c);
+    }
+    return c;
+  };
+
+  const update = (s: TrackerStats): void => {
+    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost]) c.reset();
+    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay]) g.reset();
+    m.loopDelay.set({ thread: 'main' }, s.mainLoopDelayMaxMs / 1000);
+    const sums = sumShards(s.shards.map((sh) => sh.counters));
+    for (const sh of s.shards) {
+      const shard = String(sh.index);
+      m.peers.set({ shard }, sh.peers);
+      m.tableBytes.set({ shard }, sh.tableBytes);
+      m.queueDepth.set({ shard }, sh.queueDepth);
+      if (Number.isFinite(sh.loopDelayMaxMs)) m.loopDelay.set({ thread: `shard-${shard}` }, sh.loopDelayMaxMs / 1000);
+      m.restarts.inc({ shard }, sh.restarts);
+      m.lost.inc({ shard }, sh.lostPeers);
+    }
+    incAll(m.dIn, sums.datagramsIn, (k) => { const [action, dialect] = k.split('/'); return { action: action!, dialect: dialect! }; });
+    incAll(m.dOut, sums.datagramsOut, (k) => { const [action, dialect] = k.split('/'); return { action: action!, dialect: dialect! }; });
+    incAll(m.errors, sums.errors, (code) => ({ code }));
+    if (s.main.tooLarge > 0) m.errors.inc({ code: 'DATAGRAM_TOO_LARGE' }, s.main.tooLarge); // answered by the main thread
+    incAll(m.drops, sums.drops, (reason) => ({ reason }));
+    for (const [field, reason] of Object.entries(MAIN_DROPS)) m.drops.inc({ reason }, s.main[field as keyof MainCounters]);
+    incAll(m.unknown, sums.unknownSession, (action) => ({ action }));
+    m.expired.inc(sums.expired);
+    m.forwarded.inc(sums.forwarded);
+    m.restored.inc(sums.restored);
+    for (const [field, value] of Object.entries(s.main)) {
+      if (typeof value !== 'number') continue;
+      const c = mainCounter(field);
+      c.reset();
+      c.inc(value);
+    }
+    batchSizes.set(sums.batchSizes, sums.batchedDatagrams);
+  };
+
+  return {
+    contentType: registry.contentType,
+    async render() {
+      update(await stats({ resetLoopDelay: true }));
+      return registry.metrics();
+    },
+  };
+}
+
+function incAll(c: Counter<string>, counts: Record<string, number>, labels: (key: string) => Record<string, string>): void {
+  for (const [k, v] of Object.entries(counts)) c.inc(labels(k), v);
+}
+
+type Sums = Pick<ShardCountersSnapshot, 'datagramsIn' | 'datagramsOut' | 'errors' | 'drops' | 'unknownSession' | 'batchSizes'> &
+  { expired: number; forwarded: number; restored: number; batchedDatagrams: number };
+
+/** Totals over shards; a shard that did not answer (null counters) adds nothing. */
+function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
+  const s: Sums = { datagramsIn: {}, datagramsOut: {}, errors: {}, drops: {}, unknownSession: {},
+    batchSizes: BATCH_BUCKETS.map(() => 0), expired: 0, forwarded: 0, restored: 0, batchedDatagrams: 0 };
+  const add = (into: Record<string, number>, from: Record<string, number>): void => {
+    for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
+  };
+  for (const c of all) {
+    if (c === null) continue;
+    add(s.datagramsIn, c.datagramsIn); add(s.datagramsOut, c.datagramsOut);
+    add(s.errors, c.errors); add(s.drops, c.drops); add(s.unknownSession, c.unknownSession);
+    c.batchSizes.forEach((n, i) => { s.batchSizes[i]! += n; });
+    s.expired += c.expired; s.forwarded += c.forwarded; s.restored += c.restored; s.batchedDatagrams += c.batchedDatagrams;
+  }
+  return s;
+}
+
+/**
+ * A Prometheus histogram whose bucket counts are kept elsewhere (in the shards'
+ * fixed arrays) and copied in whole at scrape time; prom-client's Histogram can
+ * only observe() one value at a time. Implements the get() the registry calls.
+ */
+class AbsoluteHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private counts: number[] = [];
+  private sum = 0;
+
+  constructor(readonly name: string, readonly help: string, private readonly bounds: readonly number[]) {}
+
+  /** counts[i]: observations in (bounds[i-1], bounds[i]] */
+  set(counts: number[], sum: number): void { this.counts = counts; this.sum = sum; }
+
+  get(): { name: string; help: string; type: string; aggregator: string; values: { metricName: string; labels: Record<string, string>; value: number }[] } {
+    const values = [];
+    let cumulative = 0;
+    for (let i = 0; i < this.bounds.length; i++) {
+      cumulative += this.counts[i] ?? 0;
+      values.push({ metricName: `${this.name}_bucket`, labels: { le: String(this.bounds[i]) }, value: cumulative });
+    }
+    values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf' }, value: cumulative });
+    values.push({ metricName: `${this.name}_sum`, labels: {}, value: this.sum });
+    values.push({ metricName: `${this.name}_count`, labels: {}, value: cumulative });
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void { this.set([], 0); }
+}

@@ -1,0 +1,208 @@
+// Per-source-IP state of one shard: the amplification credit, the request and
+// push token buckets, and the number of live sessions. Requests are routed to
+// shards by source IP (routing.ts), so everything about one IP lives here, in
+// one shard, and no other thread needs to agree on it.
+//
+// Struct-of-arrays like the peer table; entries idle for `idleMs` with no live
+// session are evicted by their own expiry wheel. At `capacity` new IPs are not
+// tracked: their requests are still answered, under a per-request 3x rule.
+import { ADDR_BYTES } from '../protocol/address.js';
+import { ExpiryWheel } from './expiry-wheel.js';
+
+const EMPTY = 0;
+
+export interface IpLimits {
+  /** requests per second per IP, and the burst allowed */
+  rate: number;
+  burst: number;
+  /** push attempts per second per IP, and the burst allowed */
+  pushRate: number;
+  pushBurst: number;
+  /** bytes of reply credit an IP may bank */
+  maxCredit: number;
+  capacity: number;
+  idleMs: number;
+  tickMs: number;
+}
+
+/** Reply bytes an unverified source may receive per byte it sent. */
+export const AMPLIFICATION_FACTOR = 3;
+
+function mix(h: number): number {
+  h ^= h >>> 16; h = Math.imul(h, 0x45d9f3b); h ^= h >>> 16;
+  return h >>> 0;
+}
+
+export class IpTable {
+  size = 0;
+  private cap: number;
+  private keys: Uint8Array;
+  credit: Float32Array;
+  private tokens: Float32Array;
+  private pushTokens: Float32Array;
+  private lastMs: Uint32Array; // ms since the table was made (wraps after 49 days; differences stay right)
+  private readonly epoch: number;
+  sessions: Uint32Array;
+  private index: Int32Array;
+  private freeSlots: Int32Array;
+  private freeTop: number;
+  private readonly wheel: ExpiryWheel;
+  private readonly scratch = new Uint8Array(ADDR_BYTES);
+
+  constructor(readonly limits: IpLimits, private readonly now: () => number, initial = 1024) {
+    this.cap = initial;
+    this.keys = new Uint8Array(initial * ADDR_BYTES);
+    this.credit = new Float32Array(initial);
+    this.tokens = new Float32Array(initial);
+    this.pushTokens = new Float32Array(initial);
+    this.lastMs = new Uint32Array(initial);
+    this.epoch = now();
+    this.sessions = new Uint32Array(initial);
+    this.index = new Int32Array(initial * 2);
+    this.freeSlots = Int32Array.from({ length: initial }, (_, i) => initial - 1 - i);
+    this.freeTop = initial;
+    this.wheel = new ExpiryWheel(Math.ceil(limits.idleMs / limits.tickMs) + 1, initial, this.tick());
+  }
+
+  private msNow(): number { return (this.now() - this.epoch) >>> 0; }
+
+  private tick(): number { return Math.floor(this.now() / this.limits.tickMs); }
+
+  private keyOf(addr: Uint8Array, off: number): Uint8Array {
+    const k = this.scratch;
+    for (let i = 0; i < ADDR_BYTES; i++) k[i] = addr[off + i]!;
+    return k;
+  }
+
+  private hash(k: Uint8Array, off: number): number {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < ADDR_BYTES; i++) h = Math.imul(h ^ k[off + i]!, 0x01000193);
+    return mix(h);
+  }
+
+  private find(k: Uint8Array): number {
+    const mask = this.index.length - 1;
+    for (let i = this.hash(k, 0) & mask; ; i = (i + 1) & mask) {
+      const cell = this.index[i]!;
+      if (cell === EMPTY) return -1;
+      const o = (cell - 1) * ADDR_BYTES;
+      let same = true;
+      for (let j = 0; j < ADDR_BYTES; j++) if (this.keys[o + j] !== k[j]) { same = false; break; }
+      if (same) return cell - 1;
+    }
+  }
+
+  /**
+   * The entry for the IP of this address, created on first sight (full token
+   * buckets, no credit), or -1 when the table is at capacity. Refreshes its idle timer.
+   */
+  touch(addr: Uint8Array, off: number): number {
+    const k = this.keyOf(addr, off);
+    let slot = this.find(k);
+    if (slot < 0) {
+      if (this.size >= this.limits.capacity) return -1;
+      if (this.freeTop === 0) this.grow();
+      slot = this.freeSlots[--this.freeTop]!;
+      this.keys.set(k, slot * ADDR_BYTES);
+      this.credit[slot] = 0;
+      this.tokens[slot] = this.limits.burst;
+      this.pushTokens[slot] = this.limits.pushBurst;
+      this.lastMs[slot] = this.msNow();
+      this.sessions[slot] = 0;
+      this.put(slot);
+      this.size++;
+    }
+    this.wheel.schedule(slot, this.tick() + Math.ceil(this.limits.idleMs / this.limits.tickMs));
+    return slot;
+  }
+
+  /** Refills both buckets for the time since the last request; adds `requestBytes` of credit. */
+  admit(slot: number, requestBytes: number): boolean {
+    const now = this.msNow();
+    const dt = ((now - this.lastMs[slot]!) >>> 0) / 1000;
+    this.lastMs[slot] = now;
+    const l = this.limits;
+    this.tokens[slot] = Math.min(l.burst, this.tokens[slot]! + dt * l.rate);
+    this.pushTokens[slot] = Math.min(l.pushBurst, this.pushTokens[slot]! + dt * l.pushRate);
+    this.credit[slot] = Math.min(l.maxCredit, this.credit[slot]! + AMPLIFICATION_FACTOR * requestBytes);
+    if (this.tokens[slot]! < 1) return false;
+    this.tokens[slot]!--;
+    return true;
+  }
+
+  takePushToken(slot: number): boolean {
+    if (this.pushTokens[slot]! < 1) return false;
+    this.pushTokens[slot]!--;
+    return true;
+  }
+
+  /** Spends `bytes` of credit if the IP has them. */
+  spend(slot: number, bytes: number): boolean {
+    if (this.credit[slot]! < bytes) return false;
+    this.credit[slot]! -= bytes;
+    return true;
+  }
+
+  /** The entry of an address that already has one (a live session's IP always does). */
+  slotOf(addr: Uint8Array, off: number): number {
+    return this.find(this.keyOf(addr, off));
+  }
+
+  /** Evicts entries idle past idleMs that hold no live session. */
+  evictIdle(budget: number): boolean {
+    return this.wheel.advance(this.tick(), budget, (slot) => {
+      if (this.sessions[slot]! > 0) {
+        this.wheel.schedule(slot, this.tick() + Math.ceil(this.limits.idleMs / this.limits.tickMs));
+        return;
+      }
+      this.remove(slot);
+    });
+  }
+
+  private put(slot: number): void {
+    const mask = this.index.length - 1;
+    let i = this.hash(this.keys, slot * ADDR_BYTES) & mask;
+    while (this.index[i] !== EMPTY) i = (i + 1) & mask;
+    this.index[i] = slot + 1;
+  }
+
+  private remove(slot: number): void {
+    const mask = this.index.length - 1;
+    let i = this.hash(this.keys, slot * ADDR_BYTES) & mask;
+    while (this.index[i] !== slot + 1) i = (i + 1) & mask;
+    // backward-shift deletion, as in the peer table
+    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const cell = this.index[j]!;
+      if (cell === EMPTY) break;
+      const home = this.hash(this.keys, (cell - 1) * ADDR_BYTES) & mask;
+      const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
+      if (!inRange) { this.index[i] = cell; i = j; }
+    }
+    this.index[i] = EMPTY;
+    this.freeSlots[this.freeTop++] = slot;
+    this.size--;
+  }
+
+  private grow(): void {
+    const old = this.cap, cap = old * 2;
+    const keys = new Uint8Array(cap * ADDR_BYTES); keys.set(this.keys); this.keys = keys;
+    const f32 = (a: Float32Array): Float32Array => { const b = new Float32Array(cap); b.set(a); return b; };
+    const u32 = (a: Uint32Array): Uint32Array => { const b = new Uint32Array(cap); b.set(a); return b; };
+    this.credit = f32(this.credit);
+    this.tokens = f32(this.tokens);
+    this.pushTokens = f32(this.pushTokens);
+    this.lastMs = u32(this.lastMs);
+    this.sessions = u32(this.sessions);
+    this.freeSlots = Int32Array.from({ length: cap }, (_, i) => (i < old ? cap - 1 - i : 0));
+    this.freeTop = old;
+    this.cap = cap;
+    this.index = new Int32Array(cap * 2);
+    for (let slot = 0; slot < old; slot++) this.put(slot); // every old slot is live: the free list was empty
+    this.wheel.grow(cap);
+  }
+
+  get bytes(): number {
+    return this.keys.byteLength + this.credit.byteLength + this.tokens.byteLength + this.pushTokens.byteLength +
+      this.lastMs.byteLength + this.sessions.byteLength + this.index.byteLength + this.freeSlots.byteLength;
+  }
+}

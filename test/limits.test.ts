@@ -1,0 +1,77 @@
+// Hard limits and rate limits: each is hit, answered (or dropped and counted where
+// an answer would amplify), and leaves every other client's session alone.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
+import type { Tracker } from '../src/tracker.js';
+
+async function drops(t: Tracker, reason: string): Promise<number> {
+  return (await t.stats()).shards.reduce((n, s) => n + (s.counters.drops[reason] ?? 0), 0);
+}
+
+test('sessions per IP: the announce past the cap gets SESSION_LIMIT; the IP\'s live sessions are untouched', () =>
+  withTracker({ maxSessionsPerIp: 3 }, async (_t, target) => {
+    const peers = await Promise.all([1, 2, 3, 4].map(() => WirePeer.open(target, '127.0.60.1')));
+    const ids = [];
+    for (const p of peers.slice(0, 3)) ids.push(await p.announce());
+    const refused = await peers[3]!.request(PADDED_ANNOUNCE, 'error');
+    assert.equal(refused.data!.code, 'SESSION_LIMIT');
+    const other = await WirePeer.open(target, '127.0.60.2');
+    assert.ok((await other.announce()).length === 12, 'another IP is not limited');
+    for (const [i, p] of peers.slice(0, 3).entries()) {
+      assert.equal((await p.request({ action: 'pulse' }, 'pulseReceived')).data!.shareId, ids[i]);
+    }
+    // when one session goes (replaced by a new announce after a keep-alive it frees nothing; expiry does),
+    // a re-announce of an existing session is never refused
+    assert.equal((await peers[0]!.request(PADDED_ANNOUNCE, 'announceReceived')).action, 'announceReceived');
+    for (const p of [...peers, other]) p.close();
+  }));
+
+test('live sessions in total: the announce past the cap gets TRACKER_FULL', () =>
+  withTracker({ shards: 1, maxSessions: 2 }, async (_t, target) => {
+    const a = await WirePeer.open(target, '127.0.61.1');
+    const b = await WirePeer.open(target, '127.0.61.2');
+    const c = await WirePeer.open(target, '127.0.61.3');
+    const idA = await a.announce();
+    await b.announce();
+    assert.equal((await c.request(PADDED_ANNOUNCE, 'error')).data!.code, 'TRACKER_FULL');
+    assert.equal((await b.request({ action: 'push', shareId: idA }, 'pushReceived')).data!.peerShareId, idA);
+    a.close(); b.close(); c.close();
+  }));
+
+test('requests per IP beyond the token bucket are dropped and counted; other IPs are served', () =>
+  withTracker({ shards: 1, ipRate: 5, ipBurst: 20 }, async (tracker, target) => {
+    const flooder = await WirePeer.open(target, '127.0.62.1');
+    const honest = await WirePeer.open(target, '127.0.62.2');
+    const id = await honest.announce();
+    for (let i = 0; i < 200; i++) flooder.send('{"action":"alive"}');
+    const answered = (await flooder.drain(300)).length;
+    assert.ok(answered <= 21, `at most the burst (+ refill) answered, got ${answered}`);
+    assert.ok(await drops(tracker, 'rate_limited') >= 179);
+    assert.equal((await honest.request({ action: 'pulse' }, 'pulseReceived')).data!.shareId, id);
+    flooder.close(); honest.close();
+  }));
+
+test('pushes per IP are rate-limited, so shareId enumeration is slow and counted', () =>
+  withTracker({ shards: 1, pushRate: 1, pushBurst: 5 }, async (tracker, target) => {
+    const p = await WirePeer.open(target, '127.0.63.1');
+    await p.announce();
+    for (let i = 0; i < 50; i++) p.send({ action: 'push', shareId: `AA${String(i).padStart(10, '0')}` });
+    const replies = await p.drain(300);
+    assert.ok(replies.length <= 6, `${replies.length} push replies`);
+    assert.ok(replies.every((r) => r.data!.code === 'UNKNOWN_SHARE_ID'));
+    assert.ok(await drops(tracker, 'push_rate_limited') >= 44);
+    p.close();
+  }));
+
+test('when the per-IP table is full, a new IP is still served (each reply within 3x its request)', () =>
+  withTracker({ shards: 1, maxTrackedIps: 2 }, async (_t, target) => {
+    const a = await WirePeer.open(target, '127.0.64.1');
+    const b = await WirePeer.open(target, '127.0.64.2');
+    const c = await WirePeer.open(target, '127.0.64.3'); // the third IP: not tracked
+    await a.announce();
+    await b.announce();
+    const id = await c.announce();
+    assert.equal(id.length, 12);
+    a.close(); b.close(); c.close();
+  }));

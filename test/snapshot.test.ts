@@ -1,0 +1,208 @@
+// Snapshots: sessions survive a restart into another shard count; a bad file
+// costs one log line and an empty start, never a crash.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { startTracker, type Tracker } from '../src/tracker.js';
+import type { Config } from '../src/config.js';
+import { decodeSnapshot, SNAPSHOT_FORMAT, type SnapshotHeader } from '../src/ops/snapshot.js';
+import type { SessionBlock } from '../src/io/messages.js';
+import { ADDR_BYTES, formatIp } from '../src/protocol/address.js';
+import { addressBucket, bucketOfShareId, shardOfBucket } from '../src/routing.js';
+import { WirePeer } from './helpers/wire.js';
+import { captureLogger } from './helpers/ops.js';
+
+const ID_LENGTH = 12;
+const dir = mkdtempSync(join(tmpdir(), 'sobani-snapshot-'));
+let files = 0;
+const newFile = (): string => join(dir, `s${files++}.snapshot`);
+
+async function start(config: Partial<Config>): Promise<{ tracker: Tracker; lines: Record<string, unknown>[] }> {
+  const { log, lines } = captureLogger();
+  const tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, ...config }, log);
+  return { tracker, lines };
+}
+
+type Session = { key: string; id: string; dialect: number; ttlMs: number };
+function sessionsOf(block: SessionBlock): Session[] {
+  const ports = new DataView(block.port.buffer, block.port.byteOffset);
+  const ttls = new DataView(block.ttlMs.buffer, block.ttlMs.byteOffset);
+  return Array.from({ length: block.count }, (_, i) => {
+    const ip = formatIp(block.addr, i * ADDR_BYTES);
+    const port = ports.getUint16(i * 2);
+    return { key: `${ip}:${port}`, id: Buffer.from(block.ids.subarray(i * ID_LENGTH, (i + 1) * ID_LENGTH)).toString('latin1'),
+      dialect: block.dialect[i]!, ttlMs: ttls.getUint32(i * 4) };
+  });
+}
+
+const restoreLine = (lines: Record<string, unknown>[]): Record<string, unknown>[] =>
+  lines.filter((l) => /snapshot/.test(String(l.msg)) && l.msg !== 'snapshot written');
+
+test('100 k sessions round-trip through a snapshot into another shard count, each landing in the shard its address routes to', async (t) => {
+  const file = newFile();
+  const a = await start({ shards: 3, snapshot: file });
+  await a.tracker.fill(100_000);
+  const filled = (await a.tracker.stats()).peers;
+  assert.ok(filled >= 100_000);
+  let at = performance.now();
+  await a.tracker.close();
+  const closeMs = performance.now() - at;
+  const written = decodeSnapshot(readFileSync(file), ID_LENGTH);
+  assert.equal(written.header.sessions, filled);
+  assert.equal(written.header.parts, 3);
+  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp')), [], 'no temporary file left behind');
+
+  at = performance.now();
+  const b = await start({ shards: 2, snapshot: file });
+  const startMs = performance.now() - at;
+  assert.equal((await b.tracker.stats()).peers, filled);
+  assert.equal(restoreLine(b.lines).length, 1);
+  assert.equal(restoreLine(b.lines)[0]!.restored, filled);
+  await b.tracker.close();
+  t.diagnostic(`${filled} sessions: close+write ${closeMs.toFixed(0)} ms, start+restore ${startMs.toFixed(0)} ms, ${readFileSync(file).length} bytes`);
+
+  // The second file holds the same sessions, split by the new shard count.
+  const rewritten = decodeSnapshot(readFileSync(file), ID_LENGTH);
+  assert.equal(rewritten.header.parts, 2);
+  const before = new Map(written.blocks.flatMap(sessionsOf).map((s) => [s.key, s]));
+  let n = 0;
+  rewritten.blocks.forEach((block, shard) => {
+    for (const s of sessionsOf(block)) {
+      const old = before.get(s.key);
+      assert.ok(old, s.key);
+      assert.equal(s.id, old.id);
+      assert.equal(s.dialect, old.dialect);
+      assert.ok(s.ttlMs <= old.ttlMs && s.ttlMs > 0);
+      assert.equal(bucketOfShareId(s.id), addressBucket(s.key.slice(0, s.key.lastIndexOf(':'))));
+      assert.equal(shardOfBucket(bucketOfShareId(s.id), 2), shard);
+      n++;
+    }
+  });
+  assert.equal(n, filled);
+});
+
+test('a restored peer keeps pulsing without announcing, keeps its shareId and its override', async () => {
+  const file = newFile();
+  const a = await start({ shards: 2, snapshot: file });
+  // The peer's socket stays open across the restart, and the tracker comes back on the same port.
+  const target = { address: '127.0.0.1', port: a.tracker.addresses[0]!.port };
+  const peer = await WirePeer.open(target);
+  const other = await WirePeer.open(target);
+  const id = await peer.announce();
+  const over = await peer.request({ action: 'pulse', override: true, ip: '203.0.113.7', port: 4242, multiaddr: '/ip4/203.0.113.7/udp/4242' }, 'pulseReceived');
+  assert.equal(over.data!.overriden, 'true');
+  await a.tracker.close();
+
+  const b = await start({ shards: 3, snapshot: file, port: target.port });
+  try {
+    const pulse = await peer.request({ action: 'pulse' }, 'pulseReceived');
+    assert.equal(pulse.data!.status, '0');
+    assert.equal(pulse.data!.shareId, id);
+    await other.announce();
+    const push = await other.request({ action: 'push', shareId: id }, 'pushReceived');
+    assert.equal(push.data!.peeraddr, '203.0.113.7:4242');
+    assert.equal(push.data!.multiaddr, '/ip4/203.0.113.7/udp/4242');
+  } finally {
+    peer.close();
+    other.close();
+    await b.tracker.close();
+  }
+});
+
+async function expectSkipped(bytes: Buffer | null, reason: RegExp, config: Partial<Config> = {}): Promise<void> {
+  const file = newFile();
+  if (bytes !== null) writeFileSync(file, bytes);
+  const { tracker, lines } = await start({ snapshot: file, ...config });
+  try {
+    assert.equal((await tracker.stats()).peers, 0);
+    const said = restoreLine(lines);
+    assert.equal(said.length, 1, JSON.stringify(said));
+    assert.match(String(said[0]!.msg), reason);
+    // and it serves
+    const p = await WirePeer.open({ address: '127.0.0.1', port: tracker.addresses[0]!.port });
+    await p.announce();
+    p.close();
+  } finally {
+    await tracker.close();
+  }
+  assert.ok(existsSync(file), 'the shutdown write replaces it with a good one');
+  assert.equal(decodeSnapshot(readFileSync(file), config.shareIdLength ?? ID_LENGTH).header.sessions, 1);
+}
+
+async function goodSnapshot(peers = 1000): Promise<Buffer> {
+  const file = newFile();
+  const { tracker } = await start({ snapshot: file });
+  await tracker.fill(peers);
+  await tracker.close();
+  return readFileSync(file);
+}
+
+const packr = new Packr({ useRecords: false });
+const reheader = (good: Buffer, change: Partial<SnapshotHeader>): Buffer => {
+  let first = {} as SnapshotHeader;
+  let headerLength = 0;
+  packr.unpackMultiple(good, (value: unknown, _start?: number, end?: number) => { first = value as SnapshotHeader; headerLength = end!; return false; });
+  return Buffer.concat([Buffer.from(packr.pack({ ...first, ...change })), good.subarray(headerLength)]);
+};
+
+test('a missing snapshot: one line, an empty start', () => expectSkipped(null, /no snapshot to restore yet/));
+
+test('a corrupt snapshot: one line, an empty start', async () => {
+  const good = await goodSnapshot();
+  await expectSkipped(Buffer.from('this is not msgpack at all, just some text\n'), /snapshot skipped: not a sobani-tracker-snapshot file/);
+  await expectSkipped(Buffer.alloc(0), /snapshot skipped: the file is empty/);
+  const flipped = Buffer.from(good);
+  for (let i = 200; i < flipped.length; i += 97) flipped[i] = 0xc1; // 0xc1 is never valid msgpack
+  await expectSkipped(flipped, /snapshot skipped: the file is (corrupt|truncated)/);
+  await expectSkipped(reheader(good, { sessions: 5 }), /snapshot skipped: the file is corrupt: it holds 10\d\d sessions, its header says 5/);
+});
+
+test('a truncated snapshot: one line, an empty start', async () => {
+  const good = await goodSnapshot();
+  await expectSkipped(good.subarray(0, Math.floor(good.length / 2)), /snapshot skipped: the file is truncated/);
+  await expectSkipped(good.subarray(0, 20), /snapshot skipped: (the file is truncated|not a sobani)/);
+  // cut exactly between parts
+  const { header, blocks } = decodeSnapshot(good, ID_LENGTH);
+  const oneBlock = Buffer.concat([Buffer.from(packr.pack(header)), Buffer.from(packr.pack(blocks[0]))]);
+  await expectSkipped(oneBlock, /snapshot skipped: the file is truncated: 1 of 2 parts/);
+});
+
+test('a snapshot from a future version, or with another shareId length: one line, an empty start', async () => {
+  const good = await goodSnapshot();
+  await expectSkipped(reheader(good, { version: 2 }), /snapshot skipped: it is format version 2, written by a newer sobani-tracker; this one reads version 1/);
+  await expectSkipped(reheader(good, { format: 'something-else' }), new RegExp(`not a ${SNAPSHOT_FORMAT} file`));
+  await expectSkipped(good, /snapshot skipped: its shareIds are 12 characters, this tracker's are 16/, { shareIdLength: 16 });
+});
+
+test('sessions whose ttl ran out while the tracker was down are dropped', async () => {
+  const good = await goodSnapshot(100);
+  const file = newFile();
+  writeFileSync(file, reheader(good, { writtenAt: Date.now() - 301_000 }));
+  const { tracker, lines } = await start({ snapshot: file });
+  assert.equal((await tracker.stats()).peers, 0);
+  const line = restoreLine(lines)[0]!;
+  assert.equal(line.restored, 0);
+  assert.ok((line.expired as number) >= 100);
+  await tracker.close();
+});
+
+test('--snapshot-interval also writes the file while running', async () => {
+  const file = newFile();
+  const { tracker } = await start({ snapshot: file, snapshotInterval: 1 });
+  try {
+    const p = await WirePeer.open({ address: '127.0.0.1', port: tracker.addresses[0]!.port });
+    await p.announce();
+    p.close();
+    let sessions = -1;
+    for (let i = 0; i < 100 && sessions !== 1; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      if (existsSync(file)) sessions = decodeSnapshot(readFileSync(file), ID_LENGTH).header.sessions;
+    }
+    assert.equal(sessions, 1);
+  } finally {
+    await tracker.close();
+  }
+});
