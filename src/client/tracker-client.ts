@@ -367,13 +367,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
         break;
       }
       case 'pushed': {
-        let addr: PeerAddr;
-        try {
-          addr = parsePeerAddr(reply.peeraddr);
-        } catch (err) {
-          this.#emitError(err as Error);
-          return;
-        }
+        const addr = this.#peerAddr(reply.peeraddr);
+        if (addr === null) return;
         const result: PushResult = {
           ...addr,
           peeraddr: reply.peeraddr,
@@ -386,13 +381,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
         break;
       }
       case 'income': {
-        let addr: PeerAddr;
-        try {
-          addr = parsePeerAddr(reply.peeraddr);
-        } catch (err) {
-          this.#emitError(err as Error);
-          return;
-        }
+        const addr = this.#peerAddr(reply.peeraddr);
+        if (addr === null) return;
         this.emit('income', { ...addr, peeraddr: reply.peeraddr, peerShareId: reply.peerShareId });
         break;
       }
@@ -449,6 +439,16 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       this.#sendRaw(this.dialect === 'documented' && shareId !== undefined ? provingPulse(shareId) : keepAliveRequest(this.dialect));
     };
     this.#pulseTimer = setInterval(keepAlive, this.pulseIntervalMs);
+  }
+
+  /** A peeraddr from the tracker, or null (reported as an 'error' event) if it is malformed. */
+  #peerAddr(text: string): PeerAddr | null {
+    try {
+      return parsePeerAddr(text);
+    } catch (err) {
+      this.#emitError(err as Error);
+      return null;
+    }
   }
 
   /** Fire-and-forget datagram to the tracker (its reply, if any, is handled like any other). */

@@ -8,8 +8,7 @@
 // tracked: their requests are still answered, under a per-request 3x rule.
 import { ADDR_BYTES } from '../protocol/address.js';
 import { ExpiryWheel } from './expiry-wheel.js';
-
-const EMPTY = 0;
+import { EMPTY, indexErase, indexPut } from './open-index.js';
 
 export interface IpLimits {
   /** requests per second per IP, and the burst allowed */
@@ -160,25 +159,11 @@ export class IpTable {
   }
 
   private put(slot: number): void {
-    const mask = this.index.length - 1;
-    let i = this.hash(this.keys, slot * ADDR_BYTES) & mask;
-    while (this.index[i] !== EMPTY) i = (i + 1) & mask;
-    this.index[i] = slot + 1;
+    indexPut(this.index, this.hash(this.keys, slot * ADDR_BYTES), slot);
   }
 
   private remove(slot: number): void {
-    const mask = this.index.length - 1;
-    let i = this.hash(this.keys, slot * ADDR_BYTES) & mask;
-    while (this.index[i] !== slot + 1) i = (i + 1) & mask;
-    // backward-shift deletion, as in the peer table
-    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
-      const cell = this.index[j]!;
-      if (cell === EMPTY) break;
-      const home = this.hash(this.keys, (cell - 1) * ADDR_BYTES) & mask;
-      const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
-      if (!inRange) { this.index[i] = cell; i = j; }
-    }
-    this.index[i] = EMPTY;
+    indexErase(this.index, slot, (s) => this.hash(this.keys, s * ADDR_BYTES));
     this.freeSlots[this.freeTop++] = slot;
     this.size--;
   }

@@ -6,14 +6,13 @@
 // exists per peer, so 1 M peers cost tens of bytes each instead of hundreds and
 // the GC has nothing to trace. The rare override data lives in a sparse Map.
 import { ADDR_BYTES } from '../protocol/address.js';
+import { EMPTY, indexErase, indexPut } from './open-index.js';
 
 export interface Override {
   ip: string | null;
   port: number; // 0 = not overridden
   multiaddr: string | null;
 }
-
-const EMPTY = 0; // hash-table cells hold slot + 1
 
 /** flags: the client proved it receives at its address (it sent back its shareId). */
 export const VERIFIED = 1;
@@ -129,22 +128,22 @@ export class PeerTable {
     this.dialect[slot] = 0;
     this.flags[slot] = 0;
     this.writeShareId(slot, shareId);
-    this.put(this.byAddr, this.addrHash(key, off, port), slot);
-    this.put(this.byId, this.idHashOfSlot(slot), slot);
+    indexPut(this.byAddr, this.addrHash(key, off, port), slot);
+    indexPut(this.byId, this.idHashOfSlot(slot), slot);
     this.size++;
     return slot;
   }
 
   /** Gives a live session a new shareId; the old one stops resolving at once. */
   replaceShareId(slot: number, shareId: string): void {
-    this.erase(this.byId, slot, (s) => this.idHashOfSlot(s));
+    indexErase(this.byId, slot, (s) => this.idHashOfSlot(s));
     this.writeShareId(slot, shareId);
-    this.put(this.byId, this.idHashOfSlot(slot), slot);
+    indexPut(this.byId, this.idHashOfSlot(slot), slot);
   }
 
   remove(slot: number): void {
-    this.erase(this.byAddr, slot, (s) => this.addrHash(this.addr, s * ADDR_BYTES, this.port[s]!));
-    this.erase(this.byId, slot, (s) => this.idHashOfSlot(s));
+    indexErase(this.byAddr, slot, (s) => this.addrHash(this.addr, s * ADDR_BYTES, this.port[s]!));
+    indexErase(this.byId, slot, (s) => this.idHashOfSlot(s));
     this.overrides.delete(slot);
     this.freeSlots[this.freeTop++] = slot;
     this.size--;
@@ -158,34 +157,6 @@ export class PeerTable {
   private writeShareId(slot: number, id: string): void {
     const o = slot * this.idLength;
     for (let i = 0; i < this.idLength; i++) this.ids[o + i] = id.charCodeAt(i);
-  }
-
-  private put(table: Int32Array, hash: number, slot: number): void {
-    const mask = table.length - 1;
-    let i = hash & mask;
-    while (table[i] !== EMPTY) i = (i + 1) & mask;
-    table[i] = slot + 1;
-  }
-
-  /** Backward-shift deletion: keeps probe chains intact without tombstones. */
-  private erase(table: Int32Array, slot: number, hashOf: (slot: number) => number): void {
-    const mask = table.length - 1;
-    let i = hashOf(slot) & mask;
-    while (table[i] !== slot + 1) {
-      if (table[i] === EMPTY) throw new Error(`peer table corrupt: slot ${slot} not indexed`);
-      i = (i + 1) & mask;
-    }
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const cell = table[j]!;
-      if (cell === EMPTY) break;
-      const home = hashOf(cell - 1) & mask;
-      // move cell j into the hole at i unless its home lies cyclically in (i, j]
-      const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
-      if (!inRange) { table[i] = cell; i = j; }
-    }
-    table[i] = EMPTY;
   }
 
   private grow(): void {
@@ -210,8 +181,8 @@ export class PeerTable {
     this.byAddr = new Int32Array(cap * 2);
     this.byId = new Int32Array(cap * 2);
     for (let s = 0; s < old; s++) {
-      this.put(this.byAddr, this.addrHash(this.addr, s * ADDR_BYTES, this.port[s]!), s);
-      this.put(this.byId, this.idHashOfSlot(s), s);
+      indexPut(this.byAddr, this.addrHash(this.addr, s * ADDR_BYTES, this.port[s]!), s);
+      indexPut(this.byId, this.idHashOfSlot(s), s);
     }
     this.onGrow(cap);
   }

@@ -2,7 +2,7 @@
 // every request. Pure logic over bytes: the worker (worker.ts) feeds it batches
 // and ships what it writes. Tests drive it directly.
 import { Packr, Unpackr } from 'msgpackr';
-import type { AnnounceReply } from '../config.js';
+import type { Config } from '../config.js';
 import { ADDR_BYTES, formatIp, isV4Mapped, parseIp } from '../protocol/address.js';
 import {
   ALIVED, LEGACY, PULSE_NO_SESSION, PULSE_OK_PREFIX, PULSE_OK_SUFFIX, PULSE_OVERRIDDEN_PREFIX, PULSE_TRIMMED,
@@ -19,23 +19,17 @@ import { ShareIdMinter } from './share-id.js';
 import { ShardCounters, actionIndex, INCOME, PUSH } from './counters.js';
 import type { SessionBlock } from '../io/messages.js';
 
-export interface ShardOptions {
+/** The settings a shard uses as configured (config.ts documents each), and its own. */
+export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceReply' | 'maxMultiaddr' |
+  'maxSessionsPerIp' | 'ipRate' | 'ipBurst' | 'pushRate' | 'pushBurst'> {
   index: number;
   shards: number;
   ttlMs: number;
-  shareIdLength: number;
-  announceReply: AnnounceReply;
-  maxMultiaddr: number;
+  /** this shard's share of the configured totals */
+  maxSessions: number;
+  maxTrackedIps: number;
   /** socket index -> 'udp4' | 'udp6', to write addresses the sending socket accepts */
   socketTypes: readonly ('udp4' | 'udp6')[];
-  /** abuse limits (config.ts documents each); the totals are this shard's share */
-  maxSessions: number;
-  maxSessionsPerIp: number;
-  maxTrackedIps: number;
-  ipRate: number;
-  ipBurst: number;
-  pushRate: number;
-  pushBurst: number;
   now?: () => number;
 }
 
