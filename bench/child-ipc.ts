@@ -6,7 +6,24 @@
 export interface BenchServerStats {
   peers: number;
   mainLoopDelayMaxMs?: number;
-  shards?: { index: number; peers: number; loopDelayMaxMs: number }[];
+  shards?: { index: number; peers: number; loopDelayMaxMs: number; counters?: { drops?: Record<string, number> } | null }[];
+  /** The tracker's main-thread counters (e.g. shardBusy: datagrams dropped at a full shard queue). */
+  main?: { shardBusy?: number };
+}
+
+/** Drops by reason, summed over the shards, plus the main thread's shardBusy. */
+export function dropTotals(st: BenchServerStats): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const sh of st.shards ?? []) for (const [reason, n] of Object.entries(sh.counters?.drops ?? {})) out[reason] = (out[reason] ?? 0) + n;
+  if (st.main?.shardBusy) out.shardBusy = st.main.shardBusy;
+  return out;
+}
+
+/** b - a, by key, keeping only the keys that grew. */
+export function dropDelta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [key, n] of Object.entries(b)) if (n - (a[key] ?? 0) > 0) out[key] = n - (a[key] ?? 0);
+  return out;
 }
 
 export interface BenchServer {

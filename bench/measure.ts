@@ -5,6 +5,7 @@ import type { BenchOptions } from './options.js';
 import type { Progress } from './progress.js';
 import { machineCpu, selfCpuSeconds, type MachineCpu } from './machine.js';
 import type { ServerHandle, Usage } from './servers.js';
+import { dropDelta, dropTotals } from './child-ipc.js';
 
 export interface Measurement {
   load: LoadResult;
@@ -17,6 +18,8 @@ export interface Measurement {
   generatorCores: number;
   /** Cores used during the window by every other process on the machine, plus steal. NaN without /proc. */
   othersCores: number;
+  /** The tracker's drops by reason during the whole load test (setup included); empty if none. */
+  drops: Record<string, number>;
 }
 
 interface Edge {
@@ -40,6 +43,7 @@ export async function measure(
   const edges: Partial<Record<'start' | 'end', Promise<Edge>>> = {};
   let lastReplies = 0;
   let lastAt = Date.now();
+  const dropsBefore = dropTotals(await server.stats());
   const load = await runLoad({
     port: server.port,
     mode,
@@ -62,6 +66,7 @@ export async function measure(
     },
   });
   const [start, end] = await Promise.all([edges.start, edges.end]);
+  const drops = dropDelta(dropsBefore, dropTotals(await server.stats()));
   if (!start || !end) throw new Error('the measurement window never opened');
   const serverCpuSeconds = end.server.cpuSeconds - start.server.cpuSeconds;
   const generatorCpu = end.self - start.self;
@@ -76,5 +81,6 @@ export async function measure(
     rssBytes: end.server.rssBytes,
     generatorCores: generatorCpu / load.seconds,
     othersCores: Math.max(0, machine - serverCpuSeconds - generatorCpu) / load.seconds,
+    drops,
   };
 }

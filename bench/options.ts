@@ -21,6 +21,12 @@ export interface BenchOptions {
   threads: number;
   /** Session TTL (s) of the tracker whose table is left to expire. */
   ttl: number;
+  /** Requests per kind and source in the amplification table; 0 skips it. */
+  amp: number;
+  /** Soak mode: seconds to run (0: off, the normal bench). */
+  soak: number;
+  soakRate: number;
+  soakTtl: number;
   out: string;
 }
 
@@ -28,15 +34,26 @@ const HELP = `yarn bench [flags]
 
   --seconds N    measured seconds per load test            (default 1)
   --warmup N     warm-up seconds before each measurement    (default 0.3)
-  --clients N    simulated clients, one UDP socket each     (default 32)
-  --window N     closed loop: pulses in flight per client   (default 8)
+  --clients N    simulated clients, one UDP socket and one   (default 128)
+                 loopback source IP (127.0.X.Y) each
+  --window N     closed loop: pulses in flight per client   (default 2)
   --rate N       open loop: offered pulses/s in total       (default 50000)
   --shards LIST  tracker shard counts, e.g. 1,2,default     (default 1,2,default)
   --peers N      live peers for the scale phase, 0 to skip  (default 1000000)
   --rounds N     interleaved rounds over all servers        (default 5)
   --threads N    load-generator threads                     (default 1)
   --ttl N        session TTL (s) for the expiry phase       (default 20)
+  --amp N        requests per kind in the amplification     (default 20)
+                 table, 0 to skip
+  --soak N       soak mode: only run the tracker for N s    (default off)
+                 under steady open-loop load with churn,
+                 sampling RSS and event-loop delay
+  --soak-rate N  soak: pulses/s offered                     (default 20000)
+  --soak-ttl N   soak: session TTL (s)                      (default 10)
   --out DIR      results folder                             (default bench/results)
+
+Per-IP limits: the tracker allows 2000 requests/s per source IP, so keep
+closed-loop replies/s ÷ clients under that (128 clients: up to ~250 k/s).
 `;
 
 export function parseOptions(argv: string[]): BenchOptions {
@@ -45,8 +62,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     options: {
       seconds: { type: 'string', default: '1' },
       warmup: { type: 'string', default: '0.3' },
-      clients: { type: 'string', default: '32' },
-      window: { type: 'string', default: '8' },
+      clients: { type: 'string', default: '128' },
+      window: { type: 'string', default: '2' },
       rate: { type: 'string', default: '50000' },
       shards: { type: 'string', default: '1,2,default' },
       peers: { type: 'string', default: '1000000' },
@@ -54,6 +71,10 @@ export function parseOptions(argv: string[]): BenchOptions {
       threads: { type: 'string', default: '1' },
       ttl: { type: 'string', default: '20' },
       out: { type: 'string', default: 'bench/results' },
+      amp: { type: 'string', default: '20' },
+      soak: { type: 'string', default: '0' },
+      'soak-rate': { type: 'string', default: '20000' },
+      'soak-ttl': { type: 'string', default: '10' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -85,6 +106,10 @@ export function parseOptions(argv: string[]): BenchOptions {
     rounds: int('rounds', 1),
     threads: int('threads', 1),
     ttl: num('ttl', 1),
+    amp: int('amp', 0),
+    soak: num('soak', 0),
+    soakRate: num('soak-rate', 1),
+    soakTtl: int('soak-ttl', 1),
     out: values.out,
   };
 }

@@ -7,6 +7,7 @@ import type { BenchOptions } from './options.js';
 import type { ScaleResult } from './scale.js';
 import { renderSvg } from './chart.js';
 import { cores, f, k, mb, pct, x } from './format.js';
+import { renderAmplification, type AmpResult } from './amplification.js';
 
 export interface ServerResult {
   name: string;
@@ -35,6 +36,10 @@ export interface Summary {
   p999: number;
   rssBytes: number;
   unknownSession: number;
+  /** The server's drops (by reason) summed over every round, setup included; trimmed pulse replies. */
+  drops: Record<string, number>;
+  trimmed: number;
+  proofFailed: number;
 }
 
 export interface Target {
@@ -49,6 +54,7 @@ export interface BenchResults {
   machine: { node: string; cpus: number; cpuModel: string; platform: string };
   options: BenchOptions;
   servers: ServerResult[];
+  amplification?: AmpResult;
   scale?: ScaleResult;
   scaleError?: string;
   targets: Target[];
@@ -99,8 +105,19 @@ export function summarize(rounds: ServerResult['rounds']): Summary | undefined {
     p999: medO((m) => m.load.latencyMs.p999),
     rssBytes: medO((m) => m.rssBytes),
     unknownSession: rounds.reduce((a, r) => a + r.closed.load.unknownSession + r.open.load.unknownSession, 0),
+    drops: sumDrops(rounds.flatMap((r) => [r.closed.drops, r.open.drops])),
+    trimmed: rounds.reduce((a, r) => a + r.closed.load.trimmed + r.open.load.trimmed, 0),
+    proofFailed: rounds.reduce((a, r) => a + r.closed.load.proofFailed + r.open.load.proofFailed, 0),
   };
 }
+
+function sumDrops(ds: (Record<string, number> | undefined)[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const d of ds) for (const [key, n] of Object.entries(d ?? {})) out[key] = (out[key] ?? 0) + n;
+  return out;
+}
+
+const dropText = (d: Record<string, number>) => (Object.keys(d).length ? Object.entries(d).map(([key, n]) => `${key} ${n}`).join(', ') : 'none');
 
 export function buildTargets(servers: ServerResult[], scale: ScaleResult | undefined): Target[] {
   const find = (kind: string) => servers.find((s) => s.kind === kind && s.median)?.median;
@@ -169,7 +186,7 @@ export function renderTable(r: BenchResults): string {
       lines.push(row([s.name, '0', `not run: ${(s.error ?? '').split('\n')[0]!.slice(0, 80)}`, ...head.slice(3).map(() => '')]));
       continue;
     }
-    const flag = m.unknownSession > 0 ? ' ⚠' : '';
+    const flag = m.unknownSession > 0 || Object.keys(m.drops).length > 0 || m.trimmed > 0 ? ' ⚠' : '';
     lines.push(row([s.name + flag, `${m.quietRounds}/${m.rounds}`, k(m.closedRate), x(m.closedRate / echo), x(m.closedRate / naive), f(m.cpuPer100k), pct(m.generatorBusy), cores(m.othersCores), k(m.openRate), pct(m.loss), f(m.p50, 3), f(m.p99, 3), f(m.p999, 3), mb(m.rssBytes)]));
   }
   const sc = r.scale;
@@ -180,7 +197,7 @@ export function renderTable(r: BenchResults): string {
   }
   const o = r.options;
   const out = [
-    `Pulses over loopback, medians of ${o.rounds} interleaved rounds of ${o.seconds} s. Closed loop: ${o.clients} clients × ${o.window} in flight. Open loop: ${k(o.rate)} pulses/s offered. ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}.`,
+    `Pulses over loopback, medians of ${o.rounds} interleaved rounds of ${o.seconds} s. Every client has its own source IP (127.0.X.Y), sends a padded announce, proves it receives with one pulse carrying its shareId, then sends plain pulses (full replies). Closed loop: ${o.clients} clients × ${o.window} in flight. Open loop: ${k(o.rate)} pulses/s offered. ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}.`,
     '',
     ...lines,
     '',
@@ -190,7 +207,10 @@ export function renderTable(r: BenchResults): string {
     row(['---', '---', '---', '---']),
     ...r.targets.map((t) => row([t.what, t.goal, t.measured, t.result])),
   ];
+  const trackers = r.servers.filter((s) => s.kind === 'tracker' && s.median);
+  out.push('', `Tracker drops during the load tests (all rounds, setup included): ${trackers.map((s) => `${s.name}: ${dropText(s.median!.drops)}`).join('; ') || '—'}${sc ? `; ${sc.peers.toLocaleString('en')} peers: ${dropText(sumDrops([sc.closed.drops, sc.open.drops]))}` : ''}. Trimmed (unverified) pulse replies: ${r.servers.reduce((a, s) => a + (s.median?.trimmed ?? 0), 0) + (sc ? sc.closed.load.trimmed + sc.open.load.trimmed : 0)}; clients that failed to prove: ${r.servers.reduce((a, s) => a + (s.median?.proofFailed ?? 0), 0)}.`);
   if (r.servers.some((s) => (s.median?.unknownSession ?? 0) > 0)) out.push('', '⚠ some pulses were answered with status "1" (session unknown to the server).');
+  if (r.amplification) out.push('', renderAmplification(r.amplification));
   if (r.scaleError) out.push('', `scale phase failed: ${r.scaleError.split('\n')[0]}`);
   return out.join('\n');
 }

@@ -1,7 +1,8 @@
 // `yarn bench`: the same load generator against a bare echo server, a naive
 // tracker and this tracker at several shard counts, in interleaved rounds so
 // machine noise hits them all alike; then the scale phase at 1 M peers; then
-// one table on the terminal and JSON + SVG under bench/results/.
+// the amplification table; then one table on the terminal and JSON + SVG +
+// markdown under bench/results/. `--soak SECONDS` runs only the soak (soak.ts).
 import { cpus } from 'node:os';
 import { measure } from './measure.js';
 import { parseOptions } from './options.js';
@@ -9,11 +10,22 @@ import { Progress } from './progress.js';
 import { buildTargets, renderTable, summarize, writeResults, type BenchResults, type ServerResult } from './report.js';
 import { runScale, SCALE_STEPS, type ScaleResult } from './scale.js';
 import { ServerHandle, serverName, type ServerKind } from './servers.js';
+import { runAmplification, type AmpResult } from './amplification.js';
+import { renderSoak, runSoak, writeSoak } from './soak.js';
 
 const opts = parseOptions(process.argv.slice(2));
 
+if (opts.soak > 0) {
+  const p = new Progress(1);
+  const soak = await runSoak(opts, p);
+  p.done();
+  const files = writeSoak(soak, opts.out);
+  process.stdout.write(renderSoak(soak) + '\n\nresults: ' + files.json + '\n');
+  process.exit(0);
+}
+
 const kinds: ServerKind[] = [{ kind: 'echo' }, { kind: 'naive' }, ...opts.shards.map((shards) => ({ kind: 'tracker' as const, shards }))];
-const progress = new Progress(1 + opts.rounds * kinds.length * 2 + (opts.peers > 0 ? SCALE_STEPS : 0));
+const progress = new Progress(1 + opts.rounds * kinds.length * 2 + (opts.amp > 0 ? 2 : 0) + (opts.peers > 0 ? SCALE_STEPS : 0));
 
 // Every server runs for the whole comparison; only the one under test gets load.
 progress.start('starting servers');
@@ -58,6 +70,11 @@ for (const s of servers) {
   if (m) s.result.median = m;
 }
 
+let amplification: AmpResult | undefined;
+if (opts.amp > 0) {
+  amplification = await runAmplification(opts.amp, (server) => progress.start(`amplification table · ${server}`));
+}
+
 let scale: ScaleResult | undefined;
 let scaleError: string | undefined;
 if (opts.peers > 0) {
@@ -75,6 +92,7 @@ const results: BenchResults = {
   machine: { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model.trim() ?? 'unknown', platform: process.platform },
   options: opts,
   servers: servers.map((s) => s.result),
+  ...(amplification ? { amplification } : {}),
   ...(scale ? { scale } : {}),
   ...(scaleError ? { scaleError } : {}),
   targets: buildTargets(

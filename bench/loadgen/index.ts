@@ -20,6 +20,8 @@ export interface LoadOptions {
   measureMs: number;
   drainMs: number;
   timeoutMs: number;
+  /** Second octet of the clients' loopback source addresses (see loopbackIp). */
+  ipBlock?: number;
   /** Called at the start and at the end of the measurement window. */
   onWindowEdge?: (edge: 'start' | 'end') => void;
   /** Pulse replies received so far, a few times a second. */
@@ -31,6 +33,10 @@ export interface LoadResult {
   seconds: number;
   clients: number;
   announceFailed: number;
+  /** Clients whose proving pulse got no full reply (their session stayed unverified). */
+  proofFailed: number;
+  /** Pulse replies trimmed to status alone (unverified session). */
+  trimmed: number;
   /** Pulses sent per second during the window (the open loop's real offered rate). */
   offered: number;
   /** Pulse replies received per second during the window. */
@@ -68,9 +74,10 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const workers: Worker[] = [];
   const progress = new Array<number>(threads).fill(0);
   const done: Promise<{ counts: WorkerCounts; histogram: Float64Array }>[] = [];
-  const ready: Promise<{ announceFailed: number }>[] = [];
+  const ready: Promise<{ announceFailed: number; proofFailed: number }>[] = [];
 
   try {
+    let firstClient = 0;
     for (let t = 0; t < threads; t++) {
       const clients = Math.floor(totalClients / threads) + (t < totalClients % threads ? 1 : 0);
       const spec: WorkerSpec = {
@@ -81,7 +88,10 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
         window: opts.window,
         rate: (opts.rate * clients) / totalClients,
         timeoutMs: opts.timeoutMs,
+        firstClient,
+        ipBlock: opts.ipBlock ?? 0,
       };
+      firstClient += clients;
       const worker = startWorker(spec, `loadgen-${t + 1}`);
       workers.push(worker);
       const failed = new Promise<never>((_, reject) => {
@@ -109,7 +119,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     edge(measureUntil, 'end');
 
     const results = await withTimeout(Promise.all(done), opts.warmupMs + opts.measureMs + opts.drainMs + 15_000, 'load generator hung');
-    return merge({ ...opts, clients: totalClients }, results, announced.reduce((a, r) => a + r.announceFailed, 0));
+    return merge({ ...opts, clients: totalClients }, results, announced.reduce((a, r) => a + r.announceFailed, 0), announced.reduce((a, r) => a + r.proofFailed, 0));
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
@@ -132,7 +142,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-function merge(opts: LoadOptions, results: { counts: WorkerCounts; histogram: Float64Array }[], announceFailed: number): LoadResult {
+function merge(opts: LoadOptions, results: { counts: WorkerCounts; histogram: Float64Array }[], announceFailed: number, proofFailed: number): LoadResult {
   const h = new Histogram();
   const sum = (k: keyof Omit<WorkerCounts, 'fellBehind'>) => results.reduce((a, r) => a + r.counts[k], 0);
   for (const r of results) h.add(r.histogram);
@@ -144,6 +154,8 @@ function merge(opts: LoadOptions, results: { counts: WorkerCounts; histogram: Fl
     seconds,
     clients: opts.clients,
     announceFailed,
+    proofFailed,
+    trimmed: sum('trimmed'),
     offered: sentInWindow / seconds,
     replyRate: sum('repliesInWindow') / seconds,
     replies: sum('repliesInWindow'),

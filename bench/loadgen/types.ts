@@ -14,6 +14,33 @@ export interface WorkerSpec {
   rate: number;
   /** Closed loop: a slot with no reply for this long is counted lost and freed. */
   timeoutMs: number;
+  /** Global index of this thread's first client: client g binds loopbackIp(g, ipBlock). */
+  firstClient: number;
+  /** Second octet of the clients' source addresses (127.<block>.X.Y). */
+  ipBlock: number;
+}
+
+/**
+ * A distinct loopback source address per simulated client: 127.<block>.X.Y with
+ * X, Y in 1..254 (Linux routes all of 127/8 to lo), so the tracker's per-IP rate
+ * limit and reply budget see one IP per client, as they would on the Internet.
+ */
+export function loopbackIp(index: number, block = 0): string {
+  const x = 1 + Math.floor(index / 254);
+  if (x > 254) throw new Error(`no more than ${254 * 254} loopback clients per block`);
+  return `127.${block}.${x}.${1 + (index % 254)}`;
+}
+
+/** The requests every generator sends, in this order, and the load itself. */
+// Padded to >= 48 bytes so an unverified new source may get both announce forms.
+export const PADDED_ANNOUNCE = '{"action":"announce","pad":"xxxxxxxxxxxxxxxxxx"}';
+export const proofPulse = (shareId: string) => `{"action":"pulse","shareId":"${shareId}"}`;
+export const PLAIN_PULSE = '{"action":"pulse"}';
+
+/** The shareId in an announce reply, or null (the echo server has none). */
+export function shareIdOf(reply: Buffer | string): string | null {
+  const m = /"shareId":"([^"]+)"/.exec(reply.toString());
+  return m ? m[1]! : null;
 }
 
 /** Sent by the orchestrator once every thread has announced: times are epoch ms. */
@@ -28,6 +55,10 @@ export interface GoMessage {
 export interface WorkerCounts {
   announced: number;
   announceFailed: number;
+  /** Clients whose proving pulse got no full (untrimmed) reply. */
+  proofFailed: number;
+  /** Pulse replies trimmed to {"status":"0"}: the session was not verified. */
+  trimmed: number;
   /** Pulses sent, and those sent inside the measurement window. */
   sent: number;
   sentInWindow: number;
@@ -51,6 +82,6 @@ export interface WorkerCounts {
 }
 
 export type WorkerMessage =
-  | { type: 'ready'; announced: number; announceFailed: number }
+  | { type: 'ready'; announced: number; announceFailed: number; proofFailed: number }
   | { type: 'progress'; replies: number }
   | { type: 'done'; counts: WorkerCounts; histogram: Float64Array };

@@ -1,5 +1,9 @@
-// One load-generator thread: a set of simulated clients, each a UDP socket with
-// its own source port. Each client announces once, then pulses, either keeping
+// One load-generator thread: a set of simulated clients, each a UDP socket bound
+// to its own loopback source IP (127.0.X.Y, see loopbackIp), so the tracker's
+// per-IP rate limit and reply budget see one IP per client. Each client sends a
+// padded announce (room for both announce forms), proves it receives with one
+// pulse carrying its shareId (so its session is verified and gets full replies),
+// then pulses with plain {"action":"pulse"}, either keeping
 // `window` pulses outstanding (closed loop) or at a fixed share of the offered
 // rate (open loop). Replies are told apart by their bytes, not parsed, so the
 // generator spends as little CPU as it can: it shares the machine with the server.
@@ -15,18 +19,23 @@ import dgram from 'node:dgram';
 import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { Histogram } from '../histogram.js';
-import type { GoMessage, WorkerCounts, WorkerMessage, WorkerSpec } from './types.js';
+import { loopbackIp, PADDED_ANNOUNCE, PLAIN_PULSE, proofPulse, shareIdOf, type GoMessage, type WorkerCounts, type WorkerMessage, type WorkerSpec } from './types.js';
 
 const spec = workerData as WorkerSpec;
 const port = parentPort!;
 const post = (m: WorkerMessage, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer);
 
-const PULSE = Buffer.from('{"action":"pulse"}');
-const ANNOUNCE = Buffer.from('{"action":"announce"}');
+const PULSE = Buffer.from(PLAIN_PULSE);
+const ANNOUNCE = Buffer.from(PADDED_ANNOUNCE);
+// What a server without shareIds (the echo) is "proved" with: same length as the tracker's ids.
+const NO_ID = 'x'.repeat(12);
 // A pulse reply from any server here contains this: the tracker's and the naive
 // tracker's "pulseReceived", and the echo's copy of the request itself.
 const PULSE_REPLY = Buffer.from('"pulse');
 const UNKNOWN_SESSION = Buffer.from('"status":"1"');
+// The reply an unverified session gets when the full one would exceed its budget.
+const TRIMMED = Buffer.from('"status":"0"}');
+const SHARE_ID = Buffer.from('"shareId"');
 // Room for every pulse a client can have in flight: its window, or one.
 const RING = 1 << Math.max(2, Math.ceil(Math.log2((spec.mode === 'closed' ? spec.window : 1) + 1)));
 const MASK = RING - 1;
@@ -36,6 +45,9 @@ const epochNow = () => performance.timeOrigin + performance.now();
 interface Client {
   socket: dgram.Socket;
   announced: boolean;
+  /** 0: announcing, 1: proving (shareId known), 2: verified, pulsing. */
+  stage: 0 | 1 | 2;
+  shareId: string;
   outstanding: number;
   lastProgress: number;
   // Send times of unanswered pulses, oldest at tail: the server answers a
@@ -48,6 +60,8 @@ interface Client {
 const counts: WorkerCounts = {
   announced: 0,
   announceFailed: 0,
+  proofFailed: 0,
+  trimmed: 0,
   sent: 0,
   sentInWindow: 0,
   neverSent: 0,
@@ -83,17 +97,29 @@ function refill(c: Client): void {
   while (sending && c.outstanding < spec.window) send(c);
 }
 
+/** Before the load: the announce reply gives the shareId, the proof's full reply ends the handshake. */
+function onSetupMessage(c: Client, msg: Buffer): void {
+  const isPulse = msg.indexOf(PULSE_REPLY) !== -1;
+  if (c.stage === 0 && !isPulse) {
+    c.shareId = shareIdOf(msg) ?? NO_ID;
+    c.stage = 1;
+    c.announced = true;
+    counts.announced++;
+  } else if (c.stage === 1 && isPulse && msg.indexOf(TRIMMED) === -1 && msg.indexOf(UNKNOWN_SESSION) === -1) {
+    c.stage = 2; // a full reply (or the echo's copy of the proof): verified
+  }
+}
+
 function onMessage(c: Client, msg: Buffer): void {
+  if (c.stage !== 2) return onSetupMessage(c, msg);
   const now = performance.now();
   if (msg.indexOf(PULSE_REPLY) === -1) {
-    if (!c.announced) {
-      c.announced = true;
-      counts.announced++;
-    } else counts.other++;
+    counts.other++; // e.g. the second announce form, arriving late
     return;
   }
   totalReplies++;
   if (msg.indexOf(UNKNOWN_SESSION) !== -1) counts.unknownSession++;
+  else if (msg.indexOf(TRIMMED) !== -1 && msg.indexOf(SHARE_ID) === -1) counts.trimmed++;
   if (now >= measureFrom && now < measureUntil) counts.repliesInWindow++;
   if (c.head !== c.tail) {
     const sentAt = c.ring[c.tail & MASK]!;
@@ -118,10 +144,10 @@ async function openClients(): Promise<Client[]> {
   const clients: Client[] = [];
   for (let i = 0; i < spec.clients; i++) {
     const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 1 << 20, sendBufferSize: 1 << 20 });
-    const c: Client = { socket, announced: false, outstanding: 0, lastProgress: 0, ring: new Float64Array(RING), head: 0, tail: 0 };
+    const c: Client = { socket, announced: false, stage: 0, shareId: '', outstanding: 0, lastProgress: 0, ring: new Float64Array(RING), head: 0, tail: 0 };
     socket.on('error', () => counts.sendErrors++);
     socket.on('message', (msg) => onMessage(c, msg));
-    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => socket.bind(0, loopbackIp(spec.firstClient + i, spec.ipBlock), resolve));
     await new Promise<void>((resolve) => socket.connect(spec.port, spec.host, resolve));
     clients.push(c);
   }
@@ -131,16 +157,23 @@ async function openClients(): Promise<Client[]> {
 async function announceAll(clients: Client[]): Promise<void> {
   const deadline = performance.now() + 5000;
   while (performance.now() < deadline) {
-    const waiting = clients.filter((c) => !c.announced);
+    const waiting = clients.filter((c) => c.stage !== 2);
     if (waiting.length === 0) break;
     // In small bursts: a thousand at once would overflow a default receive buffer.
     for (let i = 0; i < waiting.length; i += 64) {
-      for (const c of waiting.slice(i, i + 64)) c.socket.send(ANNOUNCE);
+      for (const c of waiting.slice(i, i + 64)) {
+        if (c.stage === 0) c.socket.send(ANNOUNCE);
+        else if (c.stage === 1) c.socket.send(proofPulse(c.shareId));
+      }
       await new Promise((r) => setTimeout(r, 2));
     }
-    await new Promise((r) => setTimeout(r, 250));
+    // Most wait out one round trip: a client that just got its shareId proves at once.
+    await new Promise((r) => setTimeout(r, 20));
+    for (const c of clients) if (c.stage === 1) c.socket.send(proofPulse(c.shareId));
+    await new Promise((r) => setTimeout(r, 230));
   }
-  counts.announceFailed = clients.filter((c) => !c.announced).length;
+  counts.announceFailed = clients.filter((c) => c.stage === 0).length;
+  counts.proofFailed = clients.filter((c) => c.stage === 1).length;
 }
 
 /** Frees the slots of pulses (or replies) lost on the way. */
@@ -199,7 +232,7 @@ function runOpen(clients: Client[], startedAt: number): void {
 
 const clients = await openClients();
 await announceAll(clients);
-post({ type: 'ready', announced: counts.announced, announceFailed: counts.announceFailed });
+post({ type: 'ready', announced: counts.announced, announceFailed: counts.announceFailed, proofFailed: counts.proofFailed });
 
 port.once('message', (go: GoMessage) => {
   const toLocal = (epoch: number) => epoch - performance.timeOrigin;
