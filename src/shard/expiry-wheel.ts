@@ -10,13 +10,15 @@
 // their tick), which only happens if a caller schedules beyond the sized horizon.
 
 const NONE = -1;
+/** due[] value of a slot that is not on the wheel. Ticks stay far below it (2^32 ticks of 10 ms is 497 days). */
+const UNSCHEDULED = 0xffffffff;
 
 export class ExpiryWheel {
   private readonly mask: number;
   private readonly heads: Int32Array;
   private next: Int32Array;
   private prev: Int32Array;
-  private due: Float64Array; // expiry tick per slot; NaN = not scheduled
+  private due: Uint32Array; // expiry tick per slot, or UNSCHEDULED (4 bytes a slot: memory counts at millions)
   private cursor: number; // next tick to process
   private linked = 0;
 
@@ -28,7 +30,7 @@ export class ExpiryWheel {
     this.heads = new Int32Array(size).fill(NONE);
     this.next = new Int32Array(capacity).fill(NONE);
     this.prev = new Int32Array(capacity).fill(NONE);
-    this.due = new Float64Array(capacity).fill(NaN);
+    this.due = new Uint32Array(capacity).fill(UNSCHEDULED);
     this.cursor = startTick;
   }
 
@@ -39,16 +41,19 @@ export class ExpiryWheel {
     const grow32 = (a: Int32Array): Int32Array => { const b = new Int32Array(capacity).fill(NONE); b.set(a); return b; };
     this.next = grow32(this.next);
     this.prev = grow32(this.prev);
-    const due = new Float64Array(capacity).fill(NaN);
+    const due = new Uint32Array(capacity).fill(UNSCHEDULED);
     due.set(this.due);
     this.due = due;
   }
 
+  isScheduled(slot: number): boolean { return this.due[slot] !== UNSCHEDULED; }
+
+  /** The tick the slot expires at (only meaningful when isScheduled). */
   dueTick(slot: number): number { return this.due[slot]!; }
 
   /** (Re)schedules slot to expire at `tick`. A tick already past expires at the next advance(). */
   schedule(slot: number, tick: number): void {
-    if (!Number.isNaN(this.due[slot]!)) this.unlink(slot);
+    if (this.due[slot] !== UNSCHEDULED) this.unlink(slot);
     const at = tick < this.cursor ? this.cursor : tick;
     this.due[slot] = at;
     const b = at & this.mask;
@@ -61,7 +66,7 @@ export class ExpiryWheel {
   }
 
   remove(slot: number): void {
-    if (!Number.isNaN(this.due[slot]!)) this.unlink(slot);
+    if (this.due[slot] !== UNSCHEDULED) this.unlink(slot);
   }
 
   private unlink(slot: number): void {
@@ -71,7 +76,7 @@ export class ExpiryWheel {
     if (n !== NONE) this.prev[n] = p;
     this.next[slot] = NONE;
     this.prev[slot] = NONE;
-    this.due[slot] = NaN;
+    this.due[slot] = UNSCHEDULED;
     this.linked--;
   }
 

@@ -463,8 +463,8 @@ export class Shard {
     let i = 0;
     // Every live slot is on the wheel (and only live slots are), so the wheel says which slots to visit.
     for (let slot = 0; slot < t.capacity && i < n; slot++) {
+      if (!this.wheel.isScheduled(slot)) continue;
       const due = this.wheel.dueTick(slot);
-      if (Number.isNaN(due)) continue;
       // byte loops, not subarray()+set(): no object per session (a shard may hold millions)
       for (let k = 0; k < ADDR_BYTES; k++) block.addr[i * ADDR_BYTES + k] = t.addr[slot * ADDR_BYTES + k]!;
       ports.setUint16(i * 2, t.port[slot]!);
