@@ -73,7 +73,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'sendBufferSize', type: { kind: 'int', min: 65536, max: 1 << 30 }, default: () => 4 << 20,
     doc: 'SO_SNDBUF bytes asked for (the kernel caps it at net.core.wmem_max).' },
   { key: 'maxShardQueue', type: { kind: 'int', min: 1, max: 100000 }, default: () => 256,
-    doc: 'Batches in flight to one shard before new datagrams for it are dropped (counted).' },
+    doc: 'Full 64 KiB batches in flight to one shard before new datagrams for it are dropped (counted as shard_busy).' },
   { key: 'metricsPort', type: { kind: 'int', min: 0, max: 65535 }, default: () => 0,
     doc: 'TCP port of the HTTP listener serving /metrics (Prometheus) and /healthz. 0 = off.' },
   { key: 'metricsHost', type: { kind: 'host' }, default: () => '127.0.0.1',

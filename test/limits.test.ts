@@ -75,3 +75,19 @@ test('when the per-IP table is full, a new IP is still served (each reply within
     assert.equal(id.length, 12);
     a.close(); b.close(); c.close();
   }));
+
+test('a shard that is not keeping up: past maxShardQueue full batches, datagrams are dropped and counted; it recovers', () =>
+  withTracker({ shards: 1, maxShardQueue: 1, ipRate: 1_000_000, ipBurst: 1_000_000 }, async (tracker, target) => {
+    const p = await WirePeer.open(target, '127.0.65.1');
+    const id = await p.announce();
+    const stalled = tracker.stallShard(0, 1500); // the shard's event loop is blocked for 1.5 s
+    await new Promise((r) => setTimeout(r, 100));
+    // ~300 KiB of pulses: far more than one in-flight batch plus one full pending batch
+    const pad = JSON.stringify({ action: 'pulse', pad: 'x'.repeat(80) });
+    for (let i = 0; i < 3000; i++) { p.send(pad); if (i % 200 === 0) await new Promise((r) => setImmediate(r)); }
+    await stalled;
+    assert.ok((await tracker.stats()).main.shardBusy > 0, 'datagrams over the queue limit were dropped and counted');
+    await p.drain(500);
+    assert.equal((await p.request({ action: 'pulse' }, 'pulseReceived', 3000)).data!.shareId, id, 'the session survived and is served again');
+    p.close();
+  }));

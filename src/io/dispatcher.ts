@@ -64,11 +64,13 @@ export class Dispatcher {
     }
     const bucket = addressBucket(address);
     const link = this.links[shardOfBucket(bucket, this.links.length)]!;
-    if (link.queueDepth >= this.maxShardQueue) { c.shardBusy++; return; }
 
     let b = link.batch();
     const need = RECORD_OVERHEAD + address.length + msg.length;
     if (b.len + need > b.buf.length || b.count === 0xffff) {
+      // A full batch goes out even while others are in flight, up to maxShardQueue:
+      // past that the shard is not keeping up, and the datagram is dropped (counted).
+      if (link.queueDepth >= this.maxShardQueue) { c.shardBusy++; return; }
       this.flush(link, true);
       b = link.batch();
     }
