@@ -64,7 +64,8 @@ async function bindSockets(config: Config, log: Logger): Promise<dgram.Socket[]>
     socket.once('error', reject);
     socket.bind({ port: config.port, address: host, exclusive: true }, () => {
       socket.off('error', reject);
-      // A send error (no callback) arrives here; without a listener it would kill the process.
+      // Socket errors (and address-lookup failures of a send) arrive here; without a
+      // listener they would kill the process.
       socket.on('error', (err) => log.warn({ err }, 'udp socket error'));
       resolve(socket);
     });

@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WirePeer, withTracker } from './helpers/wire.js';
+import { PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
+import { addressBucket, shardOfBucket } from '../src/routing.js';
 
 /** Sends each datagram from a fresh IP and returns [bytes sent, bytes received]. */
 async function exchange(peer: WirePeer, datagrams: string[], settleMs = 250): Promise<[number, number]> {
@@ -97,4 +98,28 @@ test('an unverified documented client that pulses gets status "0" even when the 
     assert.ok(got <= 3 * sent, `sent ${sent}, got ${got}`);
     assert.ok(full < 30, 'some replies were trimmed');
     p.close();
+  }));
+
+test('an unverified requester\'s push to another shard carries its budget along: answered, and within 3x', () =>
+  withTracker({ shards: 2 }, async (tracker, target) => {
+    // two source IPs that route to different shards
+    const ips = Array.from({ length: 50 }, (_, i) => `127.0.55.${i + 1}`);
+    const requesterIp = ips.find((ip) => shardOfBucket(addressBucket(ip), 2) === 0)!;
+    const targetIp = ips.find((ip) => shardOfBucket(addressBucket(ip), 2) === 1)!;
+    const owner = await WirePeer.open(target, targetIp);
+    const id = await owner.announce(); // verified: may be sent income
+    const requester = await WirePeer.open(target, requesterIp);
+    const announce = PADDED_ANNOUNCE;
+    const push = JSON.stringify({ action: 'push', shareId: id });
+    requester.send(announce);
+    let got = (await requester.drain(200)).reduce((n, r) => n + r.raw.length, 0);
+    requester.send(push);
+    const r = await requester.next('pushReceived');
+    got += r.raw.length + (await requester.drain(200)).reduce((n, x) => n + x.raw.length, 0);
+    assert.equal(r.data!.peerShareId, id);
+    assert.equal((await owner.next('income')).data!.peeraddr, requester.address);
+    assert.ok(got <= 3 * (announce.length + push.length), `sent ${announce.length + push.length}, got ${got}`);
+    const stats = await tracker.stats();
+    assert.equal(stats.shards[0]!.counters.forwarded, 1, 'the push crossed shards');
+    requester.close(); owner.close();
   }));

@@ -1,4 +1,4 @@
-// The main thread's hot path: receive a datagram, route it by its source
+// The main thread's hot path: receive a datagram, route it by its source IP
 // address to a shard, append it to that shard's batch; send what shards answer.
 // Per datagram this does a string hash and two memcpys, nothing else: no JSON,
 // no object beyond the Buffer and rinfo that dgram itself hands us.
@@ -20,7 +20,6 @@ export class MainCounters {
   bytesOut = 0;
   tooLarge = 0;
   shardBusy = 0;
-  sendErrors = 0;
   batches = 0;
   batchedDatagrams = 0;
 }
@@ -150,7 +149,8 @@ export class Dispatcher {
   private send(socketIndex: number, buf: Buffer, offset: number, len: number, port: number, address: string): void {
     this.counters.datagramsOut++;
     this.counters.bytesOut += len;
-    // No callback: a failed send is emitted as 'error' on the socket, which is handled.
+    // No callback, so no completion request per datagram. Node then drops a failed
+    // send silently (only a callback would see it), so failed sends are not counted.
     this.sockets[socketIndex]!.send(buf, offset, len, port, address);
   }
 

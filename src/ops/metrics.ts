@@ -9,7 +9,7 @@ import type { TrackerStats } from '../tracker.js';
 import { BATCH_BUCKETS, type ShardCountersSnapshot } from '../shard/counters.js';
 
 /** Main-thread counters that mean "this datagram was not served", by drop reason. */
-const MAIN_DROPS: Partial<Record<keyof MainCounters, string>> = { shardBusy: 'shard_busy', sendErrors: 'send_error' };
+const MAIN_DROPS: Partial<Record<keyof MainCounters, string>> = { shardBusy: 'shard_busy' };
 /** Main-thread counters exported under their own names; any other field gets sobani_main_<name>_total. */
 const MAIN_NAMED: Partial<Record<keyof MainCounters, string>> = {
   datagramsIn: 'sobani_udp_datagrams_received_total', bytesIn: 'sobani_udp_bytes_received_total',

@@ -46,7 +46,6 @@ export class IpTable {
   private freeSlots: Int32Array;
   private freeTop: number;
   private readonly wheel: ExpiryWheel;
-  private readonly scratch = new Uint8Array(ADDR_BYTES);
 
   constructor(readonly limits: IpLimits, private readonly now: () => number, initial = 1024) {
     this.cap = initial;
@@ -67,26 +66,21 @@ export class IpTable {
 
   private tick(): number { return Math.floor(this.now() / this.limits.tickMs); }
 
-  private keyOf(addr: Uint8Array, off: number): Uint8Array {
-    const k = this.scratch;
-    for (let i = 0; i < ADDR_BYTES; i++) k[i] = addr[off + i]!;
-    return k;
-  }
-
   private hash(k: Uint8Array, off: number): number {
     let h = 0x811c9dc5;
     for (let i = 0; i < ADDR_BYTES; i++) h = Math.imul(h ^ k[off + i]!, 0x01000193);
     return mix(h);
   }
 
-  private find(k: Uint8Array): number {
+  /** The entry whose key is the 16 bytes at addr[off], or -1. */
+  private find(addr: Uint8Array, off: number): number {
     const mask = this.index.length - 1;
-    for (let i = this.hash(k, 0) & mask; ; i = (i + 1) & mask) {
+    for (let i = this.hash(addr, off) & mask; ; i = (i + 1) & mask) {
       const cell = this.index[i]!;
       if (cell === EMPTY) return -1;
       const o = (cell - 1) * ADDR_BYTES;
       let same = true;
-      for (let j = 0; j < ADDR_BYTES; j++) if (this.keys[o + j] !== k[j]) { same = false; break; }
+      for (let j = 0; j < ADDR_BYTES; j++) if (this.keys[o + j] !== addr[off + j]) { same = false; break; }
       if (same) return cell - 1;
     }
   }
@@ -96,13 +90,12 @@ export class IpTable {
    * buckets, no credit), or -1 when the table is at capacity. Refreshes its idle timer.
    */
   touch(addr: Uint8Array, off: number): number {
-    const k = this.keyOf(addr, off);
-    let slot = this.find(k);
+    let slot = this.find(addr, off);
     if (slot < 0) {
       if (this.size >= this.limits.capacity) return -1;
       if (this.freeTop === 0) this.grow();
       slot = this.freeSlots[--this.freeTop]!;
-      this.keys.set(k, slot * ADDR_BYTES);
+      for (let j = 0; j < ADDR_BYTES; j++) this.keys[slot * ADDR_BYTES + j] = addr[off + j]!;
       this.credit[slot] = 0;
       this.tokens[slot] = this.limits.burst;
       this.pushTokens[slot] = this.limits.pushBurst;
@@ -144,7 +137,7 @@ export class IpTable {
 
   /** The entry of an address that already has one (a live session's IP always does). */
   slotOf(addr: Uint8Array, off: number): number {
-    return this.find(this.keyOf(addr, off));
+    return this.find(addr, off);
   }
 
   /** Evicts entries idle past idleMs that hold no live session. */
