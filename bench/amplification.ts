@@ -1,5 +1,7 @@
-// The amplification table (issue 6): for each request kind, N requests from an
-// unverified source and from a verified one, and the bytes the server sent back.
+// The amplification table (issues 6, 10): for each request kind, N requests from an
+// unverified source and from a verified one, and the bytes the server sent back,
+// counted on the wire (payload + 28 bytes of IPv4 and UDP headers per datagram), as
+// the tracker's reply budget counts them.
 // Every row uses its own loopback source IPs (127.2.X.Y), so one row's reply
 // credit never pays for another's. What a row needs first (a session, a push
 // target) is set up before its counters start: only the N requests are counted.
@@ -10,6 +12,10 @@ import { ServerHandle, serverName, type ServerKind } from './servers.js';
 
 export type Source = 'unverified' | 'verified';
 
+/** IPv4 (20) + UDP (8) header bytes of every datagram. */
+const HEADERS = 28;
+
+/** All byte counts are on the wire: payloads plus HEADERS per datagram. */
 export interface AmpCell {
   requests: number;
   bytesIn: number;
@@ -41,6 +47,7 @@ export interface AmpResult {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 class Probe {
+  /** Wire bytes received. */
   bytes = 0;
   datagrams = 0;
   private waiters: { pred: (m: Buffer) => boolean; resolve: (m: Buffer | null) => void }[] = [];
@@ -51,7 +58,7 @@ class Probe {
     const p = new Probe(socket);
     socket.on('error', () => {});
     socket.on('message', (m) => {
-      p.bytes += m.length;
+      p.bytes += m.length + HEADERS;
       p.datagrams++;
       p.waiters = p.waiters.filter((w) => (w.pred(m) ? (w.resolve(m), false) : true));
     });
@@ -92,9 +99,9 @@ class Probe {
 const hasId = (m: Buffer) => shareIdOf(m) !== null;
 const isPulseReply = (m: Buffer) => m.includes('"pulse');
 
-/** A session: padded announce, then a proving pulse (verified) or a plain one (not). Returns its shareId. */
+/** A session: a bare announce, then a proving pulse (verified) or a plain one (not). Returns its shareId. */
 async function session(p: Probe, verified: boolean): Promise<string> {
-  const reply = await p.ask(PADDED_ANNOUNCE, hasId);
+  const reply = await p.ask('{"action":"announce"}', hasId);
   const id = reply ? shareIdOf(reply)! : 'x'.repeat(12);
   await p.ask(verified ? proofPulse(id) : PLAIN_PULSE, isPulseReply);
   return id;
@@ -116,10 +123,12 @@ const OVERSIZED = Buffer.from(`{"action":"pulse","pad":"${'x'.repeat(1100 - 28)}
 
 export const KINDS: Kind[] = [
   { kind: 'announce', request: '{"action":"announce"} (21 B)', session: false, make: () => '{"action":"announce"}' },
+  { kind: 'announce, v0.1.2', request: '{"id":"<8 hex>","action":"announce"} (37 B)', session: false, make: () => '{"id":"0123abcd","action":"announce"}' },
   { kind: 'announce, padded', request: 'announce padded to 48 B', session: false, make: () => PADDED_ANNOUNCE },
   { kind: 'pulse', request: '{"action":"pulse"} (18 B)', session: true, make: () => PLAIN_PULSE },
   { kind: 'alive', request: '{"action":"alive"} (18 B)', session: true, make: () => '{"action":"alive"}' },
   { kind: 'push → live id', request: 'push, live target', session: true, target: true, make: (_, t) => `{"action":"push","shareId":"${t}"}` },
+  { kind: 'push → live id, desktop', request: '{"shareId":"<id>","action":"push"}', session: true, target: true, make: (_, t) => `{"shareId":"${t}","action":"push"}` },
   { kind: 'push → unknown id', request: 'push, unknown shareId', session: true, make: (own) => `{"action":"push","shareId":"${own.slice(1) + own[0]}"}` },
   { kind: 'push, no session', request: 'push from an address with no session', session: false, target: true, unverifiedOnly: true, make: (_, t) => `{"action":"push","shareId":"${t}"}` },
   { kind: 'junk (not JSON)', request: '`hello tracker` (13 B)', session: false, make: () => 'hello tracker' },
@@ -139,7 +148,7 @@ async function cell(port: number, kind: Kind, source: Source, n: number, ipAt: (
     me.reset();
     target?.reset();
     const req = kind.make(ownId, targetId);
-    const size = typeof req === 'string' ? Buffer.byteLength(req) : req.length;
+    const size = (typeof req === 'string' ? Buffer.byteLength(req) : req.length) + HEADERS;
     for (let i = 0; i < n; i++) {
       me.send(req);
       await sleep(5);
@@ -196,9 +205,9 @@ export function renderAmplification(a: AmpResult): string {
   const out = (c: AmpCell | null | undefined) => (c ? `${c.bytesOut}${c.toOthers ? ` (+${c.toOthers} to target)` : ''}` : '—');
   const ratio = (c: AmpCell | null | undefined) => (c ? `${c.ratio.toFixed(2)}` : '—');
   const lines = [
-    `Amplification: ${a.perKind} requests of each kind per source, bytes the server sent back (a row's setup — its session, a push target — is not counted). unverified: a new source IP (for pulse/alive/push, a session that announced and pulsed without proof); verified: a session that proved it receives. The tracker's limit for unverified sources: ratio ≤ 3.`,
+    `Amplification: ${a.perKind} requests of each kind per source, and the bytes the server sent back, all counted on the wire (payload + 28 bytes of IPv4 and UDP headers per datagram). A row's setup (its session, a push target) is not counted. unverified: a new source IP (for pulse/alive/push, a session that announced bare and pulsed without proof); verified: a session that proved it receives. The tracker's limit for unverified sources: ratio ≤ 3. income to a push target is charged to nobody (see the README), and shown apart.`,
     '',
-    row(['request', 'bytes in', 'tracker, unverified: out', 'ratio', 'tracker, verified: out', 'ratio', 'naive: out', 'ratio']),
+    row(['request', 'wire bytes in', 'tracker, unverified: out', 'ratio', 'tracker, verified: out', 'ratio', 'naive: out', 'ratio']),
     row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),
   ];
   for (const r of a.rows) {

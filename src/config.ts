@@ -89,17 +89,28 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Live sessions per source IP; an announce past it gets SESSION_LIMIT. Generous: carrier-grade NAT puts many users behind one IP.' },
   { key: 'maxTrackedIps', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
     doc: 'Source IPs whose rate limits and reply credit are tracked; past it, new IPs are served statelessly (each reply within 3x its request).' },
-  { key: 'ipRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 2000,
-    doc: 'Requests per second per source IP (token bucket); the excess is dropped and counted.' },
-  { key: 'ipBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 4000,
+  { key: 'ipRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 4096,
+    doc: 'Requests per second per source IP (token bucket); the excess is dropped and counted. Keep it at least maxSessionsPerIp / 2: desktop clients send alive every 2 s.' },
+  { key: 'ipBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 8192,
     doc: 'Burst size of the per-IP request bucket.' },
-  { key: 'pushRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 20,
-    doc: 'Push attempts per second per source IP, so that guessing shareIds is slow; the excess is dropped and counted.' },
-  { key: 'pushBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 60,
+  { key: 'pushRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 256,
+    doc: 'Push attempts per second per source IP (a desktop client retries push every second until answered); the excess is dropped and counted.' },
+  { key: 'pushBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 512,
     doc: 'Burst size of the per-IP push bucket.' },
 ];
 
 export class ConfigError extends Error {}
+
+/** Settings that are each valid but work against each other; start-up logs every one. */
+export function configWarnings(c: Config): string[] {
+  const warnings: string[] = [];
+  // A desktop client sends alive every 2 s, so an IP at its session cap needs maxSessionsPerIp / 2 requests/s.
+  const keepAlives = Math.ceil(c.maxSessionsPerIp / 2);
+  if (c.ipRate < keepAlives) {
+    warnings.push(`ipRate (${c.ipRate}/s) cannot keep maxSessionsPerIp (${c.maxSessionsPerIp}) sessions of one IP alive at the desktop client's cadence (alive every 2 s): set ipRate to at least ${keepAlives}`);
+  }
+  return warnings;
+}
 
 /** --share-id-length <-> shareIdLength <-> SOBANI_SHARE_ID_LENGTH */
 export const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());

@@ -18,9 +18,10 @@ import dgram from 'node:dgram';
 import type { Server } from 'node:http';
 import { isIP } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { resolveConfig, type Config } from './config.js';
+import { configWarnings, resolveConfig, type Config } from './config.js';
 import { Dispatcher, type MainCounters } from './io/dispatcher.js';
 import { ShardLink } from './io/shard-link.js';
+import { shardOptions } from './shard/shard.js';
 import type { ShardStats } from './io/messages.js';
 import { createLogger, type Logger } from './log.js';
 import { checkHealth, PING_DEADLINE_MS, type Health } from './ops/health.js';
@@ -82,6 +83,7 @@ async function bindSockets(config: Config, log: Logger): Promise<dgram.Socket[]>
 export async function startTracker(partial: Partial<Config> = {}, logger?: Logger): Promise<Tracker> {
   const config = resolveConfig(partial);
   const log = logger ?? createLogger(config.logLevel);
+  for (const warning of configWarnings(config)) log.warn(warning);
   const sockets = await bindSockets(config, log);
   // The ops listener comes up first so a taken port fails the start before any
   // shard exists (and before a snapshot could be rewritten); it answers 503 until ready.
@@ -101,22 +103,8 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   const socketTypes = sockets.map((s) => (s.address().family === 'IPv6' ? 'udp6' : 'udp4') as 'udp4' | 'udp6');
 
   const dispatcher = new Dispatcher(sockets, config.maxDatagram, config.maxShardQueue);
-  const links = Array.from({ length: config.shards }, (_, index) => new ShardLink(index, {
-    index,
-    shards: config.shards,
-    ttlMs: config.ttl * 1000,
-    shareIdLength: config.shareIdLength,
-    announceReply: config.announceReply,
-    maxMultiaddr: config.maxMultiaddr,
-    socketTypes,
-    maxSessions: Math.ceil(config.maxSessions / config.shards),
-    maxSessionsPerIp: config.maxSessionsPerIp, // exact: all of an IP's sessions live in one shard
-    maxTrackedIps: Math.ceil(config.maxTrackedIps / config.shards),
-    ipRate: config.ipRate,
-    ipBurst: config.ipBurst,
-    pushRate: config.pushRate,
-    pushBurst: config.pushBurst,
-  }, log, dispatcher.onReply));
+  const links = Array.from({ length: config.shards }, (_, index) =>
+    new ShardLink(index, shardOptions(config, index, socketTypes), log, dispatcher.onReply));
   // Every shard answers, and the saved sessions are back, before the first datagram is taken.
   await Promise.all(links.map((l) => l.control('ping')));
   if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log);

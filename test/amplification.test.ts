@@ -1,24 +1,26 @@
 // No amplification: a source that has not shown it receives at its address never
-// gets more than 3x the bytes it sent, summed over time, per request kind.
+// gets more than 3x the bytes it sent, summed over time and counted on the wire
+// (payload + 28 bytes of IPv4 and UDP headers per datagram), per request kind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
+import { PADDED_ANNOUNCE, WirePeer, withTracker, wireBytes } from './helpers/wire.js';
 import { addressBucket, shardOfBucket } from '../src/routing.js';
 
-/** Sends each datagram from a fresh IP and returns [bytes sent, bytes received]. */
+const ANNOUNCE = '{"action":"announce"}';
+
+/** Sends each datagram in turn and returns [wire bytes sent, wire bytes received]. */
 async function exchange(peer: WirePeer, datagrams: string[], settleMs = 250): Promise<[number, number]> {
-  let sent = 0;
-  for (const d of datagrams) { peer.send(d); sent += Buffer.byteLength(d); await sleep(5); }
+  for (const d of datagrams) { peer.send(d); await sleep(5); }
   const got = await peer.drain(settleMs);
-  return [sent, got.reduce((n, r) => n + Buffer.byteLength(r.raw), 0)];
+  return [wireBytes(...datagrams), wireBytes(...got.map((r) => r.raw))];
 }
 
-test('per request kind, an unverified source gets at most 3x its bytes back', () =>
+test('per request kind, an unverified source gets at most 3x its wire bytes back', () =>
   withTracker({}, async (_t, target) => {
     const kinds: Record<string, string[]> = {
-      announce: ['{"action":"announce"}'],
-      'announce x3': Array(3).fill('{"action":"announce"}'),
+      announce: [ANNOUNCE],
+      'announce x3': Array(3).fill(ANNOUNCE),
       pulse: ['{"action":"pulse"}'],
       alive: ['{"action":"alive"}'],
       'push (no session)': ['{"action":"push","shareId":"AAAAAAAAAAAA"}'],
@@ -29,47 +31,55 @@ test('per request kind, an unverified source gets at most 3x its bytes back', ()
     for (const [kind, datagrams] of Object.entries(kinds)) {
       const p = await WirePeer.open(target, `127.0.50.${octet++}`);
       const [sent, got] = await exchange(p, datagrams);
-      assert.ok(got <= 3 * sent, `${kind}: sent ${sent} B, got ${got} B`);
+      assert.ok(got <= 3 * sent, `${kind}: sent ${sent} B, got ${got} B on the wire`);
       p.close();
     }
   }));
 
-test('a fresh client still gets both announce forms, one per try, within the 3x budget', () =>
+test('a bare announce gets announceReceived at once; the legacy form follows on the retry', () =>
   withTracker({}, async (_t, target) => {
     const p = await WirePeer.open(target, '127.0.51.1');
-    p.send('{"action":"announce"}');
+    p.send(ANNOUNCE);
     const first = await p.drain(200);
-    assert.deepEqual(first.map((r) => r.action), ['announced'], 'the deployed (legacy) form first');
-    p.send('{"action":"announce"}'); // the retry both kinds of client make
+    // 49 wire bytes in: 147 of credit covers announceReceived (91), not announced (84) too
+    assert.deepEqual(first.map((r) => r.action), ['announceReceived'], 'the documented form first');
+    p.send(ANNOUNCE); // the desktop client resends every second until it sees `announced`
     const second = await p.drain(200);
-    assert.deepEqual(second.map((r) => r.action), ['announceReceived']);
-    assert.equal(second[0]!.data!.shareId, first[0]!.data!.shareId);
-    p.close();
+    assert.deepEqual(second.map((r) => r.action), ['announceReceived', 'announced']);
+    assert.ok(second.every((r) => r.data!.shareId === first[0]!.data!.shareId), 'one shareId');
+    assert.ok(wireBytes(...first.map((r) => r.raw), ...second.map((r) => r.raw)) <= 3 * wireBytes(ANNOUNCE, ANNOUNCE));
+    // the older desktop release's 37-byte announce earns room for both forms at once
+    const old = await WirePeer.open(target, '127.0.51.2');
+    old.send('{"id":"0123abcd","action":"announce"}');
+    assert.deepEqual((await old.drain(200)).map((r) => r.action), ['announceReceived', 'announced']);
+    p.close(); old.close();
   }));
 
-test('legacy keep-alive earns credit: after a few alives a push reaches the legacy client as income', () =>
-  withTracker({}, async (_t, target) => {
-    const legacy = await WirePeer.open(target, '127.0.52.1');
+test('income is never charged to the target: a client that has only just announced gets it', () =>
+  withTracker({}, async (tracker, target) => {
+    const fresh = await WirePeer.open(target, '127.0.52.1');
     const friend = await WirePeer.open(target, '127.0.52.2');
-    legacy.send('{"action":"announce"}');
-    const id = (await legacy.next('announced')).data!.shareId as string;
-    // Right after announcing, its credit is 63 - 57 = 6 bytes: an income (~80 bytes) would amplify.
+    fresh.send(ANNOUNCE);
+    const id = (await fresh.next('announceReceived')).data!.shareId as string;
+    await fresh.drain(100);
     await friend.announce();
-    friend.send({ action: 'push', shareId: id });
-    await friend.next('pushReceived');
-    assert.deepEqual(await legacy.drain(200), [], 'no income before the legacy client has earned credit');
-    // Three alives (18 bytes in, 19 out, every 2 s in real life) earn 3 x 35 bytes.
-    for (let i = 0; i < 3; i++) await legacy.request('{"action":"alive"}', 'alived');
-    friend.send({ action: 'push', shareId: id });
-    assert.equal((await legacy.next('income')).data!.peeraddr, friend.address);
-    legacy.close(); friend.close();
+    const amplificationDrops = async (): Promise<number> =>
+      (await tracker.stats()).shards.reduce((n, s) => n + (s.counters.drops.amplification ?? 0), 0);
+    const before = await amplificationDrops(); // the legacy form of the fresh client's announce did not fit
+    // The fresh client's IP has 147 - 91 = 56 bytes of credit left: less than an income (~112 on the wire).
+    for (let i = 0; i < 5; i++) {
+      friend.send({ action: 'push', shareId: id });
+      await friend.next('pushReceived');
+      assert.equal((await fresh.next('income')).data!.peeraddr, friend.address, `push ${i}`);
+    }
+    assert.equal(await amplificationDrops(), before, 'nothing withheld');
+    fresh.close(); friend.close();
   }));
 
-test('a pulse carrying its own shareId proves the client receives: its replies are then never trimmed', () =>
-  withTracker({}, async (_t, target) => {
+test('a pulse carrying its own shareId proves the client receives: its replies are then never cut', () =>
+  withTracker({ shareIdLength: 32 }, async (_t, target) => {
     const p = await WirePeer.open(target, '127.0.53.1');
     const id = await p.announce();
-    // Unverified, a documented pulse reply (~88 B for an 18 B request) may be trimmed to status only.
     const proof = await p.request({ action: 'pulse', shareId: id }, 'pulseReceived');
     assert.deepEqual(proof.data, { status: '0', overriden: 'false', shareId: id });
     for (let i = 0; i < 30; i++) {
@@ -79,24 +89,49 @@ test('a pulse carrying its own shareId proves the client receives: its replies a
     p.close();
   }));
 
-test('an unverified documented client that pulses gets status "0" even when the full reply would amplify', () =>
+test('an unverified client\'s bare pulse gets the full reply within 3x (default shareId length)', () =>
   withTracker({}, async (_t, target) => {
     const p = await WirePeer.open(target, '127.0.54.1');
-    const announce = '{"action":"announce"}';
-    let sent = 2 * announce.length, got = 0;
-    p.send(announce); p.send(announce); // a client retrying until it sees announceReceived
-    got += (await p.drain(200)).reduce((n, r) => n + r.raw.length, 0);
-    let full = 0;
+    p.send(ANNOUNCE);
+    const id = (await p.next('announceReceived')).data!.shareId as string;
+    const sent = [ANNOUNCE], got = [(await p.drain(100)).map((r) => r.raw)].flat();
+    got.push(`{"action":"announceReceived","data":{"shareId":"${id}"}}`);
     for (let i = 0; i < 30; i++) {
       const msg = '{"action":"pulse"}';
-      sent += msg.length;
+      sent.push(msg);
       const r = await p.request(msg, 'pulseReceived');
-      got += r.raw.length;
-      assert.equal(r.data!.status, '0', 'the session is alive, whatever the reply size');
-      if (r.data!.shareId !== undefined) full++;
+      got.push(r.raw);
+      assert.deepEqual(r.data, { status: '0', overriden: 'false', shareId: id }, `pulse ${i}`);
     }
-    assert.ok(got <= 3 * sent, `sent ${sent}, got ${got}`);
-    assert.ok(full < 30, 'some replies were trimmed');
+    assert.ok(wireBytes(...got) <= 3 * wireBytes(...sent), `sent ${wireBytes(...sent)}, got ${wireBytes(...got)}`);
+    p.close();
+  }));
+
+test('when the full pulse reply does not fit (32-character shareIds), the seed README\'s own form is sent, never less', () =>
+  withTracker({ shareIdLength: 32 }, async (_t, target) => {
+    const p = await WirePeer.open(target, '127.0.54.2');
+    p.send(ANNOUNCE);
+    const id = (await p.next('announceReceived')).data!.shareId as string;
+    const sent = [ANNOUNCE], got = [`{"action":"announceReceived","data":{"shareId":"${id}"}}`, ...(await p.drain(100)).map((r) => r.raw)];
+    let seedForm = 0;
+    for (let i = 0; i < 30; i++) {
+      const msg = '{"action":"pulse"}';
+      sent.push(msg);
+      const r = await p.request(msg, 'pulseReceived');
+      got.push(r.raw);
+      if (r.data!.shareId === undefined) {
+        assert.equal(r.raw, '{"action":"pulseReceived","data":{"status":"0","overriden":"false"}}');
+        seedForm++;
+      } else {
+        assert.deepEqual(r.data, { status: '0', overriden: 'false', shareId: id });
+      }
+    }
+    assert.ok(seedForm > 0, 'a 141-byte reply to a 46-byte pulse does not always fit');
+    assert.ok(wireBytes(...got) <= 3 * wireBytes(...sent), `sent ${wireBytes(...sent)}, got ${wireBytes(...got)}`);
+    // a regeneration's reply must carry the new id: it is only minted when that reply fits
+    const regen = await p.request({ action: 'pulse', shareId: true }, 'pulseReceived');
+    assert.equal((regen.data!.shareId as string).length, 32);
+    assert.notEqual(regen.data!.shareId, id);
     p.close();
   }));
 
@@ -107,18 +142,18 @@ test('an unverified requester\'s push to another shard carries its budget along:
     const requesterIp = ips.find((ip) => shardOfBucket(addressBucket(ip), 2) === 0)!;
     const targetIp = ips.find((ip) => shardOfBucket(addressBucket(ip), 2) === 1)!;
     const owner = await WirePeer.open(target, targetIp);
-    const id = await owner.announce(); // verified: may be sent income
+    owner.send(ANNOUNCE);
+    const id = (await owner.next('announceReceived')).data!.shareId as string;
     const requester = await WirePeer.open(target, requesterIp);
-    const announce = PADDED_ANNOUNCE;
     const push = JSON.stringify({ action: 'push', shareId: id });
-    requester.send(announce);
-    let got = (await requester.drain(200)).reduce((n, r) => n + r.raw.length, 0);
+    requester.send(ANNOUNCE);
+    const got = (await requester.drain(200)).map((r) => r.raw);
     requester.send(push);
     const r = await requester.next('pushReceived');
-    got += r.raw.length + (await requester.drain(200)).reduce((n, x) => n + x.raw.length, 0);
+    got.push(r.raw, ...(await requester.drain(200)).map((x) => x.raw));
     assert.equal(r.data!.peerShareId, id);
     assert.equal((await owner.next('income')).data!.peeraddr, requester.address);
-    assert.ok(got <= 3 * (announce.length + push.length), `sent ${announce.length + push.length}, got ${got}`);
+    assert.ok(wireBytes(...got) <= 3 * wireBytes(ANNOUNCE, push), `sent ${wireBytes(ANNOUNCE, push)}, got ${wireBytes(...got)}`);
     const stats = await tracker.stats();
     assert.equal(stats.shards[0]!.counters.forwarded, 1, 'the push crossed shards');
     requester.close(); owner.close();

@@ -59,15 +59,18 @@ test('hostile JSON (deep nesting, __proto__, huge numbers, extra fields) is answ
 test('errors that would amplify toward a source with no session are dropped and counted', () =>
   withTracker({}, async (tracker, target) => {
     const p = await WirePeer.open(target);
-    p.send('x'); // 1 byte in; the NOT_JSON error is ~90 bytes
-    p.send('{}');
+    p.send('x'); // 29 bytes on the wire; the NOT_JSON error is 117: more than 3x
     assert.deepEqual(await p.drain(300), []);
-    // a long enough bad request is answered: the error is under 3x its size
-    const long = 'this datagram is not JSON at all, and it is long';
-    assert.equal((await p.request(long, 'error')).data!.code, 'NOT_JSON');
+    const q = await WirePeer.open(target, '127.0.0.2');
+    q.send('{}'); // 30 bytes on the wire; the NOT_AN_OBJECT error is 148
+    assert.deepEqual(await q.drain(300), []);
+    // a long enough bad request is answered: the error is under 3x its wire bytes
+    const long = 'this datagram is not JSON at all';
+    assert.equal((await q.request(long, 'error')).data!.code, 'NOT_JSON');
     const stats = await tracker.stats();
     const drops = stats.shards.reduce((n, s) => n + (s.counters.drops.amplification ?? 0), 0);
     assert.equal(drops, 2);
+    q.close();
     p.close();
   }));
 

@@ -1,7 +1,7 @@
 // The documented API (seed README) end to end: real UDP on loopback, real shard threads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
+import { PADDED_ANNOUNCE, WirePeer, withTracker, wireBytes } from './helpers/wire.js';
 
 const SHARE_ID = /^[0-9A-Za-z_-]{12}$/;
 
@@ -45,8 +45,8 @@ test('pulse from an address with no live session answers status "1" (announce ag
   withTracker({}, async (_t, target) => {
     const p = await WirePeer.open(target);
     const r = await p.request({ action: 'pulse' }, 'pulseReceived');
-    assert.deepEqual(r.data, { status: '1' });
-    assert.ok(r.raw.length <= 3 * '{"action":"pulse"}'.length, 'no amplification to an unverified source');
+    assert.deepEqual(r.data, { status: '1', overriden: 'false' }, 'every field the seed README requires');
+    assert.ok(wireBytes(r.raw) <= 3 * wireBytes('{"action":"pulse"}'), 'no amplification to an unverified source');
     p.close();
   }));
 

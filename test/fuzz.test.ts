@@ -5,8 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { parseRequest } from '../src/protocol/request.js';
-import { Shard } from '../src/shard/shard.js';
+import { Shard, shardOptions } from '../src/shard/shard.js';
 import { defaultConfig } from '../src/config.js';
+import { readReplies, requestBatch } from './helpers/batch.js';
 
 const limits = { shareIdLength: 12, maxMultiaddr: 256 };
 const KNOWN_REPLIES = new Set(['announceReceived', 'announced', 'pulseReceived', 'alived', 'expired', 'pushReceived', 'pushed', 'income', 'error']);
@@ -32,25 +33,9 @@ test('parseRequest never throws and always yields a request or a coded error', (
   }), { numRuns: 3000 });
 });
 
-/** A request batch in io/frame.ts layout, as the main thread writes it. */
-function batch(records: { ip: string; port: number; payload: Uint8Array }[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const r of records) {
-    const h = Buffer.alloc(6);
-    h[0] = 0; h.writeUInt16BE(r.port, 1); h.writeUInt16BE(0, 3); h[5] = r.ip.length;
-    const len = Buffer.alloc(2); len.writeUInt16BE(r.payload.length);
-    parts.push(h, Buffer.from(r.ip, 'latin1'), len, Buffer.from(r.payload));
-  }
-  return Buffer.concat(parts);
-}
-
 test('a shard fed any batch of any datagrams from a few addresses never throws and replies only well-formed JSON', () => {
-  const c = defaultConfig(); // production limits: the amplification budget and rate limits are fuzzed too
-  const shard = new Shard({
-    index: 0, shards: 1, ttlMs: 60_000, shareIdLength: 12, announceReply: 'both', maxMultiaddr: 256, socketTypes: ['udp4'],
-    maxSessions: c.maxSessions, maxSessionsPerIp: c.maxSessionsPerIp, maxTrackedIps: c.maxTrackedIps,
-    ipRate: c.ipRate, ipBurst: c.ipBurst, pushRate: c.pushRate, pushBurst: c.pushBurst,
-  });
+  // production limits: the amplification budget and rate limits are fuzzed too
+  const shard = new Shard(shardOptions({ ...defaultConfig(), shards: 1, ttl: 60 }, 0, ['udp4']));
   let internalErrors = 0;
   shard.onInternalError = () => { internalErrors++; };
   const record = fc.record({
@@ -59,19 +44,11 @@ test('a shard fed any batch of any datagrams from a few addresses never throws a
     payload: fc.oneof(jsonish, fc.constantFrom(...['{"action":"announce"}', '{"action":"pulse"}', '{"action":"alive"}', '{"action":"pulse","shareId":true}'].map((s) => Buffer.from(s)))),
   });
   fc.assert(fc.property(fc.array(record, { maxLength: 40 }), (records) => {
-    const buf = batch(records);
+    const buf = requestBatch(records);
     shard.handleBatch(buf, buf.length);
-    const { out } = shard.finishBatch();
-    if (out === null) return;
-    const b = Buffer.from(out);
-    for (let o = 0; o < b.length;) {
-      let at: number;
-      if (b[o] === 0) at = o + 3;
-      else at = o + 5 + b[o + 4]!;
-      const len = b.readUInt16BE(at);
-      const msg = JSON.parse(b.toString('utf8', at + 2, at + 2 + len)) as { action: string };
+    for (const reply of readReplies(shard.finishBatch().out)) {
+      const msg = JSON.parse(reply.payload) as { action: string };
       assert.ok(KNOWN_REPLIES.has(msg.action), msg.action);
-      o = at + 2 + len;
     }
   }), { numRuns: 1500 });
   assert.equal(internalErrors, 0, 'no handler threw');

@@ -4,6 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
 import type { Tracker } from '../src/tracker.js';
+import { defaultConfig } from '../src/config.js';
+import { Shard, shardOptions } from '../src/shard/shard.js';
+import { readReplies, requestBatch } from './helpers/batch.js';
 
 async function drops(t: Tracker, reason: string): Promise<number> {
   return (await t.stats()).shards.reduce((n, s) => n + (s.counters.drops[reason] ?? 0), 0);
@@ -91,3 +94,34 @@ test('a shard that is not keeping up: past maxShardQueue full batches, datagrams
     assert.equal((await p.request({ action: 'pulse' }, 'pulseReceived', 3000)).data!.shareId, id, 'the session survived and is served again');
     p.close();
   }));
+
+test('with the default limits, an IP at its session cap keeps every session alive at the desktop client\'s cadence, for minutes', () => {
+  // Unit-level, on a simulated clock: 300 s of alive every 2 s from maxSessionsPerIp
+  // sessions behind one address, spread evenly over each 2 s, in batches of 64.
+  let now = 0;
+  const config = { ...defaultConfig(), shards: 1 };
+  const shard = new Shard({ ...shardOptions(config, 0, ['udp4']), now: () => now });
+  const ip = '100.64.0.1';
+  const sessions = config.maxSessionsPerIp;
+  const ports = Array.from({ length: sessions }, (_, i) => 1024 + i);
+  const run = (payload: string, spreadMs: number): Map<string, number> => {
+    const seen = new Map<string, number>();
+    for (let i = 0; i < ports.length; i += 64) {
+      const records = ports.slice(i, i + 64).map((port) => ({ ip, port, payload }));
+      const buf = requestBatch(records);
+      shard.handleBatch(buf, buf.length);
+      for (const r of readReplies(shard.finishBatch().out)) {
+        const action = (JSON.parse(r.payload) as { action: string }).action;
+        seen.set(action, (seen.get(action) ?? 0) + 1);
+      }
+      now += (spreadMs * 64) / sessions;
+    }
+    return seen;
+  };
+  assert.equal(run('{"action":"announce"}', 2000).get('announceReceived'), sessions);
+  for (let round = 0; round < 150; round++) {
+    const seen = run('{"action":"alive"}', 2000);
+    assert.equal(seen.get('alived'), sessions, `round ${round}: ${JSON.stringify(Object.fromEntries(seen))}`);
+  }
+  assert.equal(shard.counters.snapshot().drops.rate_limited, undefined, 'no request was rate-limited');
+});

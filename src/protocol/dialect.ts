@@ -7,9 +7,15 @@
 //   both:                     income to the push target, error replies
 //
 // `{"action":"announce"}` is the same bytes in both, so a session's dialect is
-// learned from its keep-alive verb. Until it is known, every reply whose form
-// differs is sent in both forms. The desktop client splits "peeraddr" on ':', so
-// it is never shown an IPv6 address.
+// learned from its keep-alive verb. Until it is known, a reply whose form differs
+// is sent in the documented form first, and in the legacy form too when the
+// requester's reply budget allows (the desktop client resends until it gets its
+// own form, and ignores actions it does not know). The desktop client splits
+// "peeraddr" on ':', so it is never shown an IPv6 address.
+//
+// A reply is given as its forms, fullest first (ReplyForms): the shard sends the
+// first one the requester's budget affords, and drops (counting) when none fits.
+// Every form carries every field the seed README marks required.
 import type { AnnounceReply } from '../config.js';
 import { formatPeerAddr } from './address.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from './errors.js';
@@ -27,22 +33,24 @@ export function dialectOfKeepAlive(action: 'pulse' | 'alive'): Dialect {
 
 const bytes = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 
+/** A reply's forms, fullest first; each is complete as the seed README defines it. */
+export type ReplyForms = readonly (string | Uint8Array)[];
+
 // ---- keep-alive (hot path: constant bytes around the shareId, no allocation)
+// The full pulseReceived adds the session's shareId (needed after regeneration).
 export const PULSE_OK_PREFIX = bytes('{"action":"pulseReceived","data":{"status":"0","overriden":"false","shareId":"');
 export const PULSE_OVERRIDDEN_PREFIX = bytes('{"action":"pulseReceived","data":{"status":"0","overriden":"true","shareId":"');
 export const PULSE_OK_SUFFIX = bytes('"}}');
+/**
+ * pulseReceived exactly as the seed README defines it, without the shareId: sent
+ * when the full reply does not fit the budget of a client that has not proved it
+ * receives (never with the default 12-character shareIds: see the README).
+ */
+export const PULSE_OK_SEED = bytes('{"action":"pulseReceived","data":{"status":"0","overriden":"false"}}');
+export const PULSE_OVERRIDDEN_SEED = bytes('{"action":"pulseReceived","data":{"status":"0","overriden":"true"}}');
 export const ALIVED = bytes('{"action":"alived"}');
-/**
- * pulseReceived cut to its status, for a session that has not proved it receives
- * at its address when the full reply would exceed its 3x budget (48 bytes, under
- * 3x the 18-byte pulse). Pulse with your shareId to get full replies.
- */
-export const PULSE_TRIMMED = bytes('{"action":"pulseReceived","data":{"status":"0"}}');
-/**
- * pulse from an address with no live session: announce again. Kept under 3x the
- * 18-byte pulse, since the source is unverified (hence no "overriden" here).
- */
-export const PULSE_NO_SESSION = bytes('{"action":"pulseReceived","data":{"status":"1"}}');
+/** pulse from an address with no live session: announce again. */
+export const PULSE_NO_SESSION = bytes('{"action":"pulseReceived","data":{"status":"1","overriden":"false"}}');
 export const EXPIRED = bytes('{"action":"expired"}');
 
 /** The reply to a keep-alive from an address with no live session. */
@@ -50,18 +58,19 @@ export function keepAliveNoSession(action: 'pulse' | 'alive'): Uint8Array {
   return action === 'alive' ? EXPIRED : PULSE_NO_SESSION;
 }
 
-// ---- announce
-export function announceReplies(mode: AnnounceReply, shareId: string): string[] {
+// ---- announce: a new session's dialect is unknown, so by default the documented
+// form goes first and the legacy form follows when the budget allows.
+export function announceReplies(mode: AnnounceReply, shareId: string): ReplyForms[] {
   const documented = `{"action":"announceReceived","data":{"shareId":"${shareId}"}}`;
   const legacy = `{"action":"announced","data":{"shareId":"${shareId}"}}`;
-  if (mode === 'documented') return [documented];
-  if (mode === 'legacy') return [legacy];
-  return [documented, legacy];
+  if (mode === 'documented') return [[documented]];
+  if (mode === 'legacy') return [[legacy]];
+  return [[documented], [legacy]];
 }
 
 // ---- push from an address with no live session: the sender's dialect is unknown,
 // so it is told in both forms; nothing else is revealed and nobody is notified.
-export const PUSH_NO_SESSION: readonly Uint8Array[] = [bytes(errorJson('NO_SESSION')), EXPIRED];
+export const PUSH_NO_SESSION: readonly ReplyForms[] = [[bytes(errorJson('NO_SESSION'))], [EXPIRED]];
 
 /** What a peer is shown of another: its reported (possibly overridden) address. */
 export interface PeerView {
@@ -73,14 +82,14 @@ export interface PeerView {
 }
 
 export interface PushPlan {
-  /** payloads for the requester, in order */
-  toRequester: string[];
+  /** replies to the requester, in order */
+  toRequester: ReplyForms[];
   /** payload for the target, or null to notify nobody */
   toTarget: string | null;
 }
 
 function error(code: ErrorCode, message: string = ERROR_CODES[code]): PushPlan {
-  return { toRequester: [errorJson(code, message)], toTarget: null };
+  return { toRequester: [[errorJson(code, message)]], toTarget: null };
 }
 
 export function pushPlan(requesterDialect: number, requester: PeerView, targetDialect: number, target: PeerView): PushPlan {
@@ -90,13 +99,12 @@ export function pushPlan(requesterDialect: number, requester: PeerView, targetDi
     return error('PEER_ADDRESS_UNSUPPORTED', 'the peer may run a legacy client, which cannot read your IPv6 address');
   }
   const peeraddr = formatPeerAddr(target.ip, target.port);
-  const documented = JSON.stringify({
-    action: 'pushReceived',
-    data: target.multiaddr === null
-      ? { peeraddr, peerShareId: target.shareId }
-      : { peeraddr, peerShareId: target.shareId, multiaddr: target.multiaddr },
-  });
-  const legacy = `{"action":"pushed","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}"}}`;
+  const pushReceived = `{"action":"pushReceived","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}"}}`;
+  // multiaddr (an extension; up to maxMultiaddr characters) rides along when the budget
+  // allows; without it the reply is still complete.
+  const documented: ReplyForms = target.multiaddr === null ? [pushReceived]
+    : [JSON.stringify({ action: 'pushReceived', data: { peeraddr, peerShareId: target.shareId, multiaddr: target.multiaddr } }), pushReceived];
+  const legacy: ReplyForms = [`{"action":"pushed","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}"}}`];
   const toRequester = requesterDialect === DOCUMENTED ? [documented]
     : requesterDialect === LEGACY ? [legacy]
     : target.ipv6 ? [documented] : [documented, legacy];

@@ -24,8 +24,27 @@ export interface IpLimits {
   tickMs: number;
 }
 
-/** Reply bytes an unverified source may receive per byte it sent. */
+/** Reply bytes an unverified source may receive per byte it sent, counted on the wire. */
 export const AMPLIFICATION_FACTOR = 3;
+
+/**
+ * What a datagram costs on the wire besides its payload: the IPv4 (20) or IPv6
+ * (40) header and the UDP header (8). Credit and charges are counted in wire
+ * bytes, since bytes on the wire are what an attacker gains by spoofing, and for
+ * datagrams this small the headers are most of them.
+ */
+export const WIRE_OVERHEAD_V4 = 28;
+export const WIRE_OVERHEAD_V6 = 48;
+
+/** The overhead for parseIp's family (4: IPv4 or IPv4-mapped, 6: IPv6). */
+export function wireOverhead(family: 4 | 6): number {
+  return family === 4 ? WIRE_OVERHEAD_V4 : WIRE_OVERHEAD_V6;
+}
+
+/** The overhead of datagrams to an address given as text ("::ffff:a.b.c.d" is IPv4). */
+export function wireOverheadOf(address: string): number {
+  return address.includes(':') && !address.startsWith('::ffff:') ? WIRE_OVERHEAD_V6 : WIRE_OVERHEAD_V4;
+}
 
 function mix(h: number): number {
   h ^= h >>> 16; h = Math.imul(h, 0x45d9f3b); h ^= h >>> 16;
@@ -108,15 +127,15 @@ export class IpTable {
     return slot;
   }
 
-  /** Refills both buckets for the time since the last request; adds `requestBytes` of credit. */
-  admit(slot: number, requestBytes: number): boolean {
+  /** Refills both buckets for the time since the last request; adds credit for its `wireBytes`. */
+  admit(slot: number, wireBytes: number): boolean {
     const now = this.msNow();
     const dt = ((now - this.lastMs[slot]!) >>> 0) / 1000;
     this.lastMs[slot] = now;
     const l = this.limits;
     this.tokens[slot] = Math.min(l.burst, this.tokens[slot]! + dt * l.rate);
     this.pushTokens[slot] = Math.min(l.pushBurst, this.pushTokens[slot]! + dt * l.pushRate);
-    this.credit[slot] = Math.min(l.maxCredit, this.credit[slot]! + AMPLIFICATION_FACTOR * requestBytes);
+    this.credit[slot] = Math.min(l.maxCredit, this.credit[slot]! + AMPLIFICATION_FACTOR * wireBytes);
     if (this.tokens[slot]! < 1) return false;
     this.tokens[slot]!--;
     return true;

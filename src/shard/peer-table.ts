@@ -16,8 +16,6 @@ export interface Override {
 
 /** flags: the client proved it receives at its address (it sent back its shareId). */
 export const VERIFIED = 1;
-/** flags: the last announce reply sent under a tight budget was the legacy form. */
-export const LAST_ANNOUNCE_LEGACY = 2;
 
 function fnv(h: number, byte: number): number {
   return Math.imul(h ^ byte, 0x01000193);
@@ -37,7 +35,7 @@ export class PeerTable {
   port: Uint16Array;
   socket: Uint8Array; // which of the tracker's sockets the peer talks to
   dialect: Uint8Array; // see protocol/dialect.ts
-  flags: Uint8Array; // VERIFIED | LAST_ANNOUNCE_LEGACY
+  flags: Uint8Array; // VERIFIED
   ids: Uint8Array; // idLength ASCII bytes per slot
   readonly overrides = new Map<number, Override>();
 

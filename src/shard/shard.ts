@@ -5,16 +5,16 @@ import { Packr, Unpackr } from 'msgpackr';
 import type { Config } from '../config.js';
 import { ADDR_BYTES, formatIp, isV4Mapped, parseIp } from '../protocol/address.js';
 import {
-  ALIVED, LEGACY, PULSE_NO_SESSION, PULSE_OK_PREFIX, PULSE_OK_SUFFIX, PULSE_OVERRIDDEN_PREFIX, PULSE_TRIMMED,
-  PUSH_NO_SESSION, UNKNOWN, EXPIRED, announceReplies, dialectOfKeepAlive, pushPlan, type PeerView,
+  ALIVED, LEGACY, PULSE_OK_PREFIX, PULSE_OK_SEED, PULSE_OK_SUFFIX, PULSE_OVERRIDDEN_PREFIX, PULSE_OVERRIDDEN_SEED,
+  PUSH_NO_SESSION, UNKNOWN, announceReplies, dialectOfKeepAlive, keepAliveNoSession, pushPlan, type PeerView, type ReplyForms,
 } from '../protocol/dialect.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from '../protocol/errors.js';
 import { parseRequest, type ParseLimits, type PulseRequest } from '../protocol/request.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { ReplyWriter } from '../io/frame.js';
 import { ExpiryWheel } from './expiry-wheel.js';
-import { LAST_ANNOUNCE_LEGACY, PeerTable, VERIFIED } from './peer-table.js';
-import { AMPLIFICATION_FACTOR, IpTable } from './ip-table.js';
+import { PeerTable, VERIFIED } from './peer-table.js';
+import { AMPLIFICATION_FACTOR, IpTable, wireOverhead, wireOverheadOf } from './ip-table.js';
 import { ShareIdMinter } from './share-id.js';
 import { ShardCounters, actionIndex, INCOME, PUSH } from './counters.js';
 import type { SessionBlock } from '../io/messages.js';
@@ -33,6 +33,25 @@ export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceRe
   now?: () => number;
 }
 
+/** Shard `index`'s options under `config`: the settings it uses, and its share of the totals. */
+export function shardOptions(config: Config, index: number, socketTypes: readonly ('udp4' | 'udp6')[]): ShardOptions {
+  return {
+    index,
+    shards: config.shards,
+    ttlMs: config.ttl * 1000,
+    shareIdLength: config.shareIdLength,
+    announceReply: config.announceReply,
+    maxMultiaddr: config.maxMultiaddr,
+    socketTypes,
+    maxSessions: Math.ceil(config.maxSessions / config.shards),
+    maxSessionsPerIp: config.maxSessionsPerIp, // exact: all of an IP's sessions live in one shard
+    maxTrackedIps: Math.ceil(config.maxTrackedIps / config.shards),
+    ipRate: config.ipRate,
+    ipBurst: config.ipBurst,
+    pushRate: config.pushRate,
+    pushBurst: config.pushBurst,
+  };
+}
 
 /**
  * A request from another shard's session to push to one of ours. `grant` is the
@@ -44,12 +63,16 @@ type Forward = [
   shownIp: string, shownPort: number, ipv6: boolean, shareId: string, multiaddr: string | null, grant: number,
 ];
 
-/** Most reply credit a push carries to another shard (a pushReceived plus a pushed fit). */
+/** Most reply credit (wire bytes) a push carries to another shard: a pushReceived plus a pushed fit. */
 const MAX_PUSH_GRANT = 1024;
 /** IP entries with no session are forgotten after this long without a request. */
 const IP_IDLE_MS = 60_000;
 /** Expiries per turn of the event loop: bounds the stall a mass expiry causes. */
 export const EXPIRY_BUDGET = 8192;
+
+function payloadBytes(payload: Uint8Array | string): number {
+  return typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+}
 
 export class Shard {
   readonly table: PeerTable;
@@ -76,10 +99,12 @@ export class Shard {
   // What the request being handled counts as (counters.ts indexes), for datagram counts.
   private action = 0;
   private peerDialect: number = UNKNOWN;
-  // The reply budget of the request being handled (see allow()).
+  // The reply budget of the request being handled (see allow()), in wire bytes:
+  // overhead is the IP + UDP header every datagram to this requester costs.
   private ip = -1;
   private verified = false;
   private grant = -1;
+  private overhead = 0;
 
   /** Called with an exception a handler threw (the request is dropped, the shard goes on). */
   onInternalError: ((err: unknown) => void) | null = null;
@@ -123,8 +148,10 @@ export class Shard {
       const payloadAt = lenAt + 2;
       o = payloadAt + payloadLen;
       this.replyIndex = index;
-      if (parseIp(buf, addrAt, addrLen, this.key, 0) === 0) { this.counters.drop('bad_source'); continue; }
-      if (!this.admit(payloadLen)) continue;
+      const family = parseIp(buf, addrAt, addrLen, this.key, 0);
+      if (family === 0) { this.counters.drop('bad_source'); continue; }
+      this.overhead = wireOverhead(family);
+      if (!this.admit(this.overhead + payloadLen)) continue;
       const mark = this.writer.position;
       try {
         this.handleRequest(socket, port, bucket, buf, payloadAt, payloadLen);
@@ -139,19 +166,20 @@ export class Shard {
   }
 
   /**
-   * Per-IP rate limit and reply budget for the request about to be handled.
-   * A tracked IP gains AMPLIFICATION_FACTOR x the request in credit; an IP the
-   * table has no room for may get that much back for this request alone.
+   * Per-IP rate limit and reply budget for the request about to be handled
+   * (`wireBytes`: its payload plus IP and UDP headers). A tracked IP gains
+   * AMPLIFICATION_FACTOR x that in credit; an IP the table has no room for may
+   * get that much back for this request alone.
    */
-  private admit(requestLen: number): boolean {
+  private admit(wireBytes: number): boolean {
     this.verified = false;
     this.ip = this.ips.touch(this.key, 0);
     if (this.ip < 0) {
-      this.grant = AMPLIFICATION_FACTOR * requestLen;
+      this.grant = AMPLIFICATION_FACTOR * wireBytes;
       return true;
     }
     this.grant = -1;
-    if (this.ips.admit(this.ip, requestLen)) return true;
+    if (this.ips.admit(this.ip, wireBytes)) return true;
     this.counters.drop('rate_limited');
     return false;
   }
@@ -179,7 +207,7 @@ export class Shard {
       this.replyIndex = -1;
       this.action = PUSH; this.peerDialect = f[4];
       this.replyAddress = f[1]; this.replyPort = f[2]; this.replySocket = f[3];
-      this.verified = f[10] < 0; this.grant = f[10]; this.ip = -1;
+      this.verified = f[10] < 0; this.grant = f[10]; this.ip = -1; this.overhead = wireOverheadOf(f[1]);
       const requester: PeerView = { ip: f[5], port: f[6], ipv6: f[7], shareId: f[8], multiaddr: f[9] };
       this.resolvePush(f[0], f[4], requester, -1);
     }
@@ -209,7 +237,7 @@ export class Shard {
     const slot = this.table.findByAddress(this.key, 0, port);
     if (slot < 0) {
       this.counters.unknownSession(action);
-      this.sendReply(action === 'alive' ? EXPIRED : PULSE_NO_SESSION);
+      this.sendReply(keepAliveNoSession(action));
       return;
     }
     this.table.dialect[slot] = dialectOfKeepAlive(action);
@@ -222,15 +250,19 @@ export class Shard {
     }
     let overridden = false;
     if (pulse.override) overridden = this.applyOverride(slot, pulse);
+    const idLen = this.table.idLength;
+    const prefix = overridden ? PULSE_OVERRIDDEN_PREFIX : PULSE_OK_PREFIX;
+    const full = prefix.length + idLen + PULSE_OK_SUFFIX.length;
     if (pulse.regenerate) {
+      // A new shareId the client could not be told would strand it: only mint one
+      // when the reply that carries it can go out (the client retries otherwise).
+      if (!this.affords(full)) { this.counters.drop('amplification'); return; }
       const bucket = this.minter.bucketOf(this.table.shareId(slot));
       this.table.replaceShareId(slot, this.mint(bucket));
     }
-    const idLen = this.table.idLength;
-    const prefix = overridden ? PULSE_OVERRIDDEN_PREFIX : PULSE_OK_PREFIX;
-    if (!this.allow(prefix.length + idLen + PULSE_OK_SUFFIX.length)) {
-      // Too big for what this unverified source sent: status alone still says "alive".
-      this.sendReply(PULSE_TRIMMED);
+    if (!this.allow(full)) {
+      // The reply exactly as the seed README defines it, without the shareId extension.
+      this.sendReply(overridden ? PULSE_OVERRIDDEN_SEED : PULSE_OK_SEED);
       return;
     }
     const w = this.writer;
@@ -279,16 +311,7 @@ export class Shard {
       if (this.ip >= 0) this.ips.sessions[this.ip]!++;
     }
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
-    const forms = announceReplies(this.opts.announceReply, t.shareId(slot));
-    if (forms.length === 2 && !this.affords(forms[0]!.length + forms[1]!.length)) {
-      // Only one form fits 3x what this unverified source sent: alternate them over
-      // its retries (both kinds of client retry), the legacy form first.
-      const legacyNext = (t.flags[slot]! & LAST_ANNOUNCE_LEGACY) === 0;
-      const form = legacyNext ? forms[1]! : forms[0]!;
-      if (this.sendReply(form)) t.flags[slot] = legacyNext ? t.flags[slot]! | LAST_ANNOUNCE_LEGACY : t.flags[slot]! & ~LAST_ANNOUNCE_LEGACY;
-      return;
-    }
-    for (const reply of forms) this.sendReply(reply);
+    for (const reply of announceReplies(this.opts.announceReply, t.shareId(slot))) this.sendFirstFitting(reply);
   }
 
   private push(targetId: string, port: number): void {
@@ -297,7 +320,7 @@ export class Shard {
     const slot = this.table.findByAddress(this.key, 0, port);
     if (slot < 0) {
       this.counters.unknownSession('push');
-      for (const reply of PUSH_NO_SESSION) this.sendReply(reply);
+      for (const reply of PUSH_NO_SESSION) this.sendFirstFitting(reply);
       return;
     }
     this.peerDialect = this.table.dialect[slot]!;
@@ -323,11 +346,12 @@ export class Shard {
     if (t < 0) return this.replyError('UNKNOWN_SHARE_ID');
     if (t === requesterSlot) return this.replyError('SELF_PUSH');
     const plan = pushPlan(dialect, requester, this.table.dialect[t]!, this.view(t));
-    for (const reply of plan.toRequester) this.sendReply(reply);
+    for (const reply of plan.toRequester) this.sendFirstFitting(reply);
     if (plan.toTarget === null) { this.counters.error('PEER_ADDRESS_UNSUPPORTED'); return; }
-    // income goes to where the target really is, never to an override, and within
-    // the target's own reply budget: it is a datagram its IP did not ask for
-    if (!this.targetAffords(t, Buffer.byteLength(plan.toTarget))) { this.counters.drop('amplification'); return; }
+    // income goes to where the target really is, never to an override. It is not
+    // charged to anyone's reply budget: the push names the target's shareId, which
+    // the tracker only ever sent to the target's own address, so the pusher got it
+    // from the target; the pusher's push-rate limit bounds how often it comes.
     this.writer.toAddress(this.table.socket[t]!, this.sendAddress(t), this.table.port[t]!);
     this.writer.text(plan.toTarget);
     this.writer.end();
@@ -357,33 +381,43 @@ export class Shard {
 
   /** Sends one reply to the requester if its budget allows; else a counted drop. */
   private sendReply(payload: Uint8Array | string): boolean {
-    const bytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
-    if (!this.allow(bytes)) { this.counters.drop('amplification'); return false; }
+    if (!this.allow(payloadBytes(payload))) { this.counters.drop('amplification'); return false; }
     this.beginReply();
     if (typeof payload === 'string') this.writer.text(payload); else this.writer.bytes(payload);
     this.writer.end();
     return true;
   }
 
+  /** Sends the fullest of a reply's forms that the budget affords; if none fits, a counted drop. */
+  private sendFirstFitting(forms: ReplyForms): void {
+    for (let i = 0; i < forms.length - 1; i++) {
+      if (this.affords(payloadBytes(forms[i]!))) { this.sendReply(forms[i]!); return; }
+    }
+    this.sendReply(forms[forms.length - 1]!);
+  }
+
   /**
    * The amplification rule: a requester that has not proved it receives at its
-   * address gets replies only from its IP's credit (3x what the IP sent, see
-   * ip-table.ts), or from a fixed grant (an IP the table has no room for; a push
-   * forwarded from another shard). Spends the bytes when allowed.
+   * address gets replies only from its IP's credit (3x the wire bytes the IP
+   * sent, see ip-table.ts), or from a fixed grant (an IP the table has no room
+   * for; a push forwarded from another shard). A reply of `bytes` payload costs
+   * its wire bytes. Spends them when allowed.
    */
   private allow(bytes: number): boolean {
     if (this.verified) return true;
+    const wire = bytes + this.overhead;
     if (this.grant >= 0) {
-      if (bytes > this.grant) return false;
-      this.grant -= bytes;
+      if (wire > this.grant) return false;
+      this.grant -= wire;
       return true;
     }
-    return this.ips.spend(this.ip, bytes);
+    return this.ips.spend(this.ip, wire);
   }
 
   private affords(bytes: number): boolean {
     if (this.verified) return true;
-    return this.grant >= 0 ? bytes <= this.grant : this.ips.credit[this.ip]! >= bytes;
+    const wire = bytes + this.overhead;
+    return this.grant >= 0 ? wire <= this.grant : this.ips.credit[this.ip]! >= wire;
   }
 
   /** Budget handed to another shard with a forwarded push, taken from this IP's credit now. */
@@ -393,13 +427,6 @@ export class Shard {
     const g = Math.min(MAX_PUSH_GRANT, this.ips.credit[this.ip]!);
     this.ips.credit[this.ip]! -= g;
     return g;
-  }
-
-  /** Whether the push target (slot t, in this shard) may be sent `bytes` it did not ask for. */
-  private targetAffords(t: number, bytes: number): boolean {
-    if ((this.table.flags[t]! & VERIFIED) !== 0) return true;
-    const ip = this.ips.slotOf(this.table.addr, t * ADDR_BYTES);
-    return ip >= 0 && this.ips.spend(ip, bytes);
   }
 
   // ----------------------------------------------------------------- sessions

@@ -5,8 +5,16 @@ import dgram from 'node:dgram';
 import { startTracker, type Tracker } from '../../src/tracker.js';
 import type { Config } from '../../src/config.js';
 
-/** 48 bytes: 3x that covers announceReceived + announced (122 bytes with 12-character ids). */
+/** 48 bytes: 3x its 76 wire bytes covers announceReceived + announced (175 wire bytes with 12-character ids). */
 export const PADDED_ANNOUNCE = JSON.stringify({ action: 'announce', pad: 'x'.repeat(18) });
+
+/** IPv4 (20) + UDP (8) header bytes: the tracker's reply budget counts bytes on the wire. */
+export const IPV4_UDP_HEADERS = 28;
+
+/** Bytes on the wire of IPv4 datagrams with these payloads. */
+export function wireBytes(...payloads: (string | Buffer | number)[]): number {
+  return payloads.reduce<number>((n, p) => n + IPV4_UDP_HEADERS + (typeof p === 'number' ? p : Buffer.byteLength(p)), 0);
+}
 
 export interface Reply { action: string; data?: Record<string, unknown>; raw: string; from: string }
 
@@ -33,6 +41,7 @@ export class WirePeer {
       socket.bind(0, bindAddress, () => { socket.off('error', reject); resolve(); });
     });
     socket.on('error', () => {}); // e.g. ICMP port unreachable after the tracker stops
+    socket.unref(); // a test that fails before close() must not keep its file's process alive
     return new WirePeer(socket, target);
   }
 
