@@ -2,7 +2,7 @@
 //
 //   UDP socket(s)  --datagrams-->  main thread (io/dispatcher.ts)
 //                                    hash(source address) -> bucket -> shard
-//                                    batches per shard (io/frame.ts layout)
+//                                    batches per shard (wire/frame.ts layout)
 //        ^                                  | MessagePort per shard
 //        |  replies (batched)               v
 //        +-------------------------- shard threads (shard/worker.ts), one piscina
@@ -22,7 +22,7 @@ import { configWarnings, resolveConfig, type Config } from './config.js';
 import { Dispatcher, type MainCounters } from './io/dispatcher.js';
 import { ShardLink } from './io/shard-link.js';
 import { shardOptions } from './shard/shard.js';
-import type { ShardStats } from './io/messages.js';
+import type { ShardStats } from './wire/messages.js';
 import { createLogger, type Logger } from './log.js';
 import { checkHealth, PING_DEADLINE_MS, type Health } from './ops/health.js';
 import { closeOpsServer, startOpsServer } from './ops/http.js';

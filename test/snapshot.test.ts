@@ -9,7 +9,7 @@ import { Packr } from 'msgpackr';
 import { startTracker, type Tracker } from '../src/tracker.js';
 import type { Config } from '../src/config.js';
 import { decodeSnapshot, SNAPSHOT_FORMAT, type SnapshotHeader } from '../src/ops/snapshot.js';
-import type { SessionBlock } from '../src/io/messages.js';
+import type { SessionBlock } from '../src/wire/messages.js';
 import { ADDR_BYTES, formatIp } from '../src/protocol/address.js';
 import { addressBucket, bucketOfShareId, shardOfBucket } from '../src/routing.js';
 import { WirePeer } from './helpers/wire.js';

@@ -5,12 +5,12 @@
 import type { Socket, RemoteInfo } from 'node:dgram';
 import { errorJson } from '../protocol/errors.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
-import { REPLY } from './frame.js';
-import type { FromShard } from './messages.js';
+import { REPLY } from '../wire/frame.js';
+import type { FromShard } from '../wire/messages.js';
 import type { Batch, ShardLink } from './shard-link.js';
 
 const TOO_LARGE = Buffer.from(errorJson('DATAGRAM_TOO_LARGE'));
-/** Header bytes of a request record besides the address text; see frame.ts. */
+/** Header bytes of a request record besides the address text; see wire/frame.ts. */
 const RECORD_OVERHEAD = 1 + 2 + 2 + 1 + 2;
 
 export class MainCounters {

@@ -6,8 +6,8 @@ import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { ServeTask } from '../shard/worker.js';
 import type { ShardOptions } from '../shard/shard.js';
-import { transferableBuffer } from './frame.js';
-import type { ControlOp, FromShard, ToShard } from './messages.js';
+import { transferableBuffer } from '../wire/frame.js';
+import type { ControlOp, FromShard, ToShard } from '../wire/messages.js';
 
 export const BATCH_BYTES = 64 * 1024;
 /** Batches sent to a shard and not yet answered, before the next one waits for a reply. */
@@ -147,7 +147,7 @@ export class ShardLink {
   }
 
   /**
-   * One control request (see messages.ts); resolves with the shard's answer, or
+   * One control request (see wire/messages.ts); resolves with the shard's answer, or
    * null if the shard crashed or timeoutMs (when > 0) passed first.
    */
   control(op: ControlOp, arg?: unknown, timeoutMs = 0, transfer: ArrayBuffer[] = []): Promise<unknown> {

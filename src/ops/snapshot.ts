@@ -6,7 +6,7 @@
 // later reader can decode it):
 //   1. header: { format: 'sobani-tracker-snapshot', version: 1, writtenAt (ms since
 //      the epoch), shareIdLength, sessions (total), parts }
-//   2. `parts` SessionBlocks (io/messages.ts), one per shard of the writer, in shard
+//   2. `parts` SessionBlocks (wire/messages.ts), one per shard of the writer, in shard
 //      order. Remaining ttls are counted from writtenAt.
 // Shards pack their own block (off the main thread); the main thread only writes
 // the bytes, to FILE.<pid>.tmp, then renames it over FILE so a reader never sees
@@ -18,7 +18,7 @@
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { Packr, Unpackr } from 'msgpackr';
 import type { Logger } from 'pino';
-import type { ControlOp, ExportedPart, SessionBlock } from '../io/messages.js';
+import type { ControlOp, ExportedPart, SessionBlock } from '../wire/messages.js';
 import { ADDR_BYTES } from '../protocol/address.js';
 import { alphabetValue, shardOfBucket } from '../routing.js';
 

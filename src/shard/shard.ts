@@ -11,13 +11,13 @@ import {
 import { ERROR_CODES, errorJson, type ErrorCode } from '../protocol/errors.js';
 import { parseRequest, type ParseLimits, type PulseRequest } from '../protocol/request.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
-import { ReplyWriter } from '../io/frame.js';
+import { ReplyWriter } from '../wire/frame.js';
 import { ExpiryWheel } from './expiry-wheel.js';
 import { PeerTable, VERIFIED } from './peer-table.js';
 import { AMPLIFICATION_FACTOR, IpTable, wireOverhead, wireOverheadOf } from './ip-table.js';
 import { ShareIdMinter } from './share-id.js';
 import { ShardCounters, actionIndex, INCOME, PUSH } from './counters.js';
-import type { SessionBlock } from '../io/messages.js';
+import type { SessionBlock } from '../wire/messages.js';
 
 /** The settings a shard uses as configured (config.ts documents each), and its own. */
 export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceReply' | 'maxMultiaddr' |
@@ -133,7 +133,7 @@ export class Shard {
 
   // ------------------------------------------------------------------ batches
 
-  /** Handles one request batch (see io/frame.ts for the layout). */
+  /** Handles one request batch (see wire/frame.ts for the layout). */
   handleBatch(buf: Uint8Array, len: number): void {
     let o = 0;
     let index = 0;

@@ -4,7 +4,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
-import type { ExportedPart, SessionBlock, ShardStats, ToShard } from '../io/messages.js';
+import type { ExportedPart, SessionBlock, ShardStats, ToShard } from '../wire/messages.js';
 import { Shard, type ShardOptions } from './shard.js';
 
 export interface ServeTask {

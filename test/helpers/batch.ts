@@ -1,5 +1,5 @@
 // Request and reply batches in the wire layout the main thread and the shards
-// exchange (src/io/frame.ts), for tests that drive a Shard directly.
+// exchange (src/wire/frame.ts), for tests that drive a Shard directly.
 
 export interface RequestRecord { ip: string; port: number; payload: Uint8Array | string; bucket?: number }
 

@@ -8,7 +8,8 @@
 //
 // Request batch (main -> shard), one record per datagram, in arrival order:
 //   u8 socket | u16 port | u16 bucket | u8 addrLen | addr (latin1 text) | u16 len | payload
-// (the bucket is routing.ts's addressBucket, computed once on the main thread)
+// (the bucket is routing.ts's addressBucket, computed once on the main thread: in JS
+// on the dgram path, in C on the native path, src/io/native/udp.c)
 // Reply batch (shard -> main):
 //   u8 REPLY  | u16 request index in its batch        | u16 len | payload
 //   u8 SEND_TO| u8 socket | u16 port | u8 addrLen | addr | u16 len | payload
