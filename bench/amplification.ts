@@ -8,7 +8,7 @@
 import dgram from 'node:dgram';
 import { loopbackIp, PADDED_ANNOUNCE, PLAIN_PULSE, proofPulse, shareIdOf } from './loadgen/types.js';
 import { dropDelta, dropTotals } from './child-ipc.js';
-import { ServerHandle, serverName, type ServerKind } from './servers.js';
+import { ServerHandle, serverName, trackerIo, type ServerKind } from './servers.js';
 
 export type Source = 'unverified' | 'verified';
 
@@ -162,7 +162,7 @@ async function cell(port: number, kind: Kind, source: Source, n: number, ipAt: (
 }
 
 export async function runAmplification(perKind: number, onStep?: (what: string) => void): Promise<AmpResult> {
-  const kinds: ServerKind[] = [{ kind: 'tracker', shards: 'default' }, { kind: 'naive' }];
+  const kinds: ServerKind[] = [{ kind: 'tracker', io: trackerIo(), shards: 'default' }, { kind: 'naive' }];
   const result: AmpResult = { perKind, servers: kinds.map(serverName), rows: KINDS.map((k) => ({ kind: k.kind, request: k.request, cells: {} })), drops: {}, errors: {} };
   let block = 0;
   for (const sk of kinds) {

@@ -1,6 +1,7 @@
 // The bench's flags and their defaults. The defaults finish in under three
 // minutes on a 2-core machine.
 import { parseArgs } from 'node:util';
+import { defaultGenerator, type Generator } from './loadgen/index.js';
 
 export interface BenchOptions {
   /** Measured seconds per load test (after the warm-up). */
@@ -10,10 +11,11 @@ export interface BenchOptions {
   clients: number;
   /** Closed loop: pulses outstanding per client. */
   window: number;
-  /** Open loop: offered pulses per second, all clients together. */
+  /** Open loop: offered pulses per second, all clients together; 0: half of each server's closed-loop rate in the same round. */
   rate: number;
-  /** Tracker shard counts to compare. */
+  /** Shard counts of the native-path trackers to compare. */
   shards: (number | 'default')[];
+  generator: Generator;
   /** Peers for the scale phase; 0 skips it. */
   peers: number;
   rounds: number;
@@ -34,11 +36,16 @@ const HELP = `yarn bench [flags]
 
   --seconds N    measured seconds per load test            (default 1)
   --warmup N     warm-up seconds before each measurement    (default 0.3)
-  --clients N    simulated clients, one UDP socket and one   (default 128)
+  --clients N    simulated clients, one UDP socket and one   (default 256)
                  loopback source IP (127.0.X.Y) each
-  --window N     closed loop: pulses in flight per client   (default 2)
-  --rate N       open loop: offered pulses/s in total       (default 50000)
-  --shards LIST  tracker shard counts, e.g. 1,2,default     (default 1,2,default)
+  --window N     closed loop: pulses in flight per client   (default 4)
+  --rate N       open loop: offered pulses/s in total; 0:   (default 0)
+                 half of each server's closed-loop rate
+                 measured in the same round
+  --shards LIST  shard counts of the native-path trackers   (default 1,2,4)
+                 (the dgram-path tracker runs the default)
+  --generator G  native (C, recvmmsg/sendmmsg; where built)  (default native
+                 or node (worker threads of dgram sockets)   where built)
   --peers N      live peers for the scale phase, 0 to skip  (default 1000000)
   --rounds N     interleaved rounds over all servers        (default 5)
   --threads N    load-generator threads                     (default 1)
@@ -52,8 +59,8 @@ const HELP = `yarn bench [flags]
   --soak-ttl N   soak: session TTL (s)                      (default 10)
   --out DIR      results folder                             (default bench/results)
 
-Per-IP limits: the tracker allows 2000 requests/s per source IP, so keep
-closed-loop replies/s ÷ clients under that (128 clients: up to ~250 k/s).
+Per-IP limits: the tracker allows 4096 requests/s per source IP, so keep
+closed-loop replies/s ÷ clients under that (256 clients: up to ~1 M/s).
 `;
 
 export function parseOptions(argv: string[]): BenchOptions {
@@ -62,10 +69,11 @@ export function parseOptions(argv: string[]): BenchOptions {
     options: {
       seconds: { type: 'string', default: '1' },
       warmup: { type: 'string', default: '0.3' },
-      clients: { type: 'string', default: '128' },
-      window: { type: 'string', default: '2' },
-      rate: { type: 'string', default: '50000' },
-      shards: { type: 'string', default: '1,2,default' },
+      clients: { type: 'string', default: '256' },
+      window: { type: 'string', default: '4' },
+      rate: { type: 'string', default: '0' },
+      shards: { type: 'string', default: '1,2,4' },
+      generator: { type: 'string', default: defaultGenerator() },
       peers: { type: 'string', default: '1000000' },
       rounds: { type: 'string', default: '5' },
       threads: { type: 'string', default: '1' },
@@ -95,13 +103,16 @@ export function parseOptions(argv: string[]): BenchOptions {
     if (!Number.isInteger(n) || n < 1) throw new Error(`--shards: "${t}" is not a shard count or "default"`);
     return n;
   });
+  const generator = values.generator as Generator;
+  if (generator !== 'native' && generator !== 'node') throw new Error(`--generator must be native or node, got ${generator}`);
   return {
     seconds: num('seconds', 0.1),
     warmup: num('warmup', 0),
     clients: int('clients', 1),
     window: int('window', 1),
-    rate: num('rate', 1),
+    rate: num('rate', 0),
     shards,
+    generator,
     peers: int('peers', 0),
     rounds: int('rounds', 1),
     threads: int('threads', 1),

@@ -11,7 +11,8 @@ import { renderAmplification, type AmpResult } from './amplification.js';
 
 export interface ServerResult {
   name: string;
-  kind: 'echo' | 'naive' | 'tracker';
+  kind: 'echo' | 'native-echo' | 'naive' | 'tracker';
+  io?: 'native' | 'dgram';
   shards?: number | 'default';
   error?: string;
   rounds: { closed: Measurement; open: Measurement }[];
@@ -36,9 +37,8 @@ export interface Summary {
   p999: number;
   rssBytes: number;
   unknownSession: number;
-  /** The server's drops (by reason) summed over every round, setup included; trimmed pulse replies. */
+  /** The server's drops (by reason) summed over every round, setup included. */
   drops: Record<string, number>;
-  trimmed: number;
   proofFailed: number;
 }
 
@@ -106,7 +106,6 @@ export function summarize(rounds: ServerResult['rounds']): Summary | undefined {
     rssBytes: medO((m) => m.rssBytes),
     unknownSession: rounds.reduce((a, r) => a + r.closed.load.unknownSession + r.open.load.unknownSession, 0),
     drops: sumDrops(rounds.flatMap((r) => [r.closed.drops, r.open.drops])),
-    trimmed: rounds.reduce((a, r) => a + r.closed.load.trimmed + r.open.load.trimmed, 0),
     proofFailed: rounds.reduce((a, r) => a + r.closed.load.proofFailed + r.open.load.proofFailed, 0),
   };
 }
@@ -119,20 +118,41 @@ function sumDrops(ds: (Record<string, number> | undefined)[]): Record<string, nu
 
 const dropText = (d: Record<string, number>) => (Object.keys(d).length ? Object.entries(d).map(([key, n]) => `${key} ${n}`).join(', ') : 'none');
 
+/** The tracker the targets are about: the native path at the default shard count (what `yarn start` runs). */
+function headline(servers: ServerResult[]): ServerResult | undefined {
+  const trackers = servers.filter((s) => s.kind === 'tracker' && s.median);
+  return trackers.find((s) => s.io === 'native' && s.shards === 'default')
+    ?? trackers.find((s) => s.io === 'native' && s.shards === 1)
+    ?? trackers.find((s) => s.io === 'native')
+    ?? trackers[0];
+}
+
 export function buildTargets(servers: ServerResult[], scale: ScaleResult | undefined): Target[] {
   const find = (kind: string) => servers.find((s) => s.kind === kind && s.median)?.median;
-  const tracker = servers.find((s) => s.kind === 'tracker' && s.shards === 'default' && s.median)
-    ?? servers.find((s) => s.kind === 'tracker' && s.median);
+  const tracker = headline(servers);
   const t = tracker?.median;
   const echo = find('echo');
+  const nativeEcho = find('native-echo');
   const naive = find('naive');
   const verdict = (ok: boolean | undefined): Target['result'] => (ok === undefined ? 'n/a' : ok ? 'pass' : 'miss');
   const who = tracker ? ` (${tracker.name})` : '';
-  const vsEcho = t && echo ? t.closedRate / echo.closedRate : NaN;
-  const vsNaive = t && naive ? t.closedRate / naive.closedRate : NaN;
+  const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a / b : NaN);
+  const vsEcho = ratio(t?.closedRate, echo?.closedRate);
+  const cpuVsEcho = ratio(t?.cpuPer100k, echo?.cpuPer100k);
+  const vsNativeEcho = ratio(t?.closedRate, nativeEcho?.closedRate);
+  const vsNaive = ratio(t?.closedRate, naive?.closedRate);
+  const check = (v: number, ok: (v: number) => boolean) => verdict(Number.isNaN(v) ? undefined : ok(v));
   const targets: Target[] = [
-    { what: `tracker replies/s ÷ echo${who}`, goal: '≥ 0.9 ×', measured: x(vsEcho), result: verdict(Number.isNaN(vsEcho) ? undefined : vsEcho >= 0.9) },
-    { what: `tracker replies/s ÷ naive${who}`, goal: '≥ 1.3 ×', measured: x(vsNaive), result: verdict(Number.isNaN(vsNaive) ? undefined : vsNaive >= 1.3) },
+    { what: `replies/s ÷ Node dgram echo${who}`, goal: '≥ 1.5 ×', measured: x(vsEcho), result: check(vsEcho, (v) => v >= 1.5) },
+    { what: `CPU per 100 k replies ÷ Node dgram echo's${who}`, goal: '≤ 0.5 ×', measured: x(cpuVsEcho), result: check(cpuVsEcho, (v) => v <= 0.5) },
+    { what: `replies/s ÷ native echo${who}`, goal: '≥ 0.75 ×', measured: x(vsNativeEcho), result: check(vsNativeEcho, (v) => v >= 0.75) },
+    {
+      what: `open loop at half the measured capacity (${t ? k(t.openOffered) : '—'}/s): p99${who}`,
+      goal: '≤ 1 ms',
+      measured: t ? `${f(t.p99, 3)} ms` : '—',
+      result: verdict(t ? t.p99 <= 1 && t.loss < 0.001 : undefined),
+    },
+    { what: `replies/s ÷ naive Node tracker${who}`, goal: '≥ 1.3 ×', measured: x(vsNaive), result: check(vsNaive, (v) => v >= 1.3) },
   ];
   const e = scale?.expiry;
   targets.push(
@@ -175,40 +195,49 @@ function row(cells: string[]): string {
 }
 
 export function renderTable(r: BenchResults): string {
-  const base = (kind: string) => r.servers.find((s) => s.kind === kind)?.median?.closedRate ?? NaN;
+  const base = (kind: string) => r.servers.find((s) => s.kind === kind)?.median;
   const echo = base('echo');
-  const naive = base('naive');
-  const head = ['server', 'quiet rounds', 'closed: replies/s', '÷ echo', '÷ naive', 'CPU s / 100 k', 'gen. busy', 'other procs', 'open: replies/s', 'loss', 'p50 ms', 'p99 ms', 'p99.9 ms', 'RSS'];
+  const nativeEcho = base('native-echo');
+  const head = ['server', 'quiet rounds', 'closed: replies/s', '÷ Node echo', '÷ native echo', 'CPU s / 100 k', 'CPU ÷ Node echo', 'gen. CPU', 'other procs',
+    'open: offered/s', 'loss', 'p50 ms', 'p99 ms', 'p99.9 ms', 'RSS'];
   const lines = [row(head), row(head.map((_, i) => (i === 0 ? '---' : '---:')))];
+  const cells = (name: string, rounds: string, closedRate: number, cpu: number, gen: number, others: number,
+    offered: number, loss: number, lat: { p50: number; p99: number; p999: number }, rss: number): string =>
+    row([name, rounds, k(closedRate), x(closedRate / (echo?.closedRate ?? NaN)), x(closedRate / (nativeEcho?.closedRate ?? NaN)), f(cpu),
+      x(cpu / (echo?.cpuPer100k ?? NaN)), pct(gen), cores(others), k(offered), pct(loss), f(lat.p50, 3), f(lat.p99, 3), f(lat.p999, 3), mb(rss)]);
   for (const s of r.servers) {
     const m = s.median;
     if (!m) {
       lines.push(row([s.name, '0', `not run: ${(s.error ?? '').split('\n')[0]!.slice(0, 80)}`, ...head.slice(3).map(() => '')]));
       continue;
     }
-    const flag = m.unknownSession > 0 || Object.keys(m.drops).length > 0 || m.trimmed > 0 ? ' ⚠' : '';
-    lines.push(row([s.name + flag, `${m.quietRounds}/${m.rounds}`, k(m.closedRate), x(m.closedRate / echo), x(m.closedRate / naive), f(m.cpuPer100k), pct(m.generatorBusy), cores(m.othersCores), k(m.openRate), pct(m.loss), f(m.p50, 3), f(m.p99, 3), f(m.p999, 3), mb(m.rssBytes)]));
+    const flag = m.unknownSession > 0 || Object.keys(m.drops).length > 0 ? ' ⚠' : '';
+    lines.push(cells(s.name + flag, `${m.quietRounds}/${m.rounds}`, m.closedRate, m.cpuPer100k, m.generatorBusy, m.othersCores, m.openOffered, m.loss, m, m.rssBytes));
   }
   const sc = r.scale;
   if (sc) {
     const c = sc.closed;
     const o = sc.open;
-    lines.push(row([`tracker, default shards, ${sc.peers.toLocaleString('en')} peers`, '1 run', k(c.load.replyRate), x(c.load.replyRate / echo), x(c.load.replyRate / naive), f(c.cpuPer100k), pct(c.load.generatorBusy), cores(c.othersCores), k(o.load.replyRate), pct(o.load.loss), f(o.load.latencyMs.p50, 3), f(o.load.latencyMs.p99, 3), f(o.load.latencyMs.p999, 3), mb(o.rssBytes)]));
+    lines.push(cells(`tracker, ${sc.io}, default shards, ${sc.peers.toLocaleString('en')} peers`, '1 run', c.load.replyRate, c.cpuPer100k, c.load.generatorBusy, c.othersCores,
+      o.load.offered, o.load.loss, o.load.latencyMs, o.rssBytes));
   }
   const o = r.options;
+  const gen = o.generator === 'native'
+    ? 'The load generator is the C one (bench/native/bench.c): one thread, epoll, recvmmsg/sendmmsg.'
+    : 'The load generator is Node (worker threads of dgram sockets); it needs about a core itself.';
   const out = [
-    `Pulses over loopback, medians of ${o.rounds} interleaved rounds of ${o.seconds} s. Every client has its own source IP (127.0.X.Y), sends a padded announce, proves it receives with one pulse carrying its shareId, then sends plain pulses (full replies). Closed loop: ${o.clients} clients × ${o.window} in flight. Open loop: ${k(o.rate)} pulses/s offered. ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}.`,
+    `Pulses over loopback, medians of ${o.rounds} interleaved rounds of ${o.seconds} s. ${gen} Every client has its own source IP (127.0.X.Y); against a tracker it announces, proves it receives with one pulse carrying its shareId, then sends plain pulses. Closed loop: ${o.clients} clients × ${o.window} in flight. Open loop: ${o.rate > 0 ? `${k(o.rate)} pulses/s offered` : 'each server is offered half the closed-loop rate it sustained in the same round'}. ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}.`,
     '',
     ...lines,
     '',
-    `quiet rounds: the medians use only measurements during which other processes took less than ${NOISE_CORES} of a core (all of them if none was quiet). closed: the sustained reply rate with every client keeping its window of pulses in flight. CPU s / 100 k: the server\'s CPU time, all threads, per 100 k replies. gen. busy: the load generator\'s event-loop utilisation (near 100 % means the generator, not the server, set the limit). other procs: CPU used by the rest of the machine meanwhile (noise). open: a fixed offered rate; loss and latency (from the scheduled send to the reply) of the pulses due in the window. ÷ columns compare medians.`,
+    `quiet rounds: the medians use only measurements during which other processes took less than ${NOISE_CORES} of a core (all of them if none was quiet). closed: the sustained reply rate with every client keeping its window of pulses in flight. CPU s / 100 k: the server\'s CPU time, all threads, per 100 k replies. gen. CPU: how busy the load generator was (near 100 % means the generator, not the server, set the limit). other procs: CPU used by the rest of the machine meanwhile (noise). open: a fixed offered rate; loss and latency (from the scheduled send to the reply) of the pulses due in the window. ÷ columns compare medians.`,
     '',
     row(['target', 'goal', 'measured', 'result']),
     row(['---', '---', '---', '---']),
     ...r.targets.map((t) => row([t.what, t.goal, t.measured, t.result])),
   ];
   const trackers = r.servers.filter((s) => s.kind === 'tracker' && s.median);
-  out.push('', `Tracker drops during the load tests (all rounds, setup included): ${trackers.map((s) => `${s.name}: ${dropText(s.median!.drops)}`).join('; ') || '—'}${sc ? `; ${sc.peers.toLocaleString('en')} peers: ${dropText(sumDrops([sc.closed.drops, sc.open.drops]))}` : ''}. Trimmed (unverified) pulse replies: ${r.servers.reduce((a, s) => a + (s.median?.trimmed ?? 0), 0) + (sc ? sc.closed.load.trimmed + sc.open.load.trimmed : 0)}; clients that failed to prove: ${r.servers.reduce((a, s) => a + (s.median?.proofFailed ?? 0), 0)}.`);
+  out.push('', `Tracker drops during the load tests (all rounds, setup included): ${trackers.map((s) => `${s.name}: ${dropText(s.median!.drops)}`).join('; ') || '—'}${sc ? `; ${sc.peers.toLocaleString('en')} peers: ${dropText(sumDrops([sc.closed.drops, sc.open.drops]))}` : ''}. Clients that failed to prove: ${r.servers.reduce((a, s) => a + (s.median?.proofFailed ?? 0), 0)}.`);
   if (r.servers.some((s) => (s.median?.unknownSession ?? 0) > 0)) out.push('', '⚠ some pulses were answered with status "1" (session unknown to the server).');
   if (r.amplification) out.push('', renderAmplification(r.amplification));
   if (r.scaleError) out.push('', `scale phase failed: ${r.scaleError.split('\n')[0]}`);

@@ -9,7 +9,8 @@ import { parseOptions } from './options.js';
 import { Progress } from './progress.js';
 import { buildTargets, renderTable, summarize, writeResults, type BenchResults, type ServerResult } from './report.js';
 import { runScale, SCALE_STEPS, type ScaleResult } from './scale.js';
-import { ServerHandle, serverName, type ServerKind } from './servers.js';
+import { ServerHandle, serverName, setupOf, trackerIo, type ServerKind } from './servers.js';
+import { nativeBench } from './loadgen/native.js';
 import { runAmplification, type AmpResult } from './amplification.js';
 import { renderSoak, runSoak, writeSoak } from './soak.js';
 
@@ -24,14 +25,22 @@ if (opts.soak > 0) {
   process.exit(0);
 }
 
-const kinds: ServerKind[] = [{ kind: 'echo' }, { kind: 'naive' }, ...opts.shards.map((shards) => ({ kind: 'tracker' as const, shards }))];
+// Side by side: the two echo ceilings (Node dgram, and C with recvmmsg/sendmmsg), the
+// naive tracker, this tracker on the dgram path, and on the native path at each shard count.
+const kinds: ServerKind[] = [
+  { kind: 'echo' },
+  ...(nativeBench() instanceof Error ? [] : [{ kind: 'native-echo' as const }]),
+  { kind: 'naive' },
+  { kind: 'tracker', io: 'dgram', shards: 'default' },
+  ...(trackerIo() === 'native' ? opts.shards.map((shards) => ({ kind: 'tracker' as const, io: 'native' as const, shards })) : []),
+];
 const progress = new Progress(1 + opts.rounds * kinds.length * 2 + (opts.amp > 0 ? 2 : 0) + (opts.peers > 0 ? SCALE_STEPS : 0));
 
 // Every server runs for the whole comparison; only the one under test gets load.
 progress.start('starting servers');
 const servers: { kind: ServerKind; handle?: ServerHandle; result: ServerResult }[] = [];
 for (const kind of kinds) {
-  const result: ServerResult = { name: serverName(kind), kind: kind.kind, rounds: [], ...(kind.kind === 'tracker' ? { shards: kind.shards } : {}) };
+  const result: ServerResult = { name: serverName(kind), kind: kind.kind, rounds: [], ...(kind.kind === 'tracker' ? { io: kind.io, shards: kind.shards } : {}) };
   try {
     servers.push({ kind, handle: await ServerHandle.start(kind), result });
   } catch (err) {
@@ -48,9 +57,12 @@ try {
       try {
         progress.start(label('closed'));
         if (!s.handle) throw new Error(s.result.error ?? 'not running');
-        const closed = await measure(s.handle, 'closed', opts, progress);
+        const setup = setupOf(s.kind);
+        const closed = await measure(s.handle, 'closed', { ...opts, setup }, progress);
         progress.start(label('open'));
-        const open = await measure(s.handle, 'open', opts, progress);
+        // the open loop offers half of what this server just sustained (unless --rate says otherwise)
+        const rate = opts.rate > 0 ? opts.rate : Math.max(1000, Math.round(closed.load.replyRate / 2));
+        const open = await measure(s.handle, 'open', { ...opts, setup, rate }, progress);
         s.result.rounds.push({ closed, open });
       } catch (err) {
         if (s.handle) {

@@ -9,9 +9,10 @@
 import { measure, type Measurement } from './measure.js';
 import type { BenchOptions } from './options.js';
 import type { Progress } from './progress.js';
-import { ServerHandle } from './servers.js';
+import { ServerHandle, trackerIo } from './servers.js';
 
 export interface ScaleResult {
+  io: 'native' | 'dgram';
   peers: number;
   fillSeconds: number;
   rssBeforeBytes: number;
@@ -63,7 +64,8 @@ async function settledRss(server: ServerHandle): Promise<number> {
 
 export async function runScale(opts: BenchOptions, progress: Progress): Promise<ScaleResult> {
   progress.start(`scale: fill ${opts.peers.toLocaleString('en')} peers`);
-  const full = await ServerHandle.start({ kind: 'tracker', shards: 'default' });
+  const io = trackerIo();
+  const full = await ServerHandle.start({ kind: 'tracker', io, shards: 'default' });
   try {
     const rssBeforeBytes = await settledRss(full);
     const t0 = Date.now();
@@ -73,15 +75,17 @@ export async function runScale(opts: BenchOptions, progress: Progress): Promise<
     const peersFilled = (await full.stats()).peers;
 
     progress.start('scale: closed loop, table full');
-    const closed = await measure(full, 'closed', opts, progress);
+    const closed = await measure(full, 'closed', { ...opts, setup: 'tracker' }, progress);
     progress.start('scale: open loop, table full');
-    const open = await measure(full, 'open', opts, progress);
+    const rate = opts.rate > 0 ? opts.rate : Math.max(1000, Math.round(closed.load.replyRate / 2));
+    const open = await measure(full, 'open', { ...opts, setup: 'tracker', rate }, progress);
     const peersAfterLoad = (await full.stats()).peers;
     await full.close();
 
     progress.start(`scale: expiry of ${opts.peers.toLocaleString('en')} peers (ttl ${opts.ttl} s)`);
     const expiry = await runExpiry(opts, progress);
     return {
+      io,
       peers: peersFilled,
       fillSeconds,
       rssBeforeBytes,
@@ -98,7 +102,7 @@ export async function runScale(opts: BenchOptions, progress: Progress): Promise<
 }
 
 async function runExpiry(opts: BenchOptions, progress: Progress): Promise<ExpiryResult> {
-  const server = await ServerHandle.start({ kind: 'tracker', shards: 'default', ttl: opts.ttl });
+  const server = await ServerHandle.start({ kind: 'tracker', io: trackerIo(), shards: 'default', ttl: opts.ttl });
   try {
     await server.fill(opts.peers);
     const filledAt = Date.now();

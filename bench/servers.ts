@@ -6,8 +6,23 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchReply, BenchServerStats } from './child-ipc.js';
+import { loadNativeUdp } from '../src/io/native-io.js';
 
-export type ServerKind = { kind: 'echo' } | { kind: 'naive' } | { kind: 'tracker'; shards: number | 'default'; ttl?: number };
+export type ServerKind =
+  | { kind: 'echo' }
+  | { kind: 'native-echo' }
+  | { kind: 'naive' }
+  | { kind: 'tracker'; io: 'native' | 'dgram'; shards: number | 'default'; ttl?: number };
+
+/** The tracker's own choice (its `io` auto): native where the addon is built. */
+export function trackerIo(): 'native' | 'dgram' {
+  return loadNativeUdp() instanceof Error ? 'dgram' : 'native';
+}
+
+/** How the generator starts its clients: the echo servers know no announce. */
+export function setupOf(kind: ServerKind): 'tracker' | 'none' {
+  return kind.kind === 'echo' || kind.kind === 'native-echo' ? 'none' : 'tracker';
+}
 
 export interface Usage {
   cpuSeconds: number;
@@ -23,10 +38,12 @@ function entry(kind: ServerKind): { file: string; args: string[] } {
   switch (kind.kind) {
     case 'echo':
       return { file: rel('./baselines/echo'), args: [] };
+    case 'native-echo':
+      return { file: rel('./baselines/native-echo'), args: [] };
     case 'naive':
       return { file: rel('./baselines/naive-tracker'), args: [] };
     case 'tracker': {
-      const args = ['--shards', String(kind.shards)];
+      const args = ['--io', kind.io, '--shards', String(kind.shards)];
       if (kind.ttl !== undefined) args.push('--ttl', String(kind.ttl));
       return { file: rel('./tracker-server'), args };
     }
@@ -34,8 +51,12 @@ function entry(kind: ServerKind): { file: string; args: string[] } {
 }
 
 export function serverName(kind: ServerKind): string {
-  if (kind.kind !== 'tracker') return kind.kind === 'echo' ? 'echo (ceiling)' : 'naive tracker';
-  return kind.shards === 'default' ? 'tracker, default shards' : `tracker, ${kind.shards} shard${kind.shards === 1 ? '' : 's'}`;
+  switch (kind.kind) {
+    case 'echo': return 'Node dgram echo';
+    case 'native-echo': return 'native echo (C, recvmmsg/sendmmsg)';
+    case 'naive': return 'naive Node tracker';
+    case 'tracker': return `tracker, ${kind.io}, ${kind.shards === 'default' ? 'default shards' : `${kind.shards} shard${kind.shards === 1 ? '' : 's'}`}`;
+  }
 }
 
 export class ServerHandle {

@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import type { BenchOptions } from './options.js';
 import type { Progress } from './progress.js';
-import { ServerHandle } from './servers.js';
+import { ServerHandle, trackerIo } from './servers.js';
 import { dropDelta, dropTotals } from './child-ipc.js';
 import type { SoakCounts, SoakSpec } from './loadgen/soak-worker.js';
 import { median } from './report.js';
@@ -93,7 +93,7 @@ export async function runSoak(opts: BenchOptions, progress: Progress): Promise<S
   };
   const interval = Math.max(2, Math.min(10, opts.soak / 40)) * 1000;
   progress.start(`soak: ${opts.soak} s at ${k(rate)} keep-alives/s, ttl ${ttl} s`);
-  const server = await ServerHandle.start({ kind: 'tracker', shards: 'default', ttl });
+  const server = await ServerHandle.start({ kind: 'tracker', io: trackerIo(), shards: 'default', ttl });
   const worker = startWorker({ ...spec, port: server.port });
   worker.on('error', (e) => progress.log(`soak load generator: ${e.message}`));
   let counts: SoakCounts | undefined;
@@ -172,7 +172,7 @@ export function renderSoak(r: SoakResult): string {
     q('last', r.last),
     '',
     `RSS: ${r.rssVerdict} (${mb(r.first.rssMedianBytes)} → ${mb(r.last.rssMedianBytes)}). Event-loop delay: ${r.delayVerdict}.`,
-    `Load: ${c.sent.toLocaleString('en')} datagrams sent, ${c.replies.toLocaleString('en')} received (${k(r.replyRate)}/s), ${c.incomes.toLocaleString('en')} income, ${c.errors.toLocaleString('en')} errors, ${c.trimmed} trimmed keep-alive replies; ${c.arrived} clients arrived, ${c.silenced} went silent.`,
+    `Load: ${c.sent.toLocaleString('en')} datagrams sent, ${c.replies.toLocaleString('en')} received (${k(r.replyRate)}/s), ${c.incomes.toLocaleString('en')} income, ${c.errors.toLocaleString('en')} errors, ${c.seedForm} keep-alive replies without the shareId (seed form); ${c.arrived} clients arrived, ${c.silenced} went silent.`,
     `Tracker drops: ${Object.keys(r.drops).length ? Object.entries(r.drops).map(([k2, v]) => `${k2} ${v}`).join(', ') : 'none'}.`,
   ].join('\n');
 }

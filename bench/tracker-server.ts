@@ -1,15 +1,16 @@
 // Runs the real tracker as a bench child process.
-// argv: --shards N|default  [--ttl seconds]
+// argv: --io native|dgram  --shards N|default  [--ttl seconds]
 import { parseArgs } from 'node:util';
 import { startTracker } from '../src/tracker.js';
 import { serveBench } from './child-ipc.js';
 
-const { values } = parseArgs({ options: { shards: { type: 'string', default: 'default' }, ttl: { type: 'string' } } });
+const { values } = parseArgs({ options: { io: { type: 'string', default: 'native' }, shards: { type: 'string', default: 'default' }, ttl: { type: 'string' } } });
 
 const tracker = await startTracker({
   host: '127.0.0.1',
   port: 0,
   logLevel: 'warn',
+  io: values.io === 'dgram' ? 'dgram' : 'native',
   ...(values.shards !== 'default' ? { shards: Number(values.shards) } : {}),
   ...(values.ttl !== undefined ? { ttl: Number(values.ttl) } : {}),
 });

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export type AnnounceReply = 'both' | 'documented' | 'legacy';
+export type IoChoice = 'auto' | 'native' | 'dgram';
 
 export interface Config {
   host: string;
@@ -17,6 +18,7 @@ export interface Config {
   announceReply: AnnounceReply;
   maxDatagram: number;
   maxMultiaddr: number;
+  io: IoChoice;
   recvBufferSize: number;
   sendBufferSize: number;
   maxShardQueue: number;
@@ -68,6 +70,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Largest request accepted, in bytes; larger ones get DATAGRAM_TOO_LARGE.' },
   { key: 'maxMultiaddr', type: { kind: 'int', min: 1, max: 1024 }, default: () => 256,
     doc: 'Longest multiaddr a pulse may set, in characters.' },
+  { key: 'io', type: { kind: 'enum', values: ['auto', 'native', 'dgram'] }, default: () => 'auto',
+    doc: 'How the main thread moves datagrams: native (the sobani_udp addon: recvmmsg/sendmmsg, one JS call per batch), dgram (Node dgram, one JS call per datagram), or auto: native where the addon is built, else dgram with a warning.' },
   { key: 'recvBufferSize', type: { kind: 'int', min: 65536, max: 1 << 30 }, default: () => 4 << 20,
     doc: 'SO_RCVBUF bytes asked for (the kernel caps it at net.core.rmem_max).' },
   { key: 'sendBufferSize', type: { kind: 'int', min: 65536, max: 1 << 30 }, default: () => 4 << 20,

@@ -94,3 +94,30 @@ test('garbage from one client never touches another client\'s session', () =>
     assert.equal(pushed.data!.peeraddr, victim.address);
     victim.close(); friend.close(); attacker.close();
   }));
+
+test('the largest UDP datagram (65507 bytes) and a truncated request are answered, and the session goes on', () =>
+  withTracker({}, async (tracker, target) => {
+    const p = await WirePeer.open(target);
+    const id = await p.announce();
+    assert.equal((await p.request(Buffer.alloc(65507, 0x78), 'error')).data!.code, 'DATAGRAM_TOO_LARGE');
+    assert.equal((await p.request(`{"action":"push","shareId":"${id.slice(0, 5)}`, 'error')).data!.code, 'NOT_JSON');
+    assert.equal((await p.request({ action: 'pulse' }, 'pulseReceived')).data!.shareId, id);
+    assert.equal((await tracker.stats()).main.tooLarge, 1);
+    p.close();
+  }));
+
+test('a burst larger than one 64 KiB batch is carried over several batches, every request answered', () =>
+  withTracker({ shards: 1 }, async (tracker, target) => {
+    const p = await WirePeer.open(target);
+    const id = await p.announce();
+    p.socket.setRecvBufferSize(4 << 20); // room for every reply at once on the client's side
+    const before = (await tracker.stats()).main.batches;
+    // 1000 padded pulses of ~130 bytes: about twice what one batch holds
+    const pulse = JSON.stringify({ action: 'pulse', pad: 'x'.repeat(100) });
+    for (let i = 0; i < 1000; i++) p.send(pulse);
+    for (let i = 0; i < 1000; i++) assert.equal((await p.next('pulseReceived')).data!.shareId, id, `reply ${i}`);
+    const { main } = await tracker.stats();
+    assert.ok(main.batches - before >= 2, `${main.batches - before} batches`);
+    assert.equal(main.shardBusy, 0);
+    p.close();
+  }));

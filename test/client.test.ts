@@ -21,6 +21,7 @@ import {
 } from '../src/client/index.js';
 import type { IncomeEvent, TrackerClientOptions } from '../src/client/index.js';
 import { startTracker } from '../src/tracker.js';
+import { TEST_IO } from './helpers/wire.js';
 
 type Tracker = Awaited<ReturnType<typeof startTracker>>;
 
@@ -29,7 +30,7 @@ let trackerAddr: { host: string; port: number };
 const clients: TrackerClient[] = [];
 
 before(async () => {
-  tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2 });
+  tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, io: TEST_IO });
   const a = tracker.addresses[0];
   assert.ok(a, 'the tracker reports its address');
   trackerAddr = { host: a.address, port: a.port };
@@ -177,7 +178,7 @@ describe('documented dialect', () => {
   });
 
   test('a lost session is noticed by the next pulse and re-announced', async () => {
-    const other = await startTracker({ host: '127.0.0.1', port: 0, shards: 2 });
+    const other = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, io: TEST_IO });
     const r = await relay(trackerAddr);
     try {
       const c = client({ tracker: r.address, pulseIntervalMs: 50 });

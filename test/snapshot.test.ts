@@ -12,7 +12,7 @@ import { decodeSnapshot, SNAPSHOT_FORMAT, type SnapshotHeader } from '../src/ops
 import type { SessionBlock } from '../src/wire/messages.js';
 import { ADDR_BYTES, formatIp } from '../src/protocol/address.js';
 import { addressBucket, bucketOfShareId, shardOfBucket } from '../src/routing.js';
-import { WirePeer } from './helpers/wire.js';
+import { TEST_IO, WirePeer } from './helpers/wire.js';
 import { captureLogger } from './helpers/ops.js';
 
 const ID_LENGTH = 12;
@@ -22,7 +22,7 @@ const newFile = (): string => join(dir, `s${files++}.snapshot`);
 
 async function start(config: Partial<Config>): Promise<{ tracker: Tracker; lines: Record<string, unknown>[] }> {
   const { log, lines } = captureLogger();
-  const tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, ...config }, log);
+  const tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, io: TEST_IO, ...config }, log);
   return { tracker, lines };
 }
 

@@ -6,7 +6,16 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Histogram } from '../histogram.js';
+import { nativeBench, runNativeLoad } from './native.js';
 import type { LoadMode, WorkerCounts, WorkerMessage, WorkerSpec } from './types.js';
+
+/** native: the C generator (native.ts), where built; node: worker threads of dgram sockets (worker.ts). */
+export type Generator = 'native' | 'node';
+
+/** The generator runLoad uses when none is asked for. */
+export function defaultGenerator(): Generator {
+  return nativeBench() instanceof Error ? 'node' : 'native';
+}
 
 export interface LoadOptions {
   port: number;
@@ -22,21 +31,23 @@ export interface LoadOptions {
   timeoutMs: number;
   /** Second octet of the clients' loopback source addresses (see loopbackIp). */
   ipBlock?: number;
-  /** Called at the start and at the end of the measurement window. */
-  onWindowEdge?: (edge: 'start' | 'end') => void;
+  generator?: Generator;
+  /** tracker: each client announces and proves before the load; none: it just sends (an echo server). The Node generator always tries. */
+  setup: 'tracker' | 'none';
   /** Pulse replies received so far, a few times a second. */
   onProgress?: (replies: number) => void;
 }
 
 export interface LoadResult {
   mode: LoadMode;
+  generator: Generator;
   seconds: number;
+  /** The measurement window, epoch ms. */
+  window: { startMs: number; endMs: number };
   clients: number;
   announceFailed: number;
   /** Clients whose proving pulse got no full reply (their session stayed unverified). */
   proofFailed: number;
-  /** Pulse replies trimmed to status alone (unverified session). */
-  trimmed: number;
   /** Pulses sent per second during the window (the open loop's real offered rate). */
   offered: number;
   /** Pulse replies received per second during the window. */
@@ -49,7 +60,7 @@ export interface LoadResult {
   other: number;
   sendErrors: number;
   fellBehind: boolean;
-  /** Mean event-loop utilisation of the generator threads (1 = saturated). */
+  /** How busy the generator was: event-loop utilisation of its threads (Node), CPU share of its thread (native); 1 = saturated. */
   generatorBusy: number;
   latencyMs: { p50: number; p99: number; p999: number; max: number; samples: number };
 }
@@ -67,6 +78,11 @@ function startWorker(spec: WorkerSpec, name: string): Worker {
 }
 
 export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
+  if ((opts.generator ?? defaultGenerator()) === 'native') {
+    const bench = nativeBench();
+    if (bench instanceof Error) throw bench;
+    return runNativeLoad(bench, opts);
+  }
   // The open loop keeps one pulse in flight per client, so it needs enough
   // clients to cover 20 ms of the offered rate.
   const totalClients = opts.mode === 'open' ? Math.max(opts.clients, Math.ceil(opts.rate * 0.02)) : opts.clients;
@@ -113,13 +129,10 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     const measureFrom = startAt + opts.warmupMs;
     const measureUntil = measureFrom + opts.measureMs;
     for (const w of workers) w.postMessage({ type: 'go', startAt, measureFrom, measureUntil, drainMs: opts.drainMs });
-    const edge = (at: number, which: 'start' | 'end') =>
-      setTimeout(() => opts.onWindowEdge?.(which), at - (performance.timeOrigin + performance.now()));
-    edge(measureFrom, 'start');
-    edge(measureUntil, 'end');
 
     const results = await withTimeout(Promise.all(done), opts.warmupMs + opts.measureMs + opts.drainMs + 15_000, 'load generator hung');
-    return merge({ ...opts, clients: totalClients }, results, announced.reduce((a, r) => a + r.announceFailed, 0), announced.reduce((a, r) => a + r.proofFailed, 0));
+    return merge({ ...opts, clients: totalClients }, { startMs: measureFrom, endMs: measureUntil }, results,
+      announced.reduce((a, r) => a + r.announceFailed, 0), announced.reduce((a, r) => a + r.proofFailed, 0));
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
@@ -142,7 +155,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-function merge(opts: LoadOptions, results: { counts: WorkerCounts; histogram: Float64Array }[], announceFailed: number, proofFailed: number): LoadResult {
+function merge(opts: LoadOptions, window: LoadResult['window'], results: { counts: WorkerCounts; histogram: Float64Array }[], announceFailed: number, proofFailed: number): LoadResult {
   const h = new Histogram();
   const sum = (k: keyof Omit<WorkerCounts, 'fellBehind'>) => results.reduce((a, r) => a + r.counts[k], 0);
   for (const r of results) h.add(r.histogram);
@@ -151,11 +164,12 @@ function merge(opts: LoadOptions, results: { counts: WorkerCounts; histogram: Fl
   const ms = (ns: number) => ns / 1e6;
   return {
     mode: opts.mode,
+    generator: 'node',
     seconds,
+    window,
     clients: opts.clients,
     announceFailed,
     proofFailed,
-    trimmed: sum('trimmed'),
     offered: sentInWindow / seconds,
     replyRate: sum('repliesInWindow') / seconds,
     replies: sum('repliesInWindow'),

@@ -24,7 +24,8 @@ export interface SoakCounts {
   sent: number;
   replies: number;
   keepAliveReplies: number;
-  trimmed: number;
+  /** Keep-alive replies in the seed README's form, without the shareId (the full one did not fit the budget). */
+  seedForm: number;
   incomes: number;
   errors: number;
   arrived: number;
@@ -49,7 +50,7 @@ interface Client {
   connected: boolean;
 }
 
-const counts: SoakCounts = { sent: 0, replies: 0, keepAliveReplies: 0, trimmed: 0, incomes: 0, errors: 0, arrived: 0, silenced: 0, active: 0, pending: 0 };
+const counts: SoakCounts = { sent: 0, replies: 0, keepAliveReplies: 0, seedForm: 0, incomes: 0, errors: 0, arrived: 0, silenced: 0, active: 0, pending: 0 };
 const active: Client[] = [];
 const pending = new Set<Client>();
 let nextIp = 0;
@@ -86,7 +87,7 @@ function onMessage(c: Client, m: Buffer): void {
     if (m.includes('"pulse') && m.includes('"shareId"')) activate(c);
   } else if (m.includes('"pulse') || m.includes('"alived')) {
     counts.keepAliveReplies++;
-    if (m.includes('"status":"0"}')) counts.trimmed++;
+    if (m.includes('"pulseReceived"') && !m.includes('"shareId"')) counts.seedForm++;
   }
 }
 

@@ -55,10 +55,8 @@ export interface GoMessage {
 export interface WorkerCounts {
   announced: number;
   announceFailed: number;
-  /** Clients whose proving pulse got no full (untrimmed) reply. */
+  /** Clients whose proving pulse got no full reply (with the shareId). */
   proofFailed: number;
-  /** Pulse replies trimmed to {"status":"0"}: the session was not verified. */
-  trimmed: number;
   /** Pulses sent, and those sent inside the measurement window. */
   sent: number;
   sentInWindow: number;

@@ -33,8 +33,7 @@ const NO_ID = 'x'.repeat(12);
 // tracker's "pulseReceived", and the echo's copy of the request itself.
 const PULSE_REPLY = Buffer.from('"pulse');
 const UNKNOWN_SESSION = Buffer.from('"status":"1"');
-// The reply an unverified session gets when the full one would exceed its budget.
-const TRIMMED = Buffer.from('"status":"0"}');
+// A full reply to the proving pulse carries the shareId (the echo's copy of the proof does too).
 const SHARE_ID = Buffer.from('"shareId"');
 // Room for every pulse a client can have in flight: its window, or one.
 const RING = 1 << Math.max(2, Math.ceil(Math.log2((spec.mode === 'closed' ? spec.window : 1) + 1)));
@@ -61,7 +60,6 @@ const counts: WorkerCounts = {
   announced: 0,
   announceFailed: 0,
   proofFailed: 0,
-  trimmed: 0,
   sent: 0,
   sentInWindow: 0,
   neverSent: 0,
@@ -105,7 +103,7 @@ function onSetupMessage(c: Client, msg: Buffer): void {
     c.stage = 1;
     c.announced = true;
     counts.announced++;
-  } else if (c.stage === 1 && isPulse && msg.indexOf(TRIMMED) === -1 && msg.indexOf(UNKNOWN_SESSION) === -1) {
+  } else if (c.stage === 1 && isPulse && msg.indexOf(SHARE_ID) !== -1 && msg.indexOf(UNKNOWN_SESSION) === -1) {
     c.stage = 2; // a full reply (or the echo's copy of the proof): verified
   }
 }
@@ -119,7 +117,6 @@ function onMessage(c: Client, msg: Buffer): void {
   }
   totalReplies++;
   if (msg.indexOf(UNKNOWN_SESSION) !== -1) counts.unknownSession++;
-  else if (msg.indexOf(TRIMMED) !== -1 && msg.indexOf(SHARE_ID) === -1) counts.trimmed++;
   if (now >= measureFrom && now < measureUntil) counts.repliesInWindow++;
   if (c.head !== c.tail) {
     const sentAt = c.ring[c.tail & MASK]!;

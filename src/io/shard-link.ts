@@ -8,20 +8,10 @@ import type { ServeTask } from '../shard/worker.js';
 import type { ShardOptions } from '../shard/shard.js';
 import { transferableBuffer } from '../wire/frame.js';
 import type { ControlOp, FromShard, ToShard } from '../wire/messages.js';
+import { BATCH_BYTES, type Batch } from './datagram-io.js';
 
-export const BATCH_BYTES = 64 * 1024;
 /** Batches sent to a shard and not yet answered, before the next one waits for a reply. */
 const MAX_IN_FLIGHT = 1;
-
-/** Datagrams on their way to a shard; addrs/ports/sockets say where replies go. */
-export class Batch {
-  buf: Buffer = transferableBuffer(BATCH_BYTES);
-  len = 0;
-  count = 0;
-  readonly addrs: string[] = [];
-  readonly ports: number[] = [];
-  readonly sockets: number[] = [];
-}
 
 // Under tsx the sources are .ts, and piscina loads its worker from inside
 // node_modules where tsx's .js -> .ts mapping does not apply: name the real file.
@@ -48,6 +38,7 @@ export class ShardLink {
     readonly index: number,
     private readonly options: ShardOptions,
     private readonly log: Logger,
+    private readonly newBatch: () => Batch,
     private readonly onReply: (link: ShardLink, batch: Batch, msg: Extract<FromShard, { t: 'b' }>) => void,
   ) {
     this.start();
@@ -112,7 +103,7 @@ export class ShardLink {
   /** The batch to append to, started on demand. */
   batch(): Batch {
     if (this.pending !== null) return this.pending;
-    const b = this.spare.pop() ?? new Batch();
+    const b = this.spare.pop() ?? this.newBatch();
     this.pending = b;
     return b;
   }
@@ -136,7 +127,7 @@ export class ShardLink {
     const fwd = this.forwards;
     if (b === null && fwd === null) return false;
     if (!force && this.inflight.length >= MAX_IN_FLIGHT) return false;
-    const batch = b ?? this.spare.pop() ?? new Batch();
+    const batch = b ?? this.spare.pop() ?? this.newBatch();
     this.pending = null;
     this.forwards = null;
     this.inflight.push(batch);

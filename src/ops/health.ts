@@ -2,27 +2,23 @@
 // is bound and every shard answers a ping within the deadline (a hung shard
 // would silently drop its share of the traffic). Also the `sobani-tracker health`
 // client, which a container HEALTHCHECK runs (no curl in the image).
-import type { Socket } from 'node:dgram';
 import http from 'node:http';
 import { ConfigError, loadConfig } from '../config.js';
+import type { DatagramIo } from '../io/datagram-io.js';
 import type { ShardControl } from './snapshot.js';
 
 export const PING_DEADLINE_MS = 1000;
 
 export interface Health { ok: boolean; reason: string }
 
-export async function checkHealth(sockets: readonly Socket[], links: readonly ShardControl[], deadlineMs = PING_DEADLINE_MS): Promise<Health> {
-  if (!sockets.every(isBound)) return { ok: false, reason: 'the UDP socket is not bound' };
+export async function checkHealth(io: Pick<DatagramIo, 'isBound'>, links: readonly ShardControl[], deadlineMs = PING_DEADLINE_MS): Promise<Health> {
+  if (!io.isBound()) return { ok: false, reason: 'the UDP socket is not bound' };
   const answers = await Promise.all(links.map((l) => l.control('ping', undefined, deadlineMs)));
   const silent = links.filter((_, i) => answers[i] !== 'pong').map((l) => l.index);
   if (silent.length > 0) {
     return { ok: false, reason: `shard ${silent.join(', ')} did not answer a ping within ${deadlineMs} ms` };
   }
   return { ok: true, reason: `ok: UDP socket bound, ${links.length} shards answering` };
-}
-
-function isBound(s: Socket): boolean {
-  try { s.address(); return true; } catch { return false; } // address() throws once closed
 }
 
 /**

@@ -4,12 +4,11 @@
 // only ever bump plain numbers. Counters restart from 0 when a shard is
 // replaced after a crash; Prometheus' rate() treats that as a counter reset.
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
-import type { MainCounters } from '../io/dispatcher.js';
-import type { TrackerStats } from '../tracker.js';
+import type { MainCounters, TrackerStats } from '../tracker.js';
 import { BATCH_BUCKETS, type ShardCountersSnapshot } from '../shard/counters.js';
 
 /** Main-thread counters that mean "this datagram was not served", by drop reason. */
-const MAIN_DROPS: Partial<Record<keyof MainCounters, string>> = { shardBusy: 'shard_busy' };
+const MAIN_DROPS = { shardBusy: 'shard_busy' } as const satisfies Partial<Record<keyof MainCounters, string>>;
 /** Main-thread counters exported under their own names; any other field gets sobani_main_<name>_total. */
 const MAIN_NAMED: Partial<Record<keyof MainCounters, string>> = {
   datagramsIn: 'sobani_udp_datagrams_received_total', bytesIn: 'sobani_udp_bytes_received_total',
@@ -45,6 +44,8 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     restored: counter('sobani_restored_sessions_total', 'Sessions restored from a snapshot at start.'),
     restarts: counter('sobani_shard_restarts_total', 'Shard threads replaced after a crash.', ['shard']),
     lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
+    sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams the kernel refused to send, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...).', ['reason']),
+    io: gauge('sobani_io_path', 'The datagram I/O path serving (1): native (recvmmsg/sendmmsg addon) or dgram.', ['path']),
     main: new Map<string, Counter<string>>(),
   };
   const batchSizes = new AbsoluteHistogram('sobani_shard_batch_datagrams', 'Datagrams per batch a shard handled.', BATCH_BUCKETS);
@@ -61,8 +62,10 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
   };
 
   const update = (s: TrackerStats): void => {
-    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost]) c.reset();
-    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay]) g.reset();
+    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors]) c.reset();
+    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io]) g.reset();
+    m.io.set({ path: s.io }, 1);
+    incAll(m.sendErrors, s.main.sendErrors, (reason) => ({ reason }));
     m.loopDelay.set({ thread: 'main' }, s.mainLoopDelayMaxMs / 1000);
     const sums = sumShards(s.shards.map((sh) => sh.counters));
     for (const sh of s.shards) {
@@ -79,7 +82,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     incAll(m.errors, sums.errors, (code) => ({ code }));
     if (s.main.tooLarge > 0) m.errors.inc({ code: 'DATAGRAM_TOO_LARGE' }, s.main.tooLarge); // answered by the main thread
     incAll(m.drops, sums.drops, (reason) => ({ reason }));
-    for (const [field, reason] of Object.entries(MAIN_DROPS)) m.drops.inc({ reason }, s.main[field as keyof MainCounters]);
+    for (const [field, reason] of Object.entries(MAIN_DROPS)) m.drops.inc({ reason }, s.main[field as keyof typeof MAIN_DROPS]);
     incAll(m.unknown, sums.unknownSession, (action) => ({ action }));
     m.expired.inc(sums.expired);
     m.forwarded.inc(sums.forwarded);

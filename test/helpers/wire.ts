@@ -3,7 +3,13 @@
 // and send what no well-behaved client would.
 import dgram from 'node:dgram';
 import { startTracker, type Tracker } from '../../src/tracker.js';
-import type { Config } from '../../src/config.js';
+import type { Config, IoChoice } from '../../src/config.js';
+
+/**
+ * The datagram I/O path the suite runs on: `yarn test` runs the whole suite once
+ * with SOBANI_IO=native and once with SOBANI_IO=dgram (auto when unset).
+ */
+export const TEST_IO = (process.env.SOBANI_IO ?? 'auto') as IoChoice;
 
 /** 48 bytes: 3x its 76 wire bytes covers announceReceived + announced (175 wire bytes with 12-character ids). */
 export const PADDED_ANNOUNCE = JSON.stringify({ action: 'announce', pad: 'x'.repeat(18) });
@@ -100,7 +106,7 @@ export class WirePeer {
 }
 
 export async function withTracker(config: Partial<Config>, fn: (t: Tracker, target: { address: string; port: number }) => Promise<void>): Promise<void> {
-  const tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, logLevel: 'silent', ...config });
+  const tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, logLevel: 'silent', io: TEST_IO, ...config });
   try {
     await fn(tracker, { address: tracker.addresses[0]!.address, port: tracker.addresses[0]!.port });
   } finally {

@@ -1,0 +1,68 @@
+// The main thread's datagram I/O, whichever path moves the bytes:
+//   native  native-io.ts: the sobani_udp addon (recvmmsg/sendmmsg; JS is called
+//           once per receive pass and once per reply batch, never per datagram)
+//   dgram   dgram-io.ts: Node's dgram (one JS callback per datagram received, one
+//           send call per datagram sent); the fallback where the addon is missing
+// Both append request records (wire/frame.ts) to the shard batches the dispatcher
+// hands out, and send a shard's reply batch to the sources of the batch it answers.
+import { transferableBuffer } from '../wire/frame.js';
+
+export type IoPath = 'native' | 'dgram';
+
+/** Bytes of one shard batch buffer. */
+export const BATCH_BYTES = 64 * 1024;
+
+/**
+ * Datagrams on their way to a shard. Each path subclasses it to remember where
+ * request #i came from, so that the shard's REPLY records can be sent there.
+ */
+export abstract class Batch {
+  buf: Buffer = transferableBuffer(BATCH_BYTES);
+  len = 0;
+  count = 0;
+}
+
+export interface IoCounters {
+  datagramsIn: number;
+  bytesIn: number;
+  datagramsOut: number;
+  bytesOut: number;
+  /** Datagrams over maxDatagram, answered DATAGRAM_TOO_LARGE by the main thread. */
+  tooLarge: number;
+  /** Datagrams dropped because their shard was not keeping up (maxShardQueue). */
+  shardBusy: number;
+  /** Sends that failed, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...). */
+  sendErrors: Record<string, number>;
+}
+
+export interface BoundAddress { address: string; port: number; family: 'IPv4' | 'IPv6' }
+
+/** The dispatcher's side of the I/O: where received datagrams go. */
+export interface BatchTarget {
+  /**
+   * The batch to append shard `shard`'s next datagram to. `full`: the one handed
+   * out before has no room left: ship it first. null: the shard is not keeping up,
+   * drop (and count) the datagram.
+   */
+  batchFor(shard: number, full: boolean): Batch | null;
+  /** Datagrams were appended: ship what can go. */
+  received(): void;
+}
+
+export interface DatagramIo {
+  readonly path: IoPath;
+  readonly addresses: readonly BoundAddress[];
+  /** Socket index (as in request records) -> the family it sends with. */
+  readonly socketTypes: readonly ('udp4' | 'udp6')[];
+  newBatch(): Batch;
+  /** Starts receiving into `target`'s batches. */
+  start(target: BatchTarget): void;
+  stopReceiving(): void;
+  /** Sends a shard's reply batch (wire/frame.ts) for `batch`. Failures are counted, never thrown. */
+  sendReplies(batch: Batch, out: Buffer): void;
+  counters(): IoCounters;
+  /** Socket buffer sizes the kernel granted. */
+  bufferSizes(): { recv: number; send: number };
+  isBound(): boolean;
+  close(): Promise<void>;
+}

@@ -1,0 +1,177 @@
+// The dgram path (see datagram-io.ts): Node's own UDP sockets. Per datagram
+// received: a string hash and two memcpys into the shard's batch, nothing else (no
+// JSON, no object beyond the Buffer and rinfo that dgram itself hands over).
+import dgram, { type RemoteInfo, type Socket } from 'node:dgram';
+import { isIP } from 'node:net';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { errorJson } from '../protocol/errors.js';
+import { addressBucket, shardOfBucket } from '../routing.js';
+import { REPLY } from '../wire/frame.js';
+import { Batch, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
+
+const TOO_LARGE = Buffer.from(errorJson('DATAGRAM_TOO_LARGE'));
+/** Header bytes of a request record besides the address text; see wire/frame.ts. */
+const RECORD_OVERHEAD = 1 + 2 + 2 + 1 + 2;
+
+/** A batch that remembers each request's source as dgram reported it. */
+class DgramBatch extends Batch {
+  readonly addrs: string[] = [];
+  readonly ports: number[] = [];
+  readonly sockets: number[] = [];
+}
+
+async function bindSockets(config: Config, log: Logger): Promise<Socket[]> {
+  const open = (type: 'udp4' | 'udp6', host: string): Promise<Socket> => new Promise((resolve, reject) => {
+    const socket = dgram.createSocket({
+      type,
+      ipv6Only: false, // "::" also receives IPv4, as IPv4-mapped addresses
+      recvBufferSize: config.recvBufferSize,
+      sendBufferSize: config.sendBufferSize,
+    });
+    socket.once('error', reject);
+    socket.bind({ port: config.port, address: host, exclusive: true }, () => {
+      socket.off('error', reject);
+      // Socket errors arrive here; without a listener they would kill the process.
+      socket.on('error', (err) => log.warn({ err }, 'udp socket error'));
+      resolve(socket);
+    });
+  });
+  if (config.host !== '::') return [await open(isIP(config.host) === 6 ? 'udp6' : 'udp4', config.host)];
+  try {
+    return [await open('udp6', '::')];
+  } catch (err) {
+    log.warn({ err }, 'IPv6 is unavailable; listening on 0.0.0.0 (IPv4 only)');
+    return [await open('udp4', '0.0.0.0')];
+  }
+}
+
+export class DgramIo implements DatagramIo {
+  readonly path = 'dgram';
+  readonly addresses: BoundAddress[];
+  readonly socketTypes: ('udp4' | 'udp6')[];
+  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, sendErrors: {} };
+  private target: BatchTarget | null = null;
+  private readonly shards: number;
+  private readonly maxDatagram: number;
+
+  private constructor(private readonly sockets: Socket[], config: Config) {
+    this.shards = config.shards;
+    this.maxDatagram = config.maxDatagram;
+    this.addresses = sockets.map((s) => {
+      const a = s.address();
+      return { address: a.address, port: a.port, family: a.family as 'IPv4' | 'IPv6' };
+    });
+    this.socketTypes = this.addresses.map((a) => (a.family === 'IPv6' ? 'udp6' : 'udp4'));
+  }
+
+  static async open(config: Config, log: Logger): Promise<DgramIo> {
+    return new DgramIo(await bindSockets(config, log), config);
+  }
+
+  newBatch(): Batch { return new DgramBatch(); }
+
+  start(target: BatchTarget): void {
+    this.target = target;
+    this.sockets.forEach((socket, i) => {
+      socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.receive(i, msg, rinfo));
+    });
+  }
+
+  stopReceiving(): void {
+    this.target = null;
+    for (const s of this.sockets) s.removeAllListeners('message');
+  }
+
+  private receive(socketIndex: number, msg: Buffer, rinfo: RemoteInfo): void {
+    const c = this.c;
+    c.datagramsIn++;
+    c.bytesIn += msg.length;
+    const target = this.target;
+    if (target === null) return;
+    const address = rinfo.address;
+    const port = rinfo.port;
+    if (msg.length > this.maxDatagram) {
+      // The error is smaller than what triggered it, so answering cannot amplify.
+      c.tooLarge++;
+      this.send(socketIndex, TOO_LARGE, 0, TOO_LARGE.length, port, address);
+      return;
+    }
+    const bucket = addressBucket(address);
+    const shard = shardOfBucket(bucket, this.shards);
+    const need = RECORD_OVERHEAD + address.length + msg.length;
+    let b = target.batchFor(shard, false) as DgramBatch | null;
+    if (b !== null && (b.len + need > b.buf.length || b.count === 0xffff)) b = target.batchFor(shard, true) as DgramBatch | null;
+    if (b === null) { c.shardBusy++; return; }
+    const buf = b.buf;
+    let o = b.len;
+    buf[o] = socketIndex;
+    buf[o + 1] = port >>> 8; buf[o + 2] = port & 0xff;
+    buf[o + 3] = bucket >>> 8; buf[o + 4] = bucket & 0xff;
+    buf[o + 5] = address.length;
+    o += 6 + buf.write(address, o + 6, 'latin1');
+    buf[o] = msg.length >>> 8; buf[o + 1] = msg.length & 0xff;
+    o += 2 + msg.copy(buf, o + 2);
+    b.len = o;
+    b.addrs[b.count] = address;
+    b.ports[b.count] = port;
+    b.sockets[b.count] = socketIndex;
+    b.count++;
+    target.received();
+  }
+
+  sendReplies(batch: Batch, out: Buffer): void {
+    const b = batch as DgramBatch;
+    let o = 0;
+    while (o < out.length) {
+      if (out[o] === REPLY) {
+        const i = (out[o + 1]! << 8) | out[o + 2]!;
+        const len = (out[o + 3]! << 8) | out[o + 4]!;
+        this.send(b.sockets[i]!, out, o + 5, len, b.ports[i]!, b.addrs[i]!);
+        o += 5 + len;
+      } else { // SEND_TO: a third party (income) or a requester in another shard's batch
+        const socket = out[o + 1]!;
+        const port = (out[o + 2]! << 8) | out[o + 3]!;
+        const alen = out[o + 4]!;
+        const address = out.toString('latin1', o + 5, o + 5 + alen);
+        const at = o + 5 + alen;
+        const len = (out[at]! << 8) | out[at + 1]!;
+        this.send(socket, out, at + 2, len, port, address);
+        o = at + 2 + len;
+      }
+    }
+  }
+
+  private send(socketIndex: number, buf: Buffer, offset: number, len: number, port: number, address: string): void {
+    // A callback is the only way Node reports a failed send (without one it is
+    // dropped silently); one shared function, so no closure per datagram.
+    this.sockets[socketIndex]!.send(buf, offset, len, port, address, this.onSent);
+  }
+
+  private readonly onSent = (err: Error | null, bytes: number): void => {
+    const c = this.c;
+    if (err === null) {
+      c.datagramsOut++;
+      c.bytesOut += bytes;
+      return;
+    }
+    const code = (err as NodeJS.ErrnoException).code ?? 'other';
+    c.sendErrors[code] = (c.sendErrors[code] ?? 0) + 1;
+  };
+
+  counters(): IoCounters {
+    return { ...this.c, sendErrors: { ...this.c.sendErrors } };
+  }
+
+  bufferSizes(): { recv: number; send: number } {
+    return { recv: this.sockets[0]!.getRecvBufferSize(), send: this.sockets[0]!.getSendBufferSize() };
+  }
+
+  isBound(): boolean {
+    try { for (const s of this.sockets) s.address(); return true; } catch { return false; } // address() throws once closed
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+}

@@ -1,0 +1,155 @@
+// The native path (see datagram-io.ts): the sobani_udp addon (src/io/native/udp.c)
+// owns the UDP socket on the main thread's event loop. It drains the socket with
+// recvmmsg, writes each datagram straight into its shard's batch (the routing
+// bucket computed in C) and calls JS once per receive pass; a shard's whole reply
+// batch goes out in one sendmmsg. The addon is built at install by node-gyp; where
+// it is missing, loadNativeUdp() says why and the tracker uses dgram-io.ts.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config.js';
+import { errorJson } from '../protocol/errors.js';
+import { Batch, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
+
+interface UdpSocketStats extends IoCounters {
+  receivePasses: number;
+  recvCalls: number;
+  sendCalls: number;
+  recvErrors: number;
+  recvBufferSize?: number;
+  sendBufferSize?: number;
+}
+
+interface UdpSocket {
+  address(): BoundAddress;
+  sendReplies(out: Uint8Array, peers: ArrayBuffer): number;
+  stats(): UdpSocketStats;
+  stopReceiving(): void;
+  close(): void;
+}
+
+export interface NativeUdp {
+  /** Bytes of one entry of a batch's peers table (a source sockaddr). */
+  PEER_BYTES: number;
+  addressBucket(address: string): number;
+  UdpSocket: new (options: {
+    host: string; port: number; recvBufferSize: number; sendBufferSize: number; maxDatagram: number;
+    tooLargeReply: Buffer; shards: number; state: Int32Array;
+    onBatch: (shard: number, full: boolean) => [ArrayBuffer, ArrayBuffer] | null;
+    onReceived: () => void;
+  }) => UdpSocket;
+}
+
+// build/ sits at the package root: two levels above src/io/ under tsx, three above dist/src/io/.
+const CANDIDATES = ['../../build/Release/sobani_udp.node', '../../../build/Release/sobani_udp.node']
+  .map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
+
+/** The addon, or the reason it cannot be used. */
+export function loadNativeUdp(): NativeUdp | Error {
+  if (process.platform !== 'linux') return new Error(`the native UDP path needs Linux (recvmmsg/sendmmsg), not ${process.platform}`);
+  const file = CANDIDATES.find((f) => existsSync(f));
+  if (file === undefined) return new Error('build/Release/sobani_udp.node is not there: it is built by `yarn install` when python3, make and a C compiler are present (see build/native-build.log)');
+  try {
+    return createRequire(import.meta.url)(file) as NativeUdp;
+  } catch (err) {
+    return new Error(`${file} does not load: ${(err as Error).message}`);
+  }
+}
+
+/** Records per batch: a peers entry for each. Smaller records than 32 bytes on average just ship a batch early. */
+const PEERS_PER_BATCH = 2048;
+
+/** A batch whose request sources the addon keeps as sockaddrs, one PEER_BYTES entry each. */
+class NativeBatch extends Batch {
+  constructor(readonly peers: ArrayBuffer) { super(); }
+}
+
+export class NativeIo implements DatagramIo {
+  readonly path = 'native';
+  readonly addresses: BoundAddress[];
+  readonly socketTypes: ('udp4' | 'udp6')[];
+  private readonly socket: UdpSocket;
+  /** [len, count] of each shard's batch while the addon appends to it; see onBatch. */
+  private readonly state: Int32Array;
+  private readonly pending: (NativeBatch | null)[];
+  private target: BatchTarget | null = null;
+
+  constructor(private readonly addon: NativeUdp, config: Config) {
+    this.state = new Int32Array(config.shards * 2);
+    this.pending = new Array<NativeBatch | null>(config.shards).fill(null);
+    this.socket = new addon.UdpSocket({
+      host: config.host,
+      port: config.port,
+      recvBufferSize: config.recvBufferSize,
+      sendBufferSize: config.sendBufferSize,
+      maxDatagram: config.maxDatagram,
+      tooLargeReply: Buffer.from(errorJson('DATAGRAM_TOO_LARGE')),
+      shards: config.shards,
+      state: this.state,
+      onBatch: this.onBatch,
+      onReceived: this.onReceived,
+    });
+    const a = this.socket.address();
+    this.addresses = [a];
+    this.socketTypes = [a.family === 'IPv6' ? 'udp6' : 'udp4'];
+  }
+
+  newBatch(): Batch { return new NativeBatch(new ArrayBuffer(PEERS_PER_BATCH * this.addon.PEER_BYTES)); }
+
+  start(target: BatchTarget): void { this.target = target; }
+
+  /**
+   * The addon asks for shard s's batch at its first datagram for s in a receive
+   * pass, and again when that batch is full. The batch's len/count travel in
+   * `state` while the addon appends; they are copied back before anyone else
+   * looks at the batch (here, and at the end of the pass).
+   */
+  private readonly onBatch = (shard: number, full: boolean): [ArrayBuffer, ArrayBuffer] | null => {
+    if (this.target === null) return null;
+    this.syncPending(shard);
+    const b = this.target.batchFor(shard, full) as NativeBatch | null;
+    this.pending[shard] = b;
+    if (b === null) return null;
+    this.state[2 * shard] = b.len;
+    this.state[2 * shard + 1] = b.count;
+    return [b.buf.buffer as ArrayBuffer, b.peers];
+  };
+
+  private readonly onReceived = (): void => {
+    for (let s = 0; s < this.pending.length; s++) this.syncPending(s);
+    this.target?.received();
+  };
+
+  private syncPending(shard: number): void {
+    const b = this.pending[shard];
+    if (b === null || b === undefined) return;
+    b.len = this.state[2 * shard]!;
+    b.count = this.state[2 * shard + 1]!;
+    this.pending[shard] = null;
+  }
+
+  stopReceiving(): void {
+    this.target = null;
+    this.socket.stopReceiving();
+  }
+
+  sendReplies(batch: Batch, out: Buffer): void {
+    this.socket.sendReplies(out, (batch as NativeBatch).peers);
+  }
+
+  counters(): IoCounters & Omit<UdpSocketStats, 'recvBufferSize' | 'sendBufferSize'> {
+    const { recvBufferSize: _r, sendBufferSize: _s, ...counters } = this.socket.stats();
+    return counters;
+  }
+
+  bufferSizes(): { recv: number; send: number } {
+    const s = this.socket.stats();
+    return { recv: s.recvBufferSize ?? 0, send: s.sendBufferSize ?? 0 };
+  }
+
+  isBound(): boolean {
+    try { this.socket.address(); return true; } catch { return false; } // address() throws once closed
+  }
+
+  async close(): Promise<void> { this.socket.close(); }
+}

@@ -1,0 +1,1113 @@
+// sobani_udp: the tracker's UDP socket, owned by the main thread, moving
+// datagrams in batches with recvmmsg/sendmmsg and calling into JS once per
+// batch (never once per datagram).
+//
+// Receive: the socket is non-blocking and watched by a uv_poll_t on the main
+// thread's libuv loop. On readable, one "pass" drains up to PASS_CAP datagrams
+// with recvmmsg and appends each one, as a request record (see src/wire/frame.ts),
+// to the pending batch of the shard its source IP routes to. The batch buffers
+// and their peers tables belong to JS: C asks for them with onBatch(shard, full)
+// and only holds them for the duration of the pass (JS transfers them to worker
+// threads between passes).
+//
+// Send: sendReplies() walks a reply batch and sends every record with sendmmsg,
+// each message's iovec pointing into the batch itself (no copy).
+//
+// Linux only (recvmmsg/sendmmsg). Node-API only, so one build serves every Node
+// version with N-API 8.
+#define NAPI_VERSION 8
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <uv.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+// One entry of a peers table: the source sockaddr of request #i of a batch
+// (a sockaddr_in or sockaddr_in6, 28 bytes at most), padded to 32.
+#define PEER_BYTES 32
+// Datagrams per recvmmsg call, and per receive pass at most (so the event
+// loop keeps turning; the poll is level-triggered and fires again).
+#define RECV_VLEN 64
+#define PASS_CAP 1024
+// Datagrams per sendmmsg call at most.
+#define SEND_VLEN 1024
+// Room for any address text: INET6_ADDRSTRLEN (46) + '%' + an interface name.
+#define ADDR_TEXT_MAX 64
+// Bytes of a request record besides the address text and the payload.
+#define RECORD_OVERHEAD (1 + 2 + 2 + 1 + 2)
+#define BUCKET_MASK 4095u
+
+// ---- send error reasons ---------------------------------------------------
+
+enum {
+  R_EAGAIN, R_ENOBUFS, R_ECONNREFUSED, R_EHOSTUNREACH, R_ENETUNREACH, R_EACCES,
+  R_EPERM, R_EMSGSIZE, R_EINVAL, R_EAFNOSUPPORT, R_MALFORMED, R_OTHER, R_COUNT
+};
+static const char* const REASON_NAMES[R_COUNT] = {
+  "EAGAIN", "ENOBUFS", "ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EACCES",
+  "EPERM", "EMSGSIZE", "EINVAL", "EAFNOSUPPORT", "malformed", "other"
+};
+
+static int reason_of_errno(int e) {
+  switch (e) {
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+      return R_EAGAIN;
+    case ENOBUFS: return R_ENOBUFS;
+    case ECONNREFUSED: return R_ECONNREFUSED;
+    case EHOSTUNREACH: return R_EHOSTUNREACH;
+    case ENETUNREACH: return R_ENETUNREACH;
+    case EACCES: return R_EACCES;
+    case EPERM: return R_EPERM;
+    case EMSGSIZE: return R_EMSGSIZE;
+    case EINVAL: return R_EINVAL;
+    case EAFNOSUPPORT: return R_EAFNOSUPPORT;
+    default: return R_OTHER;
+  }
+}
+
+// ---- address text and bucket ------------------------------------------------
+
+// Dotted IPv4 text of 4 bytes, as uv_inet_ntop writes it. Returns its length.
+static int format_v4(const uint8_t* b, char* out) {
+  int n = 0;
+  for (int i = 0; i < 4; i++) {
+    unsigned v = b[i];
+    if (v >= 100) { out[n++] = (char)('0' + v / 100); v %= 100; out[n++] = (char)('0' + v / 10); out[n++] = (char)('0' + v % 10); }
+    else if (v >= 10) { out[n++] = (char)('0' + v / 10); out[n++] = (char)('0' + v % 10); }
+    else out[n++] = (char)('0' + v);
+    if (i < 3) out[n++] = '.';
+  }
+  out[n] = 0;
+  return n;
+}
+
+// The text Node's dgram puts in rinfo.address for this source address: libuv's
+// uv_inet_ntop, plus "%<interface>" for a link-local IPv6 address with a scope
+// (as node's AddressToJS does). IPv4 and v4-mapped take a fast path that gives
+// the same text. Returns the length, or -1.
+static int format_address(const struct sockaddr* sa, char* out) {
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in* a4 = (const struct sockaddr_in*)sa;
+    return format_v4((const uint8_t*)&a4->sin_addr, out);
+  }
+  if (sa->sa_family != AF_INET6) return -1;
+  const struct sockaddr_in6* a6 = (const struct sockaddr_in6*)sa;
+  const uint8_t* b = a6->sin6_addr.s6_addr;
+  static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+  if (memcmp(b, mapped, 12) == 0) {
+    memcpy(out, "::ffff:", 7);
+    return 7 + format_v4(b + 12, out + 7);
+  }
+  if (uv_inet_ntop(AF_INET6, b, out, ADDR_TEXT_MAX) != 0) return -1;
+  int n = (int)strlen(out);
+  if (IN6_IS_ADDR_LINKLOCAL(&a6->sin6_addr) && a6->sin6_scope_id > 0) {
+    char name[ADDR_TEXT_MAX];
+    size_t size = sizeof name;
+    if (uv_if_indextoname(a6->sin6_scope_id, name, &size) != 0) {
+      snprintf(name, sizeof name, "%u", (unsigned)a6->sin6_scope_id);
+    }
+    n += snprintf(out + n, (size_t)(ADDR_TEXT_MAX - n), "%%%s", name);
+    if (n >= ADDR_TEXT_MAX) n = ADDR_TEXT_MAX - 1;
+  }
+  return n;
+}
+
+// routing.ts addressBucket over 8-bit text: FNV-1a, skipping a leading
+// "::ffff:" when dotted IPv4 follows, stopping at '%', folded to 12 bits.
+static uint32_t bucket_of_text(const char* a, int n) {
+  int start = 0;
+  if (n > 7 && memcmp(a, "::ffff:", 7) == 0 && memchr(a + 7, '.', (size_t)(n - 7)) != NULL) start = 7;
+  uint32_t h = 0x811c9dc5u;
+  for (int i = start; i < n; i++) {
+    uint32_t c = (uint8_t)a[i];
+    if (c == '%') break;
+    h = (h ^ c) * 0x01000193u;
+  }
+  return (h ^ (h >> 16)) & BUCKET_MASK;
+}
+
+// The same over UTF-16 code units, for addressBucket() called from JS.
+static uint32_t bucket_of_utf16(const char16_t* a, size_t n) {
+  size_t start = 0;
+  static const char prefix[] = "::ffff:";
+  if (n > 7) {
+    int same = 1;
+    for (int i = 0; i < 7; i++) if (a[i] != (char16_t)prefix[i]) { same = 0; break; }
+    if (same) {
+      for (size_t i = 7; i < n; i++) if (a[i] == '.') { start = 7; break; }
+    }
+  }
+  uint32_t h = 0x811c9dc5u;
+  for (size_t i = start; i < n; i++) {
+    uint32_t c = a[i];
+    if (c == '%') break;
+    h = (h ^ c) * 0x01000193u;
+  }
+  return (h ^ (h >> 16)) & BUCKET_MASK;
+}
+
+// Parses "1.2.3.4", "::ffff:1.2.3.4", IPv6 text (optionally "%zone") into a
+// destination for a socket of `family`. Returns -1 on success, else a reason.
+static int parse_destination(int family, const uint8_t* text, size_t len, unsigned port,
+                             struct sockaddr_in6* out, socklen_t* out_len) {
+  char buf[ADDR_TEXT_MAX + 1];
+  if (len == 0 || len > ADDR_TEXT_MAX) return R_EINVAL;
+  memcpy(buf, text, len);
+  buf[len] = 0;
+  unsigned scope = 0;
+  char* pct = strchr(buf, '%');
+  if (pct != NULL) {
+    *pct = 0;
+    const char* zone = pct + 1;
+    scope = if_nametoindex(zone);
+    if (scope == 0) {
+      char* end = NULL;
+      unsigned long v = strtoul(zone, &end, 10);
+      if (end == zone || *end != 0) return R_EINVAL;
+      scope = (unsigned)v;
+    }
+  }
+  struct in_addr a4;
+  struct in6_addr a6;
+  memset(out, 0, sizeof *out);
+  if (inet_pton(AF_INET, buf, &a4) == 1) {
+    if (family == AF_INET) {
+      struct sockaddr_in* s4 = (struct sockaddr_in*)out;
+      s4->sin_family = AF_INET;
+      s4->sin_port = htons((uint16_t)port);
+      s4->sin_addr = a4;
+      *out_len = sizeof(struct sockaddr_in);
+    } else {
+      out->sin6_family = AF_INET6;
+      out->sin6_port = htons((uint16_t)port);
+      out->sin6_addr.s6_addr[10] = 0xff;
+      out->sin6_addr.s6_addr[11] = 0xff;
+      memcpy(&out->sin6_addr.s6_addr[12], &a4, 4);
+      *out_len = sizeof(struct sockaddr_in6);
+    }
+    return -1;
+  }
+  if (inet_pton(AF_INET6, buf, &a6) == 1) {
+    if (family == AF_INET6) {
+      out->sin6_family = AF_INET6;
+      out->sin6_port = htons((uint16_t)port);
+      out->sin6_addr = a6;
+      out->sin6_scope_id = scope;
+      *out_len = sizeof(struct sockaddr_in6);
+      return -1;
+    }
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+      struct sockaddr_in* s4 = (struct sockaddr_in*)out;
+      s4->sin_family = AF_INET;
+      s4->sin_port = htons((uint16_t)port);
+      memcpy(&s4->sin_addr, &a6.s6_addr[12], 4);
+      *out_len = sizeof(struct sockaddr_in);
+      return -1;
+    }
+    return R_EAFNOSUPPORT; // an IPv6 destination for an IPv4 socket
+  }
+  return R_EINVAL;
+}
+
+// ---- the socket ---------------------------------------------------------------
+
+typedef struct {
+  napi_value buf_v, peers_v; // handles, valid only inside the pass's handle scope
+  uint8_t* buf;
+  size_t buf_len;
+  uint8_t* peers;
+  size_t peers_len;
+  uint32_t len, count;
+  uint8_t status; // SHARD_NONE / SHARD_OPEN / SHARD_BUSY, for the current pass
+} shard_pass;
+
+enum { SHARD_NONE = 0, SHARD_OPEN = 1, SHARD_BUSY = 2 };
+
+typedef struct {
+  napi_env env;
+  napi_ref wrapper_ref; // strong while open, so an unreferenced open socket lives on
+  napi_ref on_batch_ref, on_received_ref, state_ref, resource_ref;
+  napi_async_context async_ctx;
+  uv_poll_t* poll;
+  int fd;
+  int family;
+  int receiving;
+  int closed;
+  int hook_added;
+  int async_live;
+  int in_pass;        // a receive pass is running (JS may be on the stack above it)
+  int release_after;  // close() ran during a pass: release the JS side when it ends
+  uint32_t shards;
+  uint32_t max_datagram;
+  uint8_t* too_large;
+  size_t too_large_len;
+
+  size_t slot;
+  uint8_t* rbuf;
+  struct mmsghdr rmsgs[RECV_VLEN];
+  struct iovec riov[RECV_VLEN];
+  struct sockaddr_in6 rname[RECV_VLEN];
+
+  struct mmsghdr* smsgs;
+  struct iovec* siov;
+  struct sockaddr_in6* sname;
+
+  shard_pass* sp;
+  int32_t* state_scratch;
+
+  uint64_t datagrams_in, bytes_in, datagrams_out, bytes_out, too_large_count, shard_busy;
+  uint64_t receive_passes, recv_calls, send_calls, recv_errors;
+  uint64_t send_errors[R_COUNT];
+} udp_socket;
+
+// ---- small N-API helpers --------------------------------------------------------
+
+#define NAPI_OK(call) do { if ((call) != napi_ok) return NULL; } while (0)
+
+static napi_value throw_type_error(napi_env env, const char* msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+  return NULL;
+}
+
+static void set_named_string(napi_env env, napi_value obj, const char* key, const char* value) {
+  napi_value v;
+  if (napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+static void set_named_double(napi_env env, napi_value obj, const char* key, double value) {
+  napi_value v;
+  if (napi_create_double(env, value, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+// Throws an Error like node's own socket errors: code 'EADDRINUSE', errno, syscall, address, port.
+static napi_value throw_errno(napi_env env, int err, const char* syscall, const char* host, int port) {
+  const char* code = uv_err_name(-err);
+  char msg[256];
+  if (host != NULL) snprintf(msg, sizeof msg, "%s %s %s:%d (%s)", syscall, code, host, port, strerror(err));
+  else snprintf(msg, sizeof msg, "%s %s (%s)", syscall, code, strerror(err));
+  napi_value code_v, msg_v, error;
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
+  napi_create_error(env, code_v, msg_v, &error);
+  set_named_double(env, error, "errno", -err);
+  set_named_string(env, error, "syscall", syscall);
+  if (host != NULL) {
+    set_named_string(env, error, "address", host);
+    set_named_double(env, error, "port", port);
+  }
+  napi_throw(env, error);
+  return NULL;
+}
+
+// Returns 1 and sets *out if obj[key] is present (not undefined/null).
+static int get_opt(napi_env env, napi_value obj, const char* key, napi_value* out) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return 0;
+  if (napi_get_named_property(env, obj, key, out) != napi_ok) return 0;
+  napi_valuetype t;
+  napi_typeof(env, *out, &t);
+  return t != napi_undefined && t != napi_null;
+}
+
+static int get_opt_number(napi_env env, napi_value obj, const char* key, double dflt, double lo, double hi, double* out) {
+  napi_value v;
+  if (!get_opt(env, obj, key, &v)) { *out = dflt; return 1; }
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || d != d || d < lo || d > hi || d != (double)(int64_t)d) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "option %s must be an integer in %.0f..%.0f", key, lo, hi);
+    throw_type_error(env, msg);
+    return 0;
+  }
+  *out = d;
+  return 1;
+}
+
+// Bytes of an ArrayBuffer, TypedArray, DataView or Buffer. A detached buffer gives len 0.
+static int get_bytes(napi_env env, napi_value v, uint8_t** data, size_t* len) {
+  bool is;
+  void* p = NULL;
+  *data = NULL;
+  *len = 0;
+  if (napi_is_arraybuffer(env, v, &is) == napi_ok && is) {
+    if (napi_get_arraybuffer_info(env, v, &p, len) != napi_ok) return 0;
+    *data = p;
+    return 1;
+  }
+  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_typedarray_type type;
+    size_t n, off;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, v, &type, &n, &p, &ab, &off) != napi_ok) return 0;
+    size_t elem = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: elem = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+      default: elem = 1;
+    }
+    *data = p;
+    *len = p == NULL ? 0 : n * elem;
+    return 1;
+  }
+  if (napi_is_dataview(env, v, &is) == napi_ok && is) {
+    napi_value ab;
+    size_t off;
+    if (napi_get_dataview_info(env, v, len, &p, &ab, &off) != napi_ok) return 0;
+    *data = p;
+    if (p == NULL) *len = 0;
+    return 1;
+  }
+  return 0;
+}
+
+// A JS exception thrown by a callback: report it like any event handler's
+// (process 'uncaughtException', or print and exit).
+static void report_pending_exception(napi_env env) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value e;
+    if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
+  }
+}
+
+// ---- closing ------------------------------------------------------------------
+
+static void free_handle(uv_handle_t* h) { free(h); }
+
+// Stops polling and closes the fd. No JS; safe from a finalizer or cleanup hook.
+static void close_socket_now(udp_socket* s) {
+  if (s->closed) return;
+  s->closed = 1;
+  s->receiving = 0;
+  if (s->poll != NULL) {
+    uv_poll_stop(s->poll);
+    uv_close((uv_handle_t*)s->poll, free_handle);
+    s->poll = NULL;
+  }
+  if (s->fd >= 0) {
+    close(s->fd);
+    s->fd = -1;
+  }
+}
+
+static void cleanup_hook(void* arg) {
+  udp_socket* s = arg;
+  s->hook_added = 0; // node drops a hook once it ran
+  close_socket_now(s);
+}
+
+static void finalize_socket(napi_env env, void* data, void* hint) {
+  (void)hint;
+  udp_socket* s = data;
+  close_socket_now(s);
+  if (s->hook_added) {
+    napi_remove_env_cleanup_hook(env, cleanup_hook, s);
+    s->hook_added = 0;
+  }
+  napi_ref* refs[] = { &s->wrapper_ref, &s->on_batch_ref, &s->on_received_ref, &s->state_ref, &s->resource_ref };
+  for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
+    if (*refs[i] != NULL) { napi_delete_reference(env, *refs[i]); *refs[i] = NULL; }
+  }
+  free(s->too_large);
+  free(s->rbuf);
+  free(s->smsgs);
+  free(s->siov);
+  free(s->sname);
+  free(s->sp);
+  free(s->state_scratch);
+  free(s);
+}
+
+// What only JS-side code may release: the cleanup hook, the async context, and the
+// strong reference that keeps an open socket's object alive.
+static void release_js(napi_env env, udp_socket* s) {
+  if (s->hook_added) {
+    napi_remove_env_cleanup_hook(env, cleanup_hook, s);
+    s->hook_added = 0;
+  }
+  if (s->async_live) {
+    napi_async_destroy(env, s->async_ctx);
+    s->async_live = 0;
+  }
+  if (s->wrapper_ref != NULL) {
+    napi_delete_reference(env, s->wrapper_ref); // closed: the object may be collected now
+    s->wrapper_ref = NULL;
+  }
+}
+
+// close() from JS. During a receive pass (close() called by a callback), the
+// object must outlive the pass, so the JS side is released when the pass ends.
+static void close_from_js(napi_env env, udp_socket* s) {
+  close_socket_now(s);
+  if (s->in_pass) s->release_after = 1;
+  else release_js(env, s);
+}
+
+// ---- receiving ------------------------------------------------------------------
+
+typedef struct {
+  int open;
+  napi_handle_scope hs;
+  napi_callback_scope cs;
+  int32_t* state;
+  int aborted; // the socket was closed or stopped by a callback
+} pass_ctx;
+
+// Points p->state at the JS Int32Array's memory (or at scratch memory if it is
+// unusable). Done again after every callback: JS could have detached its buffer.
+static void state_bind(udp_socket* s, pass_ctx* p) {
+  p->state = s->state_scratch;
+  napi_value state;
+  if (napi_get_reference_value(s->env, s->state_ref, &state) == napi_ok && state != NULL) {
+    napi_typedarray_type type;
+    size_t n, off;
+    void* data;
+    napi_value ab;
+    if (napi_get_typedarray_info(s->env, state, &type, &n, &data, &ab, &off) == napi_ok &&
+        type == napi_int32_array && data != NULL && n >= 2 * (size_t)s->shards) {
+      p->state = data;
+    }
+  }
+}
+
+static void pass_open(udp_socket* s, pass_ctx* p) {
+  if (p->open) return;
+  napi_env env = s->env;
+  p->open = 1;
+  napi_open_handle_scope(env, &p->hs);
+  napi_value resource;
+  napi_get_reference_value(env, s->resource_ref, &resource);
+  if (napi_open_callback_scope(env, resource, s->async_ctx, &p->cs) != napi_ok) p->cs = NULL;
+  state_bind(s, p);
+}
+
+static void pass_close(udp_socket* s, pass_ctx* p) {
+  if (!p->open) return;
+  if (p->cs != NULL) napi_close_callback_scope(s->env, p->cs);
+  napi_close_handle_scope(s->env, p->hs);
+  p->open = 0;
+}
+
+static void state_write(udp_socket* s, pass_ctx* p) {
+  for (uint32_t i = 0; i < s->shards; i++) {
+    shard_pass* sp = &s->sp[i];
+    if (sp->status == SHARD_OPEN) {
+      p->state[2 * i] = (int32_t)sp->len;
+      p->state[2 * i + 1] = (int32_t)sp->count;
+    }
+  }
+}
+
+// Takes the buffers of a shard from its handles and its len/count from state.
+// Success: SHARD_OPEN. A detached buffer or inconsistent state: SHARD_NONE.
+static void shard_refresh(udp_socket* s, pass_ctx* p, uint32_t shard) {
+  shard_pass* sp = &s->sp[shard];
+  sp->status = SHARD_NONE;
+  if (sp->buf_v == NULL || sp->peers_v == NULL) return;
+  if (!get_bytes(s->env, sp->buf_v, &sp->buf, &sp->buf_len) || !get_bytes(s->env, sp->peers_v, &sp->peers, &sp->peers_len) ||
+      sp->buf == NULL || sp->buf_len == 0 || sp->peers == NULL || sp->peers_len < PEER_BYTES) {
+    return;
+  }
+  int32_t len = p->state[2 * shard], count = p->state[2 * shard + 1];
+  if (len < 0 || count < 0 || (size_t)len > sp->buf_len || count > 0xffff || (size_t)count * PEER_BYTES > sp->peers_len) return;
+  sp->len = (uint32_t)len;
+  sp->count = (uint32_t)count;
+  sp->status = SHARD_OPEN;
+}
+
+// Calls onBatch(shard, full). Afterwards the shard is SHARD_OPEN with a buffer, or SHARD_BUSY.
+static void call_on_batch(udp_socket* s, pass_ctx* p, uint32_t shard, int full) {
+  napi_env env = s->env;
+  pass_open(s, p);
+  state_write(s, p);
+  shard_pass* sp = &s->sp[shard];
+  sp->status = SHARD_NONE;
+  sp->buf_v = sp->peers_v = NULL;
+  napi_value fn, undefined, argv[2], result = NULL;
+  napi_get_reference_value(env, s->on_batch_ref, &fn);
+  napi_get_undefined(env, &undefined);
+  napi_create_uint32(env, shard, &argv[0]);
+  napi_get_boolean(env, full != 0, &argv[1]);
+  if (napi_call_function(env, undefined, fn, 2, argv, &result) != napi_ok) {
+    result = NULL;
+    report_pending_exception(env);
+  }
+  if (s->closed || !s->receiving) { p->aborted = 1; return; }
+  state_bind(s, p);
+  // The callback may have changed anything: take every open shard's buffer and state again.
+  for (uint32_t i = 0; i < s->shards; i++) {
+    if (i != shard && s->sp[i].status == SHARD_OPEN) shard_refresh(s, p, i);
+  }
+  bool is_array = false;
+  uint32_t n = 0;
+  if (result != NULL && napi_is_array(env, result, &is_array) == napi_ok && is_array &&
+      napi_get_array_length(env, result, &n) == napi_ok && n >= 2 &&
+      napi_get_element(env, result, 0, &sp->buf_v) == napi_ok &&
+      napi_get_element(env, result, 1, &sp->peers_v) == napi_ok) {
+    shard_refresh(s, p, shard);
+    if (sp->status == SHARD_OPEN) return;
+  }
+  // null (or anything unusable): drop this shard's datagrams for the rest of the pass
+  sp->status = SHARD_BUSY;
+}
+
+static void call_on_received(udp_socket* s, pass_ctx* p) {
+  napi_env env = s->env;
+  pass_open(s, p);
+  napi_value fn, undefined, result;
+  napi_get_reference_value(env, s->on_received_ref, &fn);
+  napi_get_undefined(env, &undefined);
+  if (napi_call_function(env, undefined, fn, 0, NULL, &result) != napi_ok) report_pending_exception(env);
+}
+
+static void send_too_large(udp_socket* s, const struct sockaddr_in6* to, socklen_t to_len) {
+  s->too_large_count++;
+  ssize_t r;
+  do {
+    r = sendto(s->fd, s->too_large, s->too_large_len, MSG_DONTWAIT, (const struct sockaddr*)to, to_len);
+  } while (r < 0 && errno == EINTR);
+  s->send_calls++;
+  if (r < 0) {
+    s->send_errors[reason_of_errno(errno)]++;
+  } else {
+    s->datagrams_out++;
+    s->bytes_out += (uint64_t)r;
+  }
+}
+
+static inline int record_fits(const shard_pass* sp, size_t need) {
+  return sp->len + need <= sp->buf_len && (size_t)(sp->count + 1) * PEER_BYTES <= sp->peers_len && sp->count < 0xffff;
+}
+
+// Handles received datagram i. Returns 1 if it was appended to a batch.
+static int take_datagram(udp_socket* s, pass_ctx* p, unsigned i) {
+  const struct mmsghdr* m = &s->rmsgs[i];
+  uint32_t n = m->msg_len;
+  s->datagrams_in++;
+  s->bytes_in += n;
+  const struct sockaddr_in6* from = &s->rname[i];
+  socklen_t from_len = m->msg_hdr.msg_namelen;
+  if (n > s->max_datagram || (m->msg_hdr.msg_flags & MSG_TRUNC)) {
+    // The error is smaller than what triggered it, so answering cannot amplify.
+    send_too_large(s, from, from_len);
+    return 0;
+  }
+  char addr[ADDR_TEXT_MAX];
+  int alen = format_address((const struct sockaddr*)from, addr);
+  if (alen <= 0) return 0;
+  uint32_t bucket = bucket_of_text(addr, alen);
+  uint32_t shard = bucket % s->shards;
+  shard_pass* sp = &s->sp[shard];
+  if (sp->status == SHARD_BUSY) { s->shard_busy++; return 0; }
+  if (sp->status == SHARD_NONE) {
+    call_on_batch(s, p, shard, 0);
+    if (p->aborted) return 0;
+    if (sp->status != SHARD_OPEN) { s->shard_busy++; return 0; }
+  }
+  size_t need = RECORD_OVERHEAD + (size_t)alen + n;
+  if (!record_fits(sp, need)) {
+    if (sp->count == 0) { s->shard_busy++; return 0; } // larger than a whole empty batch: nothing to ship
+    call_on_batch(s, p, shard, 1);
+    if (p->aborted) return 0;
+    if (sp->status != SHARD_OPEN) { s->shard_busy++; return 0; }
+    if (!record_fits(sp, need)) { s->shard_busy++; return 0; }
+  }
+  uint8_t* o = sp->buf + sp->len;
+  unsigned port = ntohs(from->sin6_port); // sin_port and sin6_port share the offset
+  o[0] = 0;
+  o[1] = (uint8_t)(port >> 8); o[2] = (uint8_t)port;
+  o[3] = (uint8_t)(bucket >> 8); o[4] = (uint8_t)bucket;
+  o[5] = (uint8_t)alen;
+  memcpy(o + 6, addr, (size_t)alen);
+  o += 6 + alen;
+  o[0] = (uint8_t)(n >> 8); o[1] = (uint8_t)n;
+  memcpy(o + 2, s->rbuf + (size_t)i * s->slot, n);
+  sp->len += (uint32_t)need;
+  uint8_t* peer = sp->peers + (size_t)sp->count * PEER_BYTES;
+  memset(peer, 0, PEER_BYTES);
+  memcpy(peer, from, from->sin6_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+  sp->count++;
+  return 1;
+}
+
+static void receive_pass(udp_socket* s) {
+  pass_ctx p = { 0 };
+  unsigned total = 0;
+  s->receive_passes++;
+  s->in_pass = 1;
+  while (total < PASS_CAP && !p.aborted) {
+    for (unsigned i = 0; i < RECV_VLEN; i++) {
+      s->rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+      s->rmsgs[i].msg_hdr.msg_flags = 0;
+    }
+    // MSG_TRUNC: msg_len is the datagram's real length even when it did not fit.
+    int r = recvmmsg(s->fd, s->rmsgs, RECV_VLEN, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    s->recv_calls++;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) s->recv_errors++;
+      break;
+    }
+    if (r == 0) break;
+    for (int i = 0; i < r; i++) {
+      if (p.aborted) break; // closed or stopped by a callback: the rest is dropped
+      take_datagram(s, &p, (unsigned)i);
+    }
+    total += (unsigned)r;
+    if (r < RECV_VLEN) break; // drained
+  }
+  // Every pass that handed out a batch ends with onReceived(), even if nothing was
+  // appended in the end: JS takes each batch's len/count back from `state` there.
+  if (p.open) {
+    if (!s->closed) state_write(s, &p);
+    if (!s->closed) call_on_received(s, &p);
+  }
+  for (uint32_t i = 0; i < s->shards; i++) {
+    shard_pass* sp = &s->sp[i];
+    sp->status = SHARD_NONE;
+    sp->buf = sp->peers = NULL;
+    sp->buf_v = sp->peers_v = NULL;
+  }
+  pass_close(s, &p); // runs nextTicks and microtasks queued by the callbacks
+  s->in_pass = 0;
+  if (s->release_after) {
+    s->release_after = 0;
+    napi_handle_scope hs;
+    napi_open_handle_scope(s->env, &hs);
+    release_js(s->env, s);
+    napi_close_handle_scope(s->env, hs);
+  }
+}
+
+static void on_poll(uv_poll_t* h, int status, int events) {
+  (void)events;
+  udp_socket* s = h->data;
+  if (s->closed || !s->receiving) return;
+  if (status < 0) {
+    // libuv stopped the poll on a socket error: clear the error and watch again
+    s->recv_errors++;
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (s->poll != NULL && uv_poll_start(s->poll, UV_READABLE, on_poll) != 0) s->receiving = 0;
+    return;
+  }
+  receive_pass(s);
+}
+
+// ---- sending ------------------------------------------------------------------
+
+static uint32_t flush_sends(udp_socket* s, unsigned n) {
+  unsigned i = 0;
+  uint32_t ok = 0;
+  while (i < n) {
+    int r = sendmmsg(s->fd, s->smsgs + i, n - i, MSG_DONTWAIT);
+    s->send_calls++;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      s->send_errors[reason_of_errno(errno)]++; // the failed message is skipped
+      i++;
+      continue;
+    }
+    if (r == 0) { s->send_errors[R_OTHER]++; i++; continue; }
+    for (int j = 0; j < r; j++) s->bytes_out += s->smsgs[i + (unsigned)j].msg_len;
+    s->datagrams_out += (uint64_t)r;
+    ok += (uint32_t)r;
+    i += (unsigned)r; // a short count: the next call starts at the message that failed
+  }
+  return ok;
+}
+
+static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], self;
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, &self, NULL));
+  udp_socket* s;
+  NAPI_OK(napi_unwrap(env, self, (void**)&s));
+  uint8_t *out, *peers = NULL;
+  size_t out_len, peers_len = 0;
+  if (argc < 1 || !get_bytes(env, argv[0], &out, &out_len)) return throw_type_error(env, "sendReplies(out, peers): out must be a Uint8Array or ArrayBuffer");
+  if (argc >= 2) {
+    napi_valuetype t;
+    napi_typeof(env, argv[1], &t);
+    if (t != napi_undefined && t != napi_null && !get_bytes(env, argv[1], &peers, &peers_len)) {
+      return throw_type_error(env, "sendReplies(out, peers): peers must be an ArrayBuffer");
+    }
+  }
+  uint32_t sent = 0;
+  if (s->closed || out == NULL) {
+    napi_value v;
+    napi_create_uint32(env, 0, &v);
+    return v;
+  }
+  size_t o = 0;
+  unsigned n = 0;
+  while (o < out_len) {
+    uint8_t kind = out[o];
+    size_t payload, len, next;
+    struct sockaddr_in6* to = &s->sname[n];
+    socklen_t to_len = 0;
+    int reason = -1;
+    if (kind == 0) { // REPLY: u8 0 | u16 index | u16 len | payload
+      if (o + 5 > out_len) { s->send_errors[R_MALFORMED]++; break; }
+      size_t index = ((size_t)out[o + 1] << 8) | out[o + 2];
+      len = ((size_t)out[o + 3] << 8) | out[o + 4];
+      payload = o + 5;
+      next = payload + len;
+      if (next > out_len) { s->send_errors[R_MALFORMED]++; break; }
+      if (peers == NULL || (index + 1) * PEER_BYTES > peers_len) {
+        reason = R_MALFORMED;
+      } else {
+        memcpy(to, peers + index * PEER_BYTES, sizeof *to);
+        if (to->sin6_family == AF_INET && s->family == AF_INET) to_len = sizeof(struct sockaddr_in);
+        else if (to->sin6_family == AF_INET6 && s->family == AF_INET6) to_len = sizeof(struct sockaddr_in6);
+        else reason = R_MALFORMED; // an entry that was never written
+      }
+    } else if (kind == 1) { // SEND_TO: u8 1 | u8 socket | u16 port | u8 addrLen | addr | u16 len | payload
+      if (o + 5 > out_len) { s->send_errors[R_MALFORMED]++; break; }
+      unsigned port = ((unsigned)out[o + 2] << 8) | out[o + 3];
+      size_t alen = out[o + 4];
+      size_t at = o + 5 + alen;
+      if (at + 2 > out_len) { s->send_errors[R_MALFORMED]++; break; }
+      len = ((size_t)out[at] << 8) | out[at + 1];
+      payload = at + 2;
+      next = payload + len;
+      if (next > out_len) { s->send_errors[R_MALFORMED]++; break; }
+      reason = parse_destination(s->family, out + o + 5, alen, port, to, &to_len);
+    } else {
+      s->send_errors[R_MALFORMED]++;
+      break;
+    }
+    o = next;
+    if (reason >= 0) { s->send_errors[reason]++; continue; }
+    s->siov[n].iov_base = out + payload;
+    s->siov[n].iov_len = len;
+    struct msghdr* h = &s->smsgs[n].msg_hdr;
+    h->msg_name = to;
+    h->msg_namelen = to_len;
+    h->msg_iov = &s->siov[n];
+    h->msg_iovlen = 1;
+    h->msg_control = NULL;
+    h->msg_controllen = 0;
+    h->msg_flags = 0;
+    s->smsgs[n].msg_len = 0;
+    if (++n == SEND_VLEN) { sent += flush_sends(s, n); n = 0; }
+  }
+  if (n > 0) sent += flush_sends(s, n);
+  napi_value v;
+  napi_create_uint32(env, sent, &v);
+  return v;
+}
+
+// ---- the JS class ---------------------------------------------------------------
+
+static int open_socket(napi_env env, const char* host, int port, int rcvbuf, int sndbuf, int* fd_out, int* family_out) {
+  struct sockaddr_in6 addr;
+  socklen_t addr_len;
+  int family;
+  memset(&addr, 0, sizeof addr);
+  int dual = strcmp(host, "::") == 0;
+  if (dual) {
+    family = AF_INET6;
+    addr.sin6_family = AF_INET6;
+    addr.sin6_addr = in6addr_any;
+    addr.sin6_port = htons((uint16_t)port);
+    addr_len = sizeof(struct sockaddr_in6);
+  } else {
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+      struct sockaddr_in* s4 = (struct sockaddr_in*)&addr;
+      s4->sin_family = AF_INET;
+      s4->sin_port = htons((uint16_t)port);
+      s4->sin_addr = a4;
+      addr_len = sizeof(struct sockaddr_in);
+      family = AF_INET;
+    } else if (parse_destination(AF_INET6, (const uint8_t*)host, strlen(host), (unsigned)port, &addr, &addr_len) < 0) {
+      family = AF_INET6;
+    } else {
+      char msg[160];
+      snprintf(msg, sizeof msg, "host must be an IP address literal, got '%.100s'", host);
+      napi_throw_error(env, "EINVAL", msg);
+      return 0;
+    }
+  }
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 && dual && (errno == EAFNOSUPPORT || errno == EPROTONOSUPPORT)) {
+    // no IPv6 here: IPv4 on every address
+    family = AF_INET;
+    struct sockaddr_in* s4 = (struct sockaddr_in*)&addr;
+    memset(&addr, 0, sizeof addr);
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    s4->sin_addr.s_addr = htonl(INADDR_ANY);
+    addr_len = sizeof(struct sockaddr_in);
+    dual = 0;
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  }
+  if (fd < 0) { throw_errno(env, errno, "socket", NULL, 0); return 0; }
+  if (dual) {
+    int off = 0;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+  }
+  if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0) {
+    int e = errno; close(fd); throw_errno(env, e, "setsockopt SO_RCVBUF", NULL, 0); return 0;
+  }
+  if (sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) != 0) {
+    int e = errno; close(fd); throw_errno(env, e, "setsockopt SO_SNDBUF", NULL, 0); return 0;
+  }
+  if (bind(fd, (struct sockaddr*)&addr, addr_len) != 0) {
+    int e = errno; close(fd); throw_errno(env, e, "bind", host, port); return 0;
+  }
+  *fd_out = fd;
+  *family_out = family;
+  return 1;
+}
+
+static napi_value Sock_new(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], self, new_target;
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, &self, NULL));
+  NAPI_OK(napi_get_new_target(env, info, &new_target));
+  if (new_target == NULL) return throw_type_error(env, "UdpSocket must be called with new");
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &t);
+  if (t != napi_object) return throw_type_error(env, "new UdpSocket(options): options must be an object");
+  napi_value opts = argv[0], v;
+
+  char host[ADDR_TEXT_MAX + 1] = "::";
+  if (get_opt(env, opts, "host", &v)) {
+    size_t n;
+    if (napi_get_value_string_utf8(env, v, host, sizeof host, &n) != napi_ok) return throw_type_error(env, "option host must be a string");
+  }
+  double port, rcvbuf, sndbuf, max_datagram, shards;
+  if (!get_opt_number(env, opts, "port", 0, 0, 65535, &port)) return NULL;
+  if (!get_opt_number(env, opts, "recvBufferSize", 0, 0, 2147483647.0, &rcvbuf)) return NULL;
+  if (!get_opt_number(env, opts, "sendBufferSize", 0, 0, 2147483647.0, &sndbuf)) return NULL;
+  if (!get_opt_number(env, opts, "maxDatagram", 2048, 0, 65535, &max_datagram)) return NULL;
+  if (!get_opt_number(env, opts, "shards", 1, 1, 4096, &shards)) return NULL;
+
+  uint8_t* tl = NULL;
+  size_t tl_len = 0;
+  if (!get_opt(env, opts, "tooLargeReply", &v) || !get_bytes(env, v, &tl, &tl_len)) return throw_type_error(env, "option tooLargeReply must be a Buffer");
+  napi_value state_v, on_batch_v, on_received_v;
+  if (!get_opt(env, opts, "state", &state_v)) return throw_type_error(env, "option state must be an Int32Array");
+  {
+    bool is = false;
+    napi_typedarray_type type;
+    size_t n, off;
+    void* data;
+    napi_value ab;
+    if (napi_is_typedarray(env, state_v, &is) != napi_ok || !is ||
+        napi_get_typedarray_info(env, state_v, &type, &n, &data, &ab, &off) != napi_ok ||
+        type != napi_int32_array || n < 2 * (size_t)shards) {
+      return throw_type_error(env, "option state must be an Int32Array of length shards * 2");
+    }
+  }
+  if (!get_opt(env, opts, "onBatch", &on_batch_v) || (napi_typeof(env, on_batch_v, &t), t != napi_function)) return throw_type_error(env, "option onBatch must be a function");
+  if (!get_opt(env, opts, "onReceived", &on_received_v) || (napi_typeof(env, on_received_v, &t), t != napi_function)) return throw_type_error(env, "option onReceived must be a function");
+
+  int fd, family;
+  if (!open_socket(env, host, (int)port, (int)rcvbuf, (int)sndbuf, &fd, &family)) return NULL;
+
+  udp_socket* s = calloc(1, sizeof *s);
+  if (s == NULL) { close(fd); napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  s->env = env;
+  s->fd = fd;
+  s->family = family;
+  s->shards = (uint32_t)shards;
+  s->max_datagram = (uint32_t)max_datagram;
+  s->too_large_len = tl_len;
+  s->too_large = malloc(tl_len > 0 ? tl_len : 1);
+  if (tl_len > 0) memcpy(s->too_large, tl, tl_len);
+  // maxDatagram + 1 bytes at least: a longer datagram is seen as too large (MSG_TRUNC)
+  s->slot = ((size_t)s->max_datagram + 1 + 15) & ~(size_t)15;
+  s->rbuf = malloc(s->slot * RECV_VLEN);
+  s->smsgs = calloc(SEND_VLEN, sizeof *s->smsgs);
+  s->siov = calloc(SEND_VLEN, sizeof *s->siov);
+  s->sname = calloc(SEND_VLEN, sizeof *s->sname);
+  s->sp = calloc(s->shards, sizeof *s->sp);
+  s->state_scratch = calloc(2 * (size_t)s->shards, sizeof(int32_t));
+  if (s->too_large == NULL || s->rbuf == NULL || s->smsgs == NULL || s->siov == NULL || s->sname == NULL || s->sp == NULL || s->state_scratch == NULL) {
+    close(fd);
+    s->fd = -1;
+    s->closed = 1;
+    finalize_socket(env, s, NULL);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  for (unsigned i = 0; i < RECV_VLEN; i++) {
+    s->riov[i].iov_base = s->rbuf + (size_t)i * s->slot;
+    s->riov[i].iov_len = s->slot;
+    s->rmsgs[i].msg_hdr.msg_name = &s->rname[i];
+    s->rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+    s->rmsgs[i].msg_hdr.msg_iov = &s->riov[i];
+    s->rmsgs[i].msg_hdr.msg_iovlen = 1;
+  }
+
+  napi_value resource, name;
+  napi_create_object(env, &resource);
+  napi_create_string_utf8(env, "SobaniUdpSocket", NAPI_AUTO_LENGTH, &name);
+  if (napi_wrap(env, self, s, finalize_socket, NULL, NULL) != napi_ok) {
+    close(fd);
+    s->fd = -1;
+    s->closed = 1;
+    finalize_socket(env, s, NULL);
+    napi_throw_error(env, NULL, "napi_wrap failed");
+    return NULL;
+  }
+  // From here on the finalizer owns s.
+  napi_create_reference(env, self, 1, &s->wrapper_ref);
+  napi_create_reference(env, on_batch_v, 1, &s->on_batch_ref);
+  napi_create_reference(env, on_received_v, 1, &s->on_received_ref);
+  napi_create_reference(env, state_v, 1, &s->state_ref);
+  napi_create_reference(env, resource, 1, &s->resource_ref);
+  if (napi_async_init(env, resource, name, &s->async_ctx) == napi_ok) s->async_live = 1;
+  if (napi_add_env_cleanup_hook(env, cleanup_hook, s) == napi_ok) s->hook_added = 1;
+
+  uv_loop_t* loop = NULL;
+  s->poll = malloc(sizeof *s->poll);
+  int e = -1;
+  if (s->poll != NULL && napi_get_uv_event_loop(env, &loop) == napi_ok && loop != NULL &&
+      (e = uv_poll_init(loop, s->poll, fd)) == 0) {
+    s->poll->data = s;
+    e = uv_poll_start(s->poll, UV_READABLE, on_poll);
+    s->receiving = e == 0;
+  } else {
+    free(s->poll);
+    s->poll = NULL;
+  }
+  if (e != 0) {
+    close_from_js(env, s);
+    return throw_errno(env, e < 0 ? -e : EINVAL, "uv_poll_start", NULL, 0);
+  }
+  return self;
+}
+
+static udp_socket* unwrap_this(napi_env env, napi_callback_info info) {
+  napi_value self;
+  udp_socket* s = NULL;
+  if (napi_get_cb_info(env, info, NULL, NULL, &self, NULL) != napi_ok) return NULL;
+  if (napi_unwrap(env, self, (void**)&s) != napi_ok) {
+    throw_type_error(env, "not a UdpSocket");
+    return NULL;
+  }
+  return s;
+}
+
+static napi_value Sock_address(napi_env env, napi_callback_info info) {
+  udp_socket* s = unwrap_this(env, info);
+  if (s == NULL) return NULL;
+  if (s->closed) { napi_throw_error(env, "ERR_SOCKET_DGRAM_NOT_RUNNING", "the socket is closed"); return NULL; }
+  struct sockaddr_in6 a;
+  socklen_t len = sizeof a;
+  if (getsockname(s->fd, (struct sockaddr*)&a, &len) != 0) return throw_errno(env, errno, "getsockname", NULL, 0);
+  char text[ADDR_TEXT_MAX];
+  if (a.sin6_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&a.sin6_addr)) {
+    // node writes the bound address with uv_ip6_name, no "%zone"
+    uv_inet_ntop(AF_INET6, &a.sin6_addr, text, sizeof text);
+  } else {
+    format_address((struct sockaddr*)&a, text);
+  }
+  napi_value obj;
+  NAPI_OK(napi_create_object(env, &obj));
+  set_named_string(env, obj, "address", text);
+  set_named_double(env, obj, "port", ntohs(a.sin6_port));
+  set_named_string(env, obj, "family", a.sin6_family == AF_INET6 ? "IPv6" : "IPv4");
+  return obj;
+}
+
+static napi_value Sock_stats(napi_env env, napi_callback_info info) {
+  udp_socket* s = unwrap_this(env, info);
+  if (s == NULL) return NULL;
+  napi_value obj, errs;
+  NAPI_OK(napi_create_object(env, &obj));
+  set_named_double(env, obj, "datagramsIn", (double)s->datagrams_in);
+  set_named_double(env, obj, "bytesIn", (double)s->bytes_in);
+  set_named_double(env, obj, "datagramsOut", (double)s->datagrams_out);
+  set_named_double(env, obj, "bytesOut", (double)s->bytes_out);
+  set_named_double(env, obj, "tooLarge", (double)s->too_large_count);
+  set_named_double(env, obj, "shardBusy", (double)s->shard_busy);
+  set_named_double(env, obj, "receivePasses", (double)s->receive_passes);
+  set_named_double(env, obj, "recvCalls", (double)s->recv_calls);
+  set_named_double(env, obj, "sendCalls", (double)s->send_calls);
+  set_named_double(env, obj, "recvErrors", (double)s->recv_errors);
+  // what the kernel granted (it doubles the request and caps it at rmem_max / wmem_max)
+  int size = 0;
+  socklen_t size_len = sizeof size;
+  if (!s->closed && getsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &size, &size_len) == 0) set_named_double(env, obj, "recvBufferSize", size);
+  size_len = sizeof size;
+  if (!s->closed && getsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &size, &size_len) == 0) set_named_double(env, obj, "sendBufferSize", size);
+  NAPI_OK(napi_create_object(env, &errs));
+  for (int i = 0; i < R_COUNT; i++) {
+    if (s->send_errors[i] > 0) set_named_double(env, errs, REASON_NAMES[i], (double)s->send_errors[i]);
+  }
+  napi_set_named_property(env, obj, "sendErrors", errs);
+  return obj;
+}
+
+static napi_value Sock_stopReceiving(napi_env env, napi_callback_info info) {
+  udp_socket* s = unwrap_this(env, info);
+  if (s == NULL) return NULL;
+  s->receiving = 0;
+  if (s->poll != NULL) uv_poll_stop(s->poll); // an inactive handle no longer keeps the loop alive
+  return NULL;
+}
+
+static napi_value Sock_close(napi_env env, napi_callback_info info) {
+  udp_socket* s = unwrap_this(env, info);
+  if (s == NULL) return NULL;
+  close_from_js(env, s);
+  return NULL;
+}
+
+static napi_value AddressBucket(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf16(env, argv[0], NULL, 0, &len) != napi_ok) return throw_type_error(env, "addressBucket(text): text must be a string");
+  char16_t stack[128];
+  char16_t* buf = len < 128 ? stack : malloc((len + 1) * sizeof(char16_t));
+  if (buf == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  size_t got = 0;
+  napi_get_value_string_utf16(env, argv[0], buf, len + 1, &got);
+  uint32_t b = bucket_of_utf16(buf, got);
+  if (buf != stack) free(buf);
+  napi_value v;
+  napi_create_uint32(env, b, &v);
+  return v;
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor methods[] = {
+    { "address", NULL, Sock_address, NULL, NULL, NULL, napi_default_method, NULL },
+    { "sendReplies", NULL, Sock_sendReplies, NULL, NULL, NULL, napi_default_method, NULL },
+    { "stats", NULL, Sock_stats, NULL, NULL, NULL, napi_default_method, NULL },
+    { "stopReceiving", NULL, Sock_stopReceiving, NULL, NULL, NULL, napi_default_method, NULL },
+    { "close", NULL, Sock_close, NULL, NULL, NULL, napi_default_method, NULL },
+  };
+  napi_value cls, fn, peer_bytes;
+  NAPI_OK(napi_define_class(env, "UdpSocket", NAPI_AUTO_LENGTH, Sock_new, NULL, sizeof methods / sizeof methods[0], methods, &cls));
+  NAPI_OK(napi_set_named_property(env, exports, "UdpSocket", cls));
+  NAPI_OK(napi_create_function(env, "addressBucket", NAPI_AUTO_LENGTH, AddressBucket, NULL, &fn));
+  NAPI_OK(napi_set_named_property(env, exports, "addressBucket", fn));
+  NAPI_OK(napi_create_uint32(env, PEER_BYTES, &peer_bytes));
+  NAPI_OK(napi_set_named_property(env, exports, "PEER_BYTES", peer_bytes));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,809 @@
+// The native addons themselves, over real loopback UDP:
+//   build/Release/sobani_udp.node    the tracker's batched UDP socket (src/io/native/udp.c)
+//   build/Release/sobani_bench.node  the benchmark's echo server and load generator (bench/native/bench.c)
+// They are built by `yarn install` (src/io/native/build.cjs). Without them these
+// tests fail, saying so, unless SOBANI_IO=dgram says the native path is not wanted.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { addressBucket } from '../src/routing.js';
+import { BUCKETS, Histogram } from '../bench/histogram.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const requireFromRoot = createRequire(path.join(root, 'package.json'));
+const UDP_ADDON = path.join(root, 'build', 'Release', 'sobani_udp.node');
+const BENCH_ADDON = path.join(root, 'build', 'Release', 'sobani_bench.node');
+const skip = process.env.SOBANI_IO === 'dgram' ? 'SOBANI_IO=dgram: the native UDP addon is not used' : false;
+
+// ---- the addons' API ----------------------------------------------------------------
+
+interface UdpStats {
+  datagramsIn: number;
+  bytesIn: number;
+  datagramsOut: number;
+  bytesOut: number;
+  tooLarge: number;
+  shardBusy: number;
+  receivePasses: number;
+  recvCalls: number;
+  sendCalls: number;
+  sendErrors: Record<string, number>;
+}
+
+interface UdpSocket {
+  address(): { address: string; port: number; family: 'IPv4' | 'IPv6' };
+  sendReplies(out: Uint8Array, peers: ArrayBuffer): number;
+  stats(): UdpStats;
+  stopReceiving(): void;
+  close(): void;
+}
+
+interface UdpOptions {
+  host: string;
+  port: number;
+  recvBufferSize: number;
+  sendBufferSize: number;
+  maxDatagram: number;
+  tooLargeReply: Buffer;
+  shards: number;
+  state: Int32Array;
+  onBatch: (shard: number, full: boolean) => [ArrayBuffer, ArrayBuffer] | null;
+  onReceived: () => void;
+}
+
+interface UdpAddon {
+  addressBucket(text: string): number;
+  PEER_BYTES: number;
+  UdpSocket: new (options: UdpOptions) => UdpSocket;
+}
+
+interface LoadResult {
+  clients: number;
+  seconds: number;
+  sent: number;
+  sentInWindow: number;
+  repliesInWindow: number;
+  answeredInWindow: number;
+  neverSent: number;
+  timedOut: number;
+  other: number;
+  unknownSession: number;
+  sendErrors: number;
+  announceFailed: number;
+  proofFailed: number;
+  fellBehind: boolean;
+  cpuSeconds: number;
+  histogram: Float64Array;
+}
+
+interface BenchAddon {
+  EchoServer: new (o: { host: string; port: number; recvBufferSize?: number; sendBufferSize?: number }) => {
+    address(): { address: string; port: number };
+    close(): void;
+  };
+  runLoad(spec: {
+    address: string;
+    port: number;
+    sources: string[];
+    window: number;
+    rate: number;
+    warmupMs: number;
+    measureMs: number;
+    drainMs: number;
+    timeoutMs: number;
+    setup: 'none' | 'tracker';
+    request: Buffer;
+    replyMarker: Buffer;
+    unknownMarker: Buffer | null;
+  }): Promise<LoadResult>;
+}
+
+function load<T>(file: string): T {
+  if (!existsSync(file)) {
+    throw new Error(
+      `${path.relative(root, file)} is missing: build the native addons with \`yarn install\` ` +
+        '(or `node src/io/native/build.cjs` to see why they do not build), or set SOBANI_IO=dgram to skip these tests',
+    );
+  }
+  return requireFromRoot(file) as T;
+}
+const udp = () => load<UdpAddon>(UDP_ADDON);
+const bench = () => load<BenchAddon>(BENCH_ADDON);
+
+// ---- helpers --------------------------------------------------------------------------
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, done: () => boolean, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+interface Client {
+  socket: dgram.Socket;
+  port: number;
+  address: string;
+  got: Array<{ msg: Buffer; from: dgram.RemoteInfo }>;
+}
+
+async function client(type: 'udp4' | 'udp6', address: string): Promise<Client> {
+  const socket = dgram.createSocket({ type, recvBufferSize: 1 << 20, sendBufferSize: 1 << 20 });
+  const c: Client = { socket, port: 0, address, got: [] };
+  socket.on('error', () => {});
+  socket.on('message', (msg, from) => c.got.push({ msg, from }));
+  await new Promise<void>((resolve) => socket.bind(0, address, resolve));
+  c.port = socket.address().port;
+  return c;
+}
+
+const send = (c: Client, payload: Uint8Array, port: number, host: string) =>
+  new Promise<void>((resolve, reject) => c.socket.send(payload, port, host, (e) => (e ? reject(e) : resolve())));
+
+/** What a Node dgram server of the same socket type reports as rinfo.address for each client (by port). */
+async function dgramAddresses(type: 'udp4' | 'udp6', host: string, clients: Client[]): Promise<Map<number, string>> {
+  const server = dgram.createSocket(type);
+  server.on('error', () => {});
+  const seen = new Map<number, string>();
+  server.on('message', (_m, r) => seen.set(r.port, r.address));
+  await new Promise<void>((resolve) => server.bind(0, host, resolve));
+  const port = server.address().port;
+  for (const c of clients) await send(c, Buffer.from('ref'), port, c.socket.address().family === 'IPv6' ? '::1' : '127.0.0.1');
+  await waitFor('the reference dgram server', () => seen.size === clients.length);
+  server.close();
+  return seen;
+}
+
+interface Shipped {
+  shard: number;
+  bytes: Uint8Array;
+  peers: ArrayBuffer;
+  count: number;
+  full: boolean;
+}
+
+interface Rec {
+  batch: Shipped;
+  index: number;
+  socket: number;
+  port: number;
+  bucket: number;
+  addr: string;
+  payload: Buffer;
+}
+
+function parseBatch(b: Shipped): Rec[] {
+  const out: Rec[] = [];
+  const buf = Buffer.from(b.bytes.buffer, b.bytes.byteOffset, b.bytes.byteLength);
+  let o = 0;
+  while (o < buf.length) {
+    const alen = buf[o + 5]!;
+    const len = buf.readUInt16BE(o + 6 + alen);
+    out.push({
+      batch: b,
+      index: out.length,
+      socket: buf[o]!,
+      port: buf.readUInt16BE(o + 1),
+      bucket: buf.readUInt16BE(o + 3),
+      addr: buf.toString('latin1', o + 6, o + 6 + alen),
+      payload: Buffer.from(buf.subarray(o + 8 + alen, o + 8 + alen + len)),
+    });
+    o += 8 + alen + len;
+  }
+  assert.equal(o, buf.length, 'records fill the batch exactly');
+  assert.equal(out.length, b.count, 'state count matches the records');
+  return out;
+}
+
+function replyRecord(index: number, payload: Uint8Array): Buffer {
+  const b = Buffer.alloc(5 + payload.length);
+  b[0] = 0;
+  b.writeUInt16BE(index, 1);
+  b.writeUInt16BE(payload.length, 3);
+  b.set(payload, 5);
+  return b;
+}
+
+function sendToRecord(address: string, port: number, payload: Uint8Array): Buffer {
+  const a = Buffer.from(address, 'latin1');
+  const b = Buffer.alloc(7 + a.length + payload.length);
+  b[0] = 1;
+  b[1] = 0;
+  b.writeUInt16BE(port, 2);
+  b[4] = a.length;
+  a.copy(b, 5);
+  b.writeUInt16BE(payload.length, 5 + a.length);
+  b.set(payload, 7 + a.length);
+  return b;
+}
+
+/** Plays the JS side of the protocol: hands out batch buffers, ships them (transferring, as postMessage would). */
+class Harness {
+  readonly state: Int32Array;
+  readonly sock: UdpSocket;
+  readonly calls: Array<[number, boolean]> = [];
+  readonly shipped: Shipped[] = [];
+  readonly pending: Array<[ArrayBuffer, ArrayBuffer] | null>;
+  private readonly peerBytes: number;
+  received = 0;
+  shipOnReceived = true;
+  refuse: (shard: number, full: boolean) => boolean = () => false;
+
+  constructor(
+    addon: UdpAddon,
+    readonly o: { host: string; shards: number; bufBytes?: number; peerEntries?: number; maxDatagram?: number; tooLargeReply?: Buffer },
+  ) {
+    this.peerBytes = addon.PEER_BYTES;
+    this.state = new Int32Array(o.shards * 2);
+    this.pending = new Array(o.shards).fill(null);
+    this.sock = new addon.UdpSocket({
+      host: o.host,
+      port: 0,
+      recvBufferSize: 1 << 20,
+      sendBufferSize: 1 << 20,
+      maxDatagram: o.maxDatagram ?? 1400,
+      tooLargeReply: o.tooLargeReply ?? Buffer.from('{"error":"DATAGRAM_TOO_LARGE"}'),
+      shards: o.shards,
+      state: this.state,
+      onBatch: (shard, full) => this.onBatch(shard, full),
+      onReceived: () => {
+        this.received++;
+        if (this.shipOnReceived) for (let s = 0; s < o.shards; s++) this.ship(s, false);
+      },
+    });
+  }
+
+  get port(): number {
+    return this.sock.address().port;
+  }
+
+  private onBatch(shard: number, full: boolean): [ArrayBuffer, ArrayBuffer] | null {
+    this.calls.push([shard, full]);
+    if (full) this.ship(shard, true);
+    if (this.refuse(shard, full)) return null;
+    let b = this.pending[shard];
+    if (!b) {
+      b = [new ArrayBuffer(this.o.bufBytes ?? 65536), new ArrayBuffer((this.o.peerEntries ?? 1024) * this.peerBytes)];
+      this.pending[shard] = b;
+      this.state[2 * shard] = 0;
+      this.state[2 * shard + 1] = 0;
+    }
+    return b;
+  }
+
+  ship(shard: number, full: boolean): void {
+    const b = this.pending[shard];
+    if (!b) return;
+    const len = this.state[2 * shard]!;
+    const count = this.state[2 * shard + 1]!;
+    this.pending[shard] = null;
+    this.state[2 * shard] = 0;
+    this.state[2 * shard + 1] = 0;
+    if (count === 0) return;
+    const [buf, peers] = structuredClone(b, { transfer: [b[0], b[1]] }); // detaches what C was handed
+    this.shipped.push({ shard, bytes: new Uint8Array(buf, 0, len), peers, count, full });
+  }
+
+  records(): Rec[] {
+    return this.shipped.flatMap(parseBatch);
+  }
+
+  close(): void {
+    this.sock.close();
+  }
+}
+
+/** A small deterministic PRNG (xorshift32), so a failure can be replayed. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
+}
+
+// ---- sobani_udp ----------------------------------------------------------------------------
+
+test('addressBucket is routing.ts addressBucket, on thousands of IPv4, IPv6 and ::ffff: addresses', { skip }, () => {
+  const addon = udp();
+  const r = rng(12345);
+  const int = (n: number) => Math.floor(r() * n);
+  const v4 = () => `${int(256)}.${int(256)}.${int(256)}.${int(256)}`;
+  const group = () => int(65536).toString(16);
+  const v6 = () => {
+    const g = Array.from({ length: 8 }, group);
+    const form = int(5);
+    if (form === 0) return g.join(':');
+    if (form === 1) return g.join(':').toUpperCase();
+    const at = int(7);
+    const len = 1 + int(7 - at);
+    const text = `${g.slice(0, at).join(':')}::${g.slice(at + len).join(':')}`;
+    return form === 4 ? `fe80::${group()}%eth${int(4)}` : text;
+  };
+  const samples: string[] = ['', '::', '::1', '::ffff:', '::ffff:1', '::ffff:abcd', '::FFFF:1.2.3.4', '::ffff:1.2.3.4%x', '%', '1.2.3.4%eth0', 'ä', '\u{1F600}', '::ffff:1.2.3.4'];
+  for (let i = 0; i < 4000; i++) samples.push(v4(), v6(), `::ffff:${v4()}`, `::${v4()}`);
+  for (let i = 0; i < 500; i++) samples.push(String.fromCharCode(...Array.from({ length: int(50) }, () => int(0x10000))));
+  for (const s of samples) assert.equal(addon.addressBucket(s), addressBucket(s), JSON.stringify(s));
+  assert.equal(addon.PEER_BYTES >= 28, true, 'a peers entry holds a sockaddr_in6');
+});
+
+for (const host of ['::', '127.0.0.1']) {
+  test(`records (${host === '::' ? 'dual-stack AF_INET6' : 'AF_INET'} socket): layout, address text as dgram reports it, bucket, shard split`, { skip }, async () => {
+    const addon = udp();
+    const shards = 3;
+    const h = new Harness(addon, { host, shards });
+    const clients: Client[] = [];
+    try {
+      for (let i = 0; i < 12; i++) clients.push(await client('udp4', `127.0.${1 + (i % 3)}.${10 + i}`));
+      if (host === '::') clients.push(await client('udp6', '::1'));
+      const expected = await dgramAddresses(host === '::' ? 'udp6' : 'udp4', host, clients);
+      const sentBy = new Map<number, Buffer[]>();
+      for (const [i, c] of clients.entries()) {
+        const mine: Buffer[] = [];
+        for (let k = 0; k < 3; k++) {
+          const payload = Buffer.from([i, k, 0, 255, 10, 13, ...Buffer.from(`client ${i} #${k}`)]);
+          mine.push(payload);
+          await send(c, payload, h.port, c.address.includes(':') ? '::1' : '127.0.0.1');
+        }
+        sentBy.set(c.port, mine);
+      }
+      await waitFor('every datagram as a record', () => h.records().length === clients.length * 3);
+      const recs = h.records();
+      const byPort = new Map<number, Rec[]>();
+      for (const rec of recs) {
+        assert.equal(rec.socket, 0);
+        assert.equal(rec.addr, expected.get(rec.port), `address text of port ${rec.port}`);
+        assert.equal(rec.bucket, addressBucket(rec.addr));
+        assert.equal(rec.batch.shard, rec.bucket % shards, 'routed to bucket % shards');
+        byPort.set(rec.port, [...(byPort.get(rec.port) ?? []), rec]);
+      }
+      for (const c of clients) {
+        assert.deepEqual(byPort.get(c.port)?.map((r) => r.payload), sentBy.get(c.port), 'payload bytes, in order');
+      }
+      if (host === '::') assert.ok(recs.some((r) => r.addr.startsWith('::ffff:127.0.')) && recs.some((r) => r.addr === '::1'));
+      else assert.ok(recs.every((r) => /^127\.0\.\d+\.\d+$/.test(r.addr)));
+      const st = h.sock.stats();
+      assert.equal(st.datagramsIn, clients.length * 3);
+      assert.equal(st.tooLarge, 0);
+      assert.equal(st.shardBusy, 0);
+      assert.ok(h.calls.every(([, full]) => !full));
+      assert.deepEqual(h.sock.address().family, host === '::' ? 'IPv6' : 'IPv4');
+    } finally {
+      for (const c of clients) c.socket.close();
+      h.close();
+    }
+  });
+}
+
+test('sendReplies: REPLY and SEND_TO records reach the right clients with the right bytes, 0 and maxDatagram bytes too', { skip }, async () => {
+  const addon = udp();
+  const maxDatagram = 1400;
+  const h = new Harness(addon, { host: '::', shards: 2, maxDatagram });
+  const clients: Client[] = [];
+  try {
+    for (let i = 0; i < 6; i++) clients.push(await client('udp4', `127.0.9.${20 + i}`));
+    const v6 = await client('udp6', '::1');
+    clients.push(v6);
+    const big = Buffer.alloc(maxDatagram, 0x61);
+    for (const c of clients) await send(c, Buffer.from(`hello from ${c.port}`), h.port, c === v6 ? '::1' : '127.0.0.1');
+    await send(clients[0]!, Buffer.alloc(0), h.port, '127.0.0.1');
+    await send(clients[1]!, big, h.port, '127.0.0.1');
+    await waitFor('the requests', () => h.records().length === clients.length + 2);
+    const recs = h.records();
+    assert.ok(recs.some((r) => r.payload.length === 0) && recs.some((r) => r.payload.length === maxDatagram));
+    let sent = 0;
+    for (const batch of h.shipped) {
+      const out = Buffer.concat(parseBatch(batch).map((r) => replyRecord(r.index, r.payload.length === 0 || r.payload.length === maxDatagram ? r.payload : Buffer.from(`re: ${r.payload}`))));
+      sent += h.sock.sendReplies(out, batch.peers);
+    }
+    assert.equal(sent, recs.length);
+    // SEND_TO: plain IPv4 on a dual-stack socket, v4-mapped, IPv6; no peers table needed
+    const third = Buffer.concat([
+      sendToRecord(clients[2]!.address, clients[2]!.port, Buffer.from('plain v4')),
+      sendToRecord(`::ffff:${clients[3]!.address}`, clients[3]!.port, Buffer.from('mapped')),
+      sendToRecord('::1', v6.port, Buffer.from('v6 direct')),
+      sendToRecord(clients[4]!.address, clients[4]!.port, Buffer.alloc(0)),
+    ]);
+    assert.equal(h.sock.sendReplies(third, new ArrayBuffer(0)), 4);
+    await waitFor('the replies', () => clients.reduce((n, c) => n + c.got.length, 0) === recs.length + 4);
+    for (const c of clients) {
+      for (const g of c.got) assert.equal(g.from.port, h.port, 'from the tracker socket');
+      const texts = c.got.map((g) => g.msg.toString());
+      assert.ok(texts.includes(`re: hello from ${c.port}`), `client ${c.address} got its reply: ${texts}`);
+    }
+    assert.ok(clients[0]!.got.some((g) => g.msg.length === 0), '0-byte reply');
+    assert.ok(clients[1]!.got.some((g) => g.msg.equals(big)), 'maxDatagram-byte reply');
+    assert.ok(clients[2]!.got.some((g) => g.msg.toString() === 'plain v4'));
+    assert.ok(clients[3]!.got.some((g) => g.msg.toString() === 'mapped'));
+    assert.ok(v6.got.some((g) => g.msg.toString() === 'v6 direct'));
+    assert.ok(clients[4]!.got.some((g) => g.msg.length === 0));
+    const st = h.sock.stats();
+    assert.equal(st.datagramsOut, recs.length + 4);
+    assert.deepEqual(st.sendErrors, {});
+  } finally {
+    for (const c of clients) c.socket.close();
+    h.close();
+  }
+});
+
+test('too large: a 65507-byte and a maxDatagram+1 datagram get tooLargeReply, are counted, and are not batched', { skip }, async () => {
+  const addon = udp();
+  const tooLargeReply = Buffer.from('{"error":"DATAGRAM_TOO_LARGE"}');
+  const h = new Harness(addon, { host: '::', shards: 1, maxDatagram: 1200, tooLargeReply });
+  const c = await client('udp4', '127.0.7.7');
+  try {
+    await send(c, Buffer.alloc(65507, 1), h.port, '127.0.0.1');
+    await send(c, Buffer.alloc(1201, 2), h.port, '127.0.0.1');
+    await send(c, Buffer.alloc(1200, 3), h.port, '127.0.0.1');
+    await waitFor('two too-large replies', () => c.got.length === 2 && h.sock.stats().datagramsIn === 3);
+    for (const g of c.got) assert.deepEqual(g.msg, tooLargeReply);
+    const st = h.sock.stats();
+    assert.equal(st.tooLarge, 2);
+    assert.equal(st.bytesIn, 65507 + 1201 + 1200);
+    await waitFor('the fitting datagram', () => h.records().length === 1);
+    assert.equal(h.records()[0]!.payload.length, 1200);
+  } finally {
+    c.socket.close();
+    h.close();
+  }
+});
+
+test('full batch: onBatch(shard, true) ships it and C continues in the new buffer; a batch left pending continues next pass', { skip }, async () => {
+  const addon = udp();
+  // AF_INET socket: records for 127.0.0.1 with a 10-byte payload are 8 + 9 + 10 = 27 bytes; 3 fit in 100
+  const h = new Harness(addon, { host: '127.0.0.1', shards: 1, bufBytes: 100 });
+  const c = await client('udp4', '127.0.0.1');
+  try {
+    const payloads = Array.from({ length: 20 }, (_, i) => Buffer.from(`datagram${String(i).padStart(2, '0')}`));
+    await Promise.all(payloads.map((p) => send(c, p, h.port, '127.0.0.1')));
+    await waitFor('20 records', () => h.records().length === 20);
+    assert.deepEqual(h.records().map((r) => r.payload), payloads, 'every datagram, in order');
+    assert.ok(h.shipped.filter((b) => b.full).length >= 6, 'full batches were shipped');
+    for (const b of h.shipped) assert.ok(b.count <= 3 && b.bytes.length <= 100);
+    // replies through each batch's own peers table
+    for (const b of h.shipped) h.sock.sendReplies(Buffer.concat(parseBatch(b).map((r) => replyRecord(r.index, r.payload))), b.peers);
+    await waitFor('20 replies', () => c.got.length === 20);
+
+    // the peers table can be what is full
+    const h2 = new Harness(addon, { host: '127.0.0.1', shards: 1, peerEntries: 2 });
+    try {
+      await Promise.all(payloads.slice(0, 7).map((p) => send(c, p, h2.port, '127.0.0.1')));
+      await waitFor('7 records', () => h2.records().length === 7);
+      assert.ok(h2.shipped.every((b) => b.count <= 2));
+      assert.deepEqual(h2.records().map((r) => r.payload), payloads.slice(0, 7));
+    } finally {
+      h2.close();
+    }
+
+    // a batch JS keeps pending after a pass: state holds its len/count, and C appends after them
+    const h3 = new Harness(addon, { host: '127.0.0.1', shards: 1 });
+    try {
+      h3.shipOnReceived = false;
+      await send(c, payloads[0]!, h3.port, '127.0.0.1');
+      await waitFor('a first pass', () => h3.received === 1);
+      assert.equal(h3.state[1], 1);
+      await send(c, payloads[1]!, h3.port, '127.0.0.1');
+      await waitFor('a second pass', () => h3.received === 2);
+      assert.equal(h3.state[1], 2);
+      h3.ship(0, false);
+      assert.deepEqual(h3.records().map((r) => r.payload), payloads.slice(0, 2));
+    } finally {
+      h3.close();
+    }
+  } finally {
+    c.socket.close();
+    h.close();
+  }
+});
+
+test('null from onBatch drops the shard\'s datagrams (shardBusy) with no further call for that shard in the pass', { skip }, async () => {
+  const addon = udp();
+  const c = await client('udp4', '127.0.0.1');
+  const payloads = Array.from({ length: 20 }, (_, i) => Buffer.from(`datagram${String(i).padStart(2, '0')}`));
+  try {
+    // null at once
+    const h = new Harness(addon, { host: '127.0.0.1', shards: 1 });
+    try {
+      h.refuse = () => true;
+      const passes0 = h.sock.stats().receivePasses;
+      await Promise.all(payloads.map((p) => send(c, p, h.port, '127.0.0.1')));
+      await waitFor('20 datagrams', () => h.sock.stats().datagramsIn === 20);
+      const st = h.sock.stats();
+      assert.equal(st.shardBusy, 20);
+      assert.ok(h.calls.length >= 1 && h.calls.length <= st.receivePasses - passes0, `one call per pass at most: ${h.calls.length} calls`);
+      assert.equal(h.received, h.calls.length, 'onReceived ends every pass that handed out a batch, so JS can take len/count back');
+      // accepted again in a later pass
+      h.refuse = () => false;
+      await send(c, payloads[0]!, h.port, '127.0.0.1');
+      await waitFor('a record', () => h.records().length === 1);
+    } finally {
+      h.close();
+    }
+    // null when full: the full batch is shipped, the rest of the pass is dropped
+    const h2 = new Harness(addon, { host: '127.0.0.1', shards: 1, bufBytes: 100 });
+    try {
+      h2.refuse = (_s, full) => full;
+      const passes0 = h2.sock.stats().receivePasses;
+      await Promise.all(payloads.map((p) => send(c, p, h2.port, '127.0.0.1')));
+      await waitFor('20 datagrams', () => h2.sock.stats().datagramsIn === 20);
+      await waitFor('shipping', () => h2.records().length + h2.sock.stats().shardBusy === 20);
+      const st = h2.sock.stats();
+      const passes = st.receivePasses - passes0;
+      assert.ok(st.shardBusy > 0);
+      assert.ok(h2.calls.filter(([, full]) => full).length <= passes, 'no call for the shard after its null');
+      assert.ok(h2.calls.length <= 2 * passes);
+      const got = h2.records().map((r) => r.payload.toString());
+      for (const p of got) assert.ok(payloads.some((q) => q.toString() === p));
+      if (passes === 1) {
+        assert.deepEqual(h2.calls, [[0, false], [0, true]]);
+        assert.deepEqual(got, payloads.slice(0, 3).map(String));
+        assert.equal(st.shardBusy, 17);
+      }
+    } finally {
+      h2.close();
+    }
+  } finally {
+    c.socket.close();
+  }
+});
+
+test('a malformed reply batch is counted and does not crash; valid records before it are sent', { skip }, async () => {
+  const addon = udp();
+  const h = new Harness(addon, { host: '127.0.0.1', shards: 1 });
+  const c = await client('udp4', '127.0.0.1');
+  try {
+    await send(c, Buffer.from('request'), h.port, '127.0.0.1');
+    await waitFor('a record', () => h.records().length === 1);
+    const { peers } = h.shipped[0]!;
+    const ok = replyRecord(0, Buffer.from('fine'));
+    const cases: Buffer[] = [
+      Buffer.concat([ok, replyRecord(0, Buffer.from('truncated')).subarray(0, 8)]), // len past the end
+      Buffer.concat([ok, Buffer.from([0, 0])]), // header cut short
+      Buffer.concat([ok, Buffer.from([7, 1, 2, 3, 4, 5])]), // unknown kind
+      Buffer.concat([ok, sendToRecord('127.0.0.1', c.port, Buffer.from('x')).subarray(0, 12)]), // SEND_TO cut in its address
+    ];
+    for (const out of cases) assert.equal(h.sock.sendReplies(out, peers), 1);
+    // an index outside the peers table, or an entry never written, skips that record only
+    assert.equal(h.sock.sendReplies(Buffer.concat([replyRecord(5000, Buffer.from('nope')), replyRecord(1, Buffer.from('nope')), ok]), peers), 1);
+    assert.equal(h.sock.sendReplies(Buffer.alloc(0), peers), 0);
+    assert.equal(h.sock.sendReplies(ok, new ArrayBuffer(0)), 0);
+    await waitFor('the valid replies', () => c.got.length === 5);
+    assert.ok(c.got.every((g) => g.msg.toString() === 'fine'));
+    assert.equal(h.sock.stats().sendErrors.malformed, 7);
+    assert.throws(() => h.sock.sendReplies('nope' as unknown as Uint8Array, peers), TypeError);
+  } finally {
+    c.socket.close();
+    h.close();
+  }
+});
+
+test('send errors are counted by reason, never thrown; later records still go out', { skip }, async () => {
+  const addon = udp();
+  const c = await client('udp4', '127.0.0.1');
+  const v4 = new Harness(addon, { host: '127.0.0.1', shards: 1 });
+  const dual = new Harness(addon, { host: '::', shards: 1 });
+  try {
+    const fine = sendToRecord('127.0.0.1', c.port, Buffer.from('fine'));
+    const v4out = Buffer.concat([
+      sendToRecord('127.0.0.1', 0, Buffer.from('port 0')), // EINVAL from the kernel
+      sendToRecord('255.255.255.255', 9, Buffer.from('broadcast')), // EACCES: no SO_BROADCAST
+      sendToRecord('::1', 9, Buffer.from('v6 on a v4 socket')), // EAFNOSUPPORT
+      sendToRecord('not-an-ip', 9, Buffer.from('?')), // EINVAL
+      fine,
+    ]);
+    assert.equal(v4.sock.sendReplies(v4out, new ArrayBuffer(0)), 1);
+    assert.deepEqual(v4.sock.stats().sendErrors, { EINVAL: 2, EACCES: 1, EAFNOSUPPORT: 1 });
+    const dualOut = Buffer.concat([sendToRecord('::ffff:127.0.0.1', 0, Buffer.from('port 0')), sendToRecord('::ffff:255.255.255.255', 9, Buffer.from('b')), fine]);
+    assert.equal(dual.sock.sendReplies(dualOut, new ArrayBuffer(0)), 1);
+    assert.deepEqual(dual.sock.stats().sendErrors, { EINVAL: 1, EACCES: 1 });
+    await waitFor('the good datagrams', () => c.got.length === 2);
+  } finally {
+    c.socket.close();
+    v4.close();
+    dual.close();
+  }
+});
+
+test('constructor errors carry a code; close() and stopReceiving() are idempotent', { skip }, () => {
+  const addon = udp();
+  const a = new Harness(addon, { host: '127.0.0.1', shards: 1 });
+  try {
+    assert.throws(() => new addon.UdpSocket({ ...baseOptions(), port: a.port }), (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE' && /bind/.test(e.message));
+    assert.throws(() => new addon.UdpSocket({ ...baseOptions(), host: 'localhost' }), (e: NodeJS.ErrnoException) => e.code === 'EINVAL');
+    assert.throws(() => new addon.UdpSocket({ ...baseOptions(), state: new Int32Array(1) }), TypeError);
+    a.sock.stopReceiving();
+    a.sock.stopReceiving();
+    assert.ok(a.sock.sendReplies(sendToRecord('127.0.0.1', a.port, Buffer.from('still sends')), new ArrayBuffer(0)) === 1);
+  } finally {
+    a.close();
+    a.close();
+  }
+  assert.equal(a.sock.sendReplies(sendToRecord('127.0.0.1', 9, Buffer.from('x')), new ArrayBuffer(0)), 0, 'a closed socket sends nothing');
+
+  function baseOptions(): UdpOptions {
+    return { host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100, tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} };
+  }
+});
+
+/** Runs a script in a fresh node with the addon path as argv[1]; returns its exit code and output. */
+function child(script: string) {
+  const r = spawnSync(process.execPath, ['-e', script, UDP_ADDON], { encoding: 'utf8', timeout: 10_000 });
+  return { status: r.status, signal: r.signal, out: r.stdout, err: r.stderr };
+}
+
+const CHILD_PRELUDE = `
+const addon = require(process.argv[1]);
+const dgram = require('node:dgram');
+const state = new Int32Array(2);
+function open(onBatch, onReceived) {
+  return new addon.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
+    tooLargeReply: Buffer.from('x'), shards: 1, state, onBatch, onReceived });
+}
+function poke(sock) {
+  const c = dgram.createSocket('udp4');
+  c.send('hi', sock.address().port, '127.0.0.1', () => c.close());
+}
+`;
+
+test('lifecycle: the process exits after close(); a callback\'s exception is an uncaught exception; microtasks run after a pass', { skip }, () => {
+  udp();
+  const exits = child(`${CHILD_PRELUDE} const s = open(() => null, () => {}); s.close(); console.log('closed');`);
+  assert.equal(exits.status, 0, exits.err);
+  assert.equal(exits.out.trim(), 'closed');
+
+  const caught = child(`${CHILD_PRELUDE}
+    const s = open(() => { throw new Error('boom in onBatch'); }, () => {});
+    process.on('uncaughtException', (e) => { console.log('caught:', e.message); s.close(); });
+    poke(s);`);
+  assert.equal(caught.status, 0, caught.err);
+  assert.match(caught.out, /caught: boom in onBatch/);
+
+  const dies = child(`${CHILD_PRELUDE}
+    const buf = [new ArrayBuffer(1024), new ArrayBuffer(1024)];
+    const s = open(() => buf, () => { throw new Error('boom in onReceived'); });
+    poke(s);`);
+  assert.notEqual(dies.status, 0);
+  assert.match(dies.err, /boom in onReceived/);
+
+  const ticks = child(`${CHILD_PRELUDE}
+    const buf = [new ArrayBuffer(1024), new ArrayBuffer(1024)];
+    const order = [];
+    const s = open(() => buf, () => {
+      order.push('onReceived');
+      process.nextTick(() => order.push('nextTick'));
+      Promise.resolve().then(() => order.push('microtask'));
+      setImmediate(() => { order.push('immediate'); console.log(order.join(',')); s.close(); });
+    });
+    poke(s);`);
+  assert.equal(ticks.status, 0, ticks.err);
+  assert.equal(ticks.out.trim(), 'onReceived,nextTick,microtask,immediate');
+});
+
+// ---- sobani_bench ---------------------------------------------------------------------------
+
+test('bench: EchoServer echoes every datagram to its source', { skip }, async () => {
+  const b = bench();
+  const e = new b.EchoServer({ host: '127.0.0.1', port: 0, recvBufferSize: 1 << 20, sendBufferSize: 1 << 20 });
+  const c = await client('udp4', '127.0.5.5');
+  try {
+    const { port } = e.address();
+    const payloads = Array.from({ length: 50 }, (_, i) => Buffer.from(`echo ${i}`));
+    await Promise.all(payloads.map((p) => send(c, p, port, '127.0.0.1')));
+    await waitFor('50 echoes', () => c.got.length === 50);
+    assert.deepEqual(c.got.map((g) => g.msg.toString()).sort(), payloads.map(String).sort());
+  } finally {
+    c.socket.close();
+    e.close();
+    e.close();
+  }
+});
+
+test('bench: runLoad against the native echo (closed and open loop) returns plausible counts and a mergeable histogram', { skip }, async () => {
+  const b = bench();
+  const e = new b.EchoServer({ host: '127.0.0.1', port: 0, recvBufferSize: 1 << 20, sendBufferSize: 1 << 20 });
+  try {
+    const { port } = e.address();
+    const sources = Array.from({ length: 16 }, (_, i) => `127.0.${1 + (i >> 3)}.${100 + i}`);
+    const common = {
+      address: '127.0.0.1',
+      port,
+      sources,
+      warmupMs: 100,
+      measureMs: 400,
+      drainMs: 100,
+      timeoutMs: 500,
+      setup: 'none' as const,
+      request: Buffer.from('{"action":"pulse"}'),
+      replyMarker: Buffer.from('"pulse'),
+      unknownMarker: Buffer.from('"status":"1"'),
+    };
+    const closed = await b.runLoad({ ...common, window: 2, rate: 0 });
+    assert.equal(closed.clients, 16);
+    assert.equal(closed.seconds, 0.4);
+    assert.ok(closed.repliesInWindow > 1000, `replies ${closed.repliesInWindow}`);
+    assert.equal(closed.other, 0);
+    assert.equal(closed.unknownSession, 0);
+    assert.equal(closed.sendErrors, 0);
+    assert.equal(closed.announceFailed + closed.proofFailed, 0);
+    assert.ok(closed.sent >= closed.sentInWindow && closed.sentInWindow >= closed.answeredInWindow);
+    assert.ok(closed.cpuSeconds > 0 && closed.cpuSeconds < 1);
+    assert.ok(closed.histogram instanceof Float64Array);
+    assert.equal(closed.histogram.length, BUCKETS);
+    const hist = new Histogram(closed.histogram);
+    assert.equal(hist.count, closed.answeredInWindow);
+    assert.ok(hist.percentile(50) > 1000 && hist.percentile(50) < 1e9, `p50 ${hist.percentile(50)} ns`);
+
+    // one request in flight per client: 64 clients leave room for 12 ms of latency at 5000/s
+    const many = Array.from({ length: 64 }, (_, i) => `127.0.${1 + (i >> 5)}.${100 + (i & 31)}`);
+    const open = await b.runLoad({ ...common, sources: many, window: 1, rate: 5000 });
+    assert.ok(Math.abs(open.sentInWindow - 2000) <= 50, `sent in window ${open.sentInWindow}`);
+    assert.ok(open.answeredInWindow >= 1900, `answered ${open.answeredInWindow}`);
+    assert.equal(open.fellBehind, false);
+    assert.equal(open.other, 0);
+
+    await assert.rejects(b.runLoad({ ...common, window: 1, rate: 0, sources: ['192.0.2.1'] }), (err: NodeJS.ErrnoException) => err.code === 'EADDRNOTAVAIL');
+    assert.throws(() => b.runLoad({ ...common, window: 1, rate: 0, sources: [] }), TypeError);
+  } finally {
+    e.close();
+  }
+});
+
+test('bench: runLoad setup "tracker" announces, proves with the shareId it got, then counts unknown sessions', { skip }, async () => {
+  const b = bench();
+  // A stand-in tracker: announce -> a shareId per source, a pulse with it -> verified.
+  const server = dgram.createSocket('udp4');
+  server.on('error', () => {});
+  const ids = new Map<string, string>();
+  const proved = new Set<string>();
+  server.on('message', (m, r) => {
+    const text = m.toString();
+    const reply = (s: string) => server.send(s, r.port, r.address);
+    if (text.includes('"announce"')) {
+      const id = `ID${r.address.replaceAll('.', '')}`;
+      ids.set(r.address, id);
+      reply(`{"action":"announceReceived","data":{"shareId":"${id}"}}`);
+    } else if (text.includes('"shareId"')) {
+      if (text.includes(`"shareId":"${ids.get(r.address)}"`)) proved.add(r.address);
+      reply(`{"action":"pulseReceived","data":{"status":"0","shareId":"${ids.get(r.address)}"}}`);
+    } else {
+      // the last source's session is "unknown"
+      reply(`{"action":"pulseReceived","data":{"status":"${r.address.endsWith('.203') ? 1 : 0}"}}`);
+    }
+  });
+  await new Promise<void>((resolve) => server.bind(0, '127.0.0.1', resolve));
+  try {
+    const sources = Array.from({ length: 4 }, (_, i) => `127.0.4.${200 + i}`);
+    const r = await b.runLoad({
+      address: '127.0.0.1',
+      port: server.address().port,
+      sources,
+      window: 1,
+      rate: 0,
+      warmupMs: 50,
+      measureMs: 300,
+      drainMs: 100,
+      timeoutMs: 500,
+      setup: 'tracker',
+      request: Buffer.from('{"action":"pulse"}'),
+      replyMarker: Buffer.from('pulseReceived'),
+      unknownMarker: Buffer.from('"status":"1"'),
+    });
+    assert.equal(r.announceFailed, 0);
+    assert.equal(r.proofFailed, 0);
+    assert.deepEqual([...proved].sort(), sources.sort(), 'every client proved with its own shareId');
+    assert.ok(r.repliesInWindow > 0);
+    assert.ok(r.unknownSession > 0 && r.unknownSession < r.sent, `unknown ${r.unknownSession}`);
+    assert.equal(r.other, 0);
+  } finally {
+    server.close();
+  }
+});
