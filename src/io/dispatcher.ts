@@ -63,10 +63,11 @@ export class Dispatcher implements BatchTarget {
     for (const link of this.links) this.flush(link, false);
   };
 
-  /** A shard answered a batch: send its replies, queue its forwards, send what waited. */
+  /** A shard answered a batch: send it what waited, then send the replies, then queue its forwards. */
   readonly onReply = (link: ShardLink, batch: Batch, m: Extract<FromShard, { t: 'b' }>): void => {
-    if (m.out !== null) this.io.sendReplies(batch, Buffer.from(m.out));
+    // The next batch goes first, so the shard works on it while this thread sends.
     this.flush(link, false);
+    if (m.out !== null) this.io.sendReplies(batch, Buffer.from(m.out.buffer, m.out.byteOffset, m.out.byteLength));
     if (m.fwd !== null) {
       for (let s = 0; s < m.fwd.length; s++) {
         const f = m.fwd[s];

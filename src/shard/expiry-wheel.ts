@@ -53,8 +53,9 @@ export class ExpiryWheel {
 
   /** (Re)schedules slot to expire at `tick`. A tick already past expires at the next advance(). */
   schedule(slot: number, tick: number): void {
-    if (this.due[slot] !== UNSCHEDULED) this.unlink(slot);
     const at = tick < this.cursor ? this.cursor : tick;
+    if (this.due[slot] === at) return; // already there: many requests land in one tick
+    if (this.due[slot] !== UNSCHEDULED) this.unlink(slot);
     this.due[slot] = at;
     const b = at & this.mask;
     const head = this.heads[b]!;

@@ -84,7 +84,9 @@ export class Shard {
   private readonly ttlTicks: number;
   private readonly minter: ShareIdMinter;
   private readonly limits: ParseLimits;
-  private readonly now: () => number;
+  private readonly readClock: () => number;
+  /** opts.now at the start of the current piece of work: read once per batch, not once per request. */
+  private clock: number;
   private readonly key = new Uint8Array(ADDR_BYTES);
   private forwards: (Forward[] | null)[];
   private readonly packr = new Packr({ useRecords: false });
@@ -110,7 +112,8 @@ export class Shard {
   onInternalError: ((err: unknown) => void) | null = null;
 
   constructor(readonly opts: ShardOptions) {
-    this.now = opts.now ?? (() => performance.now());
+    this.readClock = opts.now ?? (() => performance.now());
+    this.clock = this.readClock();
     // ~100 ticks per ttl, between 10 ms and 1 s: expiry lands within 1 % of the ttl.
     this.tickMs = Math.min(1000, Math.max(10, Math.floor(opts.ttlMs / 100)));
     this.ttlTicks = Math.ceil(opts.ttlMs / this.tickMs);
@@ -121,12 +124,12 @@ export class Shard {
     this.ips = new IpTable({
       rate: opts.ipRate, burst: opts.ipBurst, pushRate: opts.pushRate, pushBurst: opts.pushBurst,
       maxCredit: 16 * 1024, capacity: opts.maxTrackedIps, idleMs: IP_IDLE_MS, tickMs: 1000,
-    }, this.now);
+    }, () => this.clock);
     this.forwards = new Array<Forward[] | null>(opts.shards).fill(null);
   }
 
   tick(): number {
-    return Math.floor(this.now() / this.tickMs);
+    return Math.floor(this.clock / this.tickMs);
   }
 
   get peers(): number { return this.table.size; }
@@ -135,6 +138,7 @@ export class Shard {
 
   /** Handles one request batch (see wire/frame.ts for the layout). */
   handleBatch(buf: Uint8Array, len: number): void {
+    this.clock = this.readClock();
     let o = 0;
     let index = 0;
     for (; o < len; index++) {
@@ -185,7 +189,7 @@ export class Shard {
   }
 
   /** Everything written since the last call: reply bytes and packed forwards per shard. */
-  finishBatch(): { out: ArrayBuffer | null; fwd: (Uint8Array | null)[] | null } {
+  finishBatch(): { out: Uint8Array | null; fwd: (Uint8Array | null)[] | null } {
     const out = this.writer.take();
     let fwd: (Uint8Array | null)[] | null = null;
     for (let s = 0; s < this.forwards.length; s++) {
@@ -203,6 +207,7 @@ export class Shard {
   handleForwards(packed: Uint8Array): void {
     let list: Forward[];
     try { list = this.unpackr.unpack(packed) as Forward[]; } catch { this.counters.drop('bad_forward'); return; }
+    this.clock = this.readClock();
     for (const f of list) {
       this.replyIndex = -1;
       this.action = PUSH; this.peerDialect = f[4];
@@ -470,6 +475,7 @@ export class Shard {
 
   /** Expires what is due (sessions, then idle IP entries); false when the budget ran out first. */
   expire(budget = EXPIRY_BUDGET): boolean {
+    this.clock = this.readClock();
     return this.wheel.advance(this.tick(), budget, (slot) => {
       this.dropFromTable(slot);
       this.counters.expired++;
@@ -486,6 +492,7 @@ export class Shard {
       flags: new Uint8Array(n), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
     };
     const ports = new DataView(block.port.buffer), ttls = new DataView(block.ttlMs.buffer);
+    this.clock = this.readClock();
     const now = this.tick();
     let i = 0;
     // Every live slot is on the wheel (and only live slots are), so the wheel says which slots to visit.
@@ -516,6 +523,7 @@ export class Shard {
     const ports = new DataView(b.port.buffer, b.port.byteOffset, b.port.byteLength);
     const ttls = new DataView(b.ttlMs.buffer, b.ttlMs.byteOffset, b.ttlMs.byteLength);
     const slots = new Int32Array(b.count).fill(-1);
+    this.clock = this.readClock();
     const now = this.tick();
     let added = 0;
     for (let i = 0; i < b.count; i++) {
@@ -547,6 +555,7 @@ export class Shard {
    * minting and wheel code as announce (addresses 10.x.y.z that route here).
    */
   fill(count: number, seed = 0): void {
+    this.clock = this.readClock();
     for (let n = 0, i = seed; n < count; i++) {
       const ip = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
       const port = 1024 + ((i >>> 24) & 0x3fff);

@@ -38,7 +38,7 @@ export default function serve({ port, options }: ServeTask): Promise<{ peers: nu
       const { out, fwd } = shard.finishBatch();
       const transfer: ArrayBuffer[] = [];
       if (m.buf !== null) transfer.push(m.buf); // hand the request buffer back for reuse
-      if (out !== null) transfer.push(out);
+      if (out !== null) transfer.push(out.buffer as ArrayBuffer);
       port.postMessage({ t: 'b', buf: m.buf, out, fwd, peers: shard.peers }, transfer);
       return;
     }

@@ -28,8 +28,9 @@ export function transferableBuffer(size: number): Buffer {
 
 /**
  * Builds a reply batch. A shard reuses one writer; take() copies the bytes out
- * into a fresh, exactly sized ArrayBuffer that is transferred to the main thread,
- * which hands slices of it to socket.send() (so it must not be reused after).
+ * into a fresh, exactly sized buffer that is transferred to the main thread,
+ * which sends from it (so it must not be reused after). Exactly sized, so that a
+ * trickle of tiny batches does not churn 64 KiB buffers through the GC.
  */
 export class ReplyWriter {
   private buf: Buffer;
@@ -37,14 +38,14 @@ export class ReplyWriter {
   private lenAt = -1;
 
   constructor(initial = 64 * 1024) {
-    this.buf = Buffer.allocUnsafe(initial);
+    this.buf = transferableBuffer(initial);
   }
 
   private ensure(extra: number): void {
     if (this.pos + extra <= this.buf.length) return;
     let size = this.buf.length * 2;
     while (size < this.pos + extra) size *= 2;
-    const b = Buffer.allocUnsafe(size);
+    const b = transferableBuffer(size);
     this.buf.copy(b, 0, 0, this.pos);
     this.buf = b;
   }
@@ -78,8 +79,13 @@ export class ReplyWriter {
   bytes(src: Uint8Array, off = 0, len = src.length - off): void {
     this.ensure(len);
     const b = this.buf;
+    if (off === 0 && len === src.length && len > 16) {
+      b.set(src, this.pos); // a whole constant piece: memcpy
+      this.pos += len;
+      return;
+    }
     let p = this.pos;
-    // Replies are made of short pieces: a loop beats making a subarray view per piece.
+    // A short piece of a larger array (a shareId in the table): a loop beats making a subarray view.
     for (let i = off, end = off + len; i < end; i++) b[p++] = src[i]!;
     this.pos = p;
   }
@@ -103,10 +109,11 @@ export class ReplyWriter {
 
   get position(): number { return this.pos; }
 
-  take(): ArrayBuffer | null {
+  /** The reply batch written since the last take (its .buffer is its own, to transfer), or null. */
+  take(): Uint8Array | null {
     if (this.pos === 0) return null;
-    const out = new ArrayBuffer(this.pos);
-    new Uint8Array(out).set(this.buf.subarray(0, this.pos));
+    const out = transferableBuffer(this.pos);
+    this.buf.copy(out, 0, 0, this.pos);
     this.pos = 0;
     return out;
   }

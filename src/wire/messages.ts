@@ -42,7 +42,7 @@ export interface SessionBlock {
 
 /** shard -> main */
 export type FromShard =
-  | { t: 'b'; buf: ArrayBuffer | null; out: ArrayBuffer | null; fwd: (Uint8Array | null)[] | null; peers: number }
+  | { t: 'b'; buf: ArrayBuffer | null; out: Uint8Array | null; fwd: (Uint8Array | null)[] | null; peers: number }
   | { t: 'c'; id: number; result: unknown }
   | { t: 'log'; level: 'error' | 'warn'; msg: string; err?: string };
 
