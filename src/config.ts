@@ -1,6 +1,7 @@
 // The one configuration schema. Every option is declared once below, with its
 // doc beside it; defaults, config file, environment, flags, validation, --help,
 // --print-config and the README's table all come from this list.
+import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 
@@ -33,6 +34,9 @@ export interface Config {
   ipBurst: number;
   pushRate: number;
   pushBurst: number;
+  directory: string;
+  instanceId: string;
+  directoryTimeout: number;
 }
 
 interface IntOption { kind: 'int'; min: number; max: number }
@@ -40,12 +44,18 @@ interface EnumOption { kind: 'enum'; values: readonly string[] }
 interface HostOption { kind: 'host' }
 /** A file path; "" means unset. */
 interface PathOption { kind: 'path' }
-type OptionType = IntOption | EnumOption | HostOption | PathOption;
+/** A redis:// or rediss:// URL; "" means unset. */
+interface RedisUrlOption { kind: 'redis-url' }
+/** 1-64 characters of A-Z a-z 0-9 . _ - */
+interface NameOption { kind: 'name' }
+type OptionType = IntOption | EnumOption | HostOption | PathOption | RedisUrlOption | NameOption;
 
 interface OptionSpec {
   key: keyof Config;
   type: OptionType;
   default: () => Config[keyof Config];
+  /** How the README's table states a default that is not one fixed value. */
+  defaultDoc?: string;
   doc: string;
 }
 
@@ -56,7 +66,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Address to bind. "::" is every interface, IPv6 and IPv4 (falls back to 0.0.0.0 where IPv6 is off).' },
   { key: 'port', type: { kind: 'int', min: 0, max: 65535 }, default: () => 3000,
     doc: 'UDP port. 0 picks a free port (tests).' },
-  { key: 'shards', type: { kind: 'int', min: 1, max: 64 }, default: () => Math.max(1, availableParallelism() - 1),
+  { key: 'shards', type: { kind: 'int', min: 1, max: 64 }, default: () => Math.max(1, availableParallelism() - 1), defaultDoc: 'cores − 1 (≥ 1)',
     doc: 'Shard worker threads; each owns a slice of the peer table. Default: CPU cores - 1, at least 1.' },
   { key: 'ttl', type: { kind: 'int', min: 1, max: 86400 }, default: () => 300,
     doc: 'Seconds a session lives without a pulse/alive.' },
@@ -101,6 +111,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Push attempts per second per source IP (a desktop client retries push every second until answered); the excess is dropped and counted.' },
   { key: 'pushBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 512,
     doc: 'Burst size of the per-IP push bucket.' },
+  // Several instances (see the README's "Running several instances").
+  { key: 'directory', type: { kind: 'redis-url' }, default: () => '',
+    doc: 'Session directory shared by several tracker instances: redis://HOST:PORT (or rediss://). Empty = one instance, no Redis.' },
+  { key: 'instanceId', type: { kind: 'name' }, default: () => randomBytes(6).toString('hex'), defaultDoc: 'random per start',
+    doc: 'This instance\'s name in the directory (its pub/sub channel). Must differ between instances.' },
+  { key: 'directoryTimeout', type: { kind: 'int', min: 50, max: 60_000 }, default: () => 1000,
+    doc: 'Milliseconds a push to another instance\'s session may take (lookup and answer) before the requester gets PEER_UNREACHABLE.' },
 ];
 
 export class ConfigError extends Error {}
@@ -124,6 +141,8 @@ function describeRange(t: OptionType): string {
   if (t.kind === 'int') return `an integer from ${t.min} to ${t.max}`;
   if (t.kind === 'enum') return `one of ${t.values.join(', ')}`;
   if (t.kind === 'path') return 'a file path (empty for none)';
+  if (t.kind === 'redis-url') return 'a redis://HOST:PORT or rediss:// URL (empty for none)';
+  if (t.kind === 'name') return '1 to 64 characters of A-Z a-z 0-9 . _ -';
   return 'an IPv4 or IPv6 address literal';
 }
 
@@ -146,8 +165,25 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): Config[keyof Co
     if (raw.includes('\0')) fail();
     return raw;
   }
+  if (t.kind === 'redis-url') {
+    if (raw !== '' && !isRedisUrl(raw)) fail();
+    return raw;
+  }
+  if (t.kind === 'name') {
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(raw)) fail();
+    return raw;
+  }
   if (!isIpLiteral(raw)) fail();
   return raw;
+}
+
+function isRedisUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
 }
 
 function isIpLiteral(s: string): boolean {
@@ -245,7 +281,9 @@ export function printConfig(config: Config): string {
 }
 
 export function helpText(): string {
-  const rows = OPTIONS.map((o) => `  --${flagName(o.key)} <${o.type.kind === 'enum' ? o.type.values.join('|') : o.type.kind === 'int' ? 'N' : o.type.kind === 'path' ? 'FILE' : 'ADDR'}>`.padEnd(40) + o.doc);
+  const arg = (t: OptionType): string =>
+    t.kind === 'enum' ? t.values.join('|') : t.kind === 'int' ? 'N' : t.kind === 'path' ? 'FILE' : t.kind === 'redis-url' ? 'URL' : t.kind === 'name' ? 'NAME' : 'ADDR';
+  const rows = OPTIONS.map((o) => `  --${flagName(o.key)} <${arg(o.type)}>`.padEnd(40) + o.doc);
   return [
     'Usage: sobani-tracker [--config FILE] [--host ADDR] [--port N] [--shards N] [--ttl SECONDS] [--log-level LEVEL] [...]',
     '       sobani-tracker --print-config | --help',

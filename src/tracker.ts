@@ -19,7 +19,10 @@ import type { Server } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { configWarnings, resolveConfig, type Config } from './config.js';
 import type { BoundAddress, IoCounters, IoPath } from './io/datagram-io.js';
-import { Dispatcher, type BatchCounters } from './io/dispatcher.js';
+import { pointerTtlMs } from './directory/cadence.js';
+import { RedisDirectory, type DirectoryCounters, type DirectoryState } from './directory/redis-directory.js';
+import { RemotePushes, type RemotePushCounters } from './directory/remote-pushes.js';
+import { Dispatcher, type BatchCounters, type CrossInstance } from './io/dispatcher.js';
 import { openDatagramIo } from './io/open-io.js';
 import { ShardLink } from './io/shard-link.js';
 import { shardOptions } from './shard/shard.js';
@@ -39,6 +42,8 @@ export interface TrackerStats {
   /** Which datagram I/O path serves (config `io`). */
   io: IoPath;
   main: MainCounters;
+  /** With a session directory (config `directory`). */
+  directory?: { instanceId: string; state: DirectoryState; counters: DirectoryCounters; pushes: RemotePushCounters };
   shards: (ShardStats & { restarts: number; lostPeers: number; queueDepth: number })[];
 }
 
@@ -84,11 +89,23 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   }
   const dispatcher = new Dispatcher(io, config.maxShardQueue);
   const links = Array.from({ length: config.shards }, (_, index) =>
-    new ShardLink(index, shardOptions(config, index, io.socketTypes), log, () => io.newBatch(), dispatcher.onReply));
+    new ShardLink(index, shardOptions(config, index, io.socketTypes), log, dispatcher));
   // Every shard answers, and the saved sessions are back, before the first datagram is taken.
   await Promise.all(links.map((l) => l.control('ping')));
   if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log);
   dispatcher.attach(links);
+
+  // Several instances: pointers in Redis, pushes between instances over pub/sub.
+  let cross: CrossInstance | null = null;
+  if (config.directory !== '') {
+    const directory = new RedisDirectory(config.directory, config.instanceId, pointerTtlMs(config.ttl), config.directoryTimeout, log,
+      (message) => cross!.pushes.onMessage(message),
+      () => { for (const l of links) void l.control('reregister'); });
+    cross = { directory, pushes: new RemotePushes(directory, dispatcher, config.directoryTimeout) };
+    dispatcher.cross = cross;
+    directory.start();
+  }
+
   const snapshots = config.snapshot !== '' ? new SnapshotWriter(config.snapshot, config.shareIdLength, links, log) : null;
   snapshots?.start(config.snapshotInterval);
 
@@ -112,14 +129,17 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
       }));
       const mainLoopDelayMaxMs = mainLoopDelay.max / 1e6;
       if (resetLoopDelay) mainLoopDelay.reset();
-      return { peers: shards.reduce((n, s) => n + s.peers, 0), mainLoopDelayMaxMs, io: io.path, main: { ...io.counters(), ...dispatcher.counters }, shards };
+      const directory = cross === null ? {} : {
+        directory: { instanceId: config.instanceId, state: cross.directory.state, counters: structuredClone(cross.directory.counters), pushes: structuredClone(cross.pushes.counters) },
+      };
+      return { peers: shards.reduce((n, s) => n + s.peers, 0), mainLoopDelayMaxMs, io: io.path, main: { ...io.counters(), ...dispatcher.counters }, ...directory, shards };
     },
     async fill(peers) {
       const each = Math.ceil(peers / links.length);
       await Promise.all(links.map((l) => l.control('fill', each)));
     },
     terminateShard: (index) => links[index]!.terminateThread(),
-    health: (deadlineMs = PING_DEADLINE_MS) => checkHealth(io, links, deadlineMs),
+    health: (deadlineMs = PING_DEADLINE_MS) => checkHealth(io, links, cross?.directory ?? null, deadlineMs),
     async stallShard(index, ms) { await links[index]!.control('stall', ms); },
     close() {
       closing ??= (async () => {
@@ -131,6 +151,8 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
         // After the drain, so the last answered announce is in the file.
         await snapshots?.stop();
         await Promise.all(links.map((l) => l.close()));
+        cross?.pushes.close();
+        await cross?.directory.close();
         await io.close();
         mainLoopDelay.disable();
         log.info('sobani-tracker stopped');

@@ -34,7 +34,9 @@ test('flags override env, env overrides the file, the file overrides defaults', 
 
 test('every setting has a flag and an env var named after it', () => {
   for (const o of OPTIONS) {
-    const sample = o.type.kind === 'int' ? String(o.type.min) : o.type.kind === 'enum' ? o.type.values[0]! : '127.0.0.1';
+    const t = o.type;
+    const sample = t.kind === 'int' ? String(t.min) : t.kind === 'enum' ? t.values[0]!
+      : t.kind === 'redis-url' ? 'redis://127.0.0.1:6379' : t.kind === 'name' ? 'tracker-1' : '127.0.0.1';
     assert.equal(String(loadConfig([`--${flagName(o.key)}`, sample], {}, none).config[o.key]), sample, o.key);
     assert.equal(String(loadConfig([], { [envName(o.key)]: sample }, none).config[o.key]), sample, o.key);
   }
@@ -48,6 +50,8 @@ test('a bad value names the setting and the allowed range', () => {
     [['--ttl', 'soon'], {}, /ttl .*integer from 1 to 86400/],
     [['--log-level', 'loud'], {}, /logLevel .*one of fatal, error, warn, info, debug, trace, silent/],
     [['--host', 'localhost'], {}, /host .*IPv4 or IPv6 address literal/],
+    [['--directory', 'localhost:6379'], {}, /directory .*redis:\/\/HOST:PORT/],
+    [['--instance-id', 'a b'], {}, /instanceId .*A-Z a-z 0-9/],
     [['--share-id-length', '7'], {}, /shareIdLength .*from 8 to 32/],
     [[], { SOBANI_PORT: '-1' }, /port \(SOBANI_PORT\)/],
     [['--nope', '1'], {}, /unknown flag --nope/],

@@ -9,28 +9,51 @@ import { fileURLToPath } from 'node:url';
 import { parsePeerAddr } from '../src/client/index.js';
 import { HOST_LAN, NAT_WAN, TRACKER_IP, createNatLab, jsonLines, netnsUnavailableReason } from './helpers/netns.js';
 import type { NatKind, NatLab } from './helpers/netns.js';
+import { redisMissing } from './helpers/redis.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PORT = 3478;
 const TRACKER = `${TRACKER_IP}:${PORT}`;
-const TRACKER_ARGS = ['--import', 'tsx', 'src/cli.ts', '--host', '0.0.0.0', '--port', String(PORT), '--shards', '2', '--log-level', 'warn'];
-const PUNCH_ARGS = ['--import', 'tsx', 'src/cli.ts', 'punch', '--tracker', TRACKER];
+const trackerArgs = (port: number, extra: string[] = []) =>
+  ['--import', 'tsx', 'src/cli.ts', '--host', '0.0.0.0', '--port', String(port), '--shards', '2', '--log-level', 'warn', ...extra];
+const punchArgs = (tracker: string) => ['--import', 'tsx', 'src/cli.ts', 'punch', '--tracker', tracker];
+/** The second instance of the several-instances case, and its Redis, inside the public namespace. */
+const PORT_2 = 3479;
+const REDIS_PORT = 6390;
 
 const skip = netnsUnavailableReason();
 if (skip) console.log(`# nat-punch: skipped: ${skip}`);
+const skipRedis = skip || redisMissing() || false;
 
-/** Builds the lab with both NATs of `kind`, and starts the tracker in the public namespace. */
-function withLab(kind: NatKind): () => NatLab {
+/**
+ * Builds the lab with both NATs of `kind`, and starts the tracker in the public
+ * namespace; with `instances: 2`, a second one on PORT_2 and a redis-server they share.
+ */
+function withLab(kind: NatKind, instances: 1 | 2 = 1): () => NatLab {
   let lab: NatLab | undefined;
   before(async () => {
     lab = createNatLab({ a: kind, b: kind });
-    const tracker = lab.spawnIn(lab.ns.pub, process.execPath, TRACKER_ARGS, { cwd: ROOT });
-    let trackerErr = '';
-    tracker.stderr.on('data', (d: Buffer) => (trackerErr += d.toString()));
-    tracker.stdout.resume();
-    await Promise.race([
-      lab.waitForUdpPort(lab.ns.pub, PORT),
-      new Promise((_, reject) => tracker.once('exit', (code) => reject(new Error(`tracker exited (${code}): ${trackerErr}`)))),
+    const l = lab;
+    const started = (port: number, args: string[]): Promise<unknown> => {
+      const tracker = l.spawnIn(l.ns.pub, process.execPath, args, { cwd: ROOT });
+      let trackerErr = '';
+      tracker.stderr.on('data', (d: Buffer) => (trackerErr += d.toString()));
+      tracker.stdout.resume();
+      return Promise.race([
+        l.waitForUdpPort(l.ns.pub, port),
+        new Promise((_, reject) => tracker.once('exit', (code) => reject(new Error(`tracker exited (${code}): ${trackerErr}`)))),
+      ]);
+    };
+    if (instances === 1) {
+      await started(PORT, trackerArgs(PORT));
+      return;
+    }
+    const redis = l.spawnIn(l.ns.pub, 'redis-server', ['--port', String(REDIS_PORT), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+    redis.stdout.resume(); redis.stderr.resume();
+    const directory = ['--directory', `redis://127.0.0.1:${REDIS_PORT}`];
+    await Promise.all([
+      started(PORT, trackerArgs(PORT, [...directory, '--instance-id', 'one'])),
+      started(PORT_2, trackerArgs(PORT_2, [...directory, '--instance-id', 'two'])),
     ]);
   });
   after(async () => {
@@ -39,12 +62,12 @@ function withLab(kind: NatKind): () => NatLab {
   return () => lab as NatLab;
 }
 
-/** B waits for a push, A pushes to B; returns both outputs once both exited. */
-async function punchPair(lab: NatLab, timeoutS: { a: number; b: number }) {
-  const b = jsonLines(lab.spawnIn(lab.ns.hostB, process.execPath, [...PUNCH_ARGS, '--timeout', String(timeoutS.b)], { cwd: ROOT }));
+/** B waits for a push, A pushes to B (each through its tracker); returns both outputs once both exited. */
+async function punchPair(lab: NatLab, timeoutS: { a: number; b: number }, trackers = { a: TRACKER, b: TRACKER }) {
+  const b = jsonLines(lab.spawnIn(lab.ns.hostB, process.execPath, [...punchArgs(trackers.b), '--timeout', String(timeoutS.b)], { cwd: ROOT }));
   const announced = await b.waitFor(['announced'], 15_000);
   const a = jsonLines(
-    lab.spawnIn(lab.ns.hostA, process.execPath, [...PUNCH_ARGS, '--peer', String(announced.shareId), '--timeout', String(timeoutS.a)], {
+    lab.spawnIn(lab.ns.hostA, process.execPath, [...punchArgs(trackers.a), '--peer', String(announced.shareId), '--timeout', String(timeoutS.a)], {
       cwd: ROOT,
     }),
   );
@@ -103,5 +126,23 @@ describe('hole punch through two symmetric NATs', { skip }, () => {
       assert.ok(exit.ms < (timeoutS + 3) * 1000, `${name} took ${Math.round(exit.ms)} ms for a ${timeoutS} s timeout`);
       t.diagnostic(`${name}: ${String(failed.reason)} (exited after ${Math.round(exit.ms)} ms)`);
     }
+  });
+});
+
+describe('hole punch through two endpoint-independent NATs, each peer on its own tracker instance', { skip: skipRedis }, () => {
+  const lab = withLab('cone', 2);
+
+  test('the push crosses instances through the directory, and both peers still connect directly', async (t) => {
+    // B announces to instance one, A pushes through instance two.
+    const { a, b, exitA, exitB } = await punchPair(lab(), { a: 10, b: 15 }, { a: `${TRACKER_IP}:${PORT_2}`, b: TRACKER });
+    const connA = a.lines.find((l) => l.event === 'connected');
+    const connB = b.lines.find((l) => l.event === 'connected');
+    assert.ok(connA, `A did not connect: ${JSON.stringify(a.lines)} ${a.stderr()}`);
+    assert.ok(connB, `B did not connect: ${JSON.stringify(b.lines)} ${b.stderr()}`);
+    assert.equal(exitA.code, 0);
+    assert.equal(exitB.code, 0);
+    assert.equal(parsePeerAddr(String(connA.peeraddr)).host, NAT_WAN.b);
+    assert.equal(parsePeerAddr(String(connB.peeraddr)).host, NAT_WAN.a);
+    t.diagnostic(`A connected ${String(connA.ms)} ms after start, B ${String(connB.ms)} ms after start`);
   });
 });

@@ -3,24 +3,38 @@
 // shard, and hands the shard's replies back to the I/O to send. One batch per
 // shard is in flight at a time: the shard's reply clocks the next send, so under
 // load batches grow instead of thread hops multiplying.
-import type { FromShard } from '../wire/messages.js';
+import { Packr, Unpackr } from 'msgpackr';
+import type { RedisDirectory } from '../directory/redis-directory.js';
+import type { PushRouter, RemotePushes } from '../directory/remote-pushes.js';
+import { bucketOfShareId, shardOfBucket } from '../routing.js';
+import type { FromShard, PushForward, ShardExtras } from '../wire/messages.js';
 import type { Batch, BatchTarget, DatagramIo } from './datagram-io.js';
-import type { ShardLink } from './shard-link.js';
+import type { ShardLink, ShardLinkHost } from './shard-link.js';
 
 export class BatchCounters {
   batches = 0;
   batchedDatagrams = 0;
 }
 
-export class Dispatcher implements BatchTarget {
+/** With a session directory: the Redis side and the pushes between instances. */
+export interface CrossInstance { directory: RedisDirectory; pushes: RemotePushes }
+
+export class Dispatcher implements BatchTarget, ShardLinkHost, PushRouter {
   readonly counters = new BatchCounters();
   private links: ShardLink[] = [];
   private flushScheduled = false;
+  cross: CrossInstance | null = null;
+  private readonly packr = new Packr({ useRecords: false });
+  private readonly unpackr = new Unpackr({ useRecords: false });
+  /** Carries reply batches that answer no request batch (SEND_TO records only). */
+  private noBatch: Batch | null = null;
 
   constructor(
     private readonly io: DatagramIo,
     private readonly maxShardQueue: number,
   ) {}
+
+  newBatch(): Batch { return this.io.newBatch(); }
 
   attach(links: ShardLink[]): void {
     this.links = links;
@@ -68,6 +82,7 @@ export class Dispatcher implements BatchTarget {
     // The next batch goes first, so the shard works on it while this thread sends.
     this.flush(link, false);
     if (m.out !== null) this.io.sendReplies(batch, Buffer.from(m.out.buffer, m.out.byteOffset, m.out.byteLength));
+    if (m.ext !== null) this.onExtras(link, m.ext);
     if (m.fwd !== null) {
       for (let s = 0; s < m.fwd.length; s++) {
         const f = m.fwd[s];
@@ -78,6 +93,32 @@ export class Dispatcher implements BatchTarget {
       this.received();
     }
   };
+
+  /** What a shard produced besides replies: directory pointers, pushes for other instances, their answers. */
+  onExtras(link: ShardLink, ext: Uint8Array): void {
+    const e = this.unpackr.unpack(ext) as ShardExtras;
+    const cross = this.cross;
+    if (cross === null) return; // only a shard with a directory produces extras
+    if (e.pointers !== undefined) cross.directory.writePointers(e.pointers);
+    if (e.lookups !== undefined) for (const f of e.lookups) cross.pushes.push(link.index, f);
+    if (e.results !== undefined) for (const r of e.results) cross.pushes.answer(r.from, r.req, r.out);
+  }
+
+  toShard(shard: number, f: PushForward): void {
+    const link = this.links[shard]!;
+    // pack() returns a view into msgpackr's own buffer: copy before it crosses threads
+    (link.forwards ??= []).push(Uint8Array.prototype.slice.call(this.packr.pack([f])));
+    this.received();
+  }
+
+  shardOf(shareId: string): number {
+    return shardOfBucket(Math.max(0, bucketOfShareId(shareId)), this.links.length);
+  }
+
+  send(out: Uint8Array): void {
+    this.noBatch ??= this.io.newBatch();
+    this.io.sendReplies(this.noBatch, Buffer.from(out.buffer, out.byteOffset, out.byteLength));
+  }
 
   /** Sends whatever is pending now, in flight or not (shutdown). */
   flushNow(): void {

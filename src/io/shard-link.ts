@@ -13,6 +13,15 @@ import { BATCH_BYTES, type Batch } from './datagram-io.js';
 /** Batches sent to a shard and not yet answered, before the next one waits for a reply. */
 const MAX_IN_FLIGHT = 1;
 
+/** What a link needs from the main thread (io/dispatcher.ts). */
+export interface ShardLinkHost {
+  newBatch(): Batch;
+  /** The shard answered `batch`. */
+  onReply(link: ShardLink, batch: Batch, msg: Extract<FromShard, { t: 'b' }>): void;
+  /** The shard has extras (wire/messages.ts ShardExtras, packed) outside a batch reply. */
+  onExtras(link: ShardLink, ext: Uint8Array): void;
+}
+
 // Under tsx the sources are .ts, and piscina loads its worker from inside
 // node_modules where tsx's .js -> .ts mapping does not apply: name the real file.
 const WORKER_FILE = new URL(import.meta.url.endsWith('.ts') ? '../shard/worker.ts' : '../shard/worker.js', import.meta.url).href;
@@ -38,8 +47,7 @@ export class ShardLink {
     readonly index: number,
     private readonly options: ShardOptions,
     private readonly log: Logger,
-    private readonly newBatch: () => Batch,
-    private readonly onReply: (link: ShardLink, batch: Batch, msg: Extract<FromShard, { t: 'b' }>) => void,
+    private readonly host: ShardLinkHost,
   ) {
     this.start();
   }
@@ -89,8 +97,10 @@ export class ShardLink {
       if (batch === undefined) return; // a reply from before a restart
       this.peers = m.peers;
       if (m.buf !== null) batch.buf = Buffer.from(m.buf);
-      this.onReply(this, batch, m); // sends the replies, then what accumulated meanwhile
+      this.host.onReply(this, batch, m); // sends the replies, then what accumulated meanwhile
       this.recycle(batch);
+    } else if (m.t === 'x') {
+      this.host.onExtras(this, m.ext);
     } else if (m.t === 'c') {
       const resolve = this.controls.get(m.id);
       this.controls.delete(m.id);
@@ -103,7 +113,7 @@ export class ShardLink {
   /** The batch to append to, started on demand. */
   batch(): Batch {
     if (this.pending !== null) return this.pending;
-    const b = this.spare.pop() ?? this.newBatch();
+    const b = this.spare.pop() ?? this.host.newBatch();
     this.pending = b;
     return b;
   }
@@ -127,7 +137,7 @@ export class ShardLink {
     const fwd = this.forwards;
     if (b === null && fwd === null) return false;
     if (!force && this.inflight.length >= MAX_IN_FLIGHT) return false;
-    const batch = b ?? this.spare.pop() ?? this.newBatch();
+    const batch = b ?? this.spare.pop() ?? this.host.newBatch();
     this.pending = null;
     this.forwards = null;
     this.inflight.push(batch);

@@ -4,6 +4,7 @@
 // client, which a container HEALTHCHECK runs (no curl in the image).
 import http from 'node:http';
 import { ConfigError, loadConfig } from '../config.js';
+import type { RedisDirectory } from '../directory/redis-directory.js';
 import type { DatagramIo } from '../io/datagram-io.js';
 import type { ShardControl } from './snapshot.js';
 
@@ -11,14 +12,23 @@ export const PING_DEADLINE_MS = 1000;
 
 export interface Health { ok: boolean; reason: string }
 
-export async function checkHealth(io: Pick<DatagramIo, 'isBound'>, links: readonly ShardControl[], deadlineMs = PING_DEADLINE_MS): Promise<Health> {
+/**
+ * Healthy: the socket is bound and every shard answers. A session directory
+ * that cannot be reached makes the tracker degraded, not down (200, saying so):
+ * it still serves every session of its own.
+ */
+export async function checkHealth(io: Pick<DatagramIo, 'isBound'>, links: readonly ShardControl[],
+  directory: Pick<RedisDirectory, 'state'> | null, deadlineMs = PING_DEADLINE_MS): Promise<Health> {
   if (!io.isBound()) return { ok: false, reason: 'the UDP socket is not bound' };
   const answers = await Promise.all(links.map((l) => l.control('ping', undefined, deadlineMs)));
   const silent = links.filter((_, i) => answers[i] !== 'pong').map((l) => l.index);
   if (silent.length > 0) {
     return { ok: false, reason: `shard ${silent.join(', ')} did not answer a ping within ${deadlineMs} ms` };
   }
-  return { ok: true, reason: `ok: UDP socket bound, ${links.length} shards answering` };
+  if (directory !== null && directory.state !== 'up') {
+    return { ok: true, reason: `degraded: the session directory is ${directory.state === 'down' ? 'unreachable' : 'not connected yet'}; pushes to other instances' sessions fail with DIRECTORY_UNAVAILABLE` };
+  }
+  return { ok: true, reason: `ok: UDP socket bound, ${links.length} shards answering${directory !== null ? ', session directory reachable' : ''}` };
 }
 
 /**

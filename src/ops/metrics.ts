@@ -6,6 +6,7 @@
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import type { MainCounters, TrackerStats } from '../tracker.js';
 import { BATCH_BUCKETS, type ShardCountersSnapshot } from '../shard/counters.js';
+import { LATENCY_BUCKETS_MS } from '../directory/remote-pushes.js';
 
 /** Main-thread counters that mean "this datagram was not served", by drop reason. */
 const MAIN_DROPS = { shardBusy: 'shard_busy' } as const satisfies Partial<Record<keyof MainCounters, string>>;
@@ -46,10 +47,21 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
     sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams the kernel refused to send, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...).', ['reason']),
     io: gauge('sobani_io_path', 'The datagram I/O path serving (1): native (recvmmsg/sendmmsg addon) or dgram.', ['path']),
+    // with a session directory (several instances)
+    dirUp: gauge('sobani_directory_up', '1 while the session directory (Redis) answers, else 0.', ['instance']),
+    dirLookups: counter('sobani_directory_lookups_total', 'shareId lookups in the directory, by result (found, missing, error).', ['result']),
+    dirWrites: counter('sobani_directory_writes_total', 'Session pointers written to the directory.'),
+    dirWriteErrors: counter('sobani_directory_write_errors_total', 'Pointer writes that failed (they are written again once the directory is back).'),
+    dirErrors: counter('sobani_directory_errors_total', 'Directory failures, by reason (timeout, connection).', ['reason']),
+    remote: counter('sobani_remote_pushes_total', 'Pushes to sessions of other instances, by outcome (answered, or the error the requester got).', ['outcome']),
+    served: counter('sobani_remote_pushes_served_total', 'Pushes from other instances to sessions held here.'),
     main: new Map<string, Counter<string>>(),
   };
   const batchSizes = new AbsoluteHistogram('sobani_shard_batch_datagrams', 'Datagrams per batch a shard handled.', BATCH_BUCKETS);
   registry.registerMetric(batchSizes as unknown as Metric);
+  const remoteLatency = new AbsoluteHistogram('sobani_remote_push_seconds', 'Time from a push to another instance\'s session until its answer arrived.',
+    LATENCY_BUCKETS_MS.map((ms) => ms / 1000));
+  registry.registerMetric(remoteLatency as unknown as Metric);
 
   const mainCounter = (field: string): Counter<string> => {
     let c = m.main.get(field);
@@ -62,8 +74,20 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
   };
 
   const update = (s: TrackerStats): void => {
-    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors]) c.reset();
-    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io]) g.reset();
+    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
+      m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served]) c.reset();
+    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp]) g.reset();
+    const d = s.directory;
+    if (d !== undefined) {
+      m.dirUp.set({ instance: d.instanceId }, d.state === 'up' ? 1 : 0);
+      incAll(m.dirLookups, d.counters.lookups, (result) => ({ result }));
+      m.dirWrites.inc(d.counters.writes);
+      m.dirWriteErrors.inc(d.counters.writeErrors);
+      incAll(m.dirErrors, d.counters.errors, (reason) => ({ reason }));
+      incAll(m.remote, d.pushes.outcomes, (outcome) => ({ outcome }));
+      m.served.inc(d.pushes.served);
+      remoteLatency.set(d.pushes.latencyBuckets, d.pushes.latencySumMs / 1000);
+    }
     m.io.set({ path: s.io }, 1);
     incAll(m.sendErrors, s.main.sendErrors, (reason) => ({ reason }));
     m.loopDelay.set({ thread: 'main' }, s.mainLoopDelayMaxMs / 1000);
@@ -152,6 +176,7 @@ class AbsoluteHistogram {
       cumulative += this.counts[i] ?? 0;
       values.push({ metricName: `${this.name}_bucket`, labels: { le: String(this.bounds[i]) }, value: cumulative });
     }
+    cumulative += this.counts[this.bounds.length] ?? 0; // above the last bound
     values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf' }, value: cumulative });
     values.push({ metricName: `${this.name}_sum`, labels: {}, value: this.sum });
     values.push({ metricName: `${this.name}_count`, labels: {}, value: cumulative });

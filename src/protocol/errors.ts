@@ -17,6 +17,8 @@ export const ERROR_CODES = {
   SESSION_LIMIT: 'this IP address has as many live sessions as the tracker allows one address',
   TRACKER_FULL: 'the tracker holds as many live sessions as it allows; try again later',
   PEER_ADDRESS_UNSUPPORTED: 'the peer has only an IPv6 address, which this (legacy) client cannot read',
+  PEER_UNREACHABLE: 'that shareId belongs to another tracker instance, which did not answer: it may have stopped',
+  DIRECTORY_UNAVAILABLE: 'the session directory shared by the tracker instances cannot be reached right now; try again soon',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

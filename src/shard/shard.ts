@@ -8,6 +8,7 @@ import {
   ALIVED, LEGACY, PULSE_OK_PREFIX, PULSE_OK_SEED, PULSE_OK_SUFFIX, PULSE_OVERRIDDEN_PREFIX, PULSE_OVERRIDDEN_SEED,
   PUSH_NO_SESSION, UNKNOWN, announceReplies, dialectOfKeepAlive, keepAliveNoSession, pushPlan, type PeerView, type ReplyForms,
 } from '../protocol/dialect.js';
+import { formatPeerAddr } from '../protocol/address.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from '../protocol/errors.js';
 import { parseRequest, type ParseLimits, type PulseRequest } from '../protocol/request.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
@@ -17,7 +18,8 @@ import { PeerTable, VERIFIED } from './peer-table.js';
 import { AMPLIFICATION_FACTOR, IpTable, wireOverhead, wireOverheadOf } from './ip-table.js';
 import { ShareIdMinter } from './share-id.js';
 import { ShardCounters, actionIndex, INCOME, PUSH } from './counters.js';
-import type { SessionBlock } from '../wire/messages.js';
+import type { PointerWrite, PushForward, SessionBlock, ShardExtras } from '../wire/messages.js';
+import { pointerRefreshMs } from '../directory/cadence.js';
 
 /** The settings a shard uses as configured (config.ts documents each), and its own. */
 export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceReply' | 'maxMultiaddr' |
@@ -30,6 +32,8 @@ export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceRe
   maxTrackedIps: number;
   /** socket index -> 'udp4' | 'udp6', to write addresses the sending socket accepts */
   socketTypes: readonly ('udp4' | 'udp6')[];
+  /** A session directory is configured: unknown push targets are looked up there, and every live session's pointer is kept fresh in it, each once per this many ms (0: no directory). */
+  pointerRefreshMs: number;
   now?: () => number;
 }
 
@@ -50,18 +54,14 @@ export function shardOptions(config: Config, index: number, socketTypes: readonl
     ipBurst: config.ipBurst,
     pushRate: config.pushRate,
     pushBurst: config.pushBurst,
+    pointerRefreshMs: config.directory === '' ? 0 : pointerRefreshMs(config.ttl),
   };
 }
 
-/**
- * A request from another shard's session to push to one of ours. `grant` is the
- * reply budget the requester's shard already took from the requester's IP
- * credit (-1: the requester is verified, no limit).
- */
-type Forward = [
-  targetId: string, sendAddress: string, port: number, socket: number, dialect: number,
-  shownIp: string, shownPort: number, ipv6: boolean, shareId: string, multiaddr: string | null, grant: number,
-];
+/** How often a shard writes its next slice of directory pointers (worker.ts). */
+export const DIRECTORY_TICK_MS = 100;
+/** Table slots re-registered per shard per directory tick after the directory came back: up to 50 k a second. */
+const REREGISTER_PER_TICK = 5000;
 
 /** Most reply credit (wire bytes) a push carries to another shard: a pushReceived plus a pushed fit. */
 const MAX_PUSH_GRANT = 1024;
@@ -88,7 +88,15 @@ export class Shard {
   /** opts.now at the start of the current piece of work: read once per batch, not once per request. */
   private clock: number;
   private readonly key = new Uint8Array(ADDR_BYTES);
-  private forwards: (Forward[] | null)[];
+  private forwards: (PushForward[] | null)[];
+  private extras: ShardExtras = {};
+  /** Replies to a push from another instance: written here, sent by that instance. */
+  private readonly remoteWriter = new ReplyWriter(1024);
+  /** Where requester replies go: the batch's reply writer, or remoteWriter. income always goes out through `writer`. */
+  private replies: ReplyWriter = this.writer;
+  /** Directory refresh: the next slot whose pointer is written, and how many slots a tick covers. */
+  private refreshCursor = 0;
+  private reregisterLeft = 0;
   private readonly packr = new Packr({ useRecords: false });
   private readonly unpackr = new Unpackr({ useRecords: false });
 
@@ -125,7 +133,7 @@ export class Shard {
       rate: opts.ipRate, burst: opts.ipBurst, pushRate: opts.pushRate, pushBurst: opts.pushBurst,
       maxCredit: 16 * 1024, capacity: opts.maxTrackedIps, idleMs: IP_IDLE_MS, tickMs: 1000,
     }, () => this.clock);
-    this.forwards = new Array<Forward[] | null>(opts.shards).fill(null);
+    this.forwards = new Array<PushForward[] | null>(opts.shards).fill(null);
   }
 
   tick(): number {
@@ -188,8 +196,8 @@ export class Shard {
     return false;
   }
 
-  /** Everything written since the last call: reply bytes and packed forwards per shard. */
-  finishBatch(): { out: Uint8Array | null; fwd: (Uint8Array | null)[] | null } {
+  /** Everything written since the last call: reply bytes, packed forwards per shard, packed extras. */
+  finishBatch(): { out: Uint8Array | null; fwd: (Uint8Array | null)[] | null; ext: Uint8Array | null } {
     const out = this.writer.take();
     let fwd: (Uint8Array | null)[] | null = null;
     for (let s = 0; s < this.forwards.length; s++) {
@@ -200,21 +208,38 @@ export class Shard {
       fwd[s] = Uint8Array.prototype.slice.call(this.packr.pack(list));
       this.forwards[s] = null;
     }
-    return { out, fwd };
+    return { out, fwd, ext: this.takeExtras() };
   }
 
-  /** Pushes forwarded from other shards (msgpackr-packed Forward[]). */
+  /** Extras (directory lookups and pointers, results for other instances) since the last call, packed; or null. */
+  takeExtras(): Uint8Array | null {
+    const e = this.extras;
+    if (e.lookups === undefined && e.results === undefined && e.pointers === undefined) return null;
+    this.extras = {};
+    return Uint8Array.prototype.slice.call(this.packr.pack(e));
+  }
+
+  /**
+   * Pushes forwarded from other shards, from other instances, or sent back by the
+   * main thread as failed (msgpackr-packed PushForward[]).
+   */
   handleForwards(packed: Uint8Array): void {
-    let list: Forward[];
-    try { list = this.unpackr.unpack(packed) as Forward[]; } catch { this.counters.drop('bad_forward'); return; }
+    let list: PushForward[];
+    try { list = this.unpackr.unpack(packed) as PushForward[]; } catch { this.counters.drop('bad_forward'); return; }
     this.clock = this.readClock();
     for (const f of list) {
       this.replyIndex = -1;
-      this.action = PUSH; this.peerDialect = f[4];
-      this.replyAddress = f[1]; this.replyPort = f[2]; this.replySocket = f[3];
-      this.verified = f[10] < 0; this.grant = f[10]; this.ip = -1; this.overhead = wireOverheadOf(f[1]);
-      const requester: PeerView = { ip: f[5], port: f[6], ipv6: f[7], shareId: f[8], multiaddr: f[9] };
-      this.resolvePush(f[0], f[4], requester, -1);
+      this.action = PUSH; this.peerDialect = f.dialect;
+      this.replyAddress = f.address; this.replyPort = f.port; this.replySocket = f.socket;
+      this.verified = f.grant < 0; this.grant = f.grant; this.ip = -1; this.overhead = wireOverheadOf(f.address);
+      this.replies = f.remote !== undefined ? this.remoteWriter : this.writer;
+      if (f.failed !== undefined) this.replyError(f.failed);
+      else this.resolvePush(f, -1);
+      if (f.remote !== undefined) {
+        const out = this.remoteWriter.take();
+        if (out !== null) (this.extras.results ??= []).push({ from: f.remote.from, req: f.remote.req, out });
+        this.replies = this.writer;
+      }
     }
   }
 
@@ -265,6 +290,7 @@ export class Shard {
       const bucket = this.minter.bucketOf(this.table.shareId(slot));
       this.table.replaceShareId(slot, this.mint(bucket));
     }
+    if (overridden || pulse.regenerate) this.writePointer(slot);
     if (!this.allow(full)) {
       // The reply exactly as the seed README defines it, without the shareId extension.
       this.sendReply(overridden ? PULSE_OVERRIDDEN_SEED : PULSE_OK_SEED);
@@ -314,6 +340,7 @@ export class Shard {
       if (t.size >= this.opts.maxSessions) return this.replyError('TRACKER_FULL');
       slot = t.insert(this.key, 0, port, socket, this.mint(bucket));
       if (this.ip >= 0) this.ips.sessions[this.ip]!++;
+      this.writePointer(slot);
     }
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
     for (const reply of announceReplies(this.opts.announceReply, t.shareId(slot))) this.sendFirstFitting(reply);
@@ -332,25 +359,41 @@ export class Shard {
     this.verified = (this.table.flags[slot]! & VERIFIED) !== 0;
     const bucket = this.minter.bucketOf(targetId);
     if (bucket < 0) return this.replyError('UNKNOWN_SHARE_ID');
-    const dialect = this.table.dialect[slot]!;
     const target = shardOfBucket(bucket, this.opts.shards);
-    if (target === this.opts.index) {
-      this.resolvePush(targetId, dialect, this.view(slot), slot);
+    if (target === this.opts.index && (this.opts.pointerRefreshMs === 0 || this.table.findByShareId(targetId) >= 0)) {
+      this.resolvePush({ target: targetId, dialect: this.table.dialect[slot]!, requester: this.view(slot) }, slot);
       return;
     }
-    const v = this.view(slot);
-    const list = (this.forwards[target] ??= []);
-    list.push([targetId, this.sendAddress(slot), port, this.table.socket[slot]!, dialect,
-      v.ip, v.port, v.ipv6, v.shareId, v.multiaddr, this.takeGrant()]);
+    // To another shard, or (when no shard here holds it) to the directory: the push
+    // carries where its replies go and the requester's reply budget.
+    const f: PushForward = {
+      target: targetId, socket: this.table.socket[slot]!, address: this.sendAddress(slot), port,
+      dialect: this.table.dialect[slot]!, requester: this.view(slot), grant: this.takeGrant(),
+    };
+    if (target === this.opts.index) {
+      (this.extras.lookups ??= []).push(f);
+      return;
+    }
+    (this.forwards[target] ??= []).push(f);
     this.counters.forwarded++;
   }
 
-  /** requesterSlot is -1 when the requester lives in another shard. */
-  private resolvePush(targetId: string, dialect: number, requester: PeerView, requesterSlot: number): void {
-    const t = this.table.findByShareId(targetId);
-    if (t < 0) return this.replyError('UNKNOWN_SHARE_ID');
+  /**
+   * Answers a push whose target belongs in this shard. requesterSlot is -1 when
+   * the requester lives in another shard or instance (f then says where replies go).
+   */
+  private resolvePush(f: Pick<PushForward, 'target' | 'dialect' | 'requester' | 'remote'>, requesterSlot: number): void {
+    const t = this.table.findByShareId(f.target);
+    if (t < 0) {
+      // Not here: with a directory, a push from this instance may find it in another one.
+      if (this.opts.pointerRefreshMs > 0 && requesterSlot < 0 && f.remote === undefined) {
+        (this.extras.lookups ??= []).push(f as PushForward);
+        return;
+      }
+      return this.replyError('UNKNOWN_SHARE_ID');
+    }
     if (t === requesterSlot) return this.replyError('SELF_PUSH');
-    const plan = pushPlan(dialect, requester, this.table.dialect[t]!, this.view(t));
+    const plan = pushPlan(f.dialect, f.requester, this.table.dialect[t]!, this.view(t));
     for (const reply of plan.toRequester) this.sendFirstFitting(reply);
     if (plan.toTarget === null) { this.counters.error('PEER_ADDRESS_UNSUPPORTED'); return; }
     // income goes to where the target really is, never to an override. It is not
@@ -368,8 +411,8 @@ export class Shard {
 
   private beginReply(): void {
     this.counters.out(this.action, this.peerDialect);
-    if (this.replyIndex >= 0) this.writer.toRequest(this.replyIndex);
-    else this.writer.toAddress(this.replySocket, this.replyAddress, this.replyPort);
+    if (this.replyIndex >= 0) this.replies.toRequest(this.replyIndex);
+    else this.replies.toAddress(this.replySocket, this.replyAddress, this.replyPort);
   }
 
   private replyError(code: ErrorCode, message?: string): void {
@@ -388,8 +431,8 @@ export class Shard {
   private sendReply(payload: Uint8Array | string): boolean {
     if (!this.allow(payloadBytes(payload))) { this.counters.drop('amplification'); return false; }
     this.beginReply();
-    if (typeof payload === 'string') this.writer.text(payload); else this.writer.bytes(payload);
-    this.writer.end();
+    if (typeof payload === 'string') this.replies.text(payload); else this.replies.bytes(payload);
+    this.replies.end();
     return true;
   }
 
@@ -473,6 +516,41 @@ export class Shard {
     if (ip >= 0) this.ips.sessions[ip]!++;
   }
 
+  // ---------------------------------------------------------------- directory
+
+  /** Queues this session's pointer for the directory (when there is one). */
+  private writePointer(slot: number): void {
+    if (this.opts.pointerRefreshMs === 0) return;
+    const v = this.view(slot);
+    (this.extras.pointers ??= []).push([v.shareId, formatPeerAddr(v.ip, v.port), v.multiaddr] satisfies PointerWrite);
+  }
+
+  /**
+   * Called every DIRECTORY_TICK_MS: writes the pointers of the next slice of the
+   * table, so every live session's pointer is written once per pointerRefreshMs,
+   * spread evenly; after reregister(), every pointer again at REREGISTER_PER_TICK.
+   */
+  directoryTick(): void {
+    if (this.opts.pointerRefreshMs === 0) return;
+    const t = this.table;
+    let slots = Math.ceil((t.capacity * DIRECTORY_TICK_MS) / this.opts.pointerRefreshMs);
+    if (this.reregisterLeft > 0) {
+      const n = Math.min(this.reregisterLeft, REREGISTER_PER_TICK);
+      this.reregisterLeft -= n;
+      slots = Math.max(slots, n);
+    }
+    for (let i = 0; i < slots; i++) {
+      const slot = this.refreshCursor;
+      this.refreshCursor = slot + 1 >= t.capacity ? 0 : slot + 1;
+      if (this.wheel.isScheduled(slot)) this.writePointer(slot); // every live slot is on the wheel
+    }
+  }
+
+  /** The directory lost its data (or was unreachable): write every live pointer again, paced. */
+  reregister(): void {
+    this.reregisterLeft = this.table.capacity;
+  }
+
   /** Expires what is due (sessions, then idle IP entries); false when the budget ran out first. */
   expire(budget = EXPIRY_BUDGET): boolean {
     this.clock = this.readClock();
@@ -546,6 +624,7 @@ export class Shard {
       const slot = slots[i] ?? -1;
       if (slot >= 0) t.overrides.set(slot, { ip, port, multiaddr });
     }
+    if (added > 0) this.reregister(); // restored sessions point at this instance now
     this.counters.restored += added;
     return added;
   }

@@ -5,7 +5,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
 import type { ExportedPart, SessionBlock, ShardStats, ToShard } from '../wire/messages.js';
-import { Shard, type ShardOptions } from './shard.js';
+import { DIRECTORY_TICK_MS, Shard, type ShardOptions } from './shard.js';
 
 export interface ServeTask {
   port: MessagePort;
@@ -31,15 +31,23 @@ export default function serve({ port, options }: ServeTask): Promise<{ peers: nu
     if (!expiring) { expiring = true; expireSome(); }
   }, shard.tickMs);
 
+  // Directory pointers: a slice of the table every tick; what piles up between
+  // batches (refreshes, say) goes out on its own.
+  const directoryTicker = options.pointerRefreshMs > 0 ? setInterval(() => {
+    shard.directoryTick();
+    const ext = shard.takeExtras();
+    if (ext !== null) port.postMessage({ t: 'x', ext }, [ext.buffer as ArrayBuffer]);
+  }, DIRECTORY_TICK_MS) : null;
+
   port.on('message', (m: ToShard) => {
     if (m.t === 'b') {
       if (m.buf !== null) shard.handleBatch(new Uint8Array(m.buf, 0, m.len), m.len);
       if (m.fwd !== null) for (const f of m.fwd) shard.handleForwards(f);
-      const { out, fwd } = shard.finishBatch();
+      const { out, fwd, ext } = shard.finishBatch();
       const transfer: ArrayBuffer[] = [];
       if (m.buf !== null) transfer.push(m.buf); // hand the request buffer back for reuse
       if (out !== null) transfer.push(out.buffer as ArrayBuffer);
-      port.postMessage({ t: 'b', buf: m.buf, out, fwd, peers: shard.peers }, transfer);
+      port.postMessage({ t: 'b', buf: m.buf, out, fwd, ext, peers: shard.peers }, transfer);
       return;
     }
     let result: unknown;
@@ -66,6 +74,7 @@ export default function serve({ port, options }: ServeTask): Promise<{ peers: nu
         break;
       }
       case 'import': result = shard.importSessions(m.arg as SessionBlock); break;
+      case 'reregister': shard.reregister(); result = 'ok'; break;
       case 'stall': {
         // Ops/test hook: a shard that stops answering, as a runaway handler would make it.
         const until = Date.now() + (m.arg as number);
@@ -80,6 +89,7 @@ export default function serve({ port, options }: ServeTask): Promise<{ peers: nu
   return new Promise((resolve) => {
     port.once('close', () => {
       clearInterval(ticker);
+      if (directoryTicker !== null) clearInterval(directoryTicker);
       loopDelay.disable();
       resolve({ peers: shard.peers });
     });

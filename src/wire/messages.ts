@@ -1,5 +1,44 @@
-// The messages on a shard's MessagePort. Batch payload layouts are in frame.ts.
+// The messages on a shard's MessagePort (batch payload layouts are in frame.ts),
+// and the pushes that travel between shards and between tracker instances.
+import type { PeerView } from '../protocol/dialect.js';
+import type { ErrorCode } from '../protocol/errors.js';
 import type { ShardCountersSnapshot } from '../shard/counters.js';
+
+/**
+ * A push on its way to the shard that holds its target: another shard of this
+ * instance, or, through the session directory, a shard of another instance.
+ * msgpackr-packed, between threads and over Redis.
+ */
+export interface PushForward {
+  /** the target's shareId */
+  target: string;
+  /** where replies to the requester go, as the requester's own instance sends them */
+  socket: number;
+  address: string;
+  port: number;
+  /** the requester's dialect (protocol/dialect.ts) */
+  dialect: number;
+  /** what the target is told of the requester */
+  requester: PeerView;
+  /** reply budget in wire bytes, taken from the requester's IP credit; -1: verified, no limit */
+  grant: number;
+  /** set by the main thread when the push cannot reach its target: the requester is told this */
+  failed?: ErrorCode;
+  /** the push came from another instance: the requester's replies go back to it */
+  remote?: { from: string; req: number };
+}
+
+/** A pointer the session directory should hold: shareId -> this instance, and what push reports. */
+export type PointerWrite = [shareId: string, peeraddr: string, multiaddr: string | null];
+
+/** What a shard hands the main thread besides replies (rare; msgpackr-packed). */
+export interface ShardExtras {
+  /** pushes whose target no shard of this instance holds: ask the directory */
+  lookups?: PushForward[];
+  /** the requester's replies to pushes that came from other instances, for them to send */
+  results?: { from: string; req: number; out: Uint8Array }[];
+  pointers?: PointerWrite[];
+}
 
 /** main -> shard */
 export type ToShard =
@@ -11,9 +50,10 @@ export type ToShard =
  *   ping -> 'pong'; stats -> ShardStats; fill(n) -> peers (bench/test);
  *   export -> ExportedPart: the shard's live sessions, one msgpackr-packed SessionBlock;
  *   import(SessionBlock) -> sessions added;
- *   stall(ms) -> 'stalled': blocks the shard's event loop for ms (ops/test hook: a hung shard).
+ *   stall(ms) -> 'stalled': blocks the shard's event loop for ms (ops/test hook: a hung shard);
+ *   reregister -> 'ok': write every live session's pointer to the directory again (paced).
  */
-export type ControlOp = 'ping' | 'stats' | 'fill' | 'export' | 'import' | 'stall';
+export type ControlOp = 'ping' | 'stats' | 'fill' | 'export' | 'import' | 'stall' | 'reregister';
 
 export interface ExportedPart { count: number; packed: Uint8Array }
 
@@ -42,7 +82,9 @@ export interface SessionBlock {
 
 /** shard -> main */
 export type FromShard =
-  | { t: 'b'; buf: ArrayBuffer | null; out: Uint8Array | null; fwd: (Uint8Array | null)[] | null; peers: number }
+  | { t: 'b'; buf: ArrayBuffer | null; out: Uint8Array | null; fwd: (Uint8Array | null)[] | null; ext: Uint8Array | null; peers: number }
+  /** extras (ShardExtras, packed) produced between batches: directory refreshes, say */
+  | { t: 'x'; ext: Uint8Array }
   | { t: 'c'; id: number; result: unknown }
   | { t: 'log'; level: 'error' | 'warn'; msg: string; err?: string };
 

@@ -20,9 +20,9 @@ export function requestBatch(records: readonly RequestRecord[]): Buffer {
 export interface ReplyRecord { index: number; address: string; port: number; payload: string }
 
 /** The replies in a reply batch, as the main thread reads them. */
-export function readReplies(out: ArrayBuffer | null): ReplyRecord[] {
+export function readReplies(out: Uint8Array | null): ReplyRecord[] {
   if (out === null) return [];
-  const b = Buffer.from(out);
+  const b = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   const replies: ReplyRecord[] = [];
   for (let o = 0; o < b.length;) {
     let reply: Omit<ReplyRecord, 'payload'>, at: number;

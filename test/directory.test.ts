@@ -1,0 +1,231 @@
+// Several tracker instances on one session directory: a real redis-server on a
+// free port, three tracker processes on 127.0.0.2, .3 and .4, and every client on
+// its own loopback IP, speaking raw datagrams as real clients do.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WirePeer } from './helpers/wire.js';
+import { runTracker, type Running } from './helpers/process.js';
+import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
+import { freePort, httpGet } from './helpers/ops.js';
+
+const skip = redisMissing() ?? false;
+const ANNOUNCE = '{"action":"announce"}';
+
+interface Instance { id: string; host: string; port: number; metricsPort: number; proc: Running }
+
+async function startInstance(redis: RedisServer, id: string, host: string, extra: string[] = []): Promise<Instance> {
+  const metricsPort = await freePort();
+  const proc = await runTracker(['--host', host, '--port', '0', '--shards', '2', '--directory', redis.url, '--instance-id', id,
+    '--metrics-port', String(metricsPort), ...extra]);
+  return { id, host, port: proc.port, metricsPort, proc };
+}
+
+async function stopInstance(i: Instance): Promise<void> {
+  if (i.proc.child.exitCode === null && i.proc.child.signalCode === null) i.proc.child.kill('SIGTERM');
+  await i.proc.exited;
+}
+
+const target = (i: Instance) => ({ address: i.host, port: i.port });
+
+/** Waits until the directory holds shareId's pointer (writes are asynchronous). */
+async function pointerOf(redis: RedisServer, shareId: string): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const v = redis.cli('get', `sobani:s:${shareId}`).trim();
+    if (v !== '') return v;
+    await sleep(30);
+  }
+  throw new Error(`no pointer for ${shareId}`);
+}
+
+/** A desktop-client session: announce until announced, then one alive (dialect: legacy). */
+async function legacySession(p: WirePeer): Promise<string> {
+  for (let attempt = 0; ; attempt++) {
+    p.send(ANNOUNCE);
+    const r = await p.next('announced', 1000).catch(() => null);
+    if (r !== null) {
+      await p.request('{"action":"alive"}', 'alived');
+      await p.drain(50);
+      return r.data!.shareId as string;
+    }
+    if (attempt === 4) throw new Error('no announced');
+  }
+}
+
+/** Sends a raw push and returns the first reply of one of `actions`. */
+async function push(p: WirePeer, shareId: string, ...actions: string[]): Promise<{ action: string; data?: Record<string, unknown>; from: string }> {
+  p.send(`{"action":"push","shareId":"${shareId}"}`);
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const r = await p.next(undefined, Math.max(1, deadline - Date.now()));
+    if (actions.includes(r.action)) return r;
+  }
+}
+
+async function metric(i: Instance, pattern: RegExp): Promise<number> {
+  const m = pattern.exec((await httpGet(i.metricsPort, '/metrics')).body);
+  return m ? Number(m[1]) : 0;
+}
+
+describe('several instances on one session directory', { skip }, () => {
+  let redis: RedisServer;
+  let a: Instance, b: Instance, c: Instance;
+  let clientIp = 1;
+  const client = (i: Instance): Promise<WirePeer> => WirePeer.open(target(i), `127.0.30.${clientIp++}`);
+
+  before(async () => {
+    redis = await startRedis();
+    [a, b, c] = await Promise.all([startInstance(redis, 'a', '127.0.0.2'), startInstance(redis, 'b', '127.0.0.3'), startInstance(redis, 'c', '127.0.0.4')]);
+  });
+  after(async () => {
+    await Promise.all([a, b, c].filter(Boolean).map(stopInstance));
+    await redis?.stop();
+  });
+
+  test('a push reaches a peer on another instance: each peer hears from its own instance (documented dialect)', async () => {
+    const x = await client(a), y = await client(b);
+    const idX = await x.announce(), idY = await y.announce();
+    assert.match(await pointerOf(redis, idX), /^a\t/);
+    const r = await push(y, idX, 'pushReceived');
+    assert.equal(r.from, `${b.host}:${b.port}`, 'the requester hears from its own instance');
+    assert.deepEqual(r.data, { peeraddr: x.address, peerShareId: idX });
+    const income = await x.next('income');
+    assert.equal(income.from, `${a.host}:${a.port}`, 'the target hears from its own instance');
+    assert.deepEqual(income.data, { peeraddr: y.address, peerShareId: idY });
+    x.close(); y.close();
+  });
+
+  test('the desktop client\'s dialect works across instances: pushed from its instance, income from the other', async () => {
+    const x = await client(a), y = await client(c);
+    const idX = await legacySession(x), idY = await legacySession(y);
+    await pointerOf(redis, idX);
+    const r = await push(y, idX, 'pushed');
+    assert.equal(r.from, `${c.host}:${c.port}`);
+    assert.deepEqual(r.data, { peeraddr: x.address, peerShareId: idX });
+    const income = await x.next('income');
+    assert.equal(income.from, `${a.host}:${a.port}`);
+    assert.deepEqual(income.data, { peeraddr: y.address, peerShareId: idY });
+    x.close(); y.close();
+  });
+
+  test('a push to a local session, or from a session with none, never touches Redis', async () => {
+    const x = await client(b), y = await client(b);
+    const idX = await x.announce();
+    await y.announce();
+    await sleep(200); // the pointer writes of these announces
+    const before = { get: redis.calls('get'), publish: redis.calls('publish') };
+    for (let i = 0; i < 5; i++) assert.equal((await push(y, idX, 'pushReceived')).data!.peerShareId, idX);
+    assert.deepEqual({ get: redis.calls('get'), publish: redis.calls('publish') }, before);
+    x.close(); y.close();
+  });
+
+  test('a shareId no instance holds gets UNKNOWN_SHARE_ID', async () => {
+    const y = await client(a);
+    await y.announce();
+    const r = await push(y, 'AAAAAAAAAAAA', 'error');
+    assert.equal(r.data!.code, 'UNKNOWN_SHARE_ID');
+    y.close();
+  });
+
+  test('an instance that dies: pushes to its sessions fail clearly and quickly', async () => {
+    const redisC = await startInstance(redis, 'doomed', '127.0.0.5');
+    const x = await client(redisC), y = await client(a);
+    const idX = await x.announce();
+    await y.announce();
+    await pointerOf(redis, idX);
+    redisC.proc.child.kill('SIGKILL');
+    await redisC.proc.exited;
+    const started = Date.now();
+    const r = await push(y, idX, 'error');
+    assert.equal(r.data!.code, 'PEER_UNREACHABLE');
+    assert.ok(Date.now() - started < 1500, `answered in ${Date.now() - started} ms`);
+    x.close(); y.close();
+  });
+
+  test('Redis stalls, then dies: local traffic goes on, remote pushes get DIRECTORY_UNAVAILABLE; restarted empty, the directory is rebuilt', { timeout: 60_000 }, async () => {
+    const x = await client(a), y = await client(b), z = await client(b);
+    const idX = await x.announce(), idZ = await z.announce();
+    await y.announce();
+    await pointerOf(redis, idX);
+    assert.equal((await push(y, idX, 'pushReceived')).data!.peerShareId, idX);
+    await x.drain(100);
+
+    redis.signal('SIGSTOP');
+    try {
+      const started = Date.now();
+      const r = await push(y, idX, 'error');
+      assert.equal(r.data!.code, 'DIRECTORY_UNAVAILABLE');
+      assert.ok(Date.now() - started < 2000, `answered in ${Date.now() - started} ms`);
+      // every local request is answered as before
+      for (let i = 0; i < 20; i++) assert.equal((await y.request({ action: 'pulse' }, 'pulseReceived', 500)).data!.status, '0');
+      assert.equal((await push(y, idZ, 'pushReceived')).data!.peerShareId, idZ, 'a local push is untouched');
+      await sleep(1200); // the next directory check notices the stall
+      const health = await httpGet(b.metricsPort, '/healthz');
+      assert.equal(health.status, 200, 'degraded, not down');
+      assert.match(health.body, /degraded/);
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    await redis.kill();
+    const r = await push(y, idX, 'error');
+    assert.equal(r.data!.code, 'DIRECTORY_UNAVAILABLE');
+    assert.equal((await y.request({ action: 'pulse' }, 'pulseReceived', 500)).data!.status, '0');
+
+    await redis.restart(); // empty: no pointers at all
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const answer = await push(y, idX, 'pushReceived', 'error');
+      if (answer.action === 'pushReceived') { assert.equal(answer.data!.peerShareId, idX); break; }
+      assert.ok(Date.now() < deadline, `no pushReceived within 10 s of the restart; last: ${JSON.stringify(answer.data)}`);
+      await sleep(250);
+    }
+    assert.equal((await x.next('income')).data!.peeraddr, y.address);
+    assert.match(redis.cli('get', `sobani:s:${idX}`), /^a\t/, 'instance a wrote its pointers again');
+    assert.equal((await httpGet(b.metricsPort, '/healthz')).status, 200);
+    x.close(); y.close(); z.close();
+  });
+
+  test('directory writes stay under 0.1 per second per live session while sessions keep pulsing', { timeout: 30_000 }, async () => {
+    const sessions = await Promise.all(Array.from({ length: 50 }, () => client(c)));
+    await Promise.all(sessions.map((p) => p.announce()));
+    await sleep(300);
+    redis.cli('config', 'resetstat');
+    const seconds = 6;
+    for (let t = 0; t < seconds * 2; t++) {
+      await Promise.all(sessions.map((p) => p.request({ action: 'pulse' }, 'pulseReceived')));
+      await sleep(500);
+    }
+    const writes = redis.calls('set');
+    const perSessionPerSecond = writes / sessions.length / seconds;
+    assert.ok(perSessionPerSecond <= 0.1, `${writes} SETs for ${sessions.length} sessions in ${seconds} s: ${perSessionPerSecond.toFixed(3)}/s each`);
+    assert.ok(await metric(c, /^sobani_directory_writes_total (\d+)/m) >= sessions.length, 'each announce wrote its pointer');
+    for (const p of sessions) p.close();
+  });
+
+  test('an instance restarted from its snapshot registers the sessions it restored', { timeout: 30_000 }, async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'sobani-dir-snap-'));
+    const snapshot = join(dir, 'sessions.snapshot');
+    try {
+      let d = await startInstance(redis, 'snap-1', '127.0.0.6', ['--snapshot', snapshot]);
+      const port = d.port;
+      const x = await WirePeer.open(target(d), '127.0.31.1');
+      const idX = await x.announce();
+      await pointerOf(redis, idX);
+      await stopInstance(d); // SIGTERM writes the snapshot
+      redis.cli('del', `sobani:s:${idX}`);
+      // the same address and port (clients keep talking to it), a new instance id
+      d = await startInstance(redis, 'snap-2', '127.0.0.6', ['--snapshot', snapshot, '--port', String(port)]);
+      assert.match(await pointerOf(redis, idX), /^snap-2\t/);
+      const y = await client(a);
+      await y.announce();
+      assert.equal((await push(y, idX, 'pushReceived')).data!.peerShareId, idX);
+      await stopInstance(d);
+      x.close(); y.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
