@@ -752,6 +752,8 @@ test('bench: runLoad against the native echo (closed and open loop) returns plau
 
     await assert.rejects(b.runLoad({ ...common, window: 1, rate: 0, sources: ['192.0.2.1'] }), (err: NodeJS.ErrnoException) => err.code === 'EADDRNOTAVAIL');
     assert.throws(() => b.runLoad({ ...common, window: 1, rate: 0, sources: [] }), TypeError);
+    // clients share a port and are told apart by their address
+    assert.throws(() => b.runLoad({ ...common, window: 1, rate: 0, sources: ['127.0.1.100', '127.0.1.100'] }), TypeError);
   } finally {
     e.close();
   }
