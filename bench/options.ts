@@ -25,6 +25,8 @@ export interface BenchOptions {
   ttl: number;
   /** Requests per kind and source in the amplification table; 0 skips it. */
   amp: number;
+  /** Live sessions for the several-instances phase's Redis load; 0 skips the phase. */
+  directorySessions: number;
   /** Soak mode: seconds to run (0: off, the normal bench). */
   soak: number;
   soakRate: number;
@@ -52,6 +54,9 @@ const HELP = `yarn bench [flags]
   --ttl N        session TTL (s) for the expiry phase       (default 20)
   --amp N        requests per kind in the amplification     (default 20)
                  table, 0 to skip
+  --directory-sessions N  several instances on one Redis:   (default 100000)
+                 live sessions for the Redis load, 0 to
+                 skip the phase (needs redis-server)
   --soak N       soak mode: only run the tracker for N s    (default off)
                  under steady open-loop load with churn,
                  sampling RSS and event-loop delay
@@ -80,6 +85,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       ttl: { type: 'string', default: '20' },
       out: { type: 'string', default: 'bench/results' },
       amp: { type: 'string', default: '20' },
+      'directory-sessions': { type: 'string', default: '100000' },
       soak: { type: 'string', default: '0' },
       'soak-rate': { type: 'string', default: '20000' },
       'soak-ttl': { type: 'string', default: '10' },
@@ -118,6 +124,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     threads: int('threads', 1),
     ttl: num('ttl', 1),
     amp: int('amp', 0),
+    directorySessions: int('directory-sessions', 0),
     soak: num('soak', 0),
     soakRate: num('soak-rate', 1),
     soakTtl: int('soak-ttl', 1),

@@ -8,6 +8,7 @@ import type { ScaleResult } from './scale.js';
 import { renderSvg } from './chart.js';
 import { cores, f, k, mb, pct, x } from './format.js';
 import { renderAmplification, type AmpResult } from './amplification.js';
+import { renderDirectory, type DirectoryResult } from './directory.js';
 
 export interface ServerResult {
   name: string;
@@ -55,6 +56,8 @@ export interface BenchResults {
   options: BenchOptions;
   servers: ServerResult[];
   amplification?: AmpResult;
+  directory?: DirectoryResult;
+  directoryError?: string;
   scale?: ScaleResult;
   scaleError?: string;
   targets: Target[];
@@ -240,6 +243,8 @@ export function renderTable(r: BenchResults): string {
   out.push('', `Tracker drops during the load tests (all rounds, setup included): ${trackers.map((s) => `${s.name}: ${dropText(s.median!.drops)}`).join('; ') || '—'}${sc ? `; ${sc.peers.toLocaleString('en')} peers: ${dropText(sumDrops([sc.closed.drops, sc.open.drops]))}` : ''}. Clients that failed to prove: ${r.servers.reduce((a, s) => a + (s.median?.proofFailed ?? 0), 0)}.`);
   if (r.servers.some((s) => (s.median?.unknownSession ?? 0) > 0)) out.push('', '⚠ some pulses were answered with status "1" (session unknown to the server).');
   if (r.amplification) out.push('', renderAmplification(r.amplification));
+  if (r.directory) out.push('', renderDirectory(r.directory));
+  if (r.directoryError) out.push('', `several-instances phase failed: ${r.directoryError.split('\n')[0]}`);
   if (r.scaleError) out.push('', `scale phase failed: ${r.scaleError.split('\n')[0]}`);
   return out.join('\n');
 }

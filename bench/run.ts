@@ -13,6 +13,7 @@ import { ServerHandle, serverName, setupOf, trackerIo, type ServerKind } from '.
 import { nativeBench } from './loadgen/native.js';
 import { runAmplification, type AmpResult } from './amplification.js';
 import { renderSoak, runSoak, writeSoak } from './soak.js';
+import { redisServerMissing, runDirectory, type DirectoryResult } from './directory.js';
 
 const opts = parseOptions(process.argv.slice(2));
 
@@ -34,7 +35,9 @@ const kinds: ServerKind[] = [
   { kind: 'tracker', io: 'dgram', shards: 'default' },
   ...(trackerIo() === 'native' ? opts.shards.map((shards) => ({ kind: 'tracker' as const, io: 'native' as const, shards })) : []),
 ];
-const progress = new Progress(1 + opts.rounds * kinds.length * 2 + (opts.amp > 0 ? 2 : 0) + (opts.peers > 0 ? SCALE_STEPS : 0));
+const withDirectory = opts.directorySessions > 0 && redisServerMissing() === null;
+if (opts.directorySessions > 0 && !withDirectory) process.stderr.write(`several-instances phase skipped: ${redisServerMissing()}\n`);
+const progress = new Progress(1 + opts.rounds * kinds.length * 2 + (opts.amp > 0 ? 2 : 0) + (withDirectory ? 2 : 0) + (opts.peers > 0 ? SCALE_STEPS : 0));
 
 // Every server runs for the whole comparison; only the one under test gets load.
 progress.start('starting servers');
@@ -87,6 +90,17 @@ if (opts.amp > 0) {
   amplification = await runAmplification(opts.amp, (server) => progress.start(`amplification table · ${server}`));
 }
 
+let directory: DirectoryResult | undefined;
+let directoryError: string | undefined;
+if (withDirectory) {
+  try {
+    directory = await runDirectory(opts.directorySessions, (what) => progress.start(what));
+  } catch (err) {
+    directoryError = (err as Error).message;
+    progress.log(`several-instances phase: ${directoryError}`);
+  }
+}
+
 let scale: ScaleResult | undefined;
 let scaleError: string | undefined;
 if (opts.peers > 0) {
@@ -105,6 +119,8 @@ const results: BenchResults = {
   options: opts,
   servers: servers.map((s) => s.result),
   ...(amplification ? { amplification } : {}),
+  ...(directory ? { directory } : {}),
+  ...(directoryError ? { directoryError } : {}),
   ...(scale ? { scale } : {}),
   ...(scaleError ? { scaleError } : {}),
   targets: buildTargets(

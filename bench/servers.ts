@@ -12,7 +12,7 @@ export type ServerKind =
   | { kind: 'echo' }
   | { kind: 'native-echo' }
   | { kind: 'naive' }
-  | { kind: 'tracker'; io: 'native' | 'dgram'; shards: number | 'default'; ttl?: number };
+  | { kind: 'tracker'; io: 'native' | 'dgram'; shards: number | 'default'; ttl?: number; directory?: string; instanceId?: string };
 
 /** The tracker's own choice (its `io` auto): native where the addon is built. */
 export function trackerIo(): 'native' | 'dgram' {
@@ -45,6 +45,7 @@ function entry(kind: ServerKind): { file: string; args: string[] } {
     case 'tracker': {
       const args = ['--io', kind.io, '--shards', String(kind.shards)];
       if (kind.ttl !== undefined) args.push('--ttl', String(kind.ttl));
+      if (kind.directory !== undefined) args.push('--directory', kind.directory, '--instance-id', kind.instanceId ?? 'bench');
       return { file: rel('./tracker-server'), args };
     }
   }

@@ -1,10 +1,13 @@
 // Runs the real tracker as a bench child process.
-// argv: --io native|dgram  --shards N|default  [--ttl seconds]
+// argv: --io native|dgram  --shards N|default  [--ttl seconds]  [--directory URL --instance-id NAME]
 import { parseArgs } from 'node:util';
 import { startTracker } from '../src/tracker.js';
 import { serveBench } from './child-ipc.js';
 
-const { values } = parseArgs({ options: { io: { type: 'string', default: 'native' }, shards: { type: 'string', default: 'default' }, ttl: { type: 'string' } } });
+const { values } = parseArgs({ options: {
+  io: { type: 'string', default: 'native' }, shards: { type: 'string', default: 'default' }, ttl: { type: 'string' },
+  directory: { type: 'string' }, 'instance-id': { type: 'string' },
+} });
 
 const tracker = await startTracker({
   host: '127.0.0.1',
@@ -13,6 +16,7 @@ const tracker = await startTracker({
   io: values.io === 'dgram' ? 'dgram' : 'native',
   ...(values.shards !== 'default' ? { shards: Number(values.shards) } : {}),
   ...(values.ttl !== undefined ? { ttl: Number(values.ttl) } : {}),
+  ...(values.directory !== undefined ? { directory: values.directory, instanceId: values['instance-id'] ?? 'bench' } : {}),
 });
 const bound = tracker.addresses.find((a) => a.family === 'IPv4') ?? tracker.addresses[0];
 if (!bound) throw new Error('tracker bound no socket');

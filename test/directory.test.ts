@@ -8,6 +8,11 @@ import { WirePeer } from './helpers/wire.js';
 import { runTracker, type Running } from './helpers/process.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
 import { freePort, httpGet } from './helpers/ops.js';
+import { Unpackr } from 'msgpackr';
+import { defaultConfig } from '../src/config.js';
+import { pointerRefreshMs } from '../src/directory/cadence.js';
+import { DIRECTORY_TICK_MS, Shard, shardOptions } from '../src/shard/shard.js';
+import type { ShardExtras } from '../src/wire/messages.js';
 
 const skip = redisMissing() ?? false;
 const ANNOUNCE = '{"action":"announce"}';
@@ -66,6 +71,26 @@ async function metric(i: Instance, pattern: RegExp): Promise<number> {
   const m = pattern.exec((await httpGet(i.metricsPort, '/metrics')).body);
   return m ? Number(m[1]) : 0;
 }
+
+test('a shard refreshes every live pointer exactly once per refresh period, at an even pace', () => {
+  const config = { ...defaultConfig(), shards: 1, directory: 'redis://127.0.0.1:1' };
+  const shard = new Shard(shardOptions(config, 0, ['udp4']));
+  shard.fill(5000);
+  const unpackr = new Unpackr({ useRecords: false });
+  const ticks = pointerRefreshMs(config.ttl) / DIRECTORY_TICK_MS;
+  const written = new Map<string, number>();
+  let maxPerTick = 0;
+  for (let i = 0; i < ticks; i++) {
+    shard.directoryTick();
+    const ext = shard.takeExtras();
+    const pointers = ext === null ? [] : (unpackr.unpack(ext) as ShardExtras).pointers ?? [];
+    maxPerTick = Math.max(maxPerTick, pointers.length);
+    for (const [id] of pointers) written.set(id, (written.get(id) ?? 0) + 1);
+  }
+  assert.equal(written.size, 5000, 'every live session');
+  assert.ok([...written.values()].every((n) => n === 1), 'once each');
+  assert.ok(maxPerTick <= Math.ceil((5000 / ticks) * 1.01) + 1, `even: at most ${maxPerTick} in one tick`);
+});
 
 describe('several instances on one session directory', { skip }, () => {
   let redis: RedisServer;

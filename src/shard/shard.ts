@@ -94,8 +94,9 @@ export class Shard {
   private readonly remoteWriter = new ReplyWriter(1024);
   /** Where requester replies go: the batch's reply writer, or remoteWriter. income always goes out through `writer`. */
   private replies: ReplyWriter = this.writer;
-  /** Directory refresh: the next slot whose pointer is written, and how many slots a tick covers. */
+  /** Directory refresh: the next slot whose pointer is written, the pointers owed (a fraction), and a re-registration's remainder. */
   private refreshCursor = 0;
+  private refreshCredit = 0;
   private reregisterLeft = 0;
   private readonly packr = new Packr({ useRecords: false });
   private readonly unpackr = new Unpackr({ useRecords: false });
@@ -526,29 +527,36 @@ export class Shard {
   }
 
   /**
-   * Called every DIRECTORY_TICK_MS: writes the pointers of the next slice of the
-   * table, so every live session's pointer is written once per pointerRefreshMs,
-   * spread evenly; after reregister(), every pointer again at REREGISTER_PER_TICK.
+   * Called every DIRECTORY_TICK_MS: writes the pointers of the next live sessions
+   * in slot order, as many as make every live session's pointer written once per
+   * pointerRefreshMs at an even rate; after reregister(), every pointer again at
+   * up to REREGISTER_PER_TICK.
    */
   directoryTick(): void {
     if (this.opts.pointerRefreshMs === 0) return;
     const t = this.table;
-    let slots = Math.ceil((t.capacity * DIRECTORY_TICK_MS) / this.opts.pointerRefreshMs);
+    // fractions carry over, so a small table is not refreshed faster than a big one
+    this.refreshCredit += (t.size * DIRECTORY_TICK_MS) / this.opts.pointerRefreshMs;
+    let quota = Math.floor(this.refreshCredit);
+    this.refreshCredit -= quota;
     if (this.reregisterLeft > 0) {
       const n = Math.min(this.reregisterLeft, REREGISTER_PER_TICK);
       this.reregisterLeft -= n;
-      slots = Math.max(slots, n);
+      quota = Math.max(quota, n);
     }
-    for (let i = 0; i < slots; i++) {
+    // At most one pass over the table per tick, however sparse it is.
+    for (let scanned = 0; quota > 0 && scanned < t.capacity; scanned++) {
       const slot = this.refreshCursor;
       this.refreshCursor = slot + 1 >= t.capacity ? 0 : slot + 1;
-      if (this.wheel.isScheduled(slot)) this.writePointer(slot); // every live slot is on the wheel
+      if (!this.wheel.isScheduled(slot)) continue; // every live slot is on the wheel, and only those
+      this.writePointer(slot);
+      quota--;
     }
   }
 
   /** The directory lost its data (or was unreachable): write every live pointer again, paced. */
   reregister(): void {
-    this.reregisterLeft = this.table.capacity;
+    this.reregisterLeft = this.table.size;
   }
 
   /** Expires what is due (sessions, then idle IP entries); false when the budget ran out first. */
