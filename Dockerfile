@@ -4,11 +4,14 @@
 # Configuration is SOBANI_* environment variables (or flags after the image name);
 # see `docker run --rm sobani-tracker --help`.
 
-# ---- build: all dependencies, TypeScript -> dist/
+# ---- build: all dependencies, the native UDP addon, TypeScript -> dist/
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
-COPY package.json yarn.lock ./
-RUN yarn install --frozen-lockfile --non-interactive
+# node-gyp builds the addon (src/io/native/udp.c) against the image's own Node headers.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+COPY package.json yarn.lock binding.gyp ./
+COPY src/io/native ./src/io/native
+RUN yarn install --frozen-lockfile --non-interactive && test -f build/Release/sobani_udp.node
 COPY tsconfig.json ./
 COPY src ./src
 RUN yarn build
@@ -18,8 +21,10 @@ FROM node:20-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json yarn.lock ./
-RUN yarn install --production --frozen-lockfile --non-interactive && yarn cache clean
+# No compiler here: the addon comes built from the build stage (--ignore-scripts skips the build).
+RUN yarn install --production --frozen-lockfile --non-interactive --ignore-scripts && yarn cache clean
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/build/Release/sobani_udp.node ./build/Release/sobani_udp.node
 # The snapshot lives on a volume; it must belong to the user the tracker runs as.
 RUN mkdir -p /data && chown node:node /data
 VOLUME /data
