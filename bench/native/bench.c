@@ -34,84 +34,25 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NAPI_OK(call) do { if ((call) != napi_ok) return NULL; } while (0)
+// NAPI_OK, throw_type_error, set_named_*, make_errno_error, get_opt*, get_bytes...
+// shared with the tracker's addon (src/io/native/udp.c)
+#include "../../src/io/native/napi-helpers.h"
 
-// ---- shared helpers ---------------------------------------------------------------
+// ---- helpers ------------------------------------------------------------------------
 
-static napi_value throw_type_error(napi_env env, const char* msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
-  return NULL;
-}
-
-static void set_double(napi_env env, napi_value obj, const char* key, double value) {
-  napi_value v;
-  if (napi_create_double(env, value, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
-}
-
-static void set_string(napi_env env, napi_value obj, const char* key, const char* value) {
-  napi_value v;
-  if (napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
-}
-
-static napi_value make_errno_error(napi_env env, int err, const char* syscall, const char* detail) {
-  const char* code = uv_err_name(-err);
-  char msg[320];
-  snprintf(msg, sizeof msg, "%s %s%s%s (%s)", syscall, code, detail ? " " : "", detail ? detail : "", strerror(err));
-  napi_value code_v, msg_v, error;
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
-  napi_create_error(env, code_v, msg_v, &error);
-  set_double(env, error, "errno", -err);
-  set_string(env, error, "syscall", syscall);
-  return error;
-}
-
-static int get_opt(napi_env env, napi_value obj, const char* key, napi_value* out) {
-  bool has = false;
-  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return 0;
-  if (napi_get_named_property(env, obj, key, out) != napi_ok) return 0;
-  napi_valuetype t;
-  napi_typeof(env, *out, &t);
-  return t != napi_undefined && t != napi_null;
-}
-
-static int get_number(napi_env env, napi_value obj, const char* key, double dflt, double lo, double hi, double* out) {
-  napi_value v;
-  if (!get_opt(env, obj, key, &v)) { *out = dflt; return 1; }
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || d != d || d < lo || d > hi) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "%s must be a number in %g..%g", key, lo, hi);
-    throw_type_error(env, msg);
-    return 0;
-  }
-  *out = d;
-  return 1;
-}
-
-static int get_string(napi_env env, napi_value obj, const char* key, char* buf, size_t size) {
-  napi_value v;
-  size_t n;
-  if (!get_opt(env, obj, key, &v) || napi_get_value_string_utf8(env, v, buf, size, &n) != napi_ok) return 0;
-  return 1;
-}
-
-// Copies a Buffer / TypedArray / ArrayBuffer into malloc'd memory.
+// Copies a Buffer / Uint8Array (any 8-bit TypedArray) / ArrayBuffer into malloc'd memory.
 static int get_bytes_copy(napi_env env, napi_value v, uint8_t** out, size_t* out_len) {
   bool is = false;
-  void* data = NULL;
-  size_t len = 0;
+  uint8_t* data;
+  size_t len;
   if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
     napi_typedarray_type type;
-    napi_value ab;
-    size_t off;
-    if (napi_get_typedarray_info(env, v, &type, &len, &data, &ab, &off) != napi_ok) return 0;
+    if (napi_get_typedarray_info(env, v, &type, NULL, NULL, NULL, NULL) != napi_ok) return 0;
     if (type != napi_uint8_array && type != napi_int8_array && type != napi_uint8_clamped_array) return 0;
-  } else if (napi_is_arraybuffer(env, v, &is) == napi_ok && is) {
-    if (napi_get_arraybuffer_info(env, v, &data, &len) != napi_ok) return 0;
-  } else {
+  } else if (napi_is_arraybuffer(env, v, &is) != napi_ok || !is) {
     return 0;
   }
+  if (!get_bytes(env, v, &data, &len)) return 0;
   *out = malloc(len > 0 ? len : 1);
   if (*out == NULL) return 0;
   if (len > 0) memcpy(*out, data, len);
@@ -176,16 +117,10 @@ typedef struct {
   uint64_t received, echoed, send_errors;
 } echo_server;
 
-static void free_handle(uv_handle_t* h) { free(h); }
-
 static void echo_close_now(echo_server* e) {
   if (e->closed) return;
   e->closed = 1;
-  if (e->poll != NULL) {
-    uv_poll_stop(e->poll);
-    uv_close((uv_handle_t*)e->poll, free_handle);
-    e->poll = NULL;
-  }
+  close_poll(&e->poll);
   if (e->fd >= 0) { close(e->fd); e->fd = -1; }
 }
 
@@ -247,21 +182,15 @@ static void echo_on_poll(uv_poll_t* h, int status, int events) {
 }
 
 static napi_value Echo_new(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], self, new_target;
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, &self, NULL));
-  NAPI_OK(napi_get_new_target(env, info, &new_target));
-  if (new_target == NULL) return throw_type_error(env, "EchoServer must be called with new");
-  napi_valuetype t = napi_undefined;
-  if (argc >= 1) napi_typeof(env, argv[0], &t);
-  if (t != napi_object) return throw_type_error(env, "new EchoServer(options): options must be an object");
+  napi_value self;
+  napi_value opts = constructor_options(env, info, "EchoServer", &self);
+  if (opts == NULL) return NULL;
   char host[64] = "127.0.0.1";
-  napi_value v;
-  if (get_opt(env, argv[0], "host", &v) && !get_string(env, argv[0], "host", host, sizeof host)) return throw_type_error(env, "host must be a string");
+  if (get_opt_string(env, opts, "host", host, sizeof host) < 0) return throw_type_error(env, "host must be a string");
   double port, rcvbuf, sndbuf;
-  if (!get_number(env, argv[0], "port", 0, 0, 65535, &port)) return NULL;
-  if (!get_number(env, argv[0], "recvBufferSize", 0, 0, 2147483647.0, &rcvbuf)) return NULL;
-  if (!get_number(env, argv[0], "sendBufferSize", 0, 0, 2147483647.0, &sndbuf)) return NULL;
+  if (!get_opt_number(env, opts, "port", 0, 0, 65535, &port)) return NULL;
+  if (!get_opt_number(env, opts, "recvBufferSize", 0, 0, 2147483647.0, &rcvbuf)) return NULL;
+  if (!get_opt_number(env, opts, "sendBufferSize", 0, 0, 2147483647.0, &sndbuf)) return NULL;
   struct sockaddr_in6 addr;
   socklen_t addr_len;
   int family = parse_ip(host, (unsigned)port, &addr, &addr_len);
@@ -321,11 +250,7 @@ static napi_value Echo_new(napi_env env, napi_callback_info info) {
 }
 
 static echo_server* echo_this(napi_env env, napi_callback_info info) {
-  napi_value self;
-  echo_server* e = NULL;
-  if (napi_get_cb_info(env, info, NULL, NULL, &self, NULL) != napi_ok) return NULL;
-  if (napi_unwrap(env, self, (void**)&e) != napi_ok) { throw_type_error(env, "not an EchoServer"); return NULL; }
-  return e;
+  return get_wrapped_this(env, info, "not an EchoServer");
 }
 
 static napi_value Echo_address(napi_env env, napi_callback_info info) {
@@ -338,12 +263,7 @@ static napi_value Echo_address(napi_env env, napi_callback_info info) {
   char text[64];
   if (a.sin6_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in*)&a)->sin_addr, text, sizeof text);
   else uv_inet_ntop(AF_INET6, &a.sin6_addr, text, sizeof text);
-  napi_value obj;
-  NAPI_OK(napi_create_object(env, &obj));
-  set_string(env, obj, "address", text);
-  set_double(env, obj, "port", ntohs(a.sin6_port));
-  set_string(env, obj, "family", a.sin6_family == AF_INET6 ? "IPv6" : "IPv4");
-  return obj;
+  return address_object(env, text, ntohs(a.sin6_port), a.sin6_family);
 }
 
 static napi_value Echo_stats(napi_env env, napi_callback_info info) {
@@ -351,9 +271,9 @@ static napi_value Echo_stats(napi_env env, napi_callback_info info) {
   if (e == NULL) return NULL;
   napi_value obj;
   NAPI_OK(napi_create_object(env, &obj));
-  set_double(env, obj, "received", (double)e->received);
-  set_double(env, obj, "echoed", (double)e->echoed);
-  set_double(env, obj, "sendErrors", (double)e->send_errors);
+  set_named_double(env, obj, "received", (double)e->received);
+  set_named_double(env, obj, "echoed", (double)e->echoed);
+  set_named_double(env, obj, "sendErrors", (double)e->send_errors);
   return obj;
 }
 
@@ -1078,25 +998,25 @@ static void load_settle(napi_env env, napi_value js_cb, void* context, void* dat
       napi_value r, ab, hist, b;
       void* data_ptr = NULL;
       napi_create_object(env, &r);
-      set_double(env, r, "clients", j->nsrc);
-      set_double(env, r, "activeClients", j->active);
-      set_double(env, r, "seconds", j->measure_ms / 1000);
-      set_double(env, r, "sent", j->sent);
-      set_double(env, r, "sentInWindow", j->sent_in_window);
-      set_double(env, r, "repliesInWindow", j->replies_in_window);
-      set_double(env, r, "answeredInWindow", j->answered_in_window);
-      set_double(env, r, "neverSent", j->never_sent);
-      set_double(env, r, "timedOut", j->timed_out);
-      set_double(env, r, "other", j->other);
-      set_double(env, r, "unknownSession", j->unknown_session);
-      set_double(env, r, "sendErrors", j->send_errors);
-      set_double(env, r, "announceFailed", j->announce_failed);
-      set_double(env, r, "proofFailed", j->proof_failed);
+      set_named_double(env, r, "clients", j->nsrc);
+      set_named_double(env, r, "activeClients", j->active);
+      set_named_double(env, r, "seconds", j->measure_ms / 1000);
+      set_named_double(env, r, "sent", j->sent);
+      set_named_double(env, r, "sentInWindow", j->sent_in_window);
+      set_named_double(env, r, "repliesInWindow", j->replies_in_window);
+      set_named_double(env, r, "answeredInWindow", j->answered_in_window);
+      set_named_double(env, r, "neverSent", j->never_sent);
+      set_named_double(env, r, "timedOut", j->timed_out);
+      set_named_double(env, r, "other", j->other);
+      set_named_double(env, r, "unknownSession", j->unknown_session);
+      set_named_double(env, r, "sendErrors", j->send_errors);
+      set_named_double(env, r, "announceFailed", j->announce_failed);
+      set_named_double(env, r, "proofFailed", j->proof_failed);
       napi_get_boolean(env, j->fell_behind != 0, &b);
       napi_set_named_property(env, r, "fellBehind", b);
-      set_double(env, r, "cpuSeconds", j->cpu_seconds);
-      set_double(env, r, "windowStartMs", j->window_start_ms);
-      set_double(env, r, "windowEndMs", j->window_end_ms);
+      set_named_double(env, r, "cpuSeconds", j->cpu_seconds);
+      set_named_double(env, r, "windowStartMs", j->window_start_ms);
+      set_named_double(env, r, "windowEndMs", j->window_end_ms);
       if (napi_create_arraybuffer(env, HIST_BUCKETS * sizeof(double), &data_ptr, &ab) == napi_ok) {
         memcpy(data_ptr, j->hist, HIST_BUCKETS * sizeof(double));
         if (napi_create_typedarray(env, napi_float64_array, HIST_BUCKETS, ab, 0, &hist) == napi_ok) napi_set_named_property(env, r, "histogram", hist);
@@ -1138,14 +1058,14 @@ static napi_value RunLoad(napi_env env, napi_callback_info info) {
 
   char text[64];
   double port, window, rate, warmup, measure, drain, timeout;
-  if (!get_string(env, spec, "address", text, sizeof text)) return bad_spec(env, j, "spec.address must be an IP literal");
+  if (get_opt_string(env, spec, "address", text, sizeof text) <= 0) return bad_spec(env, j, "spec.address must be an IP literal");
   if (!get_opt(env, spec, "port", &v)) return bad_spec(env, j, "spec.port must be a port number");
-  if (!get_number(env, spec, "port", 0, 1, 65535, &port)) { free_job(j); return NULL; }
+  if (!get_opt_number(env, spec, "port", 0, 1, 65535, &port)) { free_job(j); return NULL; }
   j->family = parse_ip(text, (unsigned)port, &j->server, &j->server_len);
   if (j->family == 0) return bad_spec(env, j, "spec.address must be an IP literal");
-  if (!get_number(env, spec, "window", 1, 1, 1 << 16, &window) || !get_number(env, spec, "rate", 0, 0, 1e9, &rate) ||
-      !get_number(env, spec, "warmupMs", 0, 0, 1e9, &warmup) || !get_number(env, spec, "measureMs", 1000, 1, 1e9, &measure) ||
-      !get_number(env, spec, "drainMs", 200, 0, 1e9, &drain) || !get_number(env, spec, "timeoutMs", 1000, 1, 1e9, &timeout)) {
+  if (!get_opt_number(env, spec, "window", 1, 1, 1 << 16, &window) || !get_opt_number(env, spec, "rate", 0, 0, 1e9, &rate) ||
+      !get_opt_number(env, spec, "warmupMs", 0, 0, 1e9, &warmup) || !get_opt_number(env, spec, "measureMs", 1000, 1, 1e9, &measure) ||
+      !get_opt_number(env, spec, "drainMs", 200, 0, 1e9, &drain) || !get_opt_number(env, spec, "timeoutMs", 1000, 1, 1e9, &timeout)) {
     free_job(j);
     return NULL;
   }
@@ -1189,7 +1109,7 @@ static napi_value RunLoad(napi_env env, napi_callback_info info) {
     j->by_addr[slot] = (int32_t)i;
   }
   char setup[16] = "none";
-  if (get_opt(env, spec, "setup", &v) && !get_string(env, spec, "setup", setup, sizeof setup)) return bad_spec(env, j, "spec.setup must be 'none' or 'tracker'");
+  if (get_opt_string(env, spec, "setup", setup, sizeof setup) < 0) return bad_spec(env, j, "spec.setup must be 'none' or 'tracker'");
   if (strcmp(setup, "tracker") == 0) j->setup_tracker = 1;
   else if (strcmp(setup, "none") != 0) return bad_spec(env, j, "spec.setup must be 'none' or 'tracker'");
   if (!get_opt(env, spec, "request", &v) || !get_bytes_copy(env, v, &j->request, &j->request_len)) return bad_spec(env, j, "spec.request must be a Buffer");

@@ -32,6 +32,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "napi-helpers.h"
+
 // One entry of a peers table: the source sockaddr of request #i of a batch
 // (a sockaddr_in or sockaddr_in6, 28 bytes at most), padded to 32.
 #define PEER_BYTES 32
@@ -274,104 +276,19 @@ typedef struct {
 } udp_socket;
 
 // ---- small N-API helpers --------------------------------------------------------
-
-#define NAPI_OK(call) do { if ((call) != napi_ok) return NULL; } while (0)
-
-static napi_value throw_type_error(napi_env env, const char* msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
-  return NULL;
-}
-
-static void set_named_string(napi_env env, napi_value obj, const char* key, const char* value) {
-  napi_value v;
-  if (napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
-}
-
-static void set_named_double(napi_env env, napi_value obj, const char* key, double value) {
-  napi_value v;
-  if (napi_create_double(env, value, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
-}
+// (the ones bench/native/bench.c uses too are in napi-helpers.h)
 
 // Throws an Error like node's own socket errors: code 'EADDRINUSE', errno, syscall, address, port.
 static napi_value throw_errno(napi_env env, int err, const char* syscall, const char* host, int port) {
-  const char* code = uv_err_name(-err);
-  char msg[256];
-  if (host != NULL) snprintf(msg, sizeof msg, "%s %s %s:%d (%s)", syscall, code, host, port, strerror(err));
-  else snprintf(msg, sizeof msg, "%s %s (%s)", syscall, code, strerror(err));
-  napi_value code_v, msg_v, error;
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
-  napi_create_error(env, code_v, msg_v, &error);
-  set_named_double(env, error, "errno", -err);
-  set_named_string(env, error, "syscall", syscall);
+  char detail[96];
+  if (host != NULL) snprintf(detail, sizeof detail, "%s:%d", host, port);
+  napi_value error = make_errno_error(env, err, syscall, host != NULL ? detail : NULL);
   if (host != NULL) {
     set_named_string(env, error, "address", host);
     set_named_double(env, error, "port", port);
   }
   napi_throw(env, error);
   return NULL;
-}
-
-// Returns 1 and sets *out if obj[key] is present (not undefined/null).
-static int get_opt(napi_env env, napi_value obj, const char* key, napi_value* out) {
-  bool has = false;
-  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return 0;
-  if (napi_get_named_property(env, obj, key, out) != napi_ok) return 0;
-  napi_valuetype t;
-  napi_typeof(env, *out, &t);
-  return t != napi_undefined && t != napi_null;
-}
-
-static int get_opt_number(napi_env env, napi_value obj, const char* key, double dflt, double lo, double hi, double* out) {
-  napi_value v;
-  if (!get_opt(env, obj, key, &v)) { *out = dflt; return 1; }
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || d != d || d < lo || d > hi || d != (double)(int64_t)d) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "option %s must be an integer in %.0f..%.0f", key, lo, hi);
-    throw_type_error(env, msg);
-    return 0;
-  }
-  *out = d;
-  return 1;
-}
-
-// Bytes of an ArrayBuffer, TypedArray, DataView or Buffer. A detached buffer gives len 0.
-static int get_bytes(napi_env env, napi_value v, uint8_t** data, size_t* len) {
-  bool is;
-  void* p = NULL;
-  *data = NULL;
-  *len = 0;
-  if (napi_is_arraybuffer(env, v, &is) == napi_ok && is) {
-    if (napi_get_arraybuffer_info(env, v, &p, len) != napi_ok) return 0;
-    *data = p;
-    return 1;
-  }
-  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
-    napi_typedarray_type type;
-    size_t n, off;
-    napi_value ab;
-    if (napi_get_typedarray_info(env, v, &type, &n, &p, &ab, &off) != napi_ok) return 0;
-    size_t elem = 1;
-    switch (type) {
-      case napi_int16_array: case napi_uint16_array: elem = 2; break;
-      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
-      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
-      default: elem = 1;
-    }
-    *data = p;
-    *len = p == NULL ? 0 : n * elem;
-    return 1;
-  }
-  if (napi_is_dataview(env, v, &is) == napi_ok && is) {
-    napi_value ab;
-    size_t off;
-    if (napi_get_dataview_info(env, v, len, &p, &ab, &off) != napi_ok) return 0;
-    *data = p;
-    if (p == NULL) *len = 0;
-    return 1;
-  }
-  return 0;
 }
 
 // A JS exception thrown by a callback: report it like any event handler's
@@ -386,18 +303,12 @@ static void report_pending_exception(napi_env env) {
 
 // ---- closing ------------------------------------------------------------------
 
-static void free_handle(uv_handle_t* h) { free(h); }
-
 // Stops polling and closes the fd. No JS; safe from a finalizer or cleanup hook.
 static void close_socket_now(udp_socket* s) {
   if (s->closed) return;
   s->closed = 1;
   s->receiving = 0;
-  if (s->poll != NULL) {
-    uv_poll_stop(s->poll);
-    uv_close((uv_handle_t*)s->poll, free_handle);
-    s->poll = NULL;
-  }
+  close_poll(&s->poll);
   if (s->fd >= 0) {
     close(s->fd);
     s->fd = -1;
@@ -878,27 +789,19 @@ static int open_socket(napi_env env, const char* host, int port, int rcvbuf, int
 }
 
 static napi_value Sock_new(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], self, new_target;
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, &self, NULL));
-  NAPI_OK(napi_get_new_target(env, info, &new_target));
-  if (new_target == NULL) return throw_type_error(env, "UdpSocket must be called with new");
+  napi_value self, v;
+  napi_value opts = constructor_options(env, info, "UdpSocket", &self);
+  if (opts == NULL) return NULL;
   napi_valuetype t = napi_undefined;
-  if (argc >= 1) napi_typeof(env, argv[0], &t);
-  if (t != napi_object) return throw_type_error(env, "new UdpSocket(options): options must be an object");
-  napi_value opts = argv[0], v;
 
   char host[ADDR_TEXT_MAX + 1] = "::";
-  if (get_opt(env, opts, "host", &v)) {
-    size_t n;
-    if (napi_get_value_string_utf8(env, v, host, sizeof host, &n) != napi_ok) return throw_type_error(env, "option host must be a string");
-  }
+  if (get_opt_string(env, opts, "host", host, sizeof host) < 0) return throw_type_error(env, "option host must be a string");
   double port, rcvbuf, sndbuf, max_datagram, shards;
-  if (!get_opt_number(env, opts, "port", 0, 0, 65535, &port)) return NULL;
-  if (!get_opt_number(env, opts, "recvBufferSize", 0, 0, 2147483647.0, &rcvbuf)) return NULL;
-  if (!get_opt_number(env, opts, "sendBufferSize", 0, 0, 2147483647.0, &sndbuf)) return NULL;
-  if (!get_opt_number(env, opts, "maxDatagram", 2048, 0, 65535, &max_datagram)) return NULL;
-  if (!get_opt_number(env, opts, "shards", 1, 1, 4096, &shards)) return NULL;
+  if (!get_opt_integer(env, opts, "port", 0, 0, 65535, &port)) return NULL;
+  if (!get_opt_integer(env, opts, "recvBufferSize", 0, 0, 2147483647.0, &rcvbuf)) return NULL;
+  if (!get_opt_integer(env, opts, "sendBufferSize", 0, 0, 2147483647.0, &sndbuf)) return NULL;
+  if (!get_opt_integer(env, opts, "maxDatagram", 2048, 0, 65535, &max_datagram)) return NULL;
+  if (!get_opt_integer(env, opts, "shards", 1, 1, 4096, &shards)) return NULL;
 
   uint8_t* tl = NULL;
   size_t tl_len = 0;
@@ -998,14 +901,7 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
 }
 
 static udp_socket* unwrap_this(napi_env env, napi_callback_info info) {
-  napi_value self;
-  udp_socket* s = NULL;
-  if (napi_get_cb_info(env, info, NULL, NULL, &self, NULL) != napi_ok) return NULL;
-  if (napi_unwrap(env, self, (void**)&s) != napi_ok) {
-    throw_type_error(env, "not a UdpSocket");
-    return NULL;
-  }
-  return s;
+  return get_wrapped_this(env, info, "not a UdpSocket");
 }
 
 static napi_value Sock_address(napi_env env, napi_callback_info info) {
@@ -1022,12 +918,7 @@ static napi_value Sock_address(napi_env env, napi_callback_info info) {
   } else {
     format_address((struct sockaddr*)&a, text);
   }
-  napi_value obj;
-  NAPI_OK(napi_create_object(env, &obj));
-  set_named_string(env, obj, "address", text);
-  set_named_double(env, obj, "port", ntohs(a.sin6_port));
-  set_named_string(env, obj, "family", a.sin6_family == AF_INET6 ? "IPv6" : "IPv4");
-  return obj;
+  return address_object(env, text, ntohs(a.sin6_port), a.sin6_family);
 }
 
 static napi_value Sock_stats(napi_env env, napi_callback_info info) {

@@ -1,0 +1,200 @@
+// Small Node-API helpers shared by the two C addons in binding.gyp: the tracker's
+// UDP socket (src/io/native/udp.c) and the benchmark's echo server and load
+// generator (bench/native/bench.c, which includes this file by a relative path).
+// It lives here, not under bench/, because a Docker build context has no bench/.
+//
+// Argument checks throw a TypeError with code ERR_INVALID_ARG_VALUE; system call
+// failures an Error shaped like node's own (code 'EADDRINUSE', errno, syscall).
+// Everything is static inline: each addon keeps its own copy of what it uses.
+// Include it after defining NAPI_VERSION (and _GNU_SOURCE).
+#ifndef SOBANI_NAPI_HELPERS_H
+#define SOBANI_NAPI_HELPERS_H
+
+#include <node_api.h>
+#include <uv.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+// In a function returning napi_value: return NULL (a JS exception may be pending) unless `call` succeeds.
+#define NAPI_OK(call) do { if ((call) != napi_ok) return NULL; } while (0)
+
+static inline napi_value throw_type_error(napi_env env, const char* msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+  return NULL;
+}
+
+static inline void set_named_string(napi_env env, napi_value obj, const char* key, const char* value) {
+  napi_value v;
+  if (napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+static inline void set_named_double(napi_env env, napi_value obj, const char* key, double value) {
+  napi_value v;
+  if (napi_create_double(env, value, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+// An Error like node's own socket errors, not thrown: message "<syscall> <code> [<detail> ](<strerror>)",
+// code 'EADDRINUSE' (say), errno -98, syscall. `detail` (e.g. "host:port") may be NULL.
+static inline napi_value make_errno_error(napi_env env, int err, const char* syscall, const char* detail) {
+  const char* code = uv_err_name(-err);
+  char msg[320];
+  snprintf(msg, sizeof msg, "%s %s%s%s (%s)", syscall, code, detail ? " " : "", detail ? detail : "", strerror(err));
+  napi_value code_v, msg_v, error;
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
+  napi_create_error(env, code_v, msg_v, &error);
+  set_named_double(env, error, "errno", -err);
+  set_named_string(env, error, "syscall", syscall);
+  return error;
+}
+
+// The start of a constructor `new <name>(options)`: sets *self and returns the
+// options object, or throws a TypeError (not called with new, no object) and returns NULL.
+static inline napi_value constructor_options(napi_env env, napi_callback_info info, const char* name, napi_value* self) {
+  size_t argc = 1;
+  napi_value argv[1], new_target;
+  char msg[128];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, self, NULL));
+  NAPI_OK(napi_get_new_target(env, info, &new_target));
+  if (new_target == NULL) {
+    snprintf(msg, sizeof msg, "%s must be called with new", name);
+    return throw_type_error(env, msg);
+  }
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &t);
+  if (t != napi_object) {
+    snprintf(msg, sizeof msg, "new %s(options): options must be an object", name);
+    return throw_type_error(env, msg);
+  }
+  return argv[0];
+}
+
+// The native object wrapped in `this`, or NULL with a TypeError `msg` thrown (e.g. "not a UdpSocket").
+static inline void* get_wrapped_this(napi_env env, napi_callback_info info, const char* msg) {
+  napi_value self;
+  void* p = NULL;
+  if (napi_get_cb_info(env, info, NULL, NULL, &self, NULL) != napi_ok) return NULL;
+  if (napi_unwrap(env, self, &p) != napi_ok) {
+    throw_type_error(env, msg);
+    return NULL;
+  }
+  return p;
+}
+
+// ---- options: properties of an options object ------------------------------------
+
+// Returns 1 and sets *out if obj[key] is present (not undefined/null).
+static inline int get_opt(napi_env env, napi_value obj, const char* key, napi_value* out) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return 0;
+  if (napi_get_named_property(env, obj, key, out) != napi_ok) return 0;
+  napi_valuetype t;
+  napi_typeof(env, *out, &t);
+  return t != napi_undefined && t != napi_null;
+}
+
+// obj[key] as a number in lo..hi (a whole one if `integer`), or dflt when absent.
+// Returns 1, or 0 with a TypeError thrown.
+static inline int get_opt_number_in(napi_env env, napi_value obj, const char* key, double dflt, double lo, double hi,
+                                    int integer, double* out) {
+  napi_value v;
+  if (!get_opt(env, obj, key, &v)) { *out = dflt; return 1; }
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || d != d || d < lo || d > hi || (integer && d != (double)(int64_t)d)) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "option %s must be %s in %.15g..%.15g", key, integer ? "an integer" : "a number", lo, hi);
+    throw_type_error(env, msg);
+    return 0;
+  }
+  *out = d;
+  return 1;
+}
+
+// An integer option in lo..hi (a port, a size, a count), or dflt.
+static inline int get_opt_integer(napi_env env, napi_value obj, const char* key, double dflt, double lo, double hi, double* out) {
+  return get_opt_number_in(env, obj, key, dflt, lo, hi, 1, out);
+}
+
+// A number option in lo..hi, fractions allowed (a rate, milliseconds), or dflt.
+static inline int get_opt_number(napi_env env, napi_value obj, const char* key, double dflt, double lo, double hi, double* out) {
+  return get_opt_number_in(env, obj, key, dflt, lo, hi, 0, out);
+}
+
+// obj[key] as UTF-8 into buf (cut to size - 1 bytes). Returns 1 if it is a string,
+// 0 if absent (buf untouched: it keeps its default), -1 if it is anything else.
+static inline int get_opt_string(napi_env env, napi_value obj, const char* key, char* buf, size_t size) {
+  napi_value v;
+  size_t n;
+  if (!get_opt(env, obj, key, &v)) return 0;
+  return napi_get_value_string_utf8(env, v, buf, size, &n) == napi_ok ? 1 : -1;
+}
+
+// Bytes of an ArrayBuffer, TypedArray, DataView or Buffer, not copied (valid while
+// the value is). A detached buffer gives len 0. Returns 0 for anything else.
+static inline int get_bytes(napi_env env, napi_value v, uint8_t** data, size_t* len) {
+  bool is;
+  void* p = NULL;
+  *data = NULL;
+  *len = 0;
+  if (napi_is_arraybuffer(env, v, &is) == napi_ok && is) {
+    if (napi_get_arraybuffer_info(env, v, &p, len) != napi_ok) return 0;
+    *data = p;
+    return 1;
+  }
+  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_typedarray_type type;
+    size_t n, off;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, v, &type, &n, &p, &ab, &off) != napi_ok) return 0;
+    size_t elem = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: elem = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+      default: elem = 1;
+    }
+    *data = p;
+    *len = p == NULL ? 0 : n * elem;
+    return 1;
+  }
+  if (napi_is_dataview(env, v, &is) == napi_ok && is) {
+    napi_value ab;
+    size_t off;
+    if (napi_get_dataview_info(env, v, len, &p, &ab, &off) != napi_ok) return 0;
+    *data = p;
+    if (p == NULL) *len = 0;
+    return 1;
+  }
+  return 0;
+}
+
+// ---- results ------------------------------------------------------------------------
+
+// { address, port, family } as node's socket.address() gives it.
+static inline napi_value address_object(napi_env env, const char* address, unsigned port, int family) {
+  napi_value obj;
+  NAPI_OK(napi_create_object(env, &obj));
+  set_named_string(env, obj, "address", address);
+  set_named_double(env, obj, "port", port);
+  set_named_string(env, obj, "family", family == AF_INET6 ? "IPv6" : "IPv4");
+  return obj;
+}
+
+// ---- libuv ----------------------------------------------------------------------------
+
+static inline void free_handle(uv_handle_t* h) { free(h); }
+
+// Stops and closes a malloc'd poll handle (freed once libuv is done with it) and sets *poll to NULL.
+static inline void close_poll(uv_poll_t** poll) {
+  if (*poll == NULL) return;
+  uv_poll_stop(*poll);
+  uv_close((uv_handle_t*)*poll, free_handle);
+  *poll = NULL;
+}
+
+#endif // SOBANI_NAPI_HELPERS_H
