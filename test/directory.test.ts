@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WirePeer } from './helpers/wire.js';
+import { WirePeer, wireBytes } from './helpers/wire.js';
 import { runTracker, type Running } from './helpers/process.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
 import { freePort, httpGet } from './helpers/ops.js';
@@ -130,6 +130,22 @@ describe('several instances on one session directory', { skip }, () => {
     const income = await x.next('income');
     assert.equal(income.from, `${a.host}:${a.port}`);
     assert.deepEqual(income.data, { peeraddr: y.address, peerShareId: idY });
+    x.close(); y.close();
+  });
+
+  test('across instances the same rules hold: an unproven requester\'s replies stay within 3x its wire bytes, documented form first', async () => {
+    const x = await client(a), y = await client(b);
+    const idX = await x.announce();
+    await pointerOf(redis, idX);
+    const sent = [ANNOUNCE, `{"action":"push","shareId":"${idX}"}`];
+    y.send(sent[0]!);
+    const got = [(await y.next('announceReceived')).raw, ...(await y.drain(100)).map((r) => r.raw)];
+    y.send(sent[1]!); // no proof, no keep-alive yet: unverified, dialect unknown
+    const first = await y.next(undefined, 3000);
+    assert.equal(first.action, 'pushReceived', 'the documented form first');
+    got.push(first.raw, ...(await y.drain(300)).map((r) => r.raw));
+    assert.ok(wireBytes(...got) <= 3 * wireBytes(...sent), `sent ${wireBytes(...sent)}, got ${wireBytes(...got)} on the wire`);
+    assert.equal((await x.next('income')).data!.peeraddr, y.address);
     x.close(); y.close();
   });
 

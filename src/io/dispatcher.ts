@@ -2,7 +2,9 @@
 // request to its shard's pending batch; this decides when a batch goes to its
 // shard, and hands the shard's replies back to the I/O to send. One batch per
 // shard is in flight at a time: the shard's reply clocks the next send, so under
-// load batches grow instead of thread hops multiplying.
+// load batches grow instead of thread hops multiplying. It also carries pushes
+// between shards, and (with a session directory, src/directory/) hands a shard's
+// pointers and lookups to Redis and pushes from other instances to the shards.
 import { Packr, Unpackr } from 'msgpackr';
 import type { RedisDirectory } from '../directory/redis-directory.js';
 import type { PushRouter, RemotePushes } from '../directory/remote-pushes.js';

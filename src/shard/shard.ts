@@ -237,8 +237,10 @@ export class Shard {
       if (f.failed !== undefined) this.replyError(f.failed);
       else this.resolvePush(f, -1);
       if (f.remote !== undefined) {
-        const out = this.remoteWriter.take();
-        if (out !== null) (this.extras.results ??= []).push({ from: f.remote.from, req: f.remote.req, out });
+        // Always answered, if only with nothing (every reply over budget): the
+        // requester's instance must not mistake silence for an owner that is gone.
+        const out = this.remoteWriter.take() ?? new Uint8Array(0);
+        (this.extras.results ??= []).push({ from: f.remote.from, req: f.remote.req, out });
         this.replies = this.writer;
       }
     }
