@@ -75,17 +75,23 @@ async function punchPair(lab: NatLab, timeoutS: { a: number; b: number }, tracke
   return { a, b, exitA, exitB };
 }
 
+/** Both peers printed `connected` and exited 0; their `connected` lines. */
+function bothConnected(run: Awaited<ReturnType<typeof punchPair>>) {
+  const { a, b, exitA, exitB } = run;
+  const connA = a.lines.find((l) => l.event === 'connected');
+  const connB = b.lines.find((l) => l.event === 'connected');
+  assert.ok(connA, `A did not connect: ${JSON.stringify(a.lines)} ${a.stderr()}`);
+  assert.ok(connB, `B did not connect: ${JSON.stringify(b.lines)} ${b.stderr()}`);
+  assert.equal(exitA.code, 0);
+  assert.equal(exitB.code, 0);
+  return { a, b, connA, connB };
+}
+
 describe('hole punch through two endpoint-independent NATs', { skip }, () => {
   const lab = withLab('cone');
 
   test('both peers connect directly, each seeing the other NAT public address', async (t) => {
-    const { a, b, exitA, exitB } = await punchPair(lab(), { a: 10, b: 15 });
-    const connA = a.lines.find((l) => l.event === 'connected');
-    const connB = b.lines.find((l) => l.event === 'connected');
-    assert.ok(connA, `A did not connect: ${JSON.stringify(a.lines)} ${a.stderr()}`);
-    assert.ok(connB, `B did not connect: ${JSON.stringify(b.lines)} ${b.stderr()}`);
-    assert.equal(exitA.code, 0);
-    assert.equal(exitB.code, 0);
+    const { a, b, connA, connB } = bothConnected(await punchPair(lab(), { a: 10, b: 15 }));
 
     const seenByA = parsePeerAddr(String(connA.peeraddr));
     const seenByB = parsePeerAddr(String(connB.peeraddr));
@@ -134,13 +140,7 @@ describe('hole punch through two endpoint-independent NATs, each peer on its own
 
   test('the push crosses instances through the directory, and both peers still connect directly', async (t) => {
     // B announces to instance one, A pushes through instance two.
-    const { a, b, exitA, exitB } = await punchPair(lab(), { a: 10, b: 15 }, { a: `${TRACKER_IP}:${PORT_2}`, b: TRACKER });
-    const connA = a.lines.find((l) => l.event === 'connected');
-    const connB = b.lines.find((l) => l.event === 'connected');
-    assert.ok(connA, `A did not connect: ${JSON.stringify(a.lines)} ${a.stderr()}`);
-    assert.ok(connB, `B did not connect: ${JSON.stringify(b.lines)} ${b.stderr()}`);
-    assert.equal(exitA.code, 0);
-    assert.equal(exitB.code, 0);
+    const { connA, connB } = bothConnected(await punchPair(lab(), { a: 10, b: 15 }, { a: `${TRACKER_IP}:${PORT_2}`, b: TRACKER }));
     assert.equal(parsePeerAddr(String(connA.peeraddr)).host, NAT_WAN.b);
     assert.equal(parsePeerAddr(String(connB.peeraddr)).host, NAT_WAN.a);
     t.diagnostic(`A connected ${String(connA.ms)} ms after start, B ${String(connB.ms)} ms after start`);

@@ -13,6 +13,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addressBucket } from '../src/routing.js';
 import { BUCKETS, Histogram } from '../bench/histogram.js';
+import type { NativeUdp, UdpSocket, UdpSocketOptions } from '../src/io/native-io.js';
+import type { NativeBench } from '../bench/loadgen/native.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
@@ -20,88 +22,7 @@ const UDP_ADDON = path.join(root, 'build', 'Release', 'sobani_udp.node');
 const BENCH_ADDON = path.join(root, 'build', 'Release', 'sobani_bench.node');
 const skip = process.env.SOBANI_IO === 'dgram' ? 'SOBANI_IO=dgram: the native UDP addon is not used' : false;
 
-// ---- the addons' API ----------------------------------------------------------------
-
-interface UdpStats {
-  datagramsIn: number;
-  bytesIn: number;
-  datagramsOut: number;
-  bytesOut: number;
-  tooLarge: number;
-  shardBusy: number;
-  receivePasses: number;
-  recvCalls: number;
-  sendCalls: number;
-  sendErrors: Record<string, number>;
-}
-
-interface UdpSocket {
-  address(): { address: string; port: number; family: 'IPv4' | 'IPv6' };
-  sendReplies(out: Uint8Array, peers: ArrayBuffer): number;
-  stats(): UdpStats;
-  stopReceiving(): void;
-  close(): void;
-}
-
-interface UdpOptions {
-  host: string;
-  port: number;
-  recvBufferSize: number;
-  sendBufferSize: number;
-  maxDatagram: number;
-  tooLargeReply: Buffer;
-  shards: number;
-  state: Int32Array;
-  onBatch: (shard: number, full: boolean) => [ArrayBuffer, ArrayBuffer] | null;
-  onReceived: () => void;
-}
-
-interface UdpAddon {
-  addressBucket(text: string): number;
-  PEER_BYTES: number;
-  UdpSocket: new (options: UdpOptions) => UdpSocket;
-}
-
-interface LoadResult {
-  clients: number;
-  seconds: number;
-  sent: number;
-  sentInWindow: number;
-  repliesInWindow: number;
-  answeredInWindow: number;
-  neverSent: number;
-  timedOut: number;
-  other: number;
-  unknownSession: number;
-  sendErrors: number;
-  announceFailed: number;
-  proofFailed: number;
-  fellBehind: boolean;
-  cpuSeconds: number;
-  histogram: Float64Array;
-}
-
-interface BenchAddon {
-  EchoServer: new (o: { host: string; port: number; recvBufferSize?: number; sendBufferSize?: number }) => {
-    address(): { address: string; port: number };
-    close(): void;
-  };
-  runLoad(spec: {
-    address: string;
-    port: number;
-    sources: string[];
-    window: number;
-    rate: number;
-    warmupMs: number;
-    measureMs: number;
-    drainMs: number;
-    timeoutMs: number;
-    setup: 'none' | 'tracker';
-    request: Buffer;
-    replyMarker: Buffer;
-    unknownMarker: Buffer | null;
-  }): Promise<LoadResult>;
-}
+// ---- the addons' API: the types the tracker and the bench use them through
 
 function load<T>(file: string): T {
   if (!existsSync(file)) {
@@ -112,8 +33,8 @@ function load<T>(file: string): T {
   }
   return requireFromRoot(file) as T;
 }
-const udp = () => load<UdpAddon>(UDP_ADDON);
-const bench = () => load<BenchAddon>(BENCH_ADDON);
+const udp = () => load<NativeUdp>(UDP_ADDON);
+const bench = () => load<NativeBench>(BENCH_ADDON);
 
 // ---- helpers --------------------------------------------------------------------------
 
@@ -237,7 +158,7 @@ class Harness {
   refuse: (shard: number, full: boolean) => boolean = () => false;
 
   constructor(
-    addon: UdpAddon,
+    addon: NativeUdp,
     readonly o: { host: string; shards: number; bufBytes?: number; peerEntries?: number; maxDatagram?: number; tooLargeReply?: Buffer },
   ) {
     this.peerBytes = addon.PEER_BYTES;
@@ -629,7 +550,7 @@ test('constructor errors carry a code; close() and stopReceiving() are idempoten
   }
   assert.equal(a.sock.sendReplies(sendToRecord('127.0.0.1', 9, Buffer.from('x')), new ArrayBuffer(0)), 0, 'a closed socket sends nothing');
 
-  function baseOptions(): UdpOptions {
+  function baseOptions(): UdpSocketOptions {
     return { host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100, tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} };
   }
 });

@@ -10,13 +10,14 @@ import { Histogram } from '../histogram.js';
 import type { LoadOptions, LoadResult } from './index.js';
 import { loopbackIp, PLAIN_PULSE } from './types.js';
 
-interface NativeLoadSpec {
+/** The bench addon's API (bench/native/bench.c); test/native-socket.test.ts tests it against these types. */
+export interface NativeLoadSpec {
   address: string; port: number; sources: string[]; window: number; rate: number;
   warmupMs: number; measureMs: number; drainMs: number; timeoutMs: number;
   setup: 'none' | 'tracker'; request: Buffer; replyMarker: Buffer; unknownMarker: Buffer | null;
 }
 
-interface NativeLoadResult {
+export interface NativeLoadResult {
   clients: number; activeClients: number; seconds: number; sent: number; sentInWindow: number; repliesInWindow: number;
   answeredInWindow: number; neverSent: number; timedOut: number; other: number; unknownSession: number; sendErrors: number;
   announceFailed: number; proofFailed: number; fellBehind: boolean; cpuSeconds: number; windowStartMs: number; windowEndMs: number;
@@ -25,7 +26,7 @@ interface NativeLoadResult {
 
 export interface NativeBench {
   runLoad(spec: NativeLoadSpec): Promise<NativeLoadResult>;
-  EchoServer: new (options: { host: string; port: number; recvBufferSize: number; sendBufferSize: number }) => {
+  EchoServer: new (options: { host: string; port: number; recvBufferSize?: number; sendBufferSize?: number }) => {
     address(): { address: string; port: number };
     close(): void;
   };

@@ -11,7 +11,8 @@ import type { Config } from '../config.js';
 import { errorJson } from '../protocol/errors.js';
 import { Batch, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
 
-interface UdpSocketStats extends IoCounters {
+/** The addon's API (src/io/native/udp.c); test/native-socket.test.ts tests it against these types. */
+export interface UdpSocketStats extends IoCounters {
   receivePasses: number;
   recvCalls: number;
   sendCalls: number;
@@ -20,7 +21,7 @@ interface UdpSocketStats extends IoCounters {
   sendBufferSize?: number;
 }
 
-interface UdpSocket {
+export interface UdpSocket {
   address(): BoundAddress;
   sendReplies(out: Uint8Array, peers: ArrayBuffer): number;
   stats(): UdpSocketStats;
@@ -32,12 +33,14 @@ export interface NativeUdp {
   /** Bytes of one entry of a batch's peers table (a source sockaddr). */
   PEER_BYTES: number;
   addressBucket(address: string): number;
-  UdpSocket: new (options: {
-    host: string; port: number; recvBufferSize: number; sendBufferSize: number; maxDatagram: number;
-    tooLargeReply: Buffer; shards: number; state: Int32Array;
-    onBatch: (shard: number, full: boolean) => [ArrayBuffer, ArrayBuffer] | null;
-    onReceived: () => void;
-  }) => UdpSocket;
+  UdpSocket: new (options: UdpSocketOptions) => UdpSocket;
+}
+
+export interface UdpSocketOptions {
+  host: string; port: number; recvBufferSize: number; sendBufferSize: number; maxDatagram: number;
+  tooLargeReply: Buffer; shards: number; state: Int32Array;
+  onBatch: (shard: number, full: boolean) => [ArrayBuffer, ArrayBuffer] | null;
+  onReceived: () => void;
 }
 
 // build/ sits at the package root: two levels above src/io/ under tsx, three above dist/src/io/.
