@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig, OPTIONS, printConfig, envName, flagName } from '../src/config.js';
+import { ConfigError, configWarnings, defaultConfig, loadConfig, OPTIONS, printConfig, envName, flagName } from '../src/config.js';
 import { runCli } from './helpers/process.js';
 
 const none = join(tmpdir(), 'no-such-config.json');
@@ -85,4 +85,12 @@ test('the CLI refuses a bad setting with exit code 2 and a message; --help and -
   assert.equal(printed.code, 0);
   assert.match(printed.stdout, /"shards": 5/);
   assert.match(printed.stdout, /"ttl": 11/);
+});
+
+test('settings that work against each other are named at start-up: an ipRate too low for maxSessionsPerIp desktop clients', () => {
+  assert.deepEqual(configWarnings(defaultConfig()), [], 'the defaults fit each other');
+  const warnings = configWarnings({ ...defaultConfig(), maxSessionsPerIp: 4096, ipRate: 2000 });
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /ipRate \(2000\/s\) cannot keep maxSessionsPerIp \(4096\).*at least 2048/);
+  assert.deepEqual(configWarnings({ ...defaultConfig(), maxSessionsPerIp: 4096, ipRate: 2048 }), []);
 });
