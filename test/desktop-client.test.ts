@@ -57,11 +57,11 @@ test('the announce timeline: the later build gets announced on its first resend,
     later.start(); old.start();
     const [idLater, idOld] = await Promise.all([later.announced(), old.announced()]);
     // the timer's first announce goes at 1 s; a bare 21-byte announce earns room for the
-    // documented form, the resend at 2 s for both; the 37-byte one for both at once
+    // documented form, the resend at 2 s for both; the 37-byte one, whose "id" marks it legacy, its own form at once
     assert.ok(later.announcedAt - started < 2800, `later build: announced after ${later.announcedAt - started} ms`);
     assert.ok(old.announcedAt - started < 1800, `v0.1.2: announced after ${old.announcedAt - started} ms`);
     assert.deepEqual(later.trackerActions(), ['announceReceived', 'announceReceived', 'announced']);
-    assert.deepEqual(old.trackerActions(), ['announceReceived', 'announced']);
+    assert.deepEqual(old.trackerActions(), ['announced']); // its "id" marks it legacy: only its own form
     await sleep(4300); // two alives each, at 2 s and 4 s after announced
     for (const c of [later, old]) {
       const actions = c.trackerActions();
@@ -70,6 +70,31 @@ test('the announce timeline: the later build gets announced on its first resend,
     }
     assert.equal(new Set([idLater, idOld]).size, 2);
     later.close(); old.close();
+  }));
+
+test('v0.1.2: a push sent 0.5 s after announced, before the first alive, is answered with pushed at once, within budget', { timeout: 20_000 }, () =>
+  withTracker({}, async (tracker, target) => {
+    const a = await DesktopClient.open(target, '127.0.84.1', 'v0.1.2');
+    const b = await DesktopClient.open(target, '127.0.84.2', 'v0.1.2');
+    a.start();
+    const idA = await a.announced();
+    // B's app starts and its user clicks Connect half a second later: the announce
+    // timer fires at 1 s (answered at once), the push timer at 1.5 s.
+    b.start();
+    await sleep(500);
+    b.connect(idA);
+    await b.announced();
+    const deadline = Date.now() + 5000;
+    while ((b.pushedAt === 0 || a.incomeAt === 0) && Date.now() < deadline) await sleep(20);
+    assert.ok(b.firstPushAt > 0 && (b.firstAliveAt === 0 || b.firstPushAt < b.firstAliveAt), 'the first push went out before the first alive');
+    assert.equal(b.pushesBeforePushed, 1, `pushed answers the first push (B got: ${b.trackerActions().join(', ')})`);
+    assert.ok(a.incomeAt > 0, 'the friend got income');
+    // a session whose announce carried "id" is legacy from the start: one form of each reply
+    assert.deepEqual(b.trackerActions().slice(0, 2), ['announced', 'pushed']);
+    assert.ok(b.trackerWireBytes() <= 3 * b.sent.wireBytes, `B sent ${b.sent.wireBytes} wire bytes and got ${b.trackerWireBytes()}`);
+    const stats = await tracker.stats();
+    assert.equal(stats.shards.reduce((n, s) => n + (s.counters.drops.amplification ?? 0), 0), 0, 'no reply was dropped for lack of budget');
+    a.close(); b.close();
   }));
 
 test('push against a shareId nobody holds is retried every second, and succeeds once the friend has announced', { timeout: 20_000 }, () =>

@@ -9,7 +9,13 @@ const parse = (s: string | Uint8Array) => { const b = typeof s === 'string' ? Bu
 test('the exact bytes clients send take the fast path and parse like JSON does', () => {
   assert.deepEqual(parse('{"action":"pulse"}'), parse('{ "action": "pulse" }'));
   assert.deepEqual(parse('{"action":"alive"}'), { action: 'alive' });
-  assert.deepEqual(parse('{"action":"announce"}'), { action: 'announce' });
+  assert.deepEqual(parse('{"action":"announce"}'), { action: 'announce', desktopId: false });
+  assert.deepEqual(parse('{"action":"announce"}'), parse('{ "action": "announce" }'));
+});
+
+test('an announce with an "id" field (the desktop client\'s v0.1.2) says so; no other field does', () => {
+  assert.deepEqual(parse('{"id":"0123abcd","action":"announce"}'), { action: 'announce', desktopId: true });
+  assert.deepEqual(parse('{"action":"announce","pad":"xxxx"}'), { action: 'announce', desktopId: false });
 });
 
 test('parses a request inside a larger buffer at an offset', () => {

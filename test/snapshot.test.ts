@@ -172,7 +172,8 @@ test('a truncated snapshot: one line, an empty start', async () => {
 
 test('a snapshot from a future version, or with another shareId length: one line, an empty start', async () => {
   const good = await goodSnapshot();
-  await expectSkipped(reheader(good, { version: 2 }), /snapshot skipped: it is format version 2, written by a newer sobani-tracker; this one reads version 1/);
+  await expectSkipped(reheader(good, { version: 3 }), /snapshot skipped: it is format version 3, written by a newer sobani-tracker; this one reads version 2/);
+  await expectSkipped(reheader(good, { version: 0 }), /snapshot skipped: format version 0 is not supported/);
   await expectSkipped(reheader(good, { format: 'something-else' }), new RegExp(`not a ${SNAPSHOT_FORMAT} file`));
   await expectSkipped(good, /snapshot skipped: its shareIds are 12 characters, this tracker's are 16/, { shareIdLength: 16 });
 });
@@ -202,6 +203,45 @@ test('--snapshot-interval also writes the file while running', async () => {
       if (existsSync(file)) sessions = decodeSnapshot(readFileSync(file), ID_LENGTH).header.sessions;
     }
     assert.equal(sessions, 1);
+  } finally {
+    await tracker.close();
+  }
+});
+
+// test/fixtures/snapshot-v1.bin was written by the previous release (format version 1,
+// commit b4a371a) from three clients: 127.0.90.1:40001 documented, proved, with a
+// multiaddr override; 127.0.90.2:40002 legacy, kept alive; 127.0.90.3:40003 announced only.
+const V1 = { documented: '8r2GTMpc2DJY', legacy: 'nifggXSOEzMb', unknown: 'pVckbsrAQ8K9' };
+
+test('a snapshot written by the previous release (format version 1) restores every session as it was', async () => {
+  const file = newFile();
+  // Only the clock moves: the sessions are the previous release's bytes.
+  writeFileSync(file, reheader(readFileSync(new URL('./fixtures/snapshot-v1.bin', import.meta.url)), { writtenAt: Date.now() }));
+  const { tracker, lines } = await start({ snapshot: file });
+  const target = { address: '127.0.0.1', port: tracker.addresses[0]!.port };
+  const bound = (ip: string, port: number) => WirePeer.open(target, ip, port);
+  try {
+    assert.equal(restoreLine(lines)[0]!.restored, 3);
+    assert.equal((await tracker.stats()).peers, 3);
+    const documented = await bound('127.0.90.1', 40001);
+    const legacy = await bound('127.0.90.2', 40002);
+    const unknown = await bound('127.0.90.3', 40003);
+    // the proved documented session gets its full pulseReceived, and push still reports its multiaddr
+    const pulse = await documented.request({ action: 'pulse' }, 'pulseReceived');
+    assert.equal(pulse.data!.shareId, V1.documented);
+    const pushed = await legacy.request({ action: 'push', shareId: V1.documented }, 'pushed');
+    assert.equal(pushed.data!.peerShareId, V1.documented);
+    const income = await documented.next('income');
+    assert.equal(income.data!.peerShareId, V1.legacy);
+    const pushReceived = await unknown.request({ action: 'push', shareId: V1.documented }, 'pushReceived');
+    assert.equal(pushReceived.data!.multiaddr, '/ip4/1.2.3.4/udp/5');
+    // the legacy session had kept alive: a new announce from its address replaces it
+    const renewed = await legacy.request('{"action":"announce"}', 'announceReceived');
+    assert.notEqual(renewed.data!.shareId, V1.legacy);
+    // the session that had only announced gets its shareId again, as any retried announce
+    const retried = await unknown.request('{"action":"announce"}', 'announceReceived');
+    assert.equal(retried.data!.shareId, V1.unknown);
+    for (const p of [documented, legacy, unknown]) p.close();
   } finally {
     await tracker.close();
   }

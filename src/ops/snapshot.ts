@@ -4,10 +4,11 @@
 //
 // File layout: concatenated msgpackr values (no shared record structures, so any
 // later reader can decode it):
-//   1. header: { format: 'sobani-tracker-snapshot', version: 1, writtenAt (ms since
+//   1. header: { format: 'sobani-tracker-snapshot', version: 2, writtenAt (ms since
 //      the epoch), shareIdLength, sessions (total), parts }
 //   2. `parts` SessionBlocks (wire/messages.ts), one per shard of the writer, in shard
 //      order. Remaining ttls are counted from writtenAt.
+// Versions read: 2, and 1 (the release before), upgraded as it is read (upgradeV1).
 // Shards pack their own block (off the main thread); the main thread only writes
 // the bytes, to FILE.<pid>.tmp, then renames it over FILE so a reader never sees
 // half a file.
@@ -20,10 +21,14 @@ import { Packr, Unpackr } from 'msgpackr';
 import type { Logger } from 'pino';
 import type { ControlOp, ExportedPart, SessionBlock } from '../wire/messages.js';
 import { ADDR_BYTES } from '../protocol/address.js';
+import { UNKNOWN } from '../protocol/dialect.js';
+import { KEPT_ALIVE } from '../shard/peer-table.js';
 import { alphabetValue, shardOfBucket } from '../routing.js';
 
 export const SNAPSHOT_FORMAT = 'sobani-tracker-snapshot';
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
+/** The oldest format version this release restores. */
+const OLDEST_VERSION = 1;
 /** How long one shard may take to pack its sessions. */
 const EXPORT_TIMEOUT_MS = 30_000;
 
@@ -140,7 +145,7 @@ export function decodeSnapshot(buf: Uint8Array, shareIdLength: number): { header
     new Unpackr({ useRecords: false }).unpackMultiple(buf, (value: unknown) => {
       // The header is checked before the rest is read: a future version may lay it out differently.
       if (header === null) header = checkHeader(value, shareIdLength);
-      else blocks.push(checkBlock(value, shareIdLength, blocks.length));
+      else blocks.push(upgrade(checkBlock(value, shareIdLength, blocks.length), header.version));
     });
   } catch (err) {
     if (err instanceof SnapshotError) throw err;
@@ -163,7 +168,7 @@ function checkHeader(v: unknown, shareIdLength: number): SnapshotHeader {
   if (typeof h.version !== 'number' || h.version > SNAPSHOT_VERSION) {
     throw new SnapshotError(`it is format version ${String(h.version)}, written by a newer sobani-tracker; this one reads version ${SNAPSHOT_VERSION}`);
   }
-  if (h.version !== SNAPSHOT_VERSION) throw new SnapshotError(`format version ${h.version} is not supported`);
+  if (h.version < OLDEST_VERSION) throw new SnapshotError(`format version ${h.version} is not supported`);
   if (h.shareIdLength !== shareIdLength) {
     throw new SnapshotError(`its shareIds are ${String(h.shareIdLength)} characters, this tracker's are ${shareIdLength} (--share-id-length)`);
   }
@@ -185,6 +190,16 @@ function checkBlock(v: unknown, idLen: number, part: number): SessionBlock {
       o[0] < b.count! && isOptString(o[1]) && Number.isInteger(o[2]) && o[2] >= 0 && o[2] <= 65535 && isOptString(o[3]));
   if (!ok) throw new SnapshotError(`the file is corrupt: part ${part} is not a session block`);
   return b as SessionBlock;
+}
+
+/**
+ * A block as this release's shards import it, from any version read. Version 1
+ * had no KEPT_ALIVE flag: a session's dialect was only ever learned from its
+ * keep-alive then, so a known dialect means it had sent one.
+ */
+function upgrade(b: SessionBlock, version: number): SessionBlock {
+  if (version === 1) for (let i = 0; i < b.count; i++) if (b.dialect[i] !== UNKNOWN) b.flags[i]! |= KEPT_ALIVE;
+  return b;
 }
 
 /**

@@ -7,7 +7,8 @@
 //   both:                     income to the push target, error replies
 //
 // `{"action":"announce"}` is the same bytes in both, so a session's dialect is
-// learned from its keep-alive verb. Until it is known, a reply whose form differs
+// learned from its keep-alive verb, or earlier from the desktop client's v0.1.2,
+// the only client that puts an "id" field in its announce. Until it is known, a reply whose form differs
 // is sent in the documented form first, and in the legacy form too when the
 // requester's reply budget allows (the desktop client resends until it gets its
 // own form, and ignores actions it does not know). The desktop client splits
@@ -19,6 +20,7 @@
 import type { AnnounceReply } from '../config.js';
 import { formatPeerAddr } from './address.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from './errors.js';
+import type { AnnounceRequest } from './request.js';
 
 export const UNKNOWN = 0;
 export const DOCUMENTED = 1;
@@ -29,6 +31,16 @@ export const DIALECT_NAMES = ['unknown', 'documented', 'legacy'] as const;
 
 export function dialectOfKeepAlive(action: 'pulse' | 'alive'): Dialect {
   return action === 'alive' ? LEGACY : DOCUMENTED;
+}
+
+/**
+ * What an announce tells of its sender's dialect. The desktop client's v0.1.2 puts
+ * an 8-hex "id" in its announce and alive, so its announce marks it legacy at once: its
+ * push, often sent before its first alive, then gets `pushed` first (it ignores
+ * `pushReceived`, and the budget may not fit both).
+ */
+export function dialectOfAnnounce(req: AnnounceRequest): Dialect {
+  return req.desktopId ? LEGACY : UNKNOWN;
 }
 
 const bytes = (s: string): Uint8Array => Buffer.from(s, 'utf8');
@@ -58,13 +70,13 @@ export function keepAliveNoSession(action: 'pulse' | 'alive'): Uint8Array {
   return action === 'alive' ? EXPIRED : PULSE_NO_SESSION;
 }
 
-// ---- announce: a new session's dialect is unknown, so by default the documented
+// ---- announce: while the session's dialect is unknown, by default the documented
 // form goes first and the legacy form follows when the budget allows.
-export function announceReplies(mode: AnnounceReply, shareId: string): ReplyForms[] {
+export function announceReplies(mode: AnnounceReply, dialect: number, shareId: string): ReplyForms[] {
   const documented = `{"action":"announceReceived","data":{"shareId":"${shareId}"}}`;
   const legacy = `{"action":"announced","data":{"shareId":"${shareId}"}}`;
-  if (mode === 'documented') return [[documented]];
-  if (mode === 'legacy') return [[legacy]];
+  if (mode === 'documented' || (mode === 'both' && dialect === DOCUMENTED)) return [[documented]];
+  if (mode === 'legacy' || (mode === 'both' && dialect === LEGACY)) return [[legacy]];
   return [[documented], [legacy]];
 }
 

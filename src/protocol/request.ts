@@ -5,7 +5,11 @@
 import { canonicalIp } from './address.js';
 import type { ErrorCode } from './errors.js';
 
-export interface AnnounceRequest { readonly action: 'announce' }
+export interface AnnounceRequest {
+  readonly action: 'announce';
+  /** The message has an "id" field: only the desktop client's v0.1.2 sends one (see dialect.ts). */
+  readonly desktopId: boolean;
+}
 export interface AliveRequest { readonly action: 'alive' }
 export interface PulseRequest {
   readonly action: 'pulse';
@@ -27,7 +31,8 @@ export interface ParseLimits {
   readonly maxMultiaddr: number;
 }
 
-const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce' });
+const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: false });
+const DESKTOP_ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: true });
 const ALIVE: AliveRequest = Object.freeze({ action: 'alive' });
 const PLAIN_PULSE: PulseRequest = Object.freeze({ action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: null });
 
@@ -75,7 +80,7 @@ export function parseRequest(buf: Uint8Array, off: number, len: number, limits: 
   if (action === undefined) return invalid('MISSING_ACTION');
   if (typeof action !== 'string') return invalid('INVALID_FIELD', '"action" must be a string');
   switch (action) {
-    case 'announce': return ANNOUNCE;
+    case 'announce': return m.id !== undefined ? DESKTOP_ANNOUNCE : ANNOUNCE;
     case 'alive': return ALIVE;
     case 'pulse': return parsePulse(m, limits);
     case 'push': return parsePush(m, limits);

@@ -16,6 +16,8 @@ export interface Override {
 
 /** flags: the client proved it receives at its address (it sent back its shareId). */
 export const VERIFIED = 1;
+/** flags: the session has sent a keep-alive (pulse or alive), so a new announce from its address replaces it. */
+export const KEPT_ALIVE = 2;
 
 function fnv(h: number, byte: number): number {
   return Math.imul(h ^ byte, 0x01000193);
@@ -35,7 +37,7 @@ export class PeerTable {
   port: Uint16Array;
   socket: Uint8Array; // which of the tracker's sockets the peer talks to
   dialect: Uint8Array; // see protocol/dialect.ts
-  flags: Uint8Array; // VERIFIED
+  flags: Uint8Array; // VERIFIED | KEPT_ALIVE
   ids: Uint8Array; // idLength ASCII bytes per slot
   readonly overrides = new Map<number, Override>();
 

@@ -6,15 +6,15 @@ import type { Config } from '../config.js';
 import { ADDR_BYTES, formatIp, isV4Mapped, parseIp } from '../protocol/address.js';
 import {
   ALIVED, LEGACY, PULSE_OK_PREFIX, PULSE_OK_SEED, PULSE_OK_SUFFIX, PULSE_OVERRIDDEN_PREFIX, PULSE_OVERRIDDEN_SEED,
-  PUSH_NO_SESSION, UNKNOWN, announceReplies, dialectOfKeepAlive, keepAliveNoSession, pushPlan, type PeerView, type ReplyForms,
+  PUSH_NO_SESSION, UNKNOWN, announceReplies, dialectOfAnnounce, dialectOfKeepAlive, keepAliveNoSession, pushPlan, type PeerView, type ReplyForms,
 } from '../protocol/dialect.js';
 import { formatPeerAddr } from '../protocol/address.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from '../protocol/errors.js';
-import { parseRequest, type ParseLimits, type PulseRequest } from '../protocol/request.js';
+import { parseRequest, type AnnounceRequest, type ParseLimits, type PulseRequest } from '../protocol/request.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { ReplyWriter } from '../wire/frame.js';
 import { ExpiryWheel } from './expiry-wheel.js';
-import { PeerTable, VERIFIED } from './peer-table.js';
+import { KEPT_ALIVE, PeerTable, VERIFIED } from './peer-table.js';
 import { AMPLIFICATION_FACTOR, IpTable, wireOverhead, wireOverheadOf } from './ip-table.js';
 import { ShareIdMinter } from './share-id.js';
 import { ShardCounters, actionIndex, INCOME, PUSH } from './counters.js';
@@ -259,7 +259,7 @@ export class Shard {
         this.peerDialect = dialectOfKeepAlive(req.action);
         this.keepAlive(req.action, req.action === 'pulse' ? req : null, port);
         break;
-      case 'announce': this.announce(socket, port, bucket); break;
+      case 'announce': this.announce(req, socket, port, bucket); break;
       case 'push': this.push(req.shareId, port); break;
       case 'invalid': this.rejectInvalid(req.code, req.message, port); break;
     }
@@ -274,6 +274,7 @@ export class Shard {
       return;
     }
     this.table.dialect[slot] = dialectOfKeepAlive(action);
+    this.table.flags[slot]! |= KEPT_ALIVE;
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
     if (pulse?.proof != null && this.table.shareIdEquals(slot, pulse.proof)) this.table.flags[slot]! |= VERIFIED;
     this.verified = (this.table.flags[slot]! & VERIFIED) !== 0;
@@ -326,11 +327,10 @@ export class Shard {
     return this.minter.mint(bucket, (id) => this.table.findByShareId(id) >= 0);
   }
 
-  private announce(socket: number, port: number, bucket: number): void {
+  private announce(req: AnnounceRequest, socket: number, port: number, bucket: number): void {
     const t = this.table;
     let slot = t.findByAddress(this.key, 0, port);
-    if (slot >= 0) this.peerDialect = t.dialect[slot]!;
-    if (slot >= 0 && t.dialect[slot] !== UNKNOWN) {
+    if (slot >= 0 && (t.flags[slot]! & KEPT_ALIVE) !== 0) {
       // A new announce from an address whose session is established replaces it:
       // the old shareId stops resolving (the address may now be someone else).
       this.removeSession(slot);
@@ -345,8 +345,11 @@ export class Shard {
       if (this.ip >= 0) this.ips.sessions[this.ip]!++;
       this.writePointer(slot);
     }
+    const told = dialectOfAnnounce(req);
+    if (told !== UNKNOWN) t.dialect[slot] = told;
+    this.peerDialect = t.dialect[slot]!;
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
-    for (const reply of announceReplies(this.opts.announceReply, t.shareId(slot))) this.sendFirstFitting(reply);
+    for (const reply of announceReplies(this.opts.announceReply, t.dialect[slot]!, t.shareId(slot))) this.sendFirstFitting(reply);
   }
 
   private push(targetId: string, port: number): void {

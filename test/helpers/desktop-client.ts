@@ -12,7 +12,7 @@
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 
-/** v0.1.2, the only tagged release, sends an 8-hex "id" in every message; later builds do not. */
+/** v0.1.2, the only tagged release, sends an 8-hex "id" in its announce and alive (not in push); later builds do not. */
 export type Release = 'v0.1.2' | 'later';
 
 export interface Received { action: string; raw: string; from: string; at: number }
@@ -25,6 +25,11 @@ export class DesktopClient {
   peer: string | null = null;
   connectedAt = 0;
   firstPushAt = 0;
+  firstAliveAt = 0;
+  /** Datagrams sent to the tracker, and their bytes on the wire (payload + IPv4 and UDP headers). */
+  sent = { announce: 0, alive: 0, push: 0, wireBytes: 0 };
+  /** Pushes sent before `pushed` arrived (0 until it does). */
+  pushesBeforePushed = 0;
   pushedAt = 0;
   incomeAt = 0;
   private readonly id = randomBytes(4).toString('hex');
@@ -58,14 +63,21 @@ export class DesktopClient {
     return `${a.address}:${a.port}`;
   }
 
-  /** The exact bytes of a tracker message: v0.1.2 puts its id first; push puts the shareId before the action. */
+  /**
+   * The exact bytes of a tracker message: v0.1.2 puts its id first in announce and
+   * alive (never in push); push puts the shareId before the action.
+   */
   message(action: 'announce' | 'alive' | 'push', shareId?: string): string {
     const id = this.release === 'v0.1.2' ? `"id":"${this.id}",` : '';
-    return action === 'push' ? `{${id}"shareId":"${shareId}","action":"push"}` : `{${id}"action":"${action}"}`;
+    return action === 'push' ? `{"shareId":"${shareId}","action":"push"}` : `{${id}"action":"${action}"}`;
   }
 
   private toTracker(action: 'announce' | 'alive' | 'push', shareId?: string): void {
-    this.socket.send(this.message(action, shareId), this.tracker.port, this.tracker.address);
+    const message = this.message(action, shareId);
+    if (action === 'alive' && this.sent.alive === 0) this.firstAliveAt = Date.now();
+    this.sent[action]++;
+    this.sent.wireBytes += 28 + Buffer.byteLength(message);
+    this.socket.send(message, this.tracker.port, this.tracker.address);
   }
 
   private every(ms: number, fn: () => void): NodeJS.Timeout {
@@ -116,6 +128,7 @@ export class DesktopClient {
       for (const w of this.announceWaiters.splice(0)) w();
     } else if (fromTracker && action === 'pushed' && this.pushedAt === 0) {
       this.pushedAt = at;
+      this.pushesBeforePushed = this.sent.push;
       clearInterval(this.pushTimer!);
       this.peer = data.peeraddr!;
       this.knock();
@@ -129,6 +142,12 @@ export class DesktopClient {
       if (this.knockTimer !== null) { clearInterval(this.knockTimer); this.knockTimer = null; }
     }
     // anything else (announceReceived, pushReceived, error, expired, a stranger's knock): ignored
+  }
+
+  /** Bytes on the wire of every datagram received from the tracker (payload + IPv4 and UDP headers). */
+  trackerWireBytes(): number {
+    const tracker = `${this.tracker.address}:${this.tracker.port}`;
+    return this.received.filter((r) => r.from === tracker).reduce((n, r) => n + 28 + Buffer.byteLength(r.raw), 0);
   }
 
   /** Actions received from the tracker, in order. */
