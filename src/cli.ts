@@ -28,7 +28,14 @@ async function main(argv: string[]): Promise<number> {
   if (args.help) { process.stdout.write(helpText() + '\n'); return 0; }
   if (args.printConfig) { process.stdout.write(printConfig(args.config) + '\n'); return 0; }
 
-  const tracker = await startTracker(args.config);
+  let tracker;
+  try {
+    tracker = await startTracker(args.config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`sobani-tracker: ${err.message}\n`);
+    return 2;
+  }
   await new Promise<void>((resolve) => {
     const stop = (): void => { resolve(); };
     process.once('SIGTERM', stop);

@@ -35,6 +35,7 @@ export interface Config {
   pushRate: number;
   pushBurst: number;
   directory: string;
+  directoryPasswordFile: string;
   instanceId: string;
   directoryTimeout: number;
 }
@@ -57,6 +58,8 @@ interface OptionSpec {
   /** How the README's table states a default that is not one fixed value. */
   defaultDoc?: string;
   doc: string;
+  /** The value as logs and --print-config show it, for a setting that may hold a secret (never shown). */
+  show?: (value: string) => string;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -112,8 +115,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'pushBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 512,
     doc: 'Burst size of the per-IP push bucket.' },
   // Several instances (see the README's "Running several instances").
-  { key: 'directory', type: { kind: 'redis-url' }, default: () => '',
-    doc: 'Session directory shared by several tracker instances: redis://HOST:PORT (or rediss://). Empty = one instance, no Redis.' },
+  { key: 'directory', type: { kind: 'redis-url' }, default: () => '', show: (url) => redactUrl(url),
+    doc: 'Session directory shared by several tracker instances: redis://HOST:PORT (or rediss://, redis://USER:PASSWORD@HOST:PORT). Empty = one instance, no Redis. A password in it is never logged or printed.' },
+  { key: 'directoryPasswordFile', type: { kind: 'path' }, default: () => '',
+    doc: 'File holding the session directory\'s password (a Docker or Kubernetes secret), instead of putting it in the directory URL. Read at start; one trailing newline is ignored.' },
   { key: 'instanceId', type: { kind: 'name' }, default: () => randomBytes(6).toString('hex'), defaultDoc: 'random per start',
     doc: 'This instance\'s name in the directory (its pub/sub channel). Must differ between instances.' },
   { key: 'directoryTimeout', type: { kind: 'int', min: 50, max: 60_000 }, default: () => 1000,
@@ -121,6 +126,44 @@ export const OPTIONS: readonly OptionSpec[] = [
 ];
 
 export class ConfigError extends Error {}
+
+/** Where a secret stood: a URL's password, or a whole secret setting. */
+export const REDACTED = '<redacted>';
+
+/** A URL with its password replaced by REDACTED (the user name stays: it is not a secret). */
+export function redactUrl(url: string): string {
+  if (url === '') return url;
+  try {
+    const u = new URL(url);
+    if (u.password === '') return url;
+    u.password = REDACTED;
+    return u.toString().replace(encodeURIComponent(REDACTED), REDACTED);
+  } catch {
+    return REDACTED; // not a URL: show nothing of it
+  }
+}
+
+/** The effective configuration as logs and --print-config show it: every secret replaced. */
+export function displayConfig(c: Config): Record<keyof Config, unknown> {
+  const shown = { ...c } as Record<keyof Config, unknown>;
+  for (const o of OPTIONS) if (o.show !== undefined) shown[o.key] = o.show(c[o.key] as string);
+  return shown;
+}
+
+/**
+ * The secret in `file` (a setting such as directoryPasswordFile): its text, less one
+ * trailing newline, as a Docker or Kubernetes secret file has. Throws a ConfigError
+ * naming the setting and the file, never quoting what it holds.
+ */
+export function readSecretFile(setting: keyof Config, file: string): string {
+  let text: string;
+  try { text = readFileSync(file, 'utf8'); } catch (e) {
+    throw new ConfigError(`${setting}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  text = text.replace(/\r?\n$/, '');
+  if (text === '') throw new ConfigError(`${setting}: ${file} is empty`);
+  return text;
+}
 
 /** Settings that are each valid but work against each other; start-up logs every one. */
 export function configWarnings(c: Config): string[] {
@@ -148,7 +191,8 @@ function describeRange(t: OptionType): string {
 
 function coerce(spec: OptionSpec, raw: unknown, source: string): Config[keyof Config] {
   const fail = (): never => {
-    throw new ConfigError(`${spec.key} (${source}) is ${JSON.stringify(raw)}: it must be ${describeRange(spec.type)}`);
+    const shown = spec.show !== undefined && typeof raw === 'string' ? spec.show(raw) : raw; // never quote a secret
+    throw new ConfigError(`${spec.key} (${source}) is ${JSON.stringify(shown)}: it must be ${describeRange(spec.type)}`);
   };
   const t = spec.type;
   if (t.kind === 'int') {
@@ -270,29 +314,51 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
 
 /** The complete effective configuration as commented JSON-ish text (valid JSON after stripping // lines). */
 export function printConfig(config: Config): string {
+  const shown = displayConfig(config);
   const lines = ['{'];
   OPTIONS.forEach((o, i) => {
     lines.push(`  // ${o.doc}`);
     lines.push(`  // ${describeRange(o.type)}; flag --${flagName(o.key)}, env ${envName(o.key)}`);
-    lines.push(`  ${JSON.stringify(o.key)}: ${JSON.stringify(config[o.key])}${i < OPTIONS.length - 1 ? ',' : ''}`);
+    lines.push(`  ${JSON.stringify(o.key)}: ${JSON.stringify(shown[o.key])}${i < OPTIONS.length - 1 ? ',' : ''}`);
   });
   lines.push('}');
   return lines.join('\n');
 }
 
+/** Column where every flag's description starts in --help, and the width it wraps at. */
+export const HELP_COLUMN = 40;
+export const HELP_WIDTH = 100;
+
+/**
+ * One --help entry: the flag, then its description from HELP_COLUMN on, wrapped at
+ * HELP_WIDTH. A flag too long for its column gets its description on the next line.
+ */
+function helpRow(flag: string, doc: string): string[] {
+  const indent = ' '.repeat(HELP_COLUMN);
+  const lines: string[] = [];
+  let line = flag.length < HELP_COLUMN - 1 ? flag.padEnd(HELP_COLUMN) : (lines.push(flag), indent);
+  let empty = true;
+  for (const word of doc.split(' ')) {
+    if (!empty && line.length + 1 + word.length > HELP_WIDTH) { lines.push(line); line = indent; empty = true; }
+    line += (empty ? '' : ' ') + word;
+    empty = false;
+  }
+  lines.push(line);
+  return lines;
+}
+
 export function helpText(): string {
   const arg = (t: OptionType): string =>
     t.kind === 'enum' ? t.values.join('|') : t.kind === 'int' ? 'N' : t.kind === 'path' ? 'FILE' : t.kind === 'redis-url' ? 'URL' : t.kind === 'name' ? 'NAME' : 'ADDR';
-  const rows = OPTIONS.map((o) => `  --${flagName(o.key)} <${arg(o.type)}>`.padEnd(40) + o.doc);
   return [
     'Usage: sobani-tracker [--config FILE] [--host ADDR] [--port N] [--shards N] [--ttl SECONDS] [--log-level LEVEL] [...]',
     '       sobani-tracker --print-config | --help',
     '       sobani-tracker health [--metrics-host ADDR] [--metrics-port N]   exit 0 if /healthz answers 200',
     '',
     'Options (flags override SOBANI_* environment variables, which override the config file):',
-    '  --config FILE                         JSON file of settings (default ./config.json if present; env SOBANI_CONFIG)',
-    ...rows,
-    '  --print-config                        Print the effective configuration with comments, then exit',
-    '  --help                                This text',
+    ...helpRow('  --config FILE', 'JSON file of settings (default ./config.json if present; env SOBANI_CONFIG)'),
+    ...OPTIONS.flatMap((o) => helpRow(`  --${flagName(o.key)} <${arg(o.type)}>`, o.doc)),
+    ...helpRow('  --print-config', 'Print the effective configuration with comments, then exit'),
+    ...helpRow('  --help', 'This text'),
   ].join('\n');
 }

@@ -17,7 +17,7 @@
 // and saved to on close (and periodically).
 import type { Server } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { configWarnings, resolveConfig, type Config } from './config.js';
+import { ConfigError, configWarnings, displayConfig, readSecretFile, redactUrl, resolveConfig, type Config } from './config.js';
 import type { BoundAddress, IoCounters, IoPath } from './io/datagram-io.js';
 import { pointerTtlMs } from './directory/cadence.js';
 import { RedisDirectory, type DirectoryCounters, type DirectoryState } from './directory/redis-directory.js';
@@ -69,6 +69,8 @@ export interface Tracker {
 
 export async function startTracker(partial: Partial<Config> = {}, logger?: Logger): Promise<Tracker> {
   const config = resolveConfig(partial);
+  // Secrets are read before anything starts, so a missing file fails the start at once.
+  const directoryPassword = directoryPasswordOf(config);
   const log = logger ?? createLogger(config.logLevel);
   for (const warning of configWarnings(config)) log.warn(warning);
   const io = await openDatagramIo(config, log);
@@ -98,7 +100,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   // Several instances: pointers in Redis, pushes between instances over pub/sub.
   let cross: CrossInstance | null = null;
   if (config.directory !== '') {
-    const directory = new RedisDirectory(config.directory, config.instanceId, pointerTtlMs(config.ttl), config.directoryTimeout, log,
+    const directory = new RedisDirectory({ url: config.directory, password: directoryPassword, shown: redactUrl(config.directory) }, config.instanceId, pointerTtlMs(config.ttl), config.directoryTimeout, log,
       (message) => cross!.pushes.onMessage(message),
       () => { for (const l of links) void l.control('reregister'); });
     cross = { directory, pushes: new RemotePushes(directory, dispatcher, config.directoryTimeout) };
@@ -161,7 +163,17 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
     },
   };
   const buffers = io.bufferSizes();
-  log.info({ config, io: io.path, addresses: io.addresses, ops: tracker.opsAddress, recvBufferSize: buffers.recv, sendBufferSize: buffers.send },
+  log.info({ config: displayConfig(config), io: io.path, addresses: io.addresses, ops: tracker.opsAddress, recvBufferSize: buffers.recv, sendBufferSize: buffers.send },
     'sobani-tracker listening');
   return tracker;
+}
+
+/** The session directory's password from --directory-password-file, or undefined (none, or in the URL). */
+function directoryPasswordOf(config: Config): string | undefined {
+  if (config.directoryPasswordFile === '') return undefined;
+  if (config.directory === '') throw new ConfigError('directoryPasswordFile is set, but there is no directory to use it with (--directory)');
+  if (new URL(config.directory).password !== '') {
+    throw new ConfigError('the directory URL holds a password and directoryPasswordFile names another: give it in one place');
+  }
+  return readSecretFile('directoryPasswordFile', config.directoryPasswordFile);
 }

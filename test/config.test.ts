@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, configWarnings, defaultConfig, loadConfig, OPTIONS, printConfig, envName, flagName } from '../src/config.js';
+import { ConfigError, configWarnings, defaultConfig, helpText, HELP_COLUMN, HELP_WIDTH, loadConfig, OPTIONS, printConfig, envName, flagName } from '../src/config.js';
 import { runCli } from './helpers/process.js';
 
 const none = join(tmpdir(), 'no-such-config.json');
@@ -93,4 +93,32 @@ test('settings that work against each other are named at start-up: an ipRate too
   assert.equal(warnings.length, 1);
   assert.match(warnings[0]!, /ipRate \(2000\/s\) cannot keep maxSessionsPerIp \(4096\).*at least 2048/);
   assert.deepEqual(configWarnings({ ...defaultConfig(), maxSessionsPerIp: 4096, ipRate: 2048 }), []);
+});
+
+test('--help: every description starts in its column, wrapped, even after a long list of values', () => {
+  const lines = helpText().split('\n');
+  const options = lines.slice(lines.findIndex((l) => l.startsWith('Options')) + 1);
+  const indent = ' '.repeat(HELP_COLUMN);
+  // each entry: "  --flag ..." then continuation lines; its description read back must be the doc
+  const entries: { flag: string; doc: string }[] = [];
+  for (const line of options) {
+    assert.ok(line.length <= HELP_WIDTH, `wider than ${HELP_WIDTH}: ${line}`);
+    if (line.startsWith('  --')) {
+      // a flag with its description from the column on, or a flag too long for that, alone
+      const alone = line.length > HELP_COLUMN && line[HELP_COLUMN - 1] !== ' ';
+      entries.push(alone ? { flag: line.trim(), doc: '' } : { flag: line.slice(0, HELP_COLUMN).trim(), doc: line.slice(HELP_COLUMN) });
+    } else {
+      assert.ok(line.startsWith(indent) && line[HELP_COLUMN] !== ' ', `a continuation starts in the description column: ${JSON.stringify(line)}`);
+      const e = entries.at(-1)!;
+      e.doc = e.doc === '' ? line.slice(HELP_COLUMN) : `${e.doc} ${line.slice(HELP_COLUMN)}`;
+    }
+  }
+  for (const o of OPTIONS) {
+    const e = entries.find((x) => x.flag.startsWith(`--${flagName(o.key)} `));
+    assert.ok(e, `--${flagName(o.key)} is listed`);
+    assert.equal(e.doc, o.doc);
+  }
+  // the two that ran together before
+  assert.ok(entries.find((e) => e.flag === '--log-level <fatal|error|warn|info|debug|trace|silent>'));
+  assert.ok(entries.find((e) => e.flag === '--announce-reply <both|documented|legacy>'));
 });

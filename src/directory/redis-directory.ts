@@ -48,8 +48,12 @@ export class RedisDirectory {
   private dirty = false;
   private closed = false;
 
+  /** The directory as logs name it: its URL with any password redacted. */
+  private readonly shown: string;
+
   constructor(
-    private readonly url: string,
+    /** `password`, when given, is the one from --directory-password-file; `shown` is the URL with any password redacted. */
+    target: { url: string; password: string | undefined; shown: string },
     readonly instanceId: string,
     /** PX of every pointer */
     private readonly pointerTtlMs: number,
@@ -69,7 +73,11 @@ export class RedisDirectory {
       commandTimeout: Math.max(25, Math.floor(timeoutMs / 2)),
       retryStrategy: (times: number) => Math.min(100 * times, 1000),
       connectionName: `sobani-tracker:${instanceId}`,
+      // (a password in the URL wins: ioredis reads the URL first; the tracker refuses both)
+      ...(target.password !== undefined ? { password: target.password } : {}),
     };
+    this.shown = target.shown;
+    const url = target.url;
     this.commands = new Redis(url, options);
     // The subscriber may queue its SUBSCRIBE until the first connection; ioredis
     // subscribes again by itself after every reconnect.
@@ -96,7 +104,7 @@ export class RedisDirectory {
     this.counters.errors[key] = (this.counters.errors[key] ?? 0) + 1;
     this.dirty = true;
     if (this.state !== 'down') {
-      this.log.warn({ directory: this.url, reason }, 'session directory unreachable: pushes to other instances fail with DIRECTORY_UNAVAILABLE until it is back');
+      this.log.warn({ directory: this.shown, reason }, 'session directory unreachable: pushes to other instances fail with DIRECTORY_UNAVAILABLE until it is back');
     }
     this.state = 'down';
   }
@@ -106,7 +114,7 @@ export class RedisDirectory {
     this.commands.ping().then(() => {
       const was = this.state;
       this.state = 'up';
-      if (was !== 'up') this.log.info({ directory: this.url, instanceId: this.instanceId }, 'session directory reachable');
+      if (was !== 'up') this.log.info({ directory: this.shown, instanceId: this.instanceId }, 'session directory reachable');
       if (this.dirty || was === 'connecting') {
         this.dirty = false;
         this.onRecovered(); // the data may be gone (a restart) or stale: write every pointer again

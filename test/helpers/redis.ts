@@ -25,12 +25,15 @@ export function redisMissing(): string | null {
   return r.status === 0 && c.status === 0 ? null : 'redis-server is not installed (apt-get install redis-server; .ci/run does it)';
 }
 
-export async function startRedis(): Promise<RedisServer> {
+/** `requirepass`: clients must AUTH with this password (user "default"). */
+export async function startRedis({ requirepass }: { requirepass?: string } = {}): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess;
-  const cli = (...args: string[]): string => spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8', timeout: 5000 }).stdout ?? '';
+  const auth = requirepass === undefined ? [] : ['-a', requirepass, '--no-auth-warning'];
+  const cli = (...args: string[]): string => spawnSync('redis-cli', ['-p', String(port), ...auth, ...args], { encoding: 'utf8', timeout: 5000 }).stdout ?? '';
   const launch = async (): Promise<void> => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning',
+      ...(requirepass === undefined ? [] : ['--requirepass', requirepass])], { stdio: 'ignore' });
     for (let i = 0; i < 100; i++) {
       if (cli('ping').trim() === 'PONG') return;
       await new Promise((r) => setTimeout(r, 50));
