@@ -38,11 +38,14 @@ export interface Config {
   directoryPasswordFile: string;
   instanceId: string;
   directoryTimeout: number;
+  stunOtherHost: string;
+  stunOtherPort: number;
 }
 
 interface IntOption { kind: 'int'; min: number; max: number }
 interface EnumOption { kind: 'enum'; values: readonly string[] }
-interface HostOption { kind: 'host' }
+/** An IP literal; with `optional`, "" means unset. */
+interface HostOption { kind: 'host'; optional?: boolean }
 /** A file path; "" means unset. */
 interface PathOption { kind: 'path' }
 /** A redis:// or rediss:// URL; "" means unset. */
@@ -123,6 +126,11 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'This instance\'s name in the directory (its pub/sub channel). Must differ between instances.' },
   { key: 'directoryTimeout', type: { kind: 'int', min: 50, max: 60_000 }, default: () => 1000,
     doc: 'Milliseconds a push to another instance\'s session may take (lookup and answer) before the requester gets PEER_UNREACHABLE.' },
+  // STUN (see the README's "STUN and NAT discovery"). Binding is always answered on the tracker's port.
+  { key: 'stunOtherHost', type: { kind: 'host', optional: true }, default: () => '',
+    doc: 'A second IP address of this host, for STUN NAT behaviour discovery (RFC 5780): STUN is then also answered on it and on --stun-other-port, and clients learn how their NAT maps. Needs --host set to the primary IP (not a wildcard) and a fixed --port. Empty = no discovery.' },
+  { key: 'stunOtherPort', type: { kind: 'int', min: 0, max: 65535 }, default: () => 0, defaultDoc: 'port + 1',
+    doc: 'The second UDP port for STUN NAT behaviour discovery (with --stun-other-host). 0 = --port + 1.' },
 ];
 
 export class ConfigError extends Error {}
@@ -176,6 +184,26 @@ export function configWarnings(c: Config): string[] {
   return warnings;
 }
 
+const WILDCARDS = new Set(['::', '0.0.0.0', '0:0:0:0:0:0:0:0']);
+
+/** The second UDP port of STUN NAT behaviour discovery (config stunOtherPort, or port + 1). */
+export function stunOtherPort(c: Config): number {
+  return c.stunOtherPort !== 0 ? c.stunOtherPort : c.port + 1;
+}
+
+/** Settings that cannot work together: start-up stops with a ConfigError naming them. */
+export function checkConfig(c: Config): Config {
+  if (c.stunOtherHost !== '') {
+    const need = (ok: boolean, why: string): void => { if (!ok) throw new ConfigError(`stunOtherHost (${c.stunOtherHost}): ${why}`); };
+    need(!WILDCARDS.has(c.host), `NAT behaviour discovery needs the tracker's primary IP address as host, not the wildcard ${c.host}`);
+    need(c.host.includes(':') === c.stunOtherHost.includes(':'), `host (${c.host}) and stunOtherHost must be of the same address family`);
+    need(c.host !== c.stunOtherHost, 'it must differ from host');
+    need(c.port !== 0, 'NAT behaviour discovery needs a fixed port (port is 0)');
+    need(stunOtherPort(c) <= 65535 && stunOtherPort(c) !== c.port, `the other port (${stunOtherPort(c)}) must be a port other than ${c.port}`);
+  }
+  return c;
+}
+
 /** --share-id-length <-> shareIdLength <-> SOBANI_SHARE_ID_LENGTH */
 export const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 export const envName = (key: string): string => 'SOBANI_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
@@ -186,7 +214,7 @@ function describeRange(t: OptionType): string {
   if (t.kind === 'path') return 'a file path (empty for none)';
   if (t.kind === 'redis-url') return 'a redis://HOST:PORT or rediss:// URL (empty for none)';
   if (t.kind === 'name') return '1 to 64 characters of A-Z a-z 0-9 . _ -';
-  return 'an IPv4 or IPv6 address literal';
+  return t.optional ? 'an IPv4 or IPv6 address literal (empty for none)' : 'an IPv4 or IPv6 address literal';
 }
 
 function coerce(spec: OptionSpec, raw: unknown, source: string): Config[keyof Config] {
@@ -217,7 +245,7 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): Config[keyof Co
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(raw)) fail();
     return raw;
   }
-  if (!isIpLiteral(raw)) fail();
+  if (!(t.optional && raw === '') && !isIpLiteral(raw)) fail();
   return raw;
 }
 
@@ -249,7 +277,7 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
     if (!spec) throw new ConfigError(`unknown setting "${k}"`);
     if (v !== undefined) c[k] = coerce(spec, v, 'option');
   }
-  return c as unknown as Config;
+  return checkConfig(c as unknown as Config);
 }
 
 export interface CliArgs {
@@ -309,7 +337,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     else if (spec.key in file) config[spec.key] = coerce(spec, file[spec.key], configFile!);
     else config[spec.key] = spec.default();
   }
-  return { config: config as unknown as Config, configFile, help, printConfig };
+  return { config: checkConfig(config as unknown as Config), configFile, help, printConfig };
 }
 
 /** The complete effective configuration as commented JSON-ish text (valid JSON after stripping // lines). */

@@ -91,7 +91,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   }
   const dispatcher = new Dispatcher(io, config.maxShardQueue);
   const links = Array.from({ length: config.shards }, (_, index) =>
-    new ShardLink(index, shardOptions(config, index, io.socketTypes), log, dispatcher));
+    new ShardLink(index, shardOptions(config, index, io), log, dispatcher));
   // Every shard answers, and the saved sessions are back, before the first datagram is taken.
   await Promise.all(links.map((l) => l.control('ping')));
   if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, configWarnings, defaultConfig, helpText, HELP_COLUMN, HELP_WIDTH, loadConfig, OPTIONS, printConfig, envName, flagName } from '../src/config.js';
+import { ConfigError, configWarnings, defaultConfig, helpText, HELP_COLUMN, HELP_WIDTH, loadConfig, OPTIONS, printConfig, envName, flagName, stunOtherPort } from '../src/config.js';
 import { runCli } from './helpers/process.js';
 
 const none = join(tmpdir(), 'no-such-config.json');
@@ -37,8 +37,12 @@ test('every setting has a flag and an env var named after it', () => {
     const t = o.type;
     const sample = t.kind === 'int' ? String(t.min) : t.kind === 'enum' ? t.values[0]!
       : t.kind === 'redis-url' ? 'redis://127.0.0.1:6379' : t.kind === 'name' ? 'tracker-1' : '127.0.0.1';
-    assert.equal(String(loadConfig([`--${flagName(o.key)}`, sample], {}, none).config[o.key]), sample, o.key);
-    assert.equal(String(loadConfig([], { [envName(o.key)]: sample }, none).config[o.key]), sample, o.key);
+    // a second STUN address needs a specific primary one
+    const host = o.key === 'stunOtherHost' ? '127.0.0.2' : undefined;
+    const flags = host === undefined ? [] : ['--host', host];
+    const env = host === undefined ? {} : { SOBANI_HOST: host };
+    assert.equal(String(loadConfig([...flags, `--${flagName(o.key)}`, sample], {}, none).config[o.key]), sample, o.key);
+    assert.equal(String(loadConfig([], { ...env, [envName(o.key)]: sample }, none).config[o.key]), sample, o.key);
   }
   assert.equal(envName('shareIdLength'), 'SOBANI_SHARE_ID_LENGTH');
 });
@@ -121,4 +125,18 @@ test('--help: every description starts in its column, wrapped, even after a long
   // the two that ran together before
   assert.ok(entries.find((e) => e.flag === '--log-level <fatal|error|warn|info|debug|trace|silent>'));
   assert.ok(entries.find((e) => e.flag === '--announce-reply <both|documented|legacy>'));
+});
+
+test('a second STUN address (NAT behaviour discovery) is refused where it cannot work, naming why', () => {
+  const refused = (argv: string[], why: RegExp) => assert.throws(() => loadConfig(argv, {}, none), (e: unknown) => e instanceof ConfigError && why.test(e.message));
+  refused(['--stun-other-host', '10.0.0.2'], /needs the tracker's primary IP address as host, not the wildcard ::/);
+  refused(['--host', '0.0.0.0', '--stun-other-host', '10.0.0.2'], /not the wildcard 0\.0\.0\.0/);
+  refused(['--host', '10.0.0.1', '--stun-other-host', 'fd00::2'], /same address family/);
+  refused(['--host', '10.0.0.1', '--stun-other-host', '10.0.0.1'], /must differ from host/);
+  refused(['--host', '10.0.0.1', '--port', '0', '--stun-other-host', '10.0.0.2'], /needs a fixed port/);
+  refused(['--host', '10.0.0.1', '--port', '65535', '--stun-other-host', '10.0.0.2'], /the other port \(65536\)/);
+  refused(['--host', '10.0.0.1', '--port', '3478', '--stun-other-port', '3478', '--stun-other-host', '10.0.0.2'], /the other port \(3478\)/);
+  const ok = loadConfig(['--host', '10.0.0.1', '--port', '3478', '--stun-other-host', '10.0.0.2'], {}, none).config;
+  assert.equal(stunOtherPort(ok), 3479, 'the other port defaults to port + 1');
+  assert.equal(stunOtherPort({ ...ok, stunOtherPort: 5000 }), 5000);
 });

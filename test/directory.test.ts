@@ -8,6 +8,7 @@ import { WirePeer, wireBytes } from './helpers/wire.js';
 import { runTracker, type Running } from './helpers/process.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
 import { freePort, httpGet } from './helpers/ops.js';
+import { ONE_UDP4_SOCKET } from './helpers/batch.js';
 import { Unpackr } from 'msgpackr';
 import { defaultConfig } from '../src/config.js';
 import { pointerRefreshMs } from '../src/directory/cadence.js';
@@ -74,7 +75,7 @@ async function metric(i: Instance, pattern: RegExp): Promise<number> {
 
 test('a shard refreshes every live pointer exactly once per refresh period, at an even pace', () => {
   const config = { ...defaultConfig(), shards: 1, directory: 'redis://127.0.0.1:1' };
-  const shard = new Shard(shardOptions(config, 0, ['udp4']));
+  const shard = new Shard(shardOptions(config, 0, ONE_UDP4_SOCKET));
   shard.fill(5000);
   const unpackr = new Unpackr({ useRecords: false });
   const ticks = pointerRefreshMs(config.ttl) / DIRECTORY_TICK_MS;

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { parseRequest } from '../src/protocol/request.js';
 import { Shard, shardOptions } from '../src/shard/shard.js';
 import { defaultConfig } from '../src/config.js';
-import { readReplies, requestBatch } from './helpers/batch.js';
+import { ONE_UDP4_SOCKET, readReplies, requestBatch } from './helpers/batch.js';
 
 const limits = { shareIdLength: 12, maxMultiaddr: 256 };
 const KNOWN_REPLIES = new Set(['announceReceived', 'announced', 'pulseReceived', 'alived', 'expired', 'pushReceived', 'pushed', 'income', 'error']);
@@ -35,7 +35,7 @@ test('parseRequest never throws and always yields a request or a coded error', (
 
 test('a shard fed any batch of any datagrams from a few addresses never throws and replies only well-formed JSON', () => {
   // production limits: the amplification budget and rate limits are fuzzed too
-  const shard = new Shard(shardOptions({ ...defaultConfig(), shards: 1, ttl: 60 }, 0, ['udp4']));
+  const shard = new Shard(shardOptions({ ...defaultConfig(), shards: 1, ttl: 60 }, 0, ONE_UDP4_SOCKET));
   let internalErrors = 0;
   shard.onInternalError = () => { internalErrors++; };
   const record = fc.record({

@@ -6,7 +6,7 @@ import { PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
 import type { Tracker } from '../src/tracker.js';
 import { defaultConfig } from '../src/config.js';
 import { Shard, shardOptions } from '../src/shard/shard.js';
-import { readReplies, requestBatch } from './helpers/batch.js';
+import { ONE_UDP4_SOCKET, readReplies, requestBatch } from './helpers/batch.js';
 
 async function drops(t: Tracker, reason: string): Promise<number> {
   return (await t.stats()).shards.reduce((n, s) => n + (s.counters.drops[reason] ?? 0), 0);
@@ -100,7 +100,7 @@ test('with the default limits, an IP at its session cap keeps every session aliv
   // sessions behind one address, spread evenly over each 2 s, in batches of 64.
   let now = 0;
   const config = { ...defaultConfig(), shards: 1 };
-  const shard = new Shard({ ...shardOptions(config, 0, ['udp4']), now: () => now });
+  const shard = new Shard({ ...shardOptions(config, 0, ONE_UDP4_SOCKET), now: () => now });
   const ip = '100.64.0.1';
   const sessions = config.maxSessionsPerIp;
   const ports = Array.from({ length: sessions }, (_, i) => 1024 + i);

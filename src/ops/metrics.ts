@@ -45,6 +45,9 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     restored: counter('sobani_restored_sessions_total', 'Sessions restored from a snapshot at start.'),
     restarts: counter('sobani_shard_restarts_total', 'Shard threads replaced after a crash.', ['shard']),
     lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
+    stunRequests: counter('sobani_stun_requests_total', 'STUN messages received, by kind: binding, indication, bad-request (answered 400), unknown-attributes (answered 420), not-a-request, malformed, bad-fingerprint (the last three dropped).', ['kind']),
+    stunResponses: counter('sobani_stun_responses_total', 'STUN responses sent, by result (success, error).', ['result']),
+    stunErrors: counter('sobani_stun_errors_total', 'STUN error responses sent, by code (400, 420).', ['code']),
     sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams the kernel refused to send, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...).', ['reason']),
     io: gauge('sobani_io_path', 'The datagram I/O path serving (1): native (recvmmsg/sendmmsg addon) or dgram.', ['path']),
     // with a session directory (several instances)
@@ -75,6 +78,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
 
   const update = (s: TrackerStats): void => {
     for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
+      m.stunRequests, m.stunResponses, m.stunErrors,
       m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served]) c.reset();
     for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp]) g.reset();
     const d = s.directory;
@@ -108,6 +112,9 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     incAll(m.drops, sums.drops, (reason) => ({ reason }));
     for (const [field, reason] of Object.entries(MAIN_DROPS)) m.drops.inc({ reason }, s.main[field as keyof typeof MAIN_DROPS]);
     incAll(m.unknown, sums.unknownSession, (action) => ({ action }));
+    incAll(m.stunRequests, sums.stunRequests, (kind) => ({ kind }));
+    incAll(m.stunResponses, sums.stunResponses, (result) => ({ result }));
+    incAll(m.stunErrors, sums.stunErrors, (code) => ({ code }));
     m.expired.inc(sums.expired);
     m.forwarded.inc(sums.forwarded);
     m.restored.inc(sums.restored);
@@ -133,12 +140,13 @@ function incAll(c: Counter<string>, counts: Record<string, number>, labels: (key
   for (const [k, v] of Object.entries(counts)) c.inc(labels(k), v);
 }
 
-type Sums = Pick<ShardCountersSnapshot, 'datagramsIn' | 'datagramsOut' | 'errors' | 'drops' | 'unknownSession' | 'batchSizes'> &
+type Sums = Pick<ShardCountersSnapshot, 'datagramsIn' | 'datagramsOut' | 'errors' | 'drops' | 'unknownSession' | 'batchSizes' |
+  'stunRequests' | 'stunResponses' | 'stunErrors'> &
   { expired: number; forwarded: number; restored: number; batchedDatagrams: number };
 
 /** Totals over shards; a shard that did not answer (null counters) adds nothing. */
 function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
-  const s: Sums = { datagramsIn: {}, datagramsOut: {}, errors: {}, drops: {}, unknownSession: {},
+  const s: Sums = { datagramsIn: {}, datagramsOut: {}, errors: {}, drops: {}, unknownSession: {}, stunRequests: {}, stunResponses: {}, stunErrors: {},
     batchSizes: BATCH_BUCKETS.map(() => 0), expired: 0, forwarded: 0, restored: 0, batchedDatagrams: 0 };
   const add = (into: Record<string, number>, from: Record<string, number>): void => {
     for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
@@ -147,6 +155,7 @@ function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
     if (c === null) continue;
     add(s.datagramsIn, c.datagramsIn); add(s.datagramsOut, c.datagramsOut);
     add(s.errors, c.errors); add(s.drops, c.drops); add(s.unknownSession, c.unknownSession);
+    add(s.stunRequests, c.stunRequests); add(s.stunResponses, c.stunResponses); add(s.stunErrors, c.stunErrors);
     c.batchSizes.forEach((n, i) => { s.batchSizes[i]! += n; });
     s.expired += c.expired; s.forwarded += c.forwarded; s.restored += c.restored; s.batchedDatagrams += c.batchedDatagrams;
   }

@@ -5,11 +5,13 @@
 import { DIALECT_NAMES } from '../protocol/dialect.js';
 import type { ErrorCode } from '../protocol/errors.js';
 
-export type DropReason = 'amplification' | 'rate_limited' | 'push_rate_limited' | 'bad_source' | 'bad_forward' | 'internal_error';
+export type DropReason = 'amplification' | 'rate_limited' | 'push_rate_limited' | 'bad_source' | 'bad_forward' | 'internal_error' |
+  /** a datagram that is not STUN on one of the other STUN addresses, which answer STUN alone */
+  'not_stun' | 'stun_malformed' | 'stun_bad_fingerprint' | 'stun_not_a_request';
 
-/** Request actions by index; INCOME is outgoing only (the datagram a push sends its target). */
-export const ACTIONS = ['announce', 'pulse', 'alive', 'push', 'invalid', 'income'] as const;
-export const ANNOUNCE = 0, PULSE = 1, ALIVE = 2, PUSH = 3, INVALID = 4, INCOME = 5;
+/** Request actions by index; INCOME is outgoing only (the datagram a push sends its target); STUN is any STUN message. */
+export const ACTIONS = ['announce', 'pulse', 'alive', 'push', 'invalid', 'income', 'stun'] as const;
+export const ANNOUNCE = 0, PULSE = 1, ALIVE = 2, PUSH = 3, INVALID = 4, INCOME = 5, STUN = 6;
 const ACTION_INDEX: Record<string, number> = { announce: ANNOUNCE, pulse: PULSE, alive: ALIVE, push: PUSH, invalid: INVALID };
 const DIALECTS = DIALECT_NAMES.length;
 
@@ -31,6 +33,10 @@ export interface ShardCountersSnapshot {
   incomes: number;
   expired: number;
   restored: number;
+  /** STUN messages by what they are (stun/binding.ts StunVerdict), responses by result, error responses by code */
+  stunRequests: Record<string, number>;
+  stunResponses: Record<string, number>;
+  stunErrors: Record<string, number>;
 }
 
 function bump(map: Record<string, number>, key: string): void {
@@ -48,6 +54,9 @@ export class ShardCounters {
   private readonly unknownSessions: Record<string, number> = {};
   private readonly errors: Record<string, number> = {};
   private readonly drops: Record<string, number> = {};
+  private readonly stunRequests: Record<string, number> = {};
+  private readonly stunResponses: Record<string, number> = {};
+  private readonly stunErrors: Record<string, number> = {};
   private readonly batchSizes = new Float64Array(BATCH_BUCKETS.length);
   private batchedDatagrams = 0;
   forwarded = 0;
@@ -63,6 +72,11 @@ export class ShardCounters {
   unknownSession(action: string): void { bump(this.unknownSessions, action); }
   error(code: ErrorCode): void { bump(this.errors, code); }
   drop(reason: DropReason): void { bump(this.drops, reason); }
+  stunRequest(verdict: string): void { bump(this.stunRequests, verdict); }
+  stunResponse(code: number): void {
+    bump(this.stunResponses, code === 0 ? 'success' : 'error');
+    if (code !== 0) bump(this.stunErrors, String(code));
+  }
 
   batch(datagrams: number): void {
     // bucket i holds sizes in (2^(i-1), 2^i]: 32 - clz32(n - 1) is ceil(log2 n)
@@ -84,6 +98,9 @@ export class ShardCounters {
       incomes: this.incomes,
       expired: this.expired,
       restored: this.restored,
+      stunRequests: { ...this.stunRequests },
+      stunResponses: { ...this.stunResponses },
+      stunErrors: { ...this.stunErrors },
     };
   }
 }

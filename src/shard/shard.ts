@@ -17,7 +17,9 @@ import { ExpiryWheel } from './expiry-wheel.js';
 import { KEPT_ALIVE, PeerTable, VERIFIED } from './peer-table.js';
 import { AMPLIFICATION_FACTOR, IpTable, wireOverhead, wireOverheadOf } from './ip-table.js';
 import { ShareIdMinter } from './share-id.js';
-import { ShardCounters, actionIndex, INCOME, PUSH } from './counters.js';
+import { ShardCounters, actionIndex, INCOME, PUSH, STUN } from './counters.js';
+import { CHANGE_IP, CHANGE_PORT, looksLikeStun } from '../stun/codec.js';
+import { BindingRequest, errorBytes, readRequest, successBytes, writeError, writeSuccess, type AddressRef, type Discovery } from '../stun/binding.js';
 import type { PointerWrite, PushForward, SessionBlock, ShardExtras } from '../wire/messages.js';
 import { pointerRefreshMs } from '../directory/cadence.js';
 
@@ -34,11 +36,20 @@ export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceRe
   socketTypes: readonly ('udp4' | 'udp6')[];
   /** A session directory is configured: unknown push targets are looked up there, and every live session's pointer is kept fresh in it, each once per this many ms (0: no directory). */
   pointerRefreshMs: number;
+  /**
+   * With STUN NAT behaviour discovery (config stunOtherHost), the tracker's four
+   * addresses by socket index: primary IP and port, primary IP and other port, other
+   * IP and primary port, other IP and other port (io/stun-endpoints.ts). Else empty.
+   */
+  stunEndpoints: readonly { address: string; port: number }[];
   now?: () => number;
 }
 
-/** Shard `index`'s options under `config`: the settings it uses, and its share of the totals. */
-export function shardOptions(config: Config, index: number, socketTypes: readonly ('udp4' | 'udp6')[]): ShardOptions {
+/**
+ * Shard `index`'s options under `config`: the settings it uses, and its share of the
+ * totals. `io`: the datagram I/O's sockets, by index.
+ */
+export function shardOptions(config: Config, index: number, io: { socketTypes: readonly ('udp4' | 'udp6')[]; addresses: readonly { address: string; port: number }[] }): ShardOptions {
   return {
     index,
     shards: config.shards,
@@ -46,7 +57,8 @@ export function shardOptions(config: Config, index: number, socketTypes: readonl
     shareIdLength: config.shareIdLength,
     announceReply: config.announceReply,
     maxMultiaddr: config.maxMultiaddr,
-    socketTypes,
+    socketTypes: io.socketTypes,
+    stunEndpoints: config.stunOtherHost === '' ? [] : io.addresses.map(({ address, port }) => ({ address, port })),
     maxSessions: Math.ceil(config.maxSessions / config.shards),
     maxSessionsPerIp: config.maxSessionsPerIp, // exact: all of an IP's sessions live in one shard
     maxTrackedIps: Math.ceil(config.maxTrackedIps / config.shards),
@@ -117,6 +129,13 @@ export class Shard {
   private grant = -1;
   private overhead = 0;
 
+  // STUN: the request being read (one object, reused), the tracker's addresses by
+  // socket index (NAT behaviour discovery only), and the mapped address (the source).
+  private readonly stunRequest = new BindingRequest();
+  private readonly stunEndpoints: AddressRef[];
+  private readonly mapped: AddressRef = { addr: this.key, at: 0, port: 0, family: 4 };
+  private readonly discovery: Discovery | null;
+
   /** Called with an exception a handler threw (the request is dropped, the shard goes on). */
   onInternalError: ((err: unknown) => void) | null = null;
 
@@ -135,6 +154,14 @@ export class Shard {
       maxCredit: 16 * 1024, capacity: opts.maxTrackedIps, idleMs: IP_IDLE_MS, tickMs: 1000,
     }, () => this.clock);
     this.forwards = new Array<PushForward[] | null>(opts.shards).fill(null);
+    this.stunEndpoints = opts.stunEndpoints.map(({ address, port }) => {
+      const addr = new Uint8Array(ADDR_BYTES);
+      const text = Buffer.from(address, 'latin1');
+      const family = parseIp(text, 0, text.length, addr, 0);
+      if (family === 0) throw new Error(`not an IP address: ${address}`);
+      return { addr, at: 0, port, family };
+    });
+    this.discovery = this.stunEndpoints.length === 4 ? { origin: this.stunEndpoints[0]!, other: this.stunEndpoints[3]! } : null;
   }
 
   tick(): number {
@@ -167,7 +194,9 @@ export class Shard {
       if (!this.admit(this.overhead + payloadLen)) continue;
       const mark = this.writer.position;
       try {
-        this.handleRequest(socket, port, bucket, buf, payloadAt, payloadLen);
+        if (looksLikeStun(buf, payloadAt, payloadLen)) this.stun(socket, port, family, buf, addrAt, addrLen, payloadAt, payloadLen);
+        else if (socket === 0) this.handleRequest(socket, port, bucket, buf, payloadAt, payloadLen);
+        else this.counters.drop('not_stun'); // the other STUN addresses answer STUN alone
       } catch (err) {
         // A bug must cost one request, not the shard and every session in it.
         this.writer.cancel(mark);
@@ -411,6 +440,62 @@ export class Shard {
     this.writer.end();
     this.counters.out(INCOME, this.table.dialect[t]!);
     this.counters.incomes++;
+  }
+
+  // --------------------------------------------------------------------- STUN
+
+  /**
+   * A STUN message (RFC 8489 Binding; with a second address, RFC 5780 discovery).
+   * The response obeys the reply budget like any other: a source that has not
+   * proved it receives gets at most 3x the wire bytes it sent, wherever the
+   * response goes (another socket of ours for CHANGE-REQUEST, another port of the
+   * same IP for RESPONSE-PORT).
+   */
+  private stun(socket: number, port: number, family: 4 | 6, buf: Uint8Array, addrAt: number, addrLen: number, at: number, len: number): void {
+    const r = this.stunRequest;
+    const verdict = readRequest(buf, at, len, this.discovery !== null, r);
+    this.counters.stunRequest(verdict);
+    this.counters.in(STUN, UNKNOWN);
+    this.action = STUN;
+    this.peerDialect = UNKNOWN;
+    switch (verdict) {
+      case 'indication': return; // a keep-alive: no response
+      case 'malformed': this.counters.drop('stun_malformed'); return;
+      case 'bad-fingerprint': this.counters.drop('stun_bad_fingerprint'); return;
+      case 'not-a-request': this.counters.drop('stun_not_a_request'); return;
+      default: break;
+    }
+    // The session of this address, if it proved it receives, is not charged.
+    const slot = this.table.findByAddress(this.key, 0, port);
+    this.verified = slot >= 0 && (this.table.flags[slot]! & VERIFIED) !== 0;
+    if (verdict !== 'binding') {
+      const code = verdict === 'bad-request' ? 400 : 420;
+      if (!this.allow(errorBytes(code, r))) { this.counters.drop('amplification'); return; }
+      this.beginReply();
+      const n = writeError(this.writer.room(errorBytes(code, r)), this.writer.position, buf, at, r, code);
+      this.writer.skip(n);
+      this.writer.end();
+      this.counters.stunResponse(code);
+      return;
+    }
+    // CHANGE-REQUEST: from the socket whose IP and/or port differ (socket = ip * 2 + port, see ShardOptions).
+    const from = socket ^ ((r.change & CHANGE_IP) !== 0 ? 2 : 0) ^ ((r.change & CHANGE_PORT) !== 0 ? 1 : 0);
+    const toPort = r.responsePort !== 0 ? r.responsePort : port;
+    const d = this.discovery;
+    if (d !== null) { d.origin = this.stunEndpoints[from]!; d.other = this.stunEndpoints[socket ^ 3]!; }
+    this.mapped.port = port;
+    this.mapped.family = family;
+    // PADDING only where the budget affords it; the response is complete without.
+    const padding = r.padding > 0 && this.affords(successBytes(family, d, r.padding, r.fingerprint)) ? r.padding : 0;
+    const bytes = successBytes(family, d, padding, r.fingerprint);
+    if (!this.allow(bytes)) { this.counters.drop('amplification'); return; }
+    this.counters.out(STUN, UNKNOWN);
+    if (from === socket && toPort === port) this.writer.toRequest(this.replyIndex);
+    else this.writer.toAddressBytes(from, buf, addrAt, addrLen, toPort);
+    const n = writeSuccess(this.writer.room(bytes), this.writer.position, buf, at, r, this.mapped, d, padding);
+    this.writer.skip(n);
+    this.writer.end();
+    this.counters.stunResponse(0);
   }
 
   // ------------------------------------------------------------------ replies

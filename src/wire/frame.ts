@@ -71,6 +71,19 @@ export class ReplyWriter {
     this.openPayload();
   }
 
+  /** Like toAddress, with the address text taken from bytes (a request record's, in its batch): no string is made. */
+  toAddressBytes(socket: number, src: Uint8Array, at: number, len: number, port: number): void {
+    this.ensure(MAX_RECORD_HEADER);
+    const b = this.buf;
+    b[this.pos] = SEND_TO;
+    b[this.pos + 1] = socket;
+    b[this.pos + 2] = port >>> 8; b[this.pos + 3] = port & 0xff;
+    b[this.pos + 4] = len;
+    for (let i = 0; i < len; i++) b[this.pos + 5 + i] = src[at + i]!;
+    this.pos += 5 + len;
+    this.openPayload();
+  }
+
   private openPayload(): void {
     this.lenAt = this.pos;
     this.pos += 2;
@@ -88,6 +101,19 @@ export class ReplyWriter {
     // A short piece of a larger array (a shareId in the table): a loop beats making a subarray view.
     for (let i = off, end = off + len; i < end; i++) b[p++] = src[i]!;
     this.pos = p;
+  }
+
+  /**
+   * Room for `n` payload bytes written in place: returns the buffer to write them
+   * into at `position`, then call skip(n). The buffer is only valid until the next call.
+   */
+  room(n: number): Buffer {
+    this.ensure(n);
+    return this.buf;
+  }
+
+  skip(n: number): void {
+    this.pos += n;
   }
 
   text(s: string): void {

@@ -40,3 +40,6 @@ export function readReplies(out: Uint8Array | null): ReplyRecord[] {
   }
   return replies;
 }
+
+/** The sockets of a tracker bound to one IPv4 address, as shardOptions() takes them. */
+export const ONE_UDP4_SOCKET = { socketTypes: ['udp4'], addresses: [{ address: '127.0.0.1', port: 3000 }] } as const;

@@ -1,0 +1,297 @@
+// STUN on the tracker's own port, over real UDP, with requests written byte by byte
+// as RFC 8489 lays them out (not through the project's codec), from clients on
+// their own loopback IPs; and coturn's turnutils_stunclient, a client we did not write.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { crc32 } from 'node:zlib';
+import { WirePeer, withTracker, wireBytes } from './helpers/wire.js';
+import { freePort, httpGet, sample } from './helpers/ops.js';
+
+const COOKIE = 0x2112a442;
+
+/** A command's stdout and stderr, once it has exited (10 s at most). */
+const output = (cmd: string, args: string[]): Promise<string> =>
+  new Promise((resolve) => execFile(cmd, args, { timeout: 10_000 }, (_err, stdout, stderr) => resolve(`${stdout}${stderr}`)));
+
+interface Attr { type: number; value: Buffer }
+
+/** A STUN message: header, attributes (padded to 4 bytes), and a FINGERPRINT when asked for. */
+function message(type: number, attrs: Attr[] = [], { fingerprint = false, txid = randomBytes(12) } = {}): Buffer {
+  const body = Buffer.concat(attrs.map(({ type: t, value }) => {
+    const a = Buffer.alloc(4 + value.length + ((4 - (value.length % 4)) % 4));
+    a.writeUInt16BE(t, 0); a.writeUInt16BE(value.length, 2); value.copy(a, 4);
+    return a;
+  }));
+  const head = Buffer.alloc(20);
+  head.writeUInt16BE(type, 0);
+  head.writeUInt16BE(body.length + (fingerprint ? 8 : 0), 2);
+  head.writeUInt32BE(COOKIE, 4);
+  txid.copy(head, 8);
+  const msg = Buffer.concat([head, body]);
+  if (!fingerprint) return msg;
+  const fp = Buffer.alloc(8);
+  fp.writeUInt16BE(0x8028, 0); fp.writeUInt16BE(4, 2);
+  fp.writeUInt32BE((crc32(msg) ^ 0x5354554e) >>> 0, 4);
+  return Buffer.concat([msg, fp]);
+}
+
+const BINDING = 0x0001;
+
+interface Parsed { type: number; txid: Buffer; attrs: Map<number, Buffer>; order: number[]; raw: Buffer }
+
+function parse(raw: Buffer): Parsed {
+  assert.ok(raw.length >= 20, 'a STUN header');
+  assert.equal(raw.readUInt32BE(4), COOKIE, 'the magic cookie');
+  assert.equal(raw.readUInt16BE(2), raw.length - 20, 'the length field covers the attributes');
+  const attrs = new Map<number, Buffer>();
+  const order: number[] = [];
+  for (let o = 20; o < raw.length;) {
+    const t = raw.readUInt16BE(o), n = raw.readUInt16BE(o + 2);
+    attrs.set(t, raw.subarray(o + 4, o + 4 + n));
+    order.push(t);
+    o += 4 + n + ((4 - (n % 4)) % 4);
+  }
+  return { type: raw.readUInt16BE(0), txid: raw.subarray(8, 20), attrs, order, raw };
+}
+
+/** XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS when xor is false) as "ip:port". */
+function addressOf(v: Buffer, txid: Buffer, xor = true): string {
+  const port = v.readUInt16BE(2) ^ (xor ? COOKIE >>> 16 : 0);
+  const key = Buffer.concat([Buffer.from([0x21, 0x12, 0xa4, 0x42]), txid]);
+  const ip = Buffer.from(v.subarray(4));
+  if (xor) for (let i = 0; i < ip.length; i++) ip[i]! ^= key[i]!;
+  if (v[1] === 0x01) return `${[...ip].join('.')}:${port}`;
+  const groups = Array.from({ length: 8 }, (_, i) => ip.readUInt16BE(2 * i).toString(16));
+  return `[${groups.join(':')}]:${port}`;
+}
+
+/** A raw UDP client on its own address. */
+async function client(address = '127.0.0.1'): Promise<{ socket: dgram.Socket; inbox: Buffer[]; port: number; next: (ms?: number) => Promise<Buffer | null> }> {
+  const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
+  const inbox: Buffer[] = [];
+  let wake: (() => void) | null = null;
+  socket.on('message', (m) => { inbox.push(m); wake?.(); });
+  await new Promise<void>((r) => socket.bind(0, address, () => r()));
+  socket.unref();
+  const next = async (ms = 1000): Promise<Buffer | null> => {
+    const until = Date.now() + ms;
+    while (inbox.length === 0 && Date.now() < until) await new Promise<void>((r) => { wake = r; setTimeout(r, until - Date.now()); });
+    return inbox.shift() ?? null;
+  };
+  return { socket, inbox, port: socket.address().port, next };
+}
+
+const stunCounters = async (tracker: { stats(): Promise<{ shards: { counters: { stunRequests: Record<string, number>; drops: Record<string, number> } }[] }> }) => {
+  const s = await tracker.stats();
+  const sum = (pick: (c: { stunRequests: Record<string, number>; drops: Record<string, number> }) => Record<string, number>) => {
+    const out: Record<string, number> = {};
+    for (const sh of s.shards) for (const [k, v] of Object.entries(pick(sh.counters))) out[k] = (out[k] ?? 0) + v;
+    return out;
+  };
+  return { requests: sum((c) => c.stunRequests), drops: sum((c) => c.drops) };
+};
+
+test('Binding over IPv4: XOR-MAPPED-ADDRESS and MAPPED-ADDRESS are the source, the transaction id is echoed; FINGERPRINT only when asked', () =>
+  withTracker({}, async (_t, target) => {
+    const c = await client('127.0.60.1');
+    const req = message(BINDING);
+    c.socket.send(req, target.port, target.address);
+    const res = parse((await c.next())!);
+    assert.equal(res.type, 0x0101, 'Binding success response');
+    assert.deepEqual(res.txid, req.subarray(8, 20));
+    assert.equal(addressOf(res.attrs.get(0x0020)!, res.txid), `127.0.60.1:${c.port}`);
+    assert.equal(addressOf(res.attrs.get(0x0001)!, res.txid, false), `127.0.60.1:${c.port}`);
+    assert.equal(res.attrs.has(0x8028), false, 'no FINGERPRINT unless the request had one');
+    assert.equal(res.attrs.has(0x802c), false, 'no OTHER-ADDRESS without a second address');
+
+    const withFp = message(BINDING, [], { fingerprint: true });
+    c.socket.send(withFp, target.port, target.address);
+    const fp = parse((await c.next())!);
+    assert.equal(fp.order.at(-1), 0x8028, 'FINGERPRINT is the last attribute');
+    assert.equal(fp.attrs.get(0x8028)!.readUInt32BE(0), (crc32(fp.raw.subarray(0, fp.raw.length - 8)) ^ 0x5354554e) >>> 0);
+    c.socket.close();
+  }));
+
+test('Binding over IPv6', () =>
+  withTracker({ host: '::1' }, async (_t, target) => {
+    const c = await client('::1');
+    const req = message(BINDING, [], { fingerprint: true });
+    c.socket.send(req, target.port, '::1');
+    const res = parse((await c.next())!);
+    assert.equal(res.type, 0x0101);
+    assert.equal(res.attrs.get(0x0020)![1], 0x02, 'family IPv6');
+    assert.equal(addressOf(res.attrs.get(0x0020)!, res.txid), `[0:0:0:0:0:0:0:1]:${c.port}`);
+    assert.equal(addressOf(res.attrs.get(0x0001)!, res.txid, false), `[0:0:0:0:0:0:0:1]:${c.port}`);
+    c.socket.close();
+  }));
+
+test('an IPv4 client of a dual-stack tracker gets an IPv4 mapped address', () =>
+  withTracker({ host: '::' }, async (_t, target) => {
+    const c = await client('127.0.60.2');
+    c.socket.send(message(BINDING), target.port, '127.0.0.1');
+    const res = parse((await c.next())!);
+    assert.equal(res.attrs.get(0x0020)![1], 0x01, 'family IPv4');
+    assert.equal(addressOf(res.attrs.get(0x0020)!, res.txid), `127.0.60.2:${c.port}`);
+    c.socket.close();
+  }));
+
+test('unknown comprehension-required attributes get 420 with UNKNOWN-ATTRIBUTES; unknown optional ones are ignored', () =>
+  withTracker({}, async (_t, target) => {
+    const c = await client('127.0.60.3');
+    const req = message(BINDING, [{ type: 0x7f01, value: Buffer.from('abcd') }, { type: 0x0003, value: Buffer.from([0, 0, 0, 6]) },
+      { type: 0xc001, value: Buffer.from('optional') }], { fingerprint: true });
+    c.socket.send(req, target.port, target.address);
+    const res = parse((await c.next())!);
+    assert.equal(res.type, 0x0111, 'Binding error response');
+    const ec = res.attrs.get(0x0009)!;
+    assert.equal(ec[2]! * 100 + ec[3]!, 420);
+    const unknown = res.attrs.get(0x000a)!;
+    // 0x7f01, and CHANGE-REQUEST (0x0003): this tracker has no second address to change to
+    assert.deepEqual([unknown.readUInt16BE(0), unknown.readUInt16BE(2)], [0x7f01, 0x0003]);
+    assert.equal(res.order.at(-1), 0x8028);
+
+    c.socket.send(message(BINDING, [{ type: 0xc001, value: Buffer.from('optional') }, { type: 0x8022, value: Buffer.from('their client 1.0') }]), target.port, target.address);
+    assert.equal(parse((await c.next())!).type, 0x0101, 'comprehension-optional attributes do not stop a Binding');
+    c.socket.close();
+  }));
+
+test('a request with a valid header but broken attributes gets 400; other methods get 400; indications and responses get nothing', () =>
+  withTracker({}, async (tracker, target) => {
+    const c = await client('127.0.60.4');
+    // an attribute whose length runs past the message
+    const broken = message(BINDING, [{ type: 0x8022, value: Buffer.from('abcdefgh') }]);
+    broken.writeUInt16BE(200, 22);
+    c.socket.send(broken, target.port, target.address);
+    let res = parse((await c.next())!);
+    assert.equal(res.type, 0x0111);
+    const code = (b: Buffer) => b[2]! * 100 + b[3]!;
+    assert.equal(code(res.attrs.get(0x0009)!), 400);
+    assert.match(res.attrs.get(0x0009)!.subarray(4).toString(), /^Bad Request/);
+    // a TURN Allocate is not served here
+    c.socket.send(message(0x0003), target.port, target.address);
+    res = parse((await c.next())!);
+    assert.equal(res.type, 0x0113, 'Allocate error response');
+    assert.equal(code(res.attrs.get(0x0009)!), 400);
+    // a Binding indication (a keep-alive) and a stray success response: no answer
+    c.socket.send(message(0x0011), target.port, target.address);
+    c.socket.send(message(0x0101), target.port, target.address);
+    assert.equal(await c.next(400), null);
+    const counted = await stunCounters(tracker);
+    assert.equal(counted.requests.indication, 1);
+    assert.equal(counted.requests['not-a-request'], 1);
+    assert.equal(counted.requests['bad-request'], 2);
+    c.socket.close();
+  }));
+
+test('truncated and malformed headers, and a wrong FINGERPRINT, are dropped and counted, and nothing else is disturbed', () =>
+  withTracker({}, async (tracker, target) => {
+    const c = await client('127.0.60.5');
+    const good = message(BINDING);
+    const wrongLength = Buffer.from(good); wrongLength.writeUInt16BE(4, 2); // says 4 bytes follow, none do
+    const notMultipleOf4 = Buffer.concat([message(BINDING), Buffer.from([1, 2])]); notMultipleOf4.writeUInt16BE(2, 2);
+    const badFp = message(BINDING, [], { fingerprint: true }); badFp[badFp.length - 1]! ^= 0xff;
+    for (const m of [wrongLength, notMultipleOf4, badFp]) c.socket.send(m, target.port, target.address);
+    assert.equal(await c.next(400), null, 'no response to any of them');
+    const counted = await stunCounters(tracker);
+    assert.equal(counted.drops.stun_malformed, 2);
+    assert.equal(counted.drops.stun_bad_fingerprint, 1);
+    // 19 bytes are too short for a STUN header: they go the JSON way, and get NOT_JSON
+    c.socket.send(good.subarray(0, 19), target.port, target.address);
+    assert.match((await c.next())!.toString(), /"code":"NOT_JSON"/);
+    c.socket.send(good, target.port, target.address);
+    assert.equal(parse((await c.next())!).type, 0x0101, 'the source is still served');
+    c.socket.close();
+  }));
+
+test('STUN and JSON interleave from one socket: a session and its Bindings, each answered in its own protocol', () =>
+  withTracker({}, async (_t, target) => {
+    const p = await WirePeer.open(target, '127.0.60.6');
+    const shareId = await p.announce();
+    const stunReplies: Buffer[] = [];
+    const seen = new Set<string>();
+    p.socket.on('message', (m) => { if ((m[0]! & 0xc0) === 0 && m.length >= 20) stunReplies.push(m); });
+    for (let i = 0; i < 5; i++) {
+      const req = message(BINDING);
+      seen.add(req.subarray(8, 20).toString('hex'));
+      p.socket.send(req, target.port, target.address);
+      const pulse = await p.request({ action: 'pulse' }, 'pulseReceived');
+      assert.equal(pulse.data!.shareId, shareId);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(stunReplies.length, 5);
+    for (const r of stunReplies) {
+      const res = parse(r);
+      assert.ok(seen.has(res.txid.toString('hex')));
+      assert.equal(addressOf(res.attrs.get(0x0020)!, res.txid), `127.0.60.6:${p.port}`);
+    }
+    p.close();
+  }));
+
+test('an unverified source gets STUN responses within 3x the wire bytes it sent, PADDING included', () =>
+  withTracker({}, async (tracker, target) => {
+    // PADDING of 200 bytes asks for a response as big (RFC 5780): it comes, and the totals stay within 3x
+    const c = await client('127.0.60.7');
+    const padded = message(BINDING, [{ type: 0x0026, value: Buffer.alloc(200) }]);
+    let sent = 0, got = 0;
+    for (let i = 0; i < 20; i++) {
+      c.socket.send(padded, target.port, target.address); sent += wireBytes(padded);
+      const r = await c.next(300);
+      assert.ok(r !== null && r.length >= 200, 'the padded response');
+      got += wireBytes(r);
+    }
+    assert.ok(got <= 3 * sent, `sent ${sent}, got ${got} wire bytes`);
+    // a bare 20-byte Binding (48 wire bytes, 144 of credit) still fits its 80-byte response, in a burst too
+    const bare = await client('127.0.60.8');
+    for (let i = 0; i < 50; i++) bare.socket.send(message(BINDING), target.port, target.address);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(bare.inbox.length, 50);
+    assert.ok(bare.inbox.reduce((n, b) => n + wireBytes(b), 0) <= 3 * 50 * wireBytes(message(BINDING)));
+    // a response that cannot fit is dropped and counted: the IP's credit spent on a JSON error first
+    const spent = await client('127.0.60.9');
+    spent.socket.send('x', target.port, target.address); // 29 wire bytes: 87 of credit, NOT_JSON would cost 117: dropped
+    spent.socket.send(message(BINDING, [{ type: 0x0026, value: Buffer.alloc(8) }]), target.port, target.address);
+    const r = await spent.next(300);
+    assert.ok(r !== null && parse(r).type === 0x0101, 'the Binding is answered');
+    const drops = (await stunCounters(tracker)).drops.amplification ?? 0;
+    assert.ok(drops >= 1, 'the NOT_JSON error did not fit, and was counted');
+    for (const x of [c, bare, spent]) x.socket.close();
+  }));
+
+test('coturn\'s turnutils_stunclient gets its reflexive address from the tracker', { skip: spawnSync('turnutils_stunclient', ['-h']).error ? 'turnutils_stunclient is not installed (apt-get install coturn; .ci/run does it)' : false }, () =>
+  withTracker({ host: '127.0.0.1' }, async (_t, target) => {
+    // not spawnSync: the tracker answers from this very process
+    const text = await output('turnutils_stunclient', ['-p', String(target.port), '-L', '127.0.60.20', '127.0.0.1']);
+    assert.match(text, /UDP reflexive addr: 127\.0\.60\.20:\d+/, text);
+  }));
+
+test('/metrics counts STUN requests by kind, responses by result, errors by code', async () => {
+  const metricsPort = await freePort();
+  await withTracker({ metricsPort }, async (_t, target) => {
+    const c = await client('127.0.60.11');
+    const send = (m: Buffer) => c.socket.send(m, target.port, target.address);
+    send(message(BINDING)); await c.next();
+    send(message(BINDING, [], { fingerprint: true })); await c.next();
+    send(message(BINDING, [{ type: 0x7f01, value: Buffer.alloc(4) }])); await c.next(); // 420
+    send(message(0x0003)); await c.next(); // an Allocate: 400
+    send(message(0x0011)); // an indication: nothing
+    const bad = message(BINDING); bad.writeUInt16BE(8, 2); send(bad); // malformed: nothing
+    await new Promise((r) => setTimeout(r, 200));
+    const m = (await httpGet(metricsPort, '/metrics')).body;
+    assert.equal(sample(m, 'sobani_stun_requests_total', { kind: 'binding' }), 2);
+    assert.equal(sample(m, 'sobani_stun_requests_total', { kind: 'unknown-attributes' }), 1);
+    assert.equal(sample(m, 'sobani_stun_requests_total', { kind: 'bad-request' }), 1);
+    assert.equal(sample(m, 'sobani_stun_requests_total', { kind: 'indication' }), 1);
+    assert.equal(sample(m, 'sobani_stun_requests_total', { kind: 'malformed' }), 1);
+    assert.equal(sample(m, 'sobani_stun_responses_total', { result: 'success' }), 2);
+    assert.equal(sample(m, 'sobani_stun_responses_total', { result: 'error' }), 2);
+    assert.equal(sample(m, 'sobani_stun_errors_total', { code: '420' }), 1);
+    assert.equal(sample(m, 'sobani_stun_errors_total', { code: '400' }), 1);
+    assert.equal(sample(m, 'sobani_datagrams_in_total', { action: 'stun' }), 6);
+    assert.equal(sample(m, 'sobani_datagrams_out_total', { action: 'stun' }), 4);
+    assert.equal(sample(m, 'sobani_drops_total', { reason: 'stun_malformed' }), 1);
+    c.socket.close();
+  });
+});
