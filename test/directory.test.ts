@@ -121,6 +121,24 @@ describe('several instances on one session directory', { skip }, () => {
     x.close(); y.close();
   });
 
+  test('nat and peerVerified cross instances: each side is told the other\'s', async () => {
+    const x = await client(a), y = await client(b);
+    const announceWith = async (p: WirePeer, nat: string): Promise<string> => {
+      const id = (await p.request({ action: 'announce', nat, pad: 'x'.repeat(18) }, 'announceReceived')).data!.shareId as string;
+      await p.request({ action: 'pulse', shareId: id }, 'pulseReceived');
+      return id;
+    };
+    const idX = await announceWith(x, 'address-and-port-dependent');
+    await announceWith(y, 'endpoint-independent');
+    await pointerOf(redis, idX);
+    const r = await push(y, idX, 'pushReceived');
+    assert.deepEqual(r.data, { peeraddr: x.address, peerShareId: idX, nat: 'address-and-port-dependent', peerVerified: true });
+    const income = await x.next('income');
+    assert.equal(income.data!.nat, 'endpoint-independent');
+    assert.equal(income.data!.peerVerified, true);
+    x.close(); y.close();
+  });
+
   test('the desktop client\'s dialect works across instances: pushed from its instance, income from the other', async () => {
     const x = await client(a), y = await client(c);
     const idX = await legacySession(x), idY = await legacySession(y);

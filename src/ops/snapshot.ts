@@ -145,7 +145,7 @@ export function decodeSnapshot(buf: Uint8Array, shareIdLength: number): { header
     new Unpackr({ useRecords: false }).unpackMultiple(buf, (value: unknown) => {
       // The header is checked before the rest is read: a future version may lay it out differently.
       if (header === null) header = checkHeader(value, shareIdLength);
-      else blocks.push(upgrade(checkBlock(value, shareIdLength, blocks.length), header.version));
+      else blocks.push(upgrade(checkBlock(value, shareIdLength, blocks.length, header.version), header.version));
     });
   } catch (err) {
     if (err instanceof SnapshotError) throw err;
@@ -181,11 +181,12 @@ function checkHeader(v: unknown, shareIdLength: number): SnapshotHeader {
 const isCount = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 0;
 const isOptString = (s: unknown): s is string | null => s === null || typeof s === 'string';
 
-function checkBlock(v: unknown, idLen: number, part: number): SessionBlock {
+function checkBlock(v: unknown, idLen: number, part: number, version: number): SessionBlock {
   const b = v as Partial<SessionBlock> | null;
   const column = (c: unknown, width: number): boolean => c instanceof Uint8Array && c.length === (b!.count as number) * width;
   const ok = b !== null && typeof b === 'object' && isCount(b.count) &&
     column(b.addr, ADDR_BYTES) && column(b.port, 2) && column(b.dialect, 1) && column(b.flags, 1) && column(b.ids, idLen) && column(b.ttlMs, 4) &&
+    (version === 1 || column(b.nat, 1)) &&
     Array.isArray(b.overrides) && b.overrides.every((o) => Array.isArray(o) && Number.isInteger(o[0]) && o[0] >= 0 &&
       o[0] < b.count! && isOptString(o[1]) && Number.isInteger(o[2]) && o[2] >= 0 && o[2] <= 65535 && isOptString(o[3]));
   if (!ok) throw new SnapshotError(`the file is corrupt: part ${part} is not a session block`);
@@ -194,11 +195,14 @@ function checkBlock(v: unknown, idLen: number, part: number): SessionBlock {
 
 /**
  * A block as this release's shards import it, from any version read. Version 1
- * had no KEPT_ALIVE flag: a session's dialect was only ever learned from its
- * keep-alive then, so a known dialect means it had sent one.
+ * had no KEPT_ALIVE flag (a session's dialect was only ever learned from its
+ * keep-alive then, so a known dialect means it had sent one) and no `nat` column
+ * (no client had reported one).
  */
 function upgrade(b: SessionBlock, version: number): SessionBlock {
-  if (version === 1) for (let i = 0; i < b.count; i++) if (b.dialect[i] !== UNKNOWN) b.flags[i]! |= KEPT_ALIVE;
+  if (version !== 1) return b;
+  for (let i = 0; i < b.count; i++) if (b.dialect[i] !== UNKNOWN) b.flags[i]! |= KEPT_ALIVE;
+  b.nat = new Uint8Array(b.count);
   return b;
 }
 
@@ -224,7 +228,7 @@ export function routeSessions(blocks: readonly SessionBlock[], shards: number, i
   for (const t of plans) for (let i = 0; i < t.length; i++) if (t[i]! >= 0) counts[t[i]!]!++;
   const perShard = counts.map((n): SessionBlock => ({
     count: 0, addr: new Uint8Array(n * ADDR_BYTES), port: new Uint8Array(n * 2), dialect: new Uint8Array(n),
-    flags: new Uint8Array(n), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
+    flags: new Uint8Array(n), nat: new Uint8Array(n), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
   }));
   const ttlViews = perShard.map((b) => new DataView(b.ttlMs.buffer));
   blocks.forEach((b, k) => copySessions(b, plans[k]!, perShard, ttlViews, idLen, elapsedMs));
@@ -243,6 +247,7 @@ function copySessions(from: SessionBlock, target: Int32Array, to: SessionBlock[]
     b.port[j * 2] = from.port[i * 2]!; b.port[j * 2 + 1] = from.port[i * 2 + 1]!;
     b.dialect[j] = from.dialect[i]!;
     b.flags[j] = from.flags[i]!;
+    b.nat[j] = from.nat[i]!;
     b.ids.set(from.ids.subarray(i * idLen, (i + 1) * idLen), j * idLen);
     toTtl[s]!.setUint32(j * 4, ttl.getUint32(i * 4) - elapsedMs);
   }
@@ -272,7 +277,7 @@ export async function restoreSnapshot(file: string, shareIdLength: number, links
     const { perShard, expired, invalid } = routeSessions(blocks, links.length, shareIdLength, elapsedMs);
     const added = await Promise.all(links.map((l, s) => {
       const b = perShard[s]!;
-      return l.control('import', b, 0, [b.addr.buffer, b.port.buffer, b.dialect.buffer, b.flags.buffer, b.ids.buffer, b.ttlMs.buffer] as ArrayBuffer[]);
+      return l.control('import', b, 0, [b.addr.buffer, b.port.buffer, b.dialect.buffer, b.flags.buffer, b.nat.buffer, b.ids.buffer, b.ttlMs.buffer] as ArrayBuffer[]);
     }));
     const restored = added.reduce<number>((n, a) => n + (typeof a === 'number' ? a : 0), 0);
     log.info({ file, restored, expired, skipped: header.sessions - restored - expired, invalid,

@@ -20,6 +20,7 @@
 import type { AnnounceReply } from '../config.js';
 import { formatPeerAddr } from './address.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from './errors.js';
+import { NAT_NOT_REPORTED, natName } from './nat.js';
 import type { AnnounceRequest } from './request.js';
 
 export const UNKNOWN = 0;
@@ -40,7 +41,8 @@ export function dialectOfKeepAlive(action: 'pulse' | 'alive'): Dialect {
  * `pushReceived`, and the budget may not fit both).
  */
 export function dialectOfAnnounce(req: AnnounceRequest): Dialect {
-  return req.desktopId ? LEGACY : UNKNOWN;
+  // `nat` exists only in the documented dialect
+  return req.desktopId ? LEGACY : req.nat !== NAT_NOT_REPORTED ? DOCUMENTED : UNKNOWN;
 }
 
 const bytes = (s: string): Uint8Array => Buffer.from(s, 'utf8');
@@ -91,6 +93,22 @@ export interface PeerView {
   ipv6: boolean; // true when `ip` is not IPv4 (or IPv4-mapped)
   shareId: string;
   multiaddr: string | null;
+  /** protocol/nat.ts: the NAT type the client reported, NAT_NOT_REPORTED if none (absent from older instances) */
+  nat?: number;
+  /** the client proved it receives at this very address (its shareId came back from it, and no override moved ip or port) */
+  verified?: boolean;
+}
+
+/**
+ * What a client that reported its NAT (and so knows these fields) is told of its
+ * peer: the peer's `nat`, when it reported one, and `peerVerified`. Punching
+ * clients send many probes only to a peer that proved it receives where they aim
+ * (src/client/punch.ts); a source address alone can be spoofed. Others see nothing new.
+ */
+function natFields(viewer: PeerView, peer: PeerView): string {
+  if ((viewer.nat ?? NAT_NOT_REPORTED) === NAT_NOT_REPORTED) return '';
+  const nat = natName(peer.nat ?? NAT_NOT_REPORTED);
+  return `${nat === null ? '' : `,"nat":"${nat}"`},"peerVerified":${peer.verified === true}`;
 }
 
 export interface PushPlan {
@@ -111,15 +129,16 @@ export function pushPlan(requesterDialect: number, requester: PeerView, targetDi
     return error('PEER_ADDRESS_UNSUPPORTED', 'the peer may run a legacy client, which cannot read your IPv6 address');
   }
   const peeraddr = formatPeerAddr(target.ip, target.port);
-  const pushReceived = `{"action":"pushReceived","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}"}}`;
+  const aboutTarget = natFields(requester, target);
+  const pushReceived = `{"action":"pushReceived","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}"${aboutTarget}}}`;
   // multiaddr (an extension; up to maxMultiaddr characters) rides along when the budget
   // allows; without it the reply is still complete.
   const documented: ReplyForms = target.multiaddr === null ? [pushReceived]
-    : [JSON.stringify({ action: 'pushReceived', data: { peeraddr, peerShareId: target.shareId, multiaddr: target.multiaddr } }), pushReceived];
+    : [`{"action":"pushReceived","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}","multiaddr":${JSON.stringify(target.multiaddr)}${aboutTarget}}}`, pushReceived];
   const legacy: ReplyForms = [`{"action":"pushed","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}"}}`];
   const toRequester = requesterDialect === DOCUMENTED ? [documented]
     : requesterDialect === LEGACY ? [legacy]
     : target.ipv6 ? [documented] : [documented, legacy];
-  const toTarget = `{"action":"income","data":{"peeraddr":"${formatPeerAddr(requester.ip, requester.port)}","peerShareId":"${requester.shareId}"}}`;
+  const toTarget = `{"action":"income","data":{"peeraddr":"${formatPeerAddr(requester.ip, requester.port)}","peerShareId":"${requester.shareId}"${natFields(target, requester)}}}`;
   return { toRequester, toTarget };
 }

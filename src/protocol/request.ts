@@ -4,11 +4,14 @@
 // (see dialect.ts).
 import { canonicalIp } from './address.js';
 import type { ErrorCode } from './errors.js';
+import { NAT_FIELD_ERROR, NAT_NOT_REPORTED, natCode } from './nat.js';
 
 export interface AnnounceRequest {
   readonly action: 'announce';
   /** The message has an "id" field: only the desktop client's v0.1.2 sends one (see dialect.ts). */
   readonly desktopId: boolean;
+  /** The `nat` field (protocol/nat.ts natCode), or NAT_NOT_REPORTED. */
+  readonly nat: number;
 }
 export interface AliveRequest { readonly action: 'alive' }
 export interface PulseRequest {
@@ -20,6 +23,8 @@ export interface PulseRequest {
   readonly regenerate: boolean;
   /** The session's own shareId, sent back as proof that it receives at its address. */
   readonly proof: string | null;
+  /** The `nat` field (protocol/nat.ts natCode), or NAT_NOT_REPORTED. */
+  readonly nat: number;
 }
 export interface PushRequest { readonly action: 'push'; readonly shareId: string }
 export interface InvalidRequest { readonly action: 'invalid'; readonly code: ErrorCode; readonly message?: string }
@@ -31,10 +36,10 @@ export interface ParseLimits {
   readonly maxMultiaddr: number;
 }
 
-const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: false });
-const DESKTOP_ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: true });
+const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: false, nat: NAT_NOT_REPORTED });
+const DESKTOP_ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: true, nat: NAT_NOT_REPORTED });
 const ALIVE: AliveRequest = Object.freeze({ action: 'alive' });
-const PLAIN_PULSE: PulseRequest = Object.freeze({ action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: null });
+const PLAIN_PULSE: PulseRequest = Object.freeze({ action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: null, nat: NAT_NOT_REPORTED });
 
 // The exact bytes real clients send for the hot verbs; matched before JSON.parse
 // so a keep-alive costs a byte comparison, not an object allocation.
@@ -80,7 +85,7 @@ export function parseRequest(buf: Uint8Array, off: number, len: number, limits: 
   if (action === undefined) return invalid('MISSING_ACTION');
   if (typeof action !== 'string') return invalid('INVALID_FIELD', '"action" must be a string');
   switch (action) {
-    case 'announce': return m.id !== undefined ? DESKTOP_ANNOUNCE : ANNOUNCE;
+    case 'announce': return parseAnnounce(m);
     case 'alive': return ALIVE;
     case 'pulse': return parsePulse(m, limits);
     case 'push': return parsePush(m, limits);
@@ -88,7 +93,21 @@ export function parseRequest(buf: Uint8Array, off: number, len: number, limits: 
   }
 }
 
+/** The `nat` field: its code, NAT_NOT_REPORTED when absent, -1 when not a known value. */
+function natOf(m: Record<string, unknown>): number {
+  return m.nat === undefined || m.nat === null ? NAT_NOT_REPORTED : natCode(m.nat);
+}
+
+function parseAnnounce(m: Record<string, unknown>): Request {
+  const nat = natOf(m);
+  if (nat < 0) return invalid('INVALID_FIELD', NAT_FIELD_ERROR);
+  if (nat === NAT_NOT_REPORTED) return m.id !== undefined ? DESKTOP_ANNOUNCE : ANNOUNCE;
+  return { action: 'announce', desktopId: m.id !== undefined, nat };
+}
+
 function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
+  const nat = natOf(m);
+  if (nat < 0) return invalid('INVALID_FIELD', NAT_FIELD_ERROR);
   const override = flag(m.override);
   if (override === null) return invalid('INVALID_FIELD', '"override" must be true or false');
   // shareId: true mints a new id; the session's own id (a string of the id's
@@ -98,7 +117,7 @@ function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
   if (regenerate === null) {
     return invalid('INVALID_FIELD', 'in pulse, "shareId" must be true or false (true mints a new shareId), or your own shareId');
   }
-  if (!override) return regenerate || proof !== null ? { ...PLAIN_PULSE, regenerate, proof } : PLAIN_PULSE;
+  if (!override) return regenerate || proof !== null || nat !== NAT_NOT_REPORTED ? { ...PLAIN_PULSE, regenerate, proof, nat } : PLAIN_PULSE;
 
   let ip: string | null = null;
   if (m.ip !== undefined && m.ip !== null) {
@@ -121,7 +140,7 @@ function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
     }
     multiaddr = m.multiaddr;
   }
-  return { action: 'pulse', override: true, ip, port, multiaddr, regenerate, proof };
+  return { action: 'pulse', override: true, ip, port, multiaddr, regenerate, proof, nat };
 }
 
 function parsePush(m: Record<string, unknown>, limits: ParseLimits): Request {

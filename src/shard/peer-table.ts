@@ -38,6 +38,7 @@ export class PeerTable {
   socket: Uint8Array; // which of the tracker's sockets the peer talks to
   dialect: Uint8Array; // see protocol/dialect.ts
   flags: Uint8Array; // VERIFIED | KEPT_ALIVE
+  nat: Uint8Array; // protocol/nat.ts: what the client reported (0: nothing)
   ids: Uint8Array; // idLength ASCII bytes per slot
   readonly overrides = new Map<number, Override>();
 
@@ -56,6 +57,7 @@ export class PeerTable {
     this.socket = new Uint8Array(capacity);
     this.dialect = new Uint8Array(capacity);
     this.flags = new Uint8Array(capacity);
+    this.nat = new Uint8Array(capacity);
     this.ids = new Uint8Array(capacity * idLength);
     this.byAddr = new Int32Array(capacity * 2);
     this.byId = new Int32Array(capacity * 2);
@@ -127,6 +129,7 @@ export class PeerTable {
     this.socket[slot] = socket;
     this.dialect[slot] = 0;
     this.flags[slot] = 0;
+    this.nat[slot] = 0;
     this.writeShareId(slot, shareId);
     indexPut(this.byAddr, this.addrHash(key, off, port), slot);
     indexPut(this.byId, this.idHashOfSlot(slot), slot);
@@ -172,6 +175,7 @@ export class PeerTable {
     this.socket = grown(this.socket, cap);
     this.dialect = grown(this.dialect, cap);
     this.flags = grown(this.flags, cap);
+    this.nat = grown(this.nat, cap);
     this.ids = grown(this.ids, cap * this.idLength);
     this.freeSlots = new Int32Array(cap);
     for (let i = 0; i < old; i++) this.freeSlots[i] = cap - 1 - i; // all old slots are in use
@@ -189,7 +193,7 @@ export class PeerTable {
 
   /** Approximate bytes held by this table (for the bench and metrics). */
   get bytes(): number {
-    return this.addr.byteLength + this.port.byteLength + this.socket.byteLength + this.dialect.byteLength + this.flags.byteLength +
+    return this.addr.byteLength + this.port.byteLength + this.socket.byteLength + this.dialect.byteLength + this.flags.byteLength + this.nat.byteLength +
       this.ids.byteLength + this.byAddr.byteLength + this.byId.byteLength + this.freeSlots.byteLength;
   }
 }

@@ -9,6 +9,7 @@ import {
   PUSH_NO_SESSION, UNKNOWN, announceReplies, dialectOfAnnounce, dialectOfKeepAlive, keepAliveNoSession, pushPlan, type PeerView, type ReplyForms,
 } from '../protocol/dialect.js';
 import { formatPeerAddr } from '../protocol/address.js';
+import { NAT_NOT_REPORTED } from '../protocol/nat.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from '../protocol/errors.js';
 import { parseRequest, type AnnounceRequest, type ParseLimits, type PulseRequest } from '../protocol/request.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
@@ -306,6 +307,7 @@ export class Shard {
     this.table.flags[slot]! |= KEPT_ALIVE;
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
     if (pulse?.proof != null && this.table.shareIdEquals(slot, pulse.proof)) this.table.flags[slot]! |= VERIFIED;
+    if (pulse !== null && pulse.nat !== NAT_NOT_REPORTED) this.table.nat[slot] = pulse.nat;
     this.verified = (this.table.flags[slot]! & VERIFIED) !== 0;
     if (pulse === null) {
       this.sendReply(ALIVED);
@@ -376,6 +378,7 @@ export class Shard {
     }
     const told = dialectOfAnnounce(req);
     if (told !== UNKNOWN) t.dialect[slot] = told;
+    if (req.nat !== NAT_NOT_REPORTED) t.nat[slot] = req.nat;
     this.peerDialect = t.dialect[slot]!;
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
     for (const reply of announceReplies(this.opts.announceReply, t.dialect[slot]!, t.shareId(slot))) this.sendFirstFitting(reply);
@@ -579,6 +582,9 @@ export class Shard {
       ipv6: ip.includes(':'),
       shareId: this.table.shareId(slot),
       multiaddr: o?.multiaddr ?? null,
+      nat: this.table.nat[slot]!,
+      // proved where others are told to send: an override of ip or port was never proved
+      verified: (this.table.flags[slot]! & VERIFIED) !== 0 && (o === undefined || (o.ip === null && o.port === 0)),
     };
   }
 
@@ -665,7 +671,7 @@ export class Shard {
     const t = this.table, n = t.size, idLen = t.idLength;
     const block: SessionBlock = {
       count: n, addr: new Uint8Array(n * ADDR_BYTES), port: new Uint8Array(n * 2), dialect: new Uint8Array(n),
-      flags: new Uint8Array(n), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
+      flags: new Uint8Array(n), nat: new Uint8Array(n), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
     };
     const ports = new DataView(block.port.buffer), ttls = new DataView(block.ttlMs.buffer);
     this.clock = this.readClock();
@@ -680,6 +686,7 @@ export class Shard {
       ports.setUint16(i * 2, t.port[slot]!);
       block.dialect[i] = t.dialect[slot]!;
       block.flags[i] = t.flags[slot]!;
+      block.nat[i] = t.nat[slot]!;
       for (let k = 0; k < idLen; k++) block.ids[i * idLen + k] = t.ids[slot * idLen + k]!;
       ttls.setUint32(i * 4, Math.max(0, (due - now) * this.tickMs));
       const o = t.overrides.get(slot);
@@ -713,6 +720,7 @@ export class Shard {
       this.countForIp();
       t.dialect[slot] = b.dialect[i]!;
       t.flags[slot] = b.flags[i]!; // a verified client stays verified
+      t.nat[slot] = b.nat[i]!;
       const ticks = Math.min(this.ttlTicks, Math.max(1, Math.ceil(ttls.getUint32(i * 4) / this.tickMs)));
       this.wheel.schedule(slot, now + ticks);
       slots[i] = slot;

@@ -70,8 +70,10 @@ export interface SessionBlock {
   port: Uint8Array;
   /** u8 each, protocol/dialect.ts */
   dialect: Uint8Array;
-  /** u8 each, shard/peer-table.ts flags (VERIFIED: the client proved it receives at its address) */
+  /** u8 each, shard/peer-table.ts flags (VERIFIED: the client proved it receives at its address; KEPT_ALIVE) */
   flags: Uint8Array;
+  /** u8 each, protocol/nat.ts: the NAT type the client reported (0: none) */
+  nat: Uint8Array;
   /** shareIdLength ASCII bytes each */
   ids: Uint8Array;
   /** u32 each: ms of ttl left */
