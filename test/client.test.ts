@@ -457,7 +457,7 @@ describe('client CLI commands', () => {
     const outB: string[] = [];
     const b = runClientCommand('punch', ['--tracker', tr(), '--timeout', '5'], { stdout: (l) => outB.push(l), signal: new AbortController().signal });
     while (!outB.some((l) => l.includes('"announced"'))) await new Promise((r) => setTimeout(r, 10));
-    const idB = (JSON.parse(outB[0] as string) as { shareId: string }).shareId;
+    const idB = (JSON.parse(outB.find((l) => l.includes('"announced"'))!) as { shareId: string }).shareId;
     const a = await cli('punch', ['--tracker', tr(), '--peer', idB, '--timeout', '5']);
     assert.equal(a.code, 0);
     assert.equal(await b, 0);
@@ -466,6 +466,26 @@ describe('client CLI commands', () => {
     assert.ok(connA && connB, `A: ${JSON.stringify(a.lines)} B: ${outB.join(' ')}`);
     assert.notEqual(connA.peeraddr, tr());
     assert.notEqual(connB.peeraddr, tr());
+    // this tracker has no second address: the NAT type is unknown, and the plain punch is used
+    assert.deepEqual(a.lines[0], { event: 'nat', nat: 'unknown', mapped: `127.0.0.1:${(a.lines[0] as { mapped: string }).mapped.split(':')[1]}`,
+      reason: 'the tracker has no second address (no OTHER-ADDRESS)' });
+    assert.equal((a.lines.find((l) => l.event === 'peer') as { strategy?: string }).strategy, 'direct');
+  });
+
+  test('punch --exchange: each side sends 50 numbered datagrams a second over the path, and counts the other\'s', async () => {
+    const outB: string[] = [];
+    const b = runClientCommand('punch', ['--tracker', tr(), '--timeout', '5', '--exchange', '1'], { stdout: (l) => outB.push(l), signal: new AbortController().signal });
+    while (!outB.some((l) => l.includes('"announced"'))) await new Promise((r) => setTimeout(r, 10));
+    const idB = (JSON.parse(outB.find((l) => l.includes('"announced"'))!) as { shareId: string }).shareId;
+    const a = await cli('punch', ['--tracker', tr(), '--peer', idB, '--timeout', '5', '--exchange', '1']);
+    assert.equal(a.code, 0);
+    assert.equal(await b, 0);
+    const exA = a.lines.find((l) => l.event === 'exchanged') as unknown as { sent: number; received: number };
+    const exB = outB.map((l) => JSON.parse(l) as { event: string; sent: number; received: number }).find((l) => l.event === 'exchanged')!;
+    assert.equal(exA.sent, 50);
+    assert.equal(exB.sent, 50);
+    assert.equal(exA.received, exB.sent, 'loopback loses nothing');
+    assert.equal(exB.received, exA.sent);
   });
 
   test('punch without a peer fails after --timeout, exit 1', async () => {

@@ -14,9 +14,12 @@ export const CLIENT_USAGE = `Client commands (each prints JSON lines on stdout):
            [--regenerate] [--skip-announce]  announce, then pulse, print the replies
   push     --tracker HOST:PORT SHAREID      announce, then push to SHAREID, print the replies
                                             (or --share-id=SHAREID)
-  punch    --tracker HOST:PORT [--peer SHAREID] [--timeout SECONDS]
-                                            announce, (push,) probe the peer directly;
-                                            prints {"event":"connected"|"failed",...}
+  punch    --tracker HOST:PORT [--peer SHAREID] [--timeout SECONDS] [--exchange SECONDS] [--no-discover]
+                                            learn our NAT type from the tracker's STUN, announce,
+                                            (push,) open a direct path with the strategy that fits
+                                            both NATs; prints {"event":"nat"|"announced"|"peer"|
+                                            "connected"|"exchanged"|"failed",...}; --exchange: then
+                                            send 50 numbered datagrams/s each way over the path
 Common options:
   --dialect documented|legacy   what to send (default documented)
   --bind [HOST:]PORT            local address of the client socket (default: any, ephemeral)
@@ -69,9 +72,12 @@ export async function runClientCommand(cmd: string, argv: string[], io: ClientCo
         client,
         ...(parsed.peer !== undefined ? { peer: parsed.peer } : {}),
         timeoutMs: parsed.timeoutMs,
+        ...(parsed.exchangeSeconds !== undefined ? { exchangeSeconds: parsed.exchangeSeconds } : {}),
+        discover: !parsed.noDiscover,
         signal: stop.signal,
         onEvent: print,
       });
+      if (result.ok) result.path.close();
       return result.ok ? 0 : stop.signal.aborted ? 130 : 1;
     }
     client.on('reply', (reply) => print(reply.raw));
@@ -109,6 +115,8 @@ const OPTIONS = {
   multiaddr: { type: 'string' },
   regenerate: { type: 'boolean' },
   'skip-announce': { type: 'boolean' },
+  exchange: { type: 'string' },
+  'no-discover': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -176,6 +184,9 @@ function parse(cmd: ClientCommand, argv: string[]) {
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
   if (values.peer !== undefined && cmd !== 'punch') throw new UsageError('--peer applies to punch only');
   if (values['skip-announce'] && (cmd === 'announce' || cmd === 'punch')) throw new UsageError(`--skip-announce makes no sense for ${cmd}`);
+  if ((values.exchange !== undefined || values['no-discover']) && cmd !== 'punch') throw new UsageError('--exchange and --no-discover apply to punch only');
+  const exchangeSeconds = values.exchange === undefined ? undefined : Number(values.exchange);
+  if (exchangeSeconds !== undefined && !(exchangeSeconds > 0)) throw new UsageError('--exchange must be a positive number of seconds');
 
   return {
     help: false as const,
@@ -186,5 +197,7 @@ function parse(cmd: ClientCommand, argv: string[]) {
     shareId,
     peer: values.peer,
     skipAnnounce: values['skip-announce'] === true,
+    exchangeSeconds,
+    noDiscover: values['no-discover'] === true,
   };
 }

@@ -3,15 +3,19 @@ export { TrackerClient, TrackerError } from './tracker-client.js';
 export type {
   CallOptions,
   IncomeEvent,
+  PeerNat,
   PulseResult,
   PushResult,
   TrackerClientEvents,
   TrackerClientOptions,
 } from './tracker-client.js';
-export { punch } from './punch.js';
-export type { PunchEvent, PunchOptions, PunchResult } from './punch.js';
+export { punch, chooseStrategy } from './punch.js';
+export type { PunchEvent, PunchOptions, PunchResult, PunchStrategy } from './punch.js';
+export { discoverNat, isEasy } from './nat-discovery.js';
+export type { NatDiscovery } from './nat-discovery.js';
+export type { Peer, PeerPath } from './peer-path.js';
 export { formatPeerAddr, parseHostPort, parsePeerAddr } from './peer-addr.js';
 export type { PeerAddr } from './peer-addr.js';
-export type { Dialect, PulseOptions, TrackerReply } from './messages.js';
+export type { Dialect, NatType, PulseOptions, TrackerReply } from './messages.js';
 export { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE } from './cli.js';
 export type { ClientCommandIo } from './cli.js';

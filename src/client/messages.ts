@@ -4,7 +4,10 @@
  * The rest of the client never looks at an `action` string.
  */
 
+import { NAT_TYPES, type NatType } from '../protocol/nat.js';
+
 export type Dialect = 'documented' | 'legacy';
+export type { NatType };
 
 /** Options of a documented-dialect `pulse`. */
 export interface PulseOptions {
@@ -25,18 +28,22 @@ const PADDED_ANNOUNCE = Buffer.from(JSON.stringify({ action: 'announce', pad: 'x
 const ALIVE = Buffer.from('{"action":"alive"}');
 const PULSE = Buffer.from('{"action":"pulse"}');
 
-/** The legacy client's exact bytes, or the padded documented form. */
-export function announceRequest(dialect: Dialect): Buffer {
-  return dialect === 'legacy' ? ANNOUNCE : PADDED_ANNOUNCE;
+/**
+ * The legacy client's exact bytes, or the padded documented form; with `nat` (the
+ * documented dialect only), the NAT type is reported from the first datagram on.
+ */
+export function announceRequest(dialect: Dialect, nat?: NatType): Buffer {
+  if (dialect === 'legacy') return ANNOUNCE;
+  return nat === undefined ? PADDED_ANNOUNCE : Buffer.from(JSON.stringify({ action: 'announce', nat, pad: 'x'.repeat(18) }));
 }
 
 /**
  * The automatic documented keep-alive: a pulse carrying our own shareId, which
  * proves to the tracker that we receive at our address (so it never trims its
- * replies to us, nor holds back income).
+ * replies to us, nor holds back income), and our NAT type when we know it.
  */
-export function provingPulse(shareId: string): Buffer {
-  return Buffer.from(JSON.stringify({ action: 'pulse', shareId }));
+export function provingPulse(shareId: string, nat?: NatType): Buffer {
+  return Buffer.from(JSON.stringify(nat === undefined ? { action: 'pulse', shareId } : { action: 'pulse', shareId, nat }));
 }
 
 /** The keep-alive of each dialect: `pulse` (documented) or `alive` (legacy). */
@@ -68,9 +75,9 @@ export type TrackerReply =
   | { kind: 'announced'; shareId: string; raw: RawMessage }
   /** `pulseReceived`, `alived` (status "0") or a legacy `expired`/`expire` (status "1"). */
   | { kind: 'pulse'; status: '0' | '1'; overriden: boolean; shareId?: string; legacyExpired: boolean; raw: RawMessage }
-  /** `pushReceived` or `pushed`. */
-  | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; raw: RawMessage }
-  | { kind: 'income'; peeraddr: string; peerShareId: string; raw: RawMessage }
+  /** `pushReceived` or `pushed`; `nat` and `peerVerified` come to clients that reported their own nat. */
+  | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; nat?: NatType; peerVerified?: boolean; raw: RawMessage }
+  | { kind: 'income'; peeraddr: string; peerShareId: string; nat?: NatType; peerVerified?: boolean; raw: RawMessage }
   | { kind: 'error'; code: string; message: string; shareId?: string; raw: RawMessage }
   /** Well-formed JSON with an action this client does not know: ignored, like the desktop client does. */
   | { kind: 'unknown'; raw: RawMessage };
@@ -83,6 +90,15 @@ export interface RawMessage {
 
 function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
+}
+
+/** The optional fields about a peer's NAT, as present in `data`. */
+function aboutPeer(data: Record<string, unknown>): { nat?: NatType; peerVerified?: boolean } {
+  const nat = NAT_TYPES.find((t) => t === data.nat);
+  return {
+    ...(nat !== undefined ? { nat } : {}),
+    ...(typeof data.peerVerified === 'boolean' ? { peerVerified: data.peerVerified } : {}),
+  };
 }
 
 /** Reads one datagram from the tracker; `undefined` if it is not a JSON object with an action. */
@@ -129,13 +145,14 @@ export function parseReply(buf: Buffer): TrackerReply | undefined {
         peeraddr,
         ...(peerShareId ? { peerShareId } : {}),
         ...(multiaddr ? { multiaddr } : {}),
+        ...aboutPeer(data),
         raw: msg,
       };
     }
     case 'income': {
       const peeraddr = str(data.peeraddr);
       const peerShareId = str(data.peerShareId);
-      return peeraddr && peerShareId ? { kind: 'income', peeraddr, peerShareId, raw: msg } : { kind: 'unknown', raw: msg };
+      return peeraddr && peerShareId ? { kind: 'income', peeraddr, peerShareId, ...aboutPeer(data), raw: msg } : { kind: 'unknown', raw: msg };
     }
     case 'error': {
       const shareId = str(data.shareId);

@@ -1,4 +1,19 @@
+// The whole connection, for a pair of clients: learn our NAT type from the
+// tracker's STUN (nat-discovery.ts), announce with it, push (or wait for income),
+// then open a path to the peer with the strategy that fits the pair:
+//
+//   both NATs easy (endpoint-independent, or not known)  plain punch     direct-punch.ts
+//   one hard (address(-and-port)-dependent), one easy    birthday punch  birthday-punch.ts
+//   both hard                                            no direct path: a relay is needed
+//
+// Both sides choose alike, since each is told the other's NAT type (the tracker's
+// `nat` field). Once open, the path can carry a traffic test (`exchange`).
 import type { RemoteInfo } from 'node:dgram';
+import { birthdayEasy, birthdayHard, type BirthdayOptions } from './birthday-punch.js';
+import { directPunch } from './direct-punch.js';
+import type { NatType } from './messages.js';
+import { discoverNat, isEasy } from './nat-discovery.js';
+import { dataSeq, exchange, probe, type Peer, type PeerPath, type PunchContext, type Strategy } from './peer-path.js';
 import { formatPeerAddr } from './peer-addr.js';
 import type { IncomeEvent, PushResult, TrackerClient } from './tracker-client.js';
 import { TrackerError } from './tracker-client.js';
@@ -14,156 +29,177 @@ export interface PunchOptions {
   probeIntervalMs?: number;
   /** Keep probing this long after connecting, so the other side connects too. Default 1000 ms. */
   graceMs?: number;
+  /** Learn our NAT type from the tracker's STUN first, and report it. Default true. */
+  discover?: boolean;
+  /** Once connected, send 50 numbered datagrams a second over the path for this many seconds, and count the peer's. */
+  exchangeSeconds?: number;
+  birthday?: BirthdayOptions;
   signal?: AbortSignal;
   /** Called with each progress event (the CLI prints them as JSON lines). */
   onEvent?: (event: PunchEvent) => void;
 }
 
+export type PunchStrategy = 'direct' | 'birthday-easy' | 'birthday-hard';
+
 export type PunchEvent =
+  | { event: 'nat'; nat: NatType; mapped: string | null; reason?: string }
   | { event: 'announced'; shareId: string }
-  | { event: 'peer'; via: 'pushReceived' | 'income'; peeraddr: string; peerShareId?: string }
-  | { event: 'connected'; peeraddr: string; peerShareId?: string; ms: number }
-  | { event: 'failed'; reason: string };
+  | { event: 'peer'; via: 'pushReceived' | 'income'; peeraddr: string; peerShareId?: string; nat?: NatType; peerVerified: boolean; strategy: PunchStrategy | 'none' }
+  | { event: 'connected'; path: PeerPath['kind']; strategy: PunchStrategy; peeraddr: string; peerShareId?: string; ms: number; probes: number }
+  | { event: 'exchanged'; sent: number; received: number }
+  | { event: 'failed'; reason: string; probes?: number };
 
 export type PunchResult =
-  | { ok: true; peeraddr: string; host: string; port: number; peerShareId?: string; ms: number }
+  /** `path` stays open (the connection): send and listen on it, close it when done. */
+  | { ok: true; peeraddr: string; host: string; port: number; peerShareId?: string; ms: number; path: PeerPath }
   | { ok: false; reason: string };
 
-/** What a probe says; `shareId` is the sender's own. */
-const PROBE_ACTION = 'knock';
+/** The strategy for a pair, from each side's NAT type (the same choice on both sides). */
+export function chooseStrategy(mine: NatType | undefined, theirs: NatType | undefined): PunchStrategy | null {
+  const meEasy = isEasy(mine), peerEasy = isEasy(theirs);
+  if (meEasy && peerEasy) return 'direct';
+  if (meEasy) return 'birthday-easy';
+  if (peerEasy) return 'birthday-hard';
+  return null;
+}
+
+const STRATEGIES: Record<PunchStrategy, (ctx: PunchContext, opts: PunchOptions) => Promise<PeerPath>> = {
+  'direct': (ctx) => directPunch(ctx),
+  'birthday-easy': (ctx, o) => birthdayEasy(ctx, o.birthday),
+  'birthday-hard': (ctx, o) => birthdayHard(ctx, o.birthday),
+};
 
 /**
- * Opens a direct UDP path to a peer through both NATs:
- * announce, push (or wait for `income`), then both sides probe each other's
- * public address at once, so each NAT sees outbound traffic to the other
- * before the other's probes arrive. Succeeds when a datagram arrives from
- * the peer itself, never via the tracker.
+ * Opens a direct UDP path to a peer through both NATs. Succeeds when a datagram
+ * arrives from the peer itself, never via the tracker.
  */
 export async function punch(opts: PunchOptions): Promise<PunchResult> {
   const { client } = opts;
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const probeIntervalMs = opts.probeIntervalMs ?? 100;
   const graceMs = opts.graceMs ?? 1000;
   const started = performance.now();
   const emit = (e: PunchEvent): void => opts.onEvent?.(e);
-
-  /** Addresses to probe, `ip:port` → host/port. */
-  const candidates = new Map<string, { host: string; port: number }>();
-  /** shareIds the tracker told us about; a probe carrying one counts even from an unexpected port. */
-  const peers = new Set<string>();
-  let myShareId = '';
-  let probeTimer: NodeJS.Timeout | undefined;
-  let state: 'announcing' | 'waiting' | 'probing' | 'connected' = 'announcing';
-
-  let finish!: (r: PunchResult) => void;
-  const done = new Promise<PunchResult>((resolve) => {
-    finish = resolve;
-  });
-  let finished = false;
-  const fail = (reason: string): void => {
-    if (finished) return;
-    finished = true;
-    emit({ event: 'failed', reason });
-    finish({ ok: false, reason });
-  };
-
-  const probe = (): void => {
-    const msg = JSON.stringify({ action: PROBE_ACTION, shareId: myShareId });
-    for (const c of candidates.values()) client.send(msg, c.host, c.port).catch(() => undefined);
-  };
-  const addCandidate = (host: string, port: number): void => {
-    candidates.set(formatPeerAddr(host, port), { host, port });
-    if (!probeTimer) probeTimer = setInterval(probe, probeIntervalMs);
-    probe();
-  };
-
-  const onPeer = (via: 'pushReceived' | 'income', p: PushResult | IncomeEvent): void => {
-    if (state === 'connected') return;
-    if (via === 'pushReceived' && opts.peer !== undefined && p.peerShareId !== undefined && p.peerShareId !== opts.peer) return;
-    emit({ event: 'peer', via, peeraddr: p.peeraddr, ...(p.peerShareId ? { peerShareId: p.peerShareId } : {}) });
-    if (p.peerShareId) peers.add(p.peerShareId);
-    state = 'probing';
-    addCandidate(p.host, p.port);
-    const early = p.peerShareId ? earlyProbes.get(p.peerShareId) : undefined;
-    if (early) connected(early, p.peerShareId);
-  };
-  const onIncome = (i: IncomeEvent): void => onPeer('income', i);
-  const onPushed = (r: PushResult): void => onPeer('pushReceived', r);
-
-  /** Probes that arrived before the tracker told us who the sender is. */
-  const earlyProbes = new Map<string, RemoteInfo>();
-  const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
-    if (finished) return;
-    const from = formatPeerAddr(rinfo.address, rinfo.port);
-    let sender: string | undefined;
-    try {
-      const m = JSON.parse(msg.toString('utf8')) as { action?: unknown; shareId?: unknown };
-      if (m.action === PROBE_ACTION && typeof m.shareId === 'string') sender = m.shareId;
-    } catch {
-      // not a probe: it still counts if it comes from a candidate address
-    }
-    if (candidates.has(from) || (sender !== undefined && peers.has(sender))) connected(rinfo, sender);
-    else if (sender !== undefined) earlyProbes.set(sender, rinfo);
-  };
-
-  const connected = (rinfo: RemoteInfo, peerShareId: string | undefined): void => {
-    if (state === 'connected' || finished) return;
-    state = 'connected';
-    const ms = Math.round(performance.now() - started);
-    const peeraddr = formatPeerAddr(rinfo.address, rinfo.port);
-    emit({ event: 'connected', peeraddr, ...(peerShareId ? { peerShareId } : {}), ms });
-    // The peer may not have heard us yet: answer its actual address during the grace period.
-    addCandidate(rinfo.address, rinfo.port);
-    setTimeout(() => {
-      finished = true;
-      finish({ ok: true, peeraddr, host: rinfo.address, port: rinfo.port, ...(peerShareId ? { peerShareId } : {}), ms });
-    }, graceMs);
-  };
-
   const overall = new AbortController();
-  const onAbort = (): void => overall.abort(opts.signal?.reason);
+  const onAbort = (): void => overall.abort(new Error('aborted'));
   opts.signal?.addEventListener('abort', onAbort, { once: true });
-  const timeout = setTimeout(() => {
-    if (state === 'connected') return;
+
+  // Everything that reaches the client's socket from anyone but the tracker, from now on.
+  const seen: { msg: Buffer; from: RemoteInfo }[] = [];
+  const early = new Map<string, Set<number>>(); // exchange datagrams by sender, before our path opened
+  const listeners = new Set<(msg: Buffer, from: RemoteInfo) => void>();
+  const onMessage = (msg: Buffer, from: RemoteInfo): void => {
+    if (seen.length < 64) seen.push({ msg, from });
+    const seq = dataSeq(msg);
+    if (seq >= 0) {
+      const key = formatPeerAddr(from.address, from.port);
+      if (!early.has(key)) early.set(key, new Set());
+      early.get(key)!.add(seq);
+    }
+    for (const l of [...listeners]) l(msg, from);
+  };
+  client.on('message', onMessage);
+
+  let stage = 'discovering' as 'discovering' | 'announcing' | 'waiting' | 'probing';
+  let strategy: PunchStrategy | null = null;
+  const probes = { sent: 0 };
+  let peerInfo: Peer | null = null;
+  let learnPeer!: (p: { via: 'pushReceived' | 'income'; peer: Peer }) => void;
+  const peerKnown = new Promise<{ via: 'pushReceived' | 'income'; peer: Peer }>((resolve) => { learnPeer = resolve; });
+  const asPeer = (p: PushResult | IncomeEvent): Peer => ({
+    host: p.host, port: p.port, peeraddr: p.peeraddr, verified: p.peerVerified === true,
+    ...(p.peerShareId !== undefined ? { shareId: p.peerShareId } : {}), ...(p.nat !== undefined ? { nat: p.nat } : {}),
+  });
+  const onIncome = (i: IncomeEvent): void => learnPeer({ via: 'income', peer: asPeer(i) });
+  const onPushed = (r: PushResult): void => {
+    if (opts.peer === undefined || r.peerShareId === undefined || r.peerShareId === opts.peer) learnPeer({ via: 'pushReceived', peer: asPeer(r) });
+  };
+  client.on('income', onIncome);
+  client.on('pushReceived', onPushed);
+
+  const timeout = setTimeout(() => overall.abort(new Error(timeoutReason())), timeoutMs);
+  const timeoutReason = (): string => {
     const s = Math.round(timeoutMs / 100) / 10;
     const t = client.trackerAddress;
     const tracker = t ? formatPeerAddr(t.address, t.port) : 'the tracker';
-    fail(
-      state === 'announcing'
-        ? `no announce reply from ${tracker} within ${s} s`
-        : state === 'waiting'
-          ? opts.peer !== undefined
-            ? `no push reply from ${tracker} for ${opts.peer} within ${s} s`
-            : `nobody pushed to us within ${s} s`
-          : `no datagram from the peer at ${[...candidates.keys()].join(', ')} within ${s} s: ` +
-            'the NATs did not let the probes through (symmetric NAT on a side, or a firewall)',
-    );
-    overall.abort();
-  }, timeoutMs);
+    if (stage === 'discovering' || stage === 'announcing') return `no announce reply from ${tracker} within ${s} s`;
+    if (stage === 'waiting') {
+      return opts.peer !== undefined ? `no push reply from ${tracker} for ${opts.peer} within ${s} s` : `nobody pushed to us within ${s} s`;
+    }
+    const where = peerInfo?.peeraddr ?? '?';
+    if (peerInfo !== null && !peerInfo.verified && strategy !== 'direct') {
+      return `no datagram from the peer at ${where} within ${s} s: it has not proved it receives there (peerVerified false), so it got only a few probes`;
+    }
+    return `no datagram from the peer at ${where} within ${s} s (${strategy} punch): the NATs did not let the probes through (a firewall, or a NAT that is harder than it reported)`;
+  };
 
-  client.on('income', onIncome);
-  client.on('pushReceived', onPushed);
-  client.on('message', onMessage);
   try {
-    overall.signal.addEventListener('abort', () => fail('aborted'), { once: true });
-    const run = async (): Promise<void> => {
-      myShareId = await client.announce({ signal: overall.signal });
-      emit({ event: 'announced', shareId: myShareId });
-      if (state === 'announcing') state = 'waiting';
-      if (opts.peer !== undefined) await client.push(opts.peer, { signal: overall.signal });
-    };
-    run().catch((err: Error) => {
-      if (finished || overall.signal.aborted) return;
-      fail(err instanceof TrackerError ? `tracker: ${err.code}: ${err.message}` : err.message);
+    const aborted = new Promise<never>((_, reject) => {
+      overall.signal.addEventListener('abort', () => reject(overall.signal.reason as Error), { once: true });
     });
-    return await done;
+    aborted.catch(() => undefined); // it also rejects when all went well (the finally below)
+    const run = async (): Promise<PunchResult> => {
+      if (opts.discover !== false && client.dialect === 'documented') {
+        const found = await Promise.race([discoverNat(client, { timeoutMs: 1000, signal: overall.signal }), aborted]);
+        emit({ event: 'nat', nat: found.nat, mapped: found.mapped, ...(found.reason !== undefined ? { reason: found.reason } : {}) });
+        await client.reportNat(found.nat, { signal: overall.signal });
+      }
+      stage = 'announcing';
+      const myShareId = await client.announce({ signal: overall.signal });
+      emit({ event: 'announced', shareId: myShareId });
+      stage = 'waiting';
+      if (opts.peer !== undefined) {
+        // the answer arrives as a pushReceived event too (learnPeer); an error rejects here
+        client.push(opts.peer, { signal: overall.signal }).catch((err: unknown) => overall.abort(err));
+      }
+      const { via, peer } = await Promise.race([peerKnown, aborted]);
+      peerInfo = peer;
+      strategy = chooseStrategy(client.nat, peer.nat);
+      emit({ event: 'peer', via, peeraddr: peer.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}),
+        ...(peer.nat !== undefined ? { nat: peer.nat } : {}), peerVerified: peer.verified, strategy: strategy ?? 'none' });
+      if (strategy === null) {
+        throw new Error(`no direct path: both NATs map each destination to its own port (ours ${client.nat}, the peer's ${peer.nat}); a relay is needed`);
+      }
+      stage = 'probing';
+      const ctx: PunchContext = {
+        peer, myShareId, probes, signal: overall.signal, probeIntervalMs: opts.probeIntervalMs ?? 100,
+        send: (msg, address, port) => { client.send(msg, address, port).catch(() => undefined); },
+        messages: (fn) => { listeners.add(fn); return () => listeners.delete(fn); },
+        clientMessages: (fn) => { client.on('message', fn); return () => client.off('message', fn); },
+        early: () => seen.slice(),
+      };
+      const path = await Promise.race([STRATEGIES[strategy](ctx, opts), aborted]);
+      const ms = Math.round(performance.now() - started);
+      emit({ event: 'connected', path: path.kind, strategy, peeraddr: path.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}), ms, probes: probes.sent });
+      clearTimeout(timeout); // connected: the rest is not bounded by the punch's timeout
+      // The peer may not have heard us yet: keep knocking on the path during the grace period.
+      const knock = probe(myShareId);
+      const grace = setInterval(() => path.send(knock), opts.probeIntervalMs ?? 100);
+      path.send(knock);
+      if (opts.exchangeSeconds !== undefined && opts.exchangeSeconds > 0) {
+        const counted = await exchange(path, opts.exchangeSeconds, early.get(path.peeraddr) ?? new Set());
+        emit({ event: 'exchanged', ...counted });
+      }
+      await new Promise((r) => setTimeout(r, graceMs));
+      clearInterval(grace);
+      const { host, port } = hostPort(path.peeraddr);
+      return { ok: true, peeraddr: path.peeraddr, host, port, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}), ms, path };
+    };
+    return await run();
+  } catch (err) {
+    const reason = err instanceof TrackerError ? `tracker: ${err.code}: ${err.message}` : (err as Error).message;
+    emit({ event: 'failed', reason, ...(stage === 'probing' ? { probes: probes.sent } : {}) });
+    return { ok: false, reason };
   } finally {
     clearTimeout(timeout);
-    clearInterval(probeTimer);
     opts.signal?.removeEventListener('abort', onAbort);
-    if (!overall.signal.aborted) overall.abort();
+    if (!overall.signal.aborted) overall.abort(new Error('done'));
     client.off('income', onIncome);
     client.off('pushReceived', onPushed);
     client.off('message', onMessage);
   }
+}
+
+function hostPort(peeraddr: string): { host: string; port: number } {
+  const i = peeraddr.lastIndexOf(':');
+  return { host: peeraddr.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(peeraddr.slice(i + 1)) };
 }

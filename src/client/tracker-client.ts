@@ -5,7 +5,8 @@ import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest } from './messages.js';
-import type { Dialect, PulseOptions, TrackerReply } from './messages.js';
+import type { Dialect, NatType, PulseOptions, TrackerReply } from './messages.js';
+import { StunTransactions, type StunExchangeOptions, type StunReply } from './stun-transactions.js';
 import { parsePeerAddr } from './peer-addr.js';
 import type { PeerAddr } from './peer-addr.js';
 
@@ -44,7 +45,15 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
-export interface PushResult extends PeerAddr {
+/** What the tracker tells a client that reported its own NAT type (see reportNat) about its peer. */
+export interface PeerNat {
+  /** The peer's NAT type, if it reported one. */
+  nat?: NatType;
+  /** The peer proved it receives at `peeraddr` (absent: the tracker did not say, so assume it did not). */
+  peerVerified?: boolean;
+}
+
+export interface PushResult extends PeerAddr, PeerNat {
   /** The peer's public address as the tracker saw it: `ip:port` or `[v6]:port`. */
   peeraddr: string;
   /** Absent only from trackers that follow the original README to the letter. */
@@ -52,7 +61,7 @@ export interface PushResult extends PeerAddr {
   multiaddr?: string;
 }
 
-export interface IncomeEvent extends PeerAddr {
+export interface IncomeEvent extends PeerAddr, PeerNat {
   /** The address of the peer that pushed to us, as the tracker saw it. */
   peeraddr: string;
   peerShareId: string;
@@ -130,6 +139,9 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   #live = false;
   #closed = false;
   #closing: Promise<void> | undefined;
+  /** Our NAT type, once known (reportNat): sent with announce and the proving pulse. */
+  #nat: NatType | undefined;
+  readonly #stun = new StunTransactions();
   #onAbort = (): void => void this.close();
 
   constructor(options: TrackerClientOptions) {
@@ -150,6 +162,40 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Our NAT type, as reported to the tracker (reportNat), if any. */
+  get nat(): NatType | undefined {
+    return this.#nat;
+  }
+
+  /**
+   * Reports our NAT type (learned with discoverNat, nat-discovery.ts) to the tracker,
+   * documented dialect only: with the next announce, or at once in a pulse when
+   * the session exists. From then on the tracker tells us each peer's NAT type and
+   * whether it proved it receives (PushResult / IncomeEvent).
+   */
+  async reportNat(nat: NatType, opts: CallOptions = {}): Promise<void> {
+    if (this.dialect !== 'documented') throw new TypeError('nat exists only in the documented dialect');
+    this.#nat = nat;
+    const shareId = this.#shareId;
+    if (!this.#live || shareId === undefined) return;
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, nat), opts));
+    this.#pulseChain = run.catch(() => undefined);
+    await run;
+  }
+
+  /**
+   * One STUN request (e.g. a Binding) from this client's socket to `host:port`,
+   * retransmitted until answered: the answer describes the NAT mapping that holds
+   * the session (see nat-discovery.ts).
+   */
+  async stun(request: Buffer, host: string, port: number, opts: StunExchangeOptions = {}): Promise<StunReply> {
+    await this.ready();
+    const socket = this.#socket;
+    if (!socket || this.#closed) throw closedError();
+    return this.#stun.request(request, (msg) => socket.send(msg, port, host, (err) => { if (err) this.#emitError(err); }),
+      `${host}:${port}`, opts);
   }
 
   /** The tracker's address as the client sends to it (host names resolved). Undefined before the socket opens. */
@@ -201,7 +247,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     // has given up (signal / timeout), so an abandoned announce stops sending.
     if (!this.#announcing) {
       const stop = new AbortController();
-      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect), { signal: stop.signal })
+      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect, this.#nat), { signal: stop.signal })
         .then((shareId) => this.#prove(shareId, stop.signal))
         .finally(() => {
         if (this.#announcing === state) this.#announcing = undefined;
@@ -224,7 +270,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    */
   async #prove(shareId: string, signal: AbortSignal): Promise<string> {
     if (this.dialect !== 'documented') return shareId;
-    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId), { signal }));
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, this.#nat), { signal }));
     this.#pulseChain = run.catch(() => undefined);
     await run.catch(() => undefined); // an unanswered proof only means smaller replies
     return shareId;
@@ -332,6 +378,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   }
 
   #onDatagram(msg: Buffer, rinfo: RemoteInfo): void {
+    if (this.#stun.receive(msg, rinfo)) return; // a STUN response to one of ours, from any of the tracker's addresses
     const t = this.#tracker;
     if (!t || rinfo.address !== t.address || rinfo.port !== t.port) {
       this.emit('message', msg, rinfo);
@@ -374,6 +421,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
           peeraddr: reply.peeraddr,
           ...(reply.peerShareId ? { peerShareId: reply.peerShareId } : {}),
           ...(reply.multiaddr ? { multiaddr: reply.multiaddr } : {}),
+          ...peerNat(reply),
         };
         const p = (reply.peerShareId && this.#first('push', reply.peerShareId)) || this.#first('push');
         if (p) this.#settle(p, result as never);
@@ -383,7 +431,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       case 'income': {
         const addr = this.#peerAddr(reply.peeraddr);
         if (addr === null) return;
-        this.emit('income', { ...addr, peeraddr: reply.peeraddr, peerShareId: reply.peerShareId });
+        this.emit('income', { ...addr, peeraddr: reply.peeraddr, peerShareId: reply.peerShareId, ...peerNat(reply) });
         break;
       }
       case 'error': {
@@ -462,6 +510,10 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   #emitError(err: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', err);
   }
+}
+
+function peerNat(reply: PeerNat): PeerNat {
+  return { ...(reply.nat !== undefined ? { nat: reply.nat } : {}), ...(reply.peerVerified !== undefined ? { peerVerified: reply.peerVerified } : {}) };
 }
 
 function closedError(): TrackerError {
