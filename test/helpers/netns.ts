@@ -2,8 +2,9 @@
  * A small internet in Linux network namespaces, for hole-punching tests:
  *
  *   hostA (192.168.10.2) ── lan│natA│wan 10.200.0.11 ──┐
- *                                                       ├── br0 in "pub": tracker 10.200.0.1
- *   hostB (192.168.20.2) ── lan│natB│wan 10.200.0.12 ──┘
+ *                                                       ├── br0 in "pub": tracker 10.200.0.1,
+ *   hostB (192.168.20.2) ── lan│natB│wan 10.200.0.12 ──┘   and 10.200.0.2 (its second
+ *                                                            address, for STUN NAT discovery)
  *
  * Each NAT router masquerades its LAN behind its WAN address and drops
  * unsolicited inbound traffic at its own input and forward hooks, as a home
@@ -18,6 +19,8 @@ import { createInterface } from 'node:readline';
 export type NatKind = 'cone' | 'symmetric';
 
 export const TRACKER_IP = '10.200.0.1';
+/** The public namespace's second address: the tracker's (or coturn's) other IP for RFC 5780 discovery. */
+export const TRACKER_OTHER_IP = '10.200.0.2';
 export const NAT_WAN = { a: '10.200.0.11', b: '10.200.0.12' } as const;
 export const HOST_LAN = { a: '192.168.10.2', b: '192.168.20.2' } as const;
 
@@ -168,6 +171,7 @@ export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
     }
     run('ip', ['-n', ns.pub, 'link', 'add', 'br0', 'type', 'bridge']);
     run('ip', ['-n', ns.pub, 'addr', 'add', `${TRACKER_IP}/24`, 'dev', 'br0']);
+    run('ip', ['-n', ns.pub, 'addr', 'add', `${TRACKER_OTHER_IP}/24`, 'dev', 'br0']);
     run('ip', ['-n', ns.pub, 'link', 'set', 'br0', 'up']);
     const sides = [
       { nat: ns.natA, host: ns.hostA, port: 'vA', wan: NAT_WAN.a, lan: HOST_LAN.a, gw: '192.168.10.1', kind: nat.a },
