@@ -1,6 +1,7 @@
 // One load test against one running server, with the server's own CPU time
 // taken over exactly the measurement window.
 import { runLoad, type LoadResult } from './loadgen/index.js';
+import type { LoadRequest } from './loadgen/types.js';
 import type { BenchOptions } from './options.js';
 import type { Progress } from './progress.js';
 import { machineCpu, selfCpuSeconds, type MachineCpu } from './machine.js';
@@ -52,7 +53,7 @@ const SAMPLE_MS = 20;
 export async function measure(
   server: ServerHandle,
   mode: 'closed' | 'open',
-  opts: BenchOptions & { setup: 'tracker' | 'none'; rate: number },
+  opts: BenchOptions & { setup: 'tracker' | 'none'; rate: number; request?: LoadRequest },
   progress: Progress,
 ): Promise<Measurement> {
   let lastReplies = 0;
@@ -73,6 +74,7 @@ export async function measure(
       mode,
       generator: opts.generator,
       setup: opts.setup,
+      ...(opts.request !== undefined ? { request: opts.request } : {}),
       threads: opts.threads,
       clients: opts.clients,
       window: opts.window,

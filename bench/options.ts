@@ -27,6 +27,8 @@ export interface BenchOptions {
   amp: number;
   /** Live sessions for the several-instances phase's Redis load; 0 skips the phase. */
   directorySessions: number;
+  /** Rounds of the STUN-beside-pulses phase; 0 skips it. */
+  stunRounds: number;
   /** Soak mode: seconds to run (0: off, the normal bench). */
   soak: number;
   soakRate: number;
@@ -57,6 +59,9 @@ const HELP = `yarn bench [flags]
   --directory-sessions N  several instances on one Redis:   (default 100000)
                  live sessions for the Redis load, 0 to
                  skip the phase (needs redis-server)
+  --stun N       rounds of STUN Binding beside pulses on    (default 3)
+                 the default tracker, 0 to skip (needs the
+                 native generator)
   --soak N       soak mode: only run the tracker for N s    (default off)
                  under steady open-loop load with churn,
                  sampling RSS and event-loop delay
@@ -86,6 +91,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       out: { type: 'string', default: 'bench/results' },
       amp: { type: 'string', default: '20' },
       'directory-sessions': { type: 'string', default: '100000' },
+      stun: { type: 'string', default: '3' },
       soak: { type: 'string', default: '0' },
       'soak-rate': { type: 'string', default: '20000' },
       'soak-ttl': { type: 'string', default: '10' },
@@ -125,6 +131,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     ttl: num('ttl', 1),
     amp: int('amp', 0),
     directorySessions: int('directory-sessions', 0),
+    stunRounds: int('stun', 0),
     soak: num('soak', 0),
     soakRate: num('soak-rate', 1),
     soakTtl: int('soak-ttl', 1),

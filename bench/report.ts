@@ -9,6 +9,7 @@ import { renderSvg } from './chart.js';
 import { cores, f, k, mb, pct, x } from './format.js';
 import { renderAmplification, type AmpResult } from './amplification.js';
 import { renderDirectory, type DirectoryResult } from './directory.js';
+import { renderStun, type StunResult } from './stun.js';
 
 export interface ServerResult {
   name: string;
@@ -58,6 +59,8 @@ export interface BenchResults {
   amplification?: AmpResult;
   directory?: DirectoryResult;
   directoryError?: string;
+  stun?: StunResult;
+  stunError?: string;
   scale?: ScaleResult;
   scaleError?: string;
   targets: Target[];
@@ -242,6 +245,8 @@ export function renderTable(r: BenchResults): string {
   const trackers = r.servers.filter((s) => s.kind === 'tracker' && s.median);
   out.push('', `Tracker drops during the load tests (all rounds, setup included): ${trackers.map((s) => `${s.name}: ${dropText(s.median!.drops)}`).join('; ') || '—'}${sc ? `; ${sc.peers.toLocaleString('en')} peers: ${dropText(sumDrops([sc.closed.drops, sc.open.drops]))}` : ''}. Clients that failed to prove: ${r.servers.reduce((a, s) => a + (s.median?.proofFailed ?? 0), 0)}.`);
   if (r.servers.some((s) => (s.median?.unknownSession ?? 0) > 0)) out.push('', '⚠ some pulses were answered with status "1" (session unknown to the server).');
+  if (r.stun) out.push('', renderStun(r.stun));
+  if (r.stunError) out.push('', `STUN phase: ${r.stunError.split('\n')[0]}`);
   if (r.amplification) out.push('', renderAmplification(r.amplification));
   if (r.directory) out.push('', renderDirectory(r.directory));
   if (r.directoryError) out.push('', `several-instances phase failed: ${r.directoryError.split('\n')[0]}`);

@@ -14,6 +14,7 @@ import { nativeBench } from './loadgen/native.js';
 import { runAmplification, type AmpResult } from './amplification.js';
 import { renderSoak, runSoak, writeSoak } from './soak.js';
 import { redisServerMissing, runDirectory, type DirectoryResult } from './directory.js';
+import { runStun, type StunResult } from './stun.js';
 
 const opts = parseOptions(process.argv.slice(2));
 
@@ -37,7 +38,7 @@ const kinds: ServerKind[] = [
 ];
 const withDirectory = opts.directorySessions > 0 && redisServerMissing() === null;
 if (opts.directorySessions > 0 && !withDirectory) process.stderr.write(`several-instances phase skipped: ${redisServerMissing()}\n`);
-const progress = new Progress(1 + opts.rounds * kinds.length * 2 + (opts.amp > 0 ? 2 : 0) + (withDirectory ? 2 : 0) + (opts.peers > 0 ? SCALE_STEPS : 0));
+const progress = new Progress(1 + opts.rounds * kinds.length * 2 + opts.stunRounds * 2 + (opts.amp > 0 ? 2 : 0) + (withDirectory ? 2 : 0) + (opts.peers > 0 ? SCALE_STEPS : 0));
 
 // Every server runs for the whole comparison; only the one under test gets load.
 progress.start('starting servers');
@@ -85,6 +86,20 @@ for (const s of servers) {
   if (m) s.result.median = m;
 }
 
+let stun: StunResult | undefined;
+let stunError: string | undefined;
+if (opts.stunRounds > 0) {
+  if (opts.generator !== 'native') stunError = 'skipped: STUN load needs the native generator';
+  else {
+    try {
+      stun = await runStun(opts, progress);
+    } catch (err) {
+      stunError = (err as Error).message;
+      progress.log(`STUN phase: ${stunError}`);
+    }
+  }
+}
+
 let amplification: AmpResult | undefined;
 if (opts.amp > 0) {
   amplification = await runAmplification(opts.amp, (server) => progress.start(`amplification table · ${server}`));
@@ -118,6 +133,8 @@ const results: BenchResults = {
   machine: { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model.trim() ?? 'unknown', platform: process.platform },
   options: opts,
   servers: servers.map((s) => s.result),
+  ...(stun ? { stun } : {}),
+  ...(stunError ? { stunError } : {}),
   ...(amplification ? { amplification } : {}),
   ...(directory ? { directory } : {}),
   ...(directoryError ? { directoryError } : {}),

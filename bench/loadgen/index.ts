@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Histogram } from '../histogram.js';
 import { nativeBench, runNativeLoad } from './native.js';
-import type { LoadMode, WorkerCounts, WorkerMessage, WorkerSpec } from './types.js';
+import type { LoadMode, LoadRequest, WorkerCounts, WorkerMessage, WorkerSpec } from './types.js';
 
 /** native: the C generator (native.ts), where built; node: worker threads of dgram sockets (worker.ts). */
 export type Generator = 'native' | 'node';
@@ -34,6 +34,8 @@ export interface LoadOptions {
   generator?: Generator;
   /** tracker: each client announces and proves before the load; none: it just sends (an echo server). The Node generator always tries. */
   setup: 'tracker' | 'none';
+  /** What each client sends: a pulse (default), or a STUN Binding request (the native generator only). */
+  request?: LoadRequest;
   /** Pulse replies received so far, a few times a second. */
   onProgress?: (replies: number) => void;
 }
@@ -83,6 +85,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     if (bench instanceof Error) throw bench;
     return runNativeLoad(bench, opts);
   }
+  if (opts.request === 'stun') throw new Error('STUN load needs the native generator (bench/native/bench.c)');
   // The open loop keeps one pulse in flight per client, so it needs enough
   // clients to cover 20 ms of the offered rate.
   const totalClients = opts.mode === 'open' ? Math.max(opts.clients, Math.ceil(opts.rate * 0.02)) : opts.clients;

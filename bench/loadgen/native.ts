@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Histogram } from '../histogram.js';
 import type { LoadOptions, LoadResult } from './index.js';
-import { loopbackIp, PLAIN_PULSE } from './types.js';
+import { loopbackIp, PLAIN_PULSE, STUN_BINDING, STUN_MARKER } from './types.js';
 
 /** The bench addon's API (bench/native/bench.c); test/native-socket.test.ts tests it against these types. */
 export interface NativeLoadSpec {
@@ -65,10 +65,14 @@ export async function runNativeLoad(bench: NativeBench, opts: LoadOptions): Prom
     drainMs: opts.drainMs,
     timeoutMs: opts.timeoutMs,
     setup: opts.setup,
-    request: Buffer.from(PLAIN_PULSE),
-    // a pulse reply from any server here contains it: pulseReceived, and the echo's copy of the pulse
-    replyMarker: Buffer.from('"pulse'),
-    unknownMarker: Buffer.from('"status":"1"'),
+    ...(opts.request === 'stun'
+      ? { request: STUN_BINDING, replyMarker: STUN_MARKER, unknownMarker: null }
+      : {
+        request: Buffer.from(PLAIN_PULSE),
+        // a pulse reply from any server here contains it: pulseReceived, and the echo's copy of the pulse
+        replyMarker: Buffer.from('"pulse'),
+        unknownMarker: Buffer.from('"status":"1"'),
+      }),
   });
   const h = new Histogram();
   h.add(r.histogram);

@@ -1,6 +1,18 @@
 // Messages and results shared by the load generator's threads.
 
+import { MessageBuilder, messageType, METHOD, CLASS_REQUEST } from '../../src/stun/codec.js';
+
 export type LoadMode = 'closed' | 'open';
+/** pulse: `{"action":"pulse"}`; stun: a STUN Binding request (RFC 8489), answered on the tracker's own port. */
+export type LoadRequest = 'pulse' | 'stun';
+
+/**
+ * A 20-byte STUN Binding request, what most STUN clients send. One transaction id
+ * for all: the tracker answers each request alike, and the generator matches
+ * replies by their magic cookie (STUN_MARKER), as it matches pulse replies by text.
+ */
+export const STUN_BINDING = new MessageBuilder(messageType(METHOD.BINDING, CLASS_REQUEST), Buffer.from('sobani-bench')).build();
+export const STUN_MARKER = Buffer.from([0x21, 0x12, 0xa4, 0x42]);
 
 /** What one generator thread is asked to do (its share of the clients and rate). */
 export interface WorkerSpec {
