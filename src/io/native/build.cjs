@@ -1,12 +1,13 @@
-// Install-time build of the native addons in binding.gyp:
-//   build/Release/sobani_udp.node    the tracker's batched UDP socket (src/io/native/udp.c)
-//   build/Release/sobani_bench.node  the benchmark's echo server and load generator (when bench/ is there)
+// Install-time build of the native addons, each from its own binding.gyp:
+//   build/Release/sobani_udp.node                  the tracker's batched UDP socket (../../../binding.gyp)
+//   bench/native/build/Release/sobani_bench.node   the bench's echo server and load generator
+//                                                  (bench/native/binding.gyp; when bench/ is there)
 //
 // Run by package.json's "install" script (yarn 1 and npm both run it). It never
-// fails the install: when the addons cannot be built (no compiler, no python, not
+// fails the install: when an addon cannot be built (no compiler, no python, not
 // Linux, no Node headers offline...), it prints one warning line to stderr and
 // exits 0, and the tracker uses Node's dgram instead. node-gyp's full output goes
-// to build/native-build.log.
+// to build/native-build.log (bench/native/build/native-build.log for the bench's).
 //
 // node-gyp is taken from, in order: the project's own node_modules (if someone
 // adds it as a dependency), npm's $npm_config_node_gyp, the copy bundled with the
@@ -21,18 +22,11 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..', '..', '..');
-const buildDir = path.join(root, 'build');
-const logFile = path.join(buildDir, 'native-build.log');
+const rel = (p) => path.relative(root, p);
 
-function done(message) {
-  process.stdout.write(`sobani-tracker: ${message}\n`);
-  process.exit(0);
-}
-
-function fallback(reason) {
-  process.stderr.write(`warning: sobani-tracker: native UDP addon not built (${reason}); the tracker will use Node dgram\n`);
-  process.exit(0);
-}
+/** The source trees node-gyp builds, each with its own binding.gyp and build/. */
+const UDP = { name: 'native UDP addon', dir: root, target: 'sobani_udp', api: 'UdpSocket' };
+const BENCH = { name: 'benchmark addon', dir: path.join(root, 'bench', 'native'), target: 'sobani_bench', api: 'runLoad' };
 
 function isFile(p) {
   try {
@@ -93,47 +87,65 @@ function firstError(output, status) {
   return text.length > 160 ? `${text.slice(0, 157)}...` : text;
 }
 
-function main() {
-  // binding.gyp builds the bench addon only when its source is there (not in a Docker build context)
-  const targets = ['sobani_udp', ...(isFile(path.join(root, 'bench', 'native', 'bench.c')) ? ['sobani_bench'] : [])];
-  if (process.env.SOBANI_IO === 'dgram') done('SOBANI_IO=dgram, native UDP addon not built');
-  if (process.platform !== 'linux') fallback(`recvmmsg/sendmmsg need Linux, this is ${process.platform}`);
-  if (!isFile(path.join(root, 'binding.gyp'))) fallback('binding.gyp is missing');
+/** Why `file` is not the addon `addon` (null: it loads and has its API). */
+function loadError(addon, file) {
+  try {
+    const m = require(file);
+    return typeof m[addon.api] === 'function' ? null : `${rel(file)} loads but has no ${addon.api}: it is not ${addon.target}`;
+  } catch (e) {
+    return `${rel(file)} does not load: ${String(e.message).split('\n')[0]}`;
+  }
+}
+
+/** `node-gyp rebuild` in addon.dir; null on success, else why not (its log is in addon.dir/build/). */
+function compile(addon) {
+  if (process.platform !== 'linux') return `recvmmsg/sendmmsg need Linux, this is ${process.platform}`;
+  if (!isFile(path.join(addon.dir, 'binding.gyp'))) return `${rel(path.join(addon.dir, 'binding.gyp'))} is missing`;
   const gyp = findNodeGyp();
-  if (gyp === null) fallback('node-gyp not found: neither in node_modules, nor bundled with npm, nor on PATH');
+  if (gyp === null) return 'node-gyp not found: neither in node_modules, nor bundled with npm, nor on PATH';
   const nodedir = findNodeDir();
   const args = [...gyp.slice(1), 'rebuild', '--release'];
   if (nodedir !== null) args.push(`--nodedir=${nodedir}`);
 
   const run = spawnSync(gyp[0], args, {
-    cwd: root,
+    cwd: addon.dir,
     env: process.env,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
     timeout: 5 * 60 * 1000,
     maxBuffer: 64 * 1024 * 1024,
   });
-  const output = `$ ${[gyp[0], ...args].join(' ')}\n${run.stdout ?? ''}${run.stderr ?? ''}${run.error ? `\n${run.error.stack}\n` : ''}`;
+  const output = `$ cd ${addon.dir} && ${[gyp[0], ...args].join(' ')}\n${run.stdout ?? ''}${run.stderr ?? ''}${run.error ? `\n${run.error.stack}\n` : ''}`;
+  const buildDir = path.join(addon.dir, 'build');
+  const log = rel(path.join(buildDir, 'native-build.log'));
   try {
     fs.mkdirSync(buildDir, { recursive: true });
-    fs.writeFileSync(logFile, output);
+    fs.writeFileSync(path.join(root, log), output);
   } catch {
     // the log is a convenience
   }
-  const log = path.relative(root, logFile);
-  if (run.error) fallback(`could not run node-gyp: ${run.error.message}; see ${log}`);
-  if (run.status !== 0) fallback(`${firstError(output, run.status ?? run.signal)}; see ${log}`);
-
-  for (const t of targets) {
-    const file = path.join(buildDir, 'Release', `${t}.node`);
-    if (!isFile(file)) fallback(`node-gyp succeeded but ${path.relative(root, file)} is missing; see ${log}`);
-    try {
-      require(file);
-    } catch (e) {
-      fallback(`${path.relative(root, file)} was built but does not load: ${String(e.message).split('\n')[0]}`);
-    }
-  }
-  done(`native UDP addon built: ${targets.map((t) => `build/Release/${t}.node`).join(', ')}`);
+  if (run.error) return `could not run node-gyp: ${run.error.message}; see ${log}`;
+  if (run.status !== 0) return `${firstError(output, run.status ?? run.signal)}; see ${log}`;
+  const file = path.join(buildDir, 'Release', `${addon.target}.node`);
+  if (!isFile(file)) return `node-gyp succeeded but ${rel(file)} is missing; see ${log}`;
+  return loadError(addon, file);
 }
 
-main();
+/** Compiles the tracker's addon and, in a dev checkout, the bench's; warns about each that fails. */
+function fromSource() {
+  const built = [];
+  for (const addon of [UDP, BENCH]) {
+    if (addon === BENCH && !isFile(path.join(BENCH.dir, 'binding.gyp'))) continue; // not in the package
+    if (addon === UDP && process.env.SOBANI_IO === 'dgram') {
+      process.stdout.write('sobani-tracker: SOBANI_IO=dgram, native UDP addon not built\n');
+      continue;
+    }
+    const reason = compile(addon);
+    if (reason === null) built.push(rel(path.join(addon.dir, 'build', 'Release', `${addon.target}.node`)));
+    else if (addon === UDP) process.stderr.write(`warning: sobani-tracker: native UDP addon not built (${reason}); the tracker will use Node dgram\n`);
+    else process.stderr.write(`warning: sobani-tracker: benchmark addon not built (${reason}); yarn bench will use the Node load generator\n`);
+  }
+  if (built.length > 0) process.stdout.write(`sobani-tracker: built ${built.join(', ')}\n`);
+}
+
+fromSource();
