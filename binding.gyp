@@ -1,8 +1,9 @@
-# The tracker's Node-API addon in C, Linux only (recvmmsg/sendmmsg), built at
-# install time by src/io/native/build.cjs; a failed build leaves the tracker on dgram.
+# The tracker's Node-API addon in C, Linux only (recvmmsg/sendmmsg):
 #   sobani_udp    the tracker's batched UDP socket (src/io/native/udp.c)
-# The bench's addon has its own bench/native/binding.gyp, so that build/Release/
-# holds this one addon only.
+# The only target here, because node-gyp-build loads the first .node file it finds
+# in build/Release. The npm package ships it prebuilt (prebuilds/, made by
+# `src/io/native/build.cjs --prebuild` at prepack); the install script compiles it
+# only where no prebuild loads. The bench's addon has its own bench/native/binding.gyp.
 {
   "includes": ["src/io/native/common.gypi"],
   "targets": [

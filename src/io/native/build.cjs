@@ -1,24 +1,33 @@
-// Install-time build of the native addons, each from its own binding.gyp:
-//   build/Release/sobani_udp.node                  the tracker's batched UDP socket (../../../binding.gyp)
-//   bench/native/build/Release/sobani_bench.node   the bench's echo server and load generator
-//                                                  (bench/native/binding.gyp; when bench/ is there)
+// Builds the native addons. Three ways to run it:
 //
-// Run by package.json's "install" script (yarn 1 and npm both run it). It never
-// fails the install: when an addon cannot be built (no compiler, no python, not
-// Linux, no Node headers offline...), it prints one warning line to stderr and
-// exits 0, and the tracker uses Node's dgram instead. node-gyp's full output goes
-// to build/native-build.log (bench/native/build/native-build.log for the bench's).
+//   node src/io/native/build.cjs             compile from source (what a developer means)
+//     build/Release/sobani_udp.node                    the tracker's batched UDP socket (../../../binding.gyp)
+//     bench/native/build/Release/sobani_bench.node     the bench's echo server and load generator
+//                                                      (bench/native/binding.gyp; a dev checkout only)
+//   node src/io/native/build.cjs --install   package.json's "install" script (yarn 1 and npm run it):
+//     nothing to compile when a prebuild in prebuilds/ loads (the npm package ships one);
+//     else compile from source, as above
+//   node src/io/native/build.cjs --prebuild  package.json's "prepack": prebuildify makes
+//     prebuilds/<platform>-<arch>/sobani_udp.<libc>.node for `npm pack` to ship
 //
-// node-gyp is taken from, in order: the project's own node_modules (if someone
-// adds it as a dependency), npm's $npm_config_node_gyp, the copy bundled with the
-// npm that ships with this Node, or `node-gyp` on PATH. Headers: npm's configured
-// nodedir ($npm_config_nodedir; yarn 1 passes .npmrc settings the same way), else
-// the headers installed next to this Node binary (<prefix>/include/node), else
-// node-gyp's own download.
+// Compiling never fails the install: when an addon cannot be built (no compiler, no
+// python, not Linux, no Node headers offline...), it prints one warning line to stderr
+// and exits 0, and the tracker uses Node's dgram. node-gyp's full output goes to
+// build/native-build.log (bench/native/build/native-build.log for the bench's).
+// --prebuild does fail (exit 1): a package packed without its prebuild would serve on
+// dgram only for everyone who installs it without a compiler.
+//
+// node-gyp is taken from, in order: the project's own node_modules (if someone adds it
+// as a dependency), npm's $npm_config_node_gyp, the copy bundled with the npm that
+// ships with this Node, or `node-gyp` on PATH. Headers: npm's configured nodedir
+// ($npm_config_nodedir; yarn 1 passes .npmrc settings the same way), else the headers
+// installed next to this Node binary (<prefix>/include/node), else node-gyp's own
+// download.
 'use strict';
 
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..', '..', '..');
@@ -27,6 +36,8 @@ const rel = (p) => path.relative(root, p);
 /** The source trees node-gyp builds, each with its own binding.gyp and build/. */
 const UDP = { name: 'native UDP addon', dir: root, target: 'sobani_udp', api: 'UdpSocket' };
 const BENCH = { name: 'benchmark addon', dir: path.join(root, 'bench', 'native'), target: 'sobani_bench', api: 'runLoad' };
+/** Prebuilds are named for what they hold, not for the package (one addon per package root). */
+const PREBUILD_NAME = 'sobani_udp';
 
 function isFile(p) {
   try {
@@ -131,10 +142,35 @@ function compile(addon) {
   return loadError(addon, file);
 }
 
+/** node-gyp-build as the tracker uses it at run time, but blind to build/: only prebuilds/ count. */
+function prebuildLoader() {
+  // read by node-gyp-build when it is first required
+  process.env.PREBUILDS_ONLY = '1';
+  try {
+    return require(require.resolve('node-gyp-build', { paths: [root] }));
+  } catch {
+    return null; // a checkout that has not installed its dependencies
+  }
+}
+
+/** The prebuild in prebuilds/ for this platform, if one loads: { file } or { reason }. */
+function loadablePrebuild() {
+  const load = prebuildLoader();
+  if (load === null) return { reason: 'node-gyp-build is not installed' };
+  let file;
+  try {
+    file = load.path(root);
+  } catch {
+    return { reason: `no prebuild for ${process.platform}-${process.arch}` };
+  }
+  const reason = loadError(UDP, file);
+  return reason === null ? { file } : { reason };
+}
+
 /** Compiles the tracker's addon and, in a dev checkout, the bench's; warns about each that fails. */
-function fromSource() {
+function fromSource(skipUdp) {
   const built = [];
-  for (const addon of [UDP, BENCH]) {
+  for (const addon of skipUdp ? [BENCH] : [UDP, BENCH]) {
     if (addon === BENCH && !isFile(path.join(BENCH.dir, 'binding.gyp'))) continue; // not in the package
     if (addon === UDP && process.env.SOBANI_IO === 'dgram') {
       process.stdout.write('sobani-tracker: SOBANI_IO=dgram, native UDP addon not built\n');
@@ -148,4 +184,82 @@ function fromSource() {
   if (built.length > 0) process.stdout.write(`sobani-tracker: built ${built.join(', ')}\n`);
 }
 
-fromSource();
+function install() {
+  const prebuild = loadablePrebuild();
+  if (prebuild.file !== undefined) {
+    process.stdout.write(`sobani-tracker: native UDP addon ${rel(prebuild.file)} loads, nothing to compile\n`);
+  }
+  fromSource(prebuild.file !== undefined);
+}
+
+/** prebuildify, in a copy of the addon's sources so that a dev checkout's build/ stays as it is. */
+function prebuild() {
+  const fail = (message) => {
+    process.stderr.write(`error: sobani-tracker: no prebuild made: ${message}\n`);
+    process.exit(1);
+  };
+  if (process.platform !== 'linux') fail(`the addon needs Linux (recvmmsg/sendmmsg), this is ${process.platform}`);
+  let prebuildify;
+  try {
+    prebuildify = require(require.resolve('prebuildify', { paths: [root] }));
+  } catch {
+    fail('prebuildify is not installed (a devDependency: run `yarn install` first)');
+  }
+  const gyp = findNodeGyp();
+  if (gyp === null) fail('node-gyp not found: neither in node_modules, nor bundled with npm, nor on PATH');
+  const nodedir = findNodeDir();
+  // prebuildify runs node-gyp with the environment it is given: the local headers, and a `node` for node-gyp.js's shebang
+  if (nodedir !== null) process.env.npm_config_nodedir = nodedir;
+  process.env.PATH = `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}`;
+
+  const out = path.join(root, 'prebuilds');
+  fs.rmSync(out, { recursive: true, force: true }); // nothing stale gets packed
+  const stage = fs.mkdtempSync(path.join(os.tmpdir(), 'sobani-prebuild-'));
+  fs.copyFileSync(path.join(root, 'binding.gyp'), path.join(stage, 'binding.gyp'));
+  fs.cpSync(path.join(root, 'src', 'io', 'native'), path.join(stage, 'src', 'io', 'native'), { recursive: true });
+
+  prebuildify(
+    {
+      cwd: stage,
+      out: root,
+      name: PREBUILD_NAME,
+      // Node-API (NAPI_VERSION 8): one build serves every Node version, so build for this one, with its own headers
+      napi: true,
+      targets: [{ runtime: 'node', target: process.versions.node }],
+      tagLibc: true,
+      strip: true,
+      quiet: true,
+      nodeGyp: gyp[gyp.length - 1],
+    },
+    (err) => {
+      if (err) {
+        // prebuildify's node-gyp was quiet: build the copy again to say why, with a log
+        // (build/prebuild.log, beside a dev checkout's own build/native-build.log)
+        const reason = compile({ ...UDP, dir: stage }) ?? err.message;
+        try {
+          fs.mkdirSync(path.join(root, 'build'), { recursive: true });
+          fs.copyFileSync(path.join(stage, 'build', 'native-build.log'), path.join(root, 'build', 'prebuild.log'));
+        } catch {
+          // no log
+        }
+        fs.rmSync(stage, { recursive: true, force: true });
+        fs.rmSync(out, { recursive: true, force: true });
+        fail(reason.replace(/see .*native-build\.log$/, 'see build/prebuild.log'));
+      }
+      fs.rmSync(stage, { recursive: true, force: true });
+      const made = loadablePrebuild();
+      if (made.file === undefined) fail(made.reason);
+      // stderr: `npm pack --json` prints its JSON on the stdout that prepack scripts share
+      process.stderr.write(`sobani-tracker: prebuilt ${rel(made.file)}\n`);
+    },
+  );
+}
+
+const mode = process.argv[2];
+if (mode === '--prebuild') prebuild();
+else if (mode === '--install') install();
+else if (mode === undefined) fromSource(false);
+else {
+  process.stderr.write(`usage: node src/io/native/build.cjs [--install | --prebuild] (got ${mode})\n`);
+  process.exit(2);
+}
