@@ -4,27 +4,29 @@
 # Configuration is SOBANI_* environment variables (or flags after the image name);
 # see `docker run --rm sobani-tracker --help`.
 
-# ---- build: all dependencies, the native UDP addon, TypeScript -> dist/
+# ---- build: the npm package, made by `npm pack` as for the registry: its prepack
+# compiles TypeScript to dist/src and prebuilds the native UDP addon (prebuildify).
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
-# node-gyp builds the addon (src/io/native/udp.c) against the image's own Node headers.
+# node-gyp compiles the prebuild (src/io/native/udp.c) against the image's own Node headers.
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
-COPY package.json yarn.lock binding.gyp ./
-COPY src/io/native ./src/io/native
-RUN yarn install --frozen-lockfile --non-interactive && test -f build/Release/sobani_udp.node
-COPY tsconfig.json ./
+COPY package.json yarn.lock ./
+# No install script: prepack makes the addon the package ships, below.
+RUN yarn install --frozen-lockfile --non-interactive --ignore-scripts
+COPY tsconfig.json tsconfig.build.json binding.gyp ./
 COPY src ./src
-RUN yarn build
+RUN npm pack && mv sobani-tracker-*.tgz sobani-tracker.tgz
 
-# ---- runtime: production dependencies and the compiled sources only
+# ---- runtime: the package's own files, unpacked from that tarball, and the lockfile's
+# production dependencies. The addon is the package's prebuild (prebuilds/<platform>-<arch>/),
+# found by node-gyp-build as in any npm install of the package: no compiler here, no install script.
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json yarn.lock ./
-# No compiler here: the addon comes built from the build stage (--ignore-scripts skips the build).
 RUN yarn install --production --frozen-lockfile --non-interactive --ignore-scripts && yarn cache clean
-COPY --from=build /app/dist/src ./dist/src
-COPY --from=build /app/build/Release/sobani_udp.node ./build/Release/sobani_udp.node
+COPY --from=build /app/sobani-tracker.tgz ./
+RUN tar -xzf sobani-tracker.tgz --strip-components=1 && rm sobani-tracker.tgz
 # The snapshot lives on a volume; it must belong to the user the tracker runs as.
 RUN mkdir -p /data && chown node:node /data
 VOLUME /data

@@ -1,31 +1,15 @@
-# Two Node-API addons in C, Linux only (recvmmsg/sendmmsg). Built at install
-# time by src/io/native/build.cjs; a failed build leaves the tracker on dgram.
-#   sobani_udp    the tracker's batched UDP socket
-#   sobani_bench  the benchmark's echo server and load generator, built only when
-#                 its source is there (a Docker build context leaves bench/ out)
+# The tracker's Node-API addon in C, Linux only (recvmmsg/sendmmsg):
+#   sobani_udp    the tracker's batched UDP socket (src/io/native/udp.c)
+# The only target here, because node-gyp-build loads the first .node file it finds
+# in build/Release. The npm package ships it prebuilt (prebuilds/, made by
+# `src/io/native/build.cjs --prebuild` at prepack); the install script compiles it
+# only where no prebuild loads. The bench's addon has its own bench/native/binding.gyp.
 {
-  "variables": {
-    "sobani_with_bench%": "<!(test -f bench/native/bench.c && echo 1 || echo 0)"
-  },
-  "target_defaults": {
-    "cflags!": ["-O3"],
-    "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
-  },
+  "includes": ["src/io/native/common.gypi"],
   "targets": [
     {
       "target_name": "sobani_udp",
       "sources": ["src/io/native/udp.c"]
     }
-  ],
-  "conditions": [
-    ["sobani_with_bench==1", {
-      "targets": [
-        {
-          "target_name": "sobani_bench",
-          "sources": ["bench/native/bench.c"],
-          "libraries": ["-lpthread"]
-        }
-      ]
-    }]
   ]
 }

@@ -56,7 +56,8 @@ test('--io native and --io dgram each serve, and say so in the start-up line and
 });
 
 test('where the addon was not built: auto warns once and serves over dgram; --io native refuses to start', async () => {
-  // a checkout whose install could not build the addon: the sources, no build/
+  // a checkout whose install could not build the addon and that has no prebuild: the
+  // sources and node_modules (node-gyp-build), no build/, no prebuilds/
   const dir = mkdtempSync(join(tmpdir(), 'sobani-no-addon-'));
   try {
     cpSync(join(ROOT, 'src'), join(dir, 'src'), { recursive: true });
@@ -74,11 +75,27 @@ test('where the addon was not built: auto warns once and serves over dgram; --io
     const lines = t.output().trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string; io?: string });
     const warnings = lines.filter((l) => l.level === 40);
     assert.equal(warnings.length, 1, 'one warning');
-    assert.match(warnings[0]!.msg, /native UDP path is unavailable.*sobani_udp\.node is not there/);
+    assert.match(warnings[0]!.msg, /native UDP path is unavailable.*sobani_udp addon is not there for \S+: no prebuild/);
     assert.equal(lines.find((l) => l.msg === 'sobani-tracker listening')!.io, 'dgram');
     const refused = await runCli(['--host', '127.0.0.1', '--port', '0', '--io', 'native'], {}, dir);
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /--io native: .*sobani_udp\.node is not there/);
+    assert.match(refused.stderr, /--io native: the sobani_udp addon is not there/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('another addon in build/Release/ (a stale bench build) is refused, not loaded as the tracker\'s', { skip: TEST_IO === 'dgram' && 'SOBANI_IO=dgram: the native addons are not wanted' }, async () => {
+  // node-gyp-build loads the first .node file it finds in build/Release/, whatever its name
+  const dir = mkdtempSync(join(tmpdir(), 'sobani-wrong-addon-'));
+  try {
+    cpSync(join(ROOT, 'src'), join(dir, 'src'), { recursive: true });
+    cpSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
+    symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+    cpSync(join(ROOT, 'bench', 'native', 'build', 'Release', 'sobani_bench.node'), join(dir, 'build', 'Release', 'sobani_bench.node'));
+    const refused = await runCli(['--host', '127.0.0.1', '--port', '0', '--io', 'native'], {}, dir);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /--io native: \S+build\/Release\/sobani_bench\.node is not the sobani_udp addon/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

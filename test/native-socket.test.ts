@@ -1,6 +1,6 @@
 // The native addons themselves, over real loopback UDP:
 //   build/Release/sobani_udp.node    the tracker's batched UDP socket (src/io/native/udp.c)
-//   build/Release/sobani_bench.node  the benchmark's echo server and load generator (bench/native/bench.c)
+//   bench/native/build/Release/sobani_bench.node  the benchmark's echo server and load generator (bench/native/bench.c)
 // They are built by `yarn install` (src/io/native/build.cjs). Without them these
 // tests fail, saying so, unless SOBANI_IO=dgram says the native path is not wanted.
 import { test } from 'node:test';
@@ -19,7 +19,7 @@ import type { NativeBench } from '../bench/loadgen/native.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
 const UDP_ADDON = path.join(root, 'build', 'Release', 'sobani_udp.node');
-const BENCH_ADDON = path.join(root, 'build', 'Release', 'sobani_bench.node');
+const BENCH_ADDON = path.join(root, 'bench', 'native', 'build', 'Release', 'sobani_bench.node');
 const skip = process.env.SOBANI_IO === 'dgram' ? 'SOBANI_IO=dgram: the native UDP addon is not used' : false;
 
 // ---- the addons' API: the types the tracker and the bench use them through

@@ -32,8 +32,8 @@ export interface NativeBench {
   };
 }
 
-// build/ at the package root: two levels above bench/loadgen/ under tsx, three above dist/bench/loadgen/.
-const CANDIDATES = ['../../build/Release/sobani_bench.node', '../../../build/Release/sobani_bench.node']
+// Built by bench/native/binding.gyp: beside bench/loadgen/ under tsx, in the source tree's bench/ from dist/bench/loadgen/.
+const CANDIDATES = ['../native/build/Release/sobani_bench.node', '../../../bench/native/build/Release/sobani_bench.node']
   .map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
 
 let loaded: NativeBench | Error | undefined;
@@ -42,7 +42,7 @@ let loaded: NativeBench | Error | undefined;
 export function nativeBench(): NativeBench | Error {
   if (loaded !== undefined) return loaded;
   const file = CANDIDATES.find((f) => existsSync(f));
-  if (file === undefined) return (loaded = new Error('build/Release/sobani_bench.node is not built (see build/native-build.log)'));
+  if (file === undefined) return (loaded = new Error('bench/native/build/Release/sobani_bench.node is not built (see bench/native/build/native-build.log)'));
   try {
     loaded = createRequire(import.meta.url)(file) as NativeBench;
   } catch (err) {

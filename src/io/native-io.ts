@@ -2,10 +2,13 @@
 // owns the UDP socket on the main thread's event loop. It drains the socket with
 // recvmmsg, writes each datagram straight into its shard's batch (the routing
 // bucket computed in C) and calls JS once per receive pass; a shard's whole reply
-// batch goes out in one sendmmsg. The addon is built at install by node-gyp; where
-// it is missing, loadNativeUdp() says why and the tracker uses dgram-io.ts.
+// batch goes out in one sendmmsg. The addon is found the way node-gyp-build finds
+// any: build/Release/ (compiled at install) first, then the prebuild the npm package
+// ships (prebuilds/<platform>-<arch>/); where neither fits, loadNativeUdp() says why
+// and the tracker uses dgram-io.ts.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config.js';
 import { errorJson } from '../protocol/errors.js';
@@ -43,17 +46,40 @@ export interface UdpSocketOptions {
   onReceived: () => void;
 }
 
-// build/ sits at the package root: two levels above src/io/ under tsx, three above dist/src/io/.
-const CANDIDATES = ['../../build/Release/sobani_udp.node', '../../../build/Release/sobani_udp.node']
-  .map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
+// The package root (package.json, build/, prebuilds/): two levels above src/io/ under
+// tsx, three above dist/src/io/, wherever the package is installed.
+const ROOT = ['../../', '../../../']
+  .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
+  .find((dir) => existsSync(join(dir, 'package.json')));
+
+/** node-gyp-build (no types of its own): the addon file it would load from a package root. */
+interface NodeGypBuild { path(dir: string): string }
 
 /** The addon, or the reason it cannot be used. */
 export function loadNativeUdp(): NativeUdp | Error {
   if (process.platform !== 'linux') return new Error(`the native UDP path needs Linux (recvmmsg/sendmmsg), not ${process.platform}`);
-  const file = CANDIDATES.find((f) => existsSync(f));
-  if (file === undefined) return new Error('build/Release/sobani_udp.node is not there: it is built by `yarn install` when python3, make and a C compiler are present (see build/native-build.log)');
+  if (ROOT === undefined) return new Error(`no package.json above ${fileURLToPath(import.meta.url)}, so no addon to look for`);
+  const require = createRequire(import.meta.url);
+  let gypBuild: NodeGypBuild;
   try {
-    return createRequire(import.meta.url)(file) as NativeUdp;
+    gypBuild = require('node-gyp-build') as NodeGypBuild;
+  } catch (err) {
+    return new Error(`node-gyp-build, which finds the addon, does not load: ${(err as Error).message.split('\n')[0]}`);
+  }
+  let file: string;
+  try {
+    file = gypBuild.path(ROOT);
+  } catch {
+    return new Error(
+      `the sobani_udp addon is not there for ${process.platform}-${process.arch}: no prebuild in ${join(ROOT, 'prebuilds')} fits, ` +
+        'and none was compiled into build/Release/ (the install compiles it when python3, make and a C compiler are there; see build/native-build.log)',
+    );
+  }
+  try {
+    const addon = require(file) as NativeUdp;
+    // node-gyp-build takes any .node file in build/Release/: a stale one from another target must not pass for this one
+    if (typeof addon.UdpSocket !== 'function') return new Error(`${file} is not the sobani_udp addon (it has no UdpSocket); rebuild with \`yarn install\``);
+    return addon;
   } catch (err) {
     return new Error(`${file} does not load: ${(err as Error).message}`);
   }

@@ -13,9 +13,12 @@ export interface Running {
   stoppedAt: () => number;
 }
 
-/** Runs `sobani-tracker ...args` (from a checkout at `cwd`) and resolves once its "listening" log line names the port. */
-export function runTracker(args: string[], env: NodeJS.ProcessEnv = {}, cwd = ROOT): Promise<Running> {
-  const child = spawn(process.execPath, [...CLI, ...args], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs `sobani-tracker ...args` (from a checkout at `cwd`; or `command`, e.g. an installed
+ * bin) and resolves once its "listening" log line names the port.
+ */
+export function runTracker(args: string[], env: NodeJS.ProcessEnv = {}, cwd = ROOT, command = [process.execPath, ...CLI]): Promise<Running> {
+  const child = spawn(command[0]!, [...command.slice(1), ...args], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let signalledAt = 0;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) => {
@@ -35,10 +38,12 @@ export function runTracker(args: string[], env: NodeJS.ProcessEnv = {}, cwd = RO
   });
 }
 
-/** Runs the CLI (from a checkout at `cwd`) to completion and returns its exit code and output. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, cwd = ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the CLI (from a checkout at `cwd`; or `command`) to completion and returns its exit code and output. */
+export function runCli(
+  args: string[], env: NodeJS.ProcessEnv = {}, cwd = ROOT, command = [process.execPath, ...CLI],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...CLI, ...args], { cwd, env: { ...process.env, ...env } });
+    const child = spawn(command[0]!, [...command.slice(1), ...args], { cwd, env: { ...process.env, ...env } });
     let stdout = '', stderr = '';
     child.stdout.on('data', (d: Buffer) => { stdout += d; });
     child.stderr.on('data', (d: Buffer) => { stderr += d; });
