@@ -258,3 +258,43 @@ export function jsonLines(child: ChildProcessWithoutNullStreams): JsonLineProces
     },
   };
 }
+
+/** How to run the project's CLI: node's arguments before the command's own (tsx and the source, or the built dist/). */
+export interface Cli { cwd: string; args: string[] }
+
+/** Starts `sobani-tracker ...args` (or another command) in the public namespace; resolves once it listens on UDP `port`. */
+export async function startInPub(lab: NatLab, cmd: string, args: string[], port: number, cwd?: string): Promise<void> {
+  const child = lab.spawnIn(lab.ns.pub, cmd, args, cwd === undefined ? {} : { cwd });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdout.resume();
+  await Promise.race([
+    lab.waitForUdpPort(lab.ns.pub, port),
+    new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`${cmd} exited (${code}): ${err}`)))),
+  ]);
+}
+
+export type Side = 'a' | 'b';
+export interface PairRun { announcer: JsonLineProcess; pusher: JsonLineProcess; exits: { code: number | null; ms: number }[] }
+
+/**
+ * One pair, as two users would: `announcer` runs `punch` and waits for a push, the
+ * other side runs `punch --peer <its shareId>`, each through its tracker
+ * (trackers[side], HOST:PORT). Resolves with both outputs once both exited.
+ */
+export async function punchPair(lab: NatLab, cli: Cli, announcer: Side, trackers: Record<Side, string>, extra: string[] = []): Promise<PairRun> {
+  const pusher: Side = announcer === 'a' ? 'b' : 'a';
+  const host = (s: Side) => (s === 'a' ? lab.ns.hostA : lab.ns.hostB);
+  const punch = (s: Side, more: string[]) => jsonLines(lab.spawnIn(host(s), process.execPath,
+    [...cli.args, 'punch', '--tracker', trackers[s], ...extra, ...more], { cwd: cli.cwd }));
+  const waiting = punch(announcer, []);
+  const announced = await waiting.waitFor(['announced'], 15_000);
+  const pushing = punch(pusher, ['--peer', String(announced.shareId)]);
+  const exits = await Promise.all([waiting.exited, pushing.exited]);
+  return { announcer: waiting, pusher: pushing, exits };
+}
+
+/** The first line of a punch's output with this event. */
+export function eventLine(p: JsonLineProcess, event: string): Record<string, unknown> | undefined {
+  return p.lines.find((l) => l.event === event);
+}
