@@ -28,6 +28,12 @@ async function main(argv: string[]): Promise<number> {
   if (args.help) { process.stdout.write(helpText() + '\n'); return 0; }
   if (args.printConfig) { process.stdout.write(printConfig(args.config) + '\n'); return 0; }
 
+  // Listen for the stop signal before starting: one that arrives while the tracker
+  // starts (or just after it says it listens) still stops it cleanly.
+  const stopped = new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
   let tracker;
   try {
     tracker = await startTracker(args.config);
@@ -36,11 +42,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`sobani-tracker: ${err.message}\n`);
     return 2;
   }
-  await new Promise<void>((resolve) => {
-    const stop = (): void => { resolve(); };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  await stopped;
   // A second signal while stopping exits at once.
   const force = (): never => process.exit(1);
   process.once('SIGTERM', force);

@@ -21,6 +21,15 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 
+test('a SIGTERM the moment the tracker says it listens still stops it cleanly (exit 0), every time', async () => {
+  for (let i = 0; i < 10; i++) {
+    const t = await runTracker(['--host', '127.0.0.1', '--port', '0', '--shards', '1']);
+    t.child.kill('SIGTERM');
+    const { code, signal } = await t.exited;
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, `run ${i}: ${t.output()}`);
+  }
+});
+
 test('one start-up log line carries the effective config; nothing is logged per datagram at info', async () => {
   const t = await runTracker(['--host', '127.0.0.1', '--port', '0', '--shards', '1', '--ttl', '42']);
   const p = await WirePeer.open({ address: '127.0.0.1', port: t.port });
