@@ -40,6 +40,13 @@ export interface Config {
   directoryTimeout: number;
   stunOtherHost: string;
   stunOtherPort: number;
+  turnUrl: string;
+  turnSecret: string;
+  turnSecretFile: string;
+  turnTtl: number;
+  relayInterval: number;
+  relayRate: number;
+  relayBurst: number;
 }
 
 interface IntOption { kind: 'int'; min: number; max: number }
@@ -52,7 +59,11 @@ interface PathOption { kind: 'path' }
 interface RedisUrlOption { kind: 'redis-url' }
 /** 1-64 characters of A-Z a-z 0-9 . _ - */
 interface NameOption { kind: 'name' }
-type OptionType = IntOption | EnumOption | HostOption | PathOption | RedisUrlOption | NameOption;
+/** turn:HOST[:PORT] URLs, comma-separated; "" means unset. */
+interface TurnUrlsOption { kind: 'turn-urls' }
+/** Any text (a secret: never shown, see OptionSpec.show); "" means unset. */
+interface TextOption { kind: 'text' }
+type OptionType = IntOption | EnumOption | HostOption | PathOption | RedisUrlOption | NameOption | TurnUrlsOption | TextOption;
 
 interface OptionSpec {
   key: keyof Config;
@@ -131,6 +142,21 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'A second IP address of this host, for STUN NAT behaviour discovery (RFC 5780): STUN is then also answered on it and on --stun-other-port, and clients learn how their NAT maps. Needs --host set to the primary IP (not a wildcard) and a fixed --port. Empty = no discovery.' },
   { key: 'stunOtherPort', type: { kind: 'int', min: 0, max: 65535 }, default: () => 0, defaultDoc: 'port + 1',
     doc: 'The second UDP port for STUN NAT behaviour discovery (with --stun-other-host). 0 = --port + 1.' },
+  // The relay (see the README's "Relay"): the tracker mints credentials, coturn relays.
+  { key: 'turnUrl', type: { kind: 'turn-urls' }, default: () => '',
+    doc: 'TURN relay(s) the tracker hands out credentials for: turn:HOST:PORT, comma-separated (coturn with use-auth-secret). Empty = no relay: relay requests get RELAY_NOT_CONFIGURED.' },
+  { key: 'turnSecret', type: { kind: 'text' }, default: () => '', show: (v) => (v === '' ? '' : REDACTED),
+    doc: 'The secret shared with coturn (its static-auth-secret), to mint credentials with. Never logged or printed; prefer --turn-secret-file.' },
+  { key: 'turnSecretFile', type: { kind: 'path' }, default: () => '',
+    doc: 'File holding the secret shared with coturn (a Docker or Kubernetes secret), instead of --turn-secret. Read at start; one trailing newline is ignored.' },
+  { key: 'turnTtl', type: { kind: 'int', min: 60, max: 86400 }, default: () => 600,
+    doc: 'Seconds a minted TURN credential is valid (coturn refuses it after).' },
+  { key: 'relayInterval', type: { kind: 'int', min: 0, max: 86400 }, default: () => 60,
+    doc: 'Seconds during which a session that asks for relay credentials again gets the same ones (with less ttl left) instead of new ones.' },
+  { key: 'relayRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 4,
+    doc: 'Relay requests per second per source IP (token bucket); the excess gets RELAY_RATE_LIMITED.' },
+  { key: 'relayBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 16,
+    doc: 'Burst size of the per-IP relay request bucket.' },
 ];
 
 export class ConfigError extends Error {}
@@ -201,6 +227,10 @@ export function checkConfig(c: Config): Config {
     need(c.port !== 0, 'NAT behaviour discovery needs a fixed port (port is 0)');
     need(stunOtherPort(c) <= 65535 && stunOtherPort(c) !== c.port, `the other port (${stunOtherPort(c)}) must be a port other than ${c.port}`);
   }
+  const secrets = (c.turnSecret !== '' ? 1 : 0) + (c.turnSecretFile !== '' ? 1 : 0);
+  if (secrets === 2) throw new ConfigError('turnSecret and turnSecretFile are both set: give the TURN secret in one place');
+  if (c.turnUrl !== '' && secrets === 0) throw new ConfigError('turnUrl is set, but no secret to mint its credentials with (turnSecretFile or turnSecret)');
+  if (c.turnUrl === '' && secrets > 0) throw new ConfigError('a TURN secret is set, but no relay to use it with (turnUrl)');
   return c;
 }
 
@@ -214,6 +244,8 @@ function describeRange(t: OptionType): string {
   if (t.kind === 'path') return 'a file path (empty for none)';
   if (t.kind === 'redis-url') return 'a redis://HOST:PORT or rediss:// URL (empty for none)';
   if (t.kind === 'name') return '1 to 64 characters of A-Z a-z 0-9 . _ -';
+  if (t.kind === 'turn-urls') return 'turn:HOST:PORT URLs, comma-separated (empty for none)';
+  if (t.kind === 'text') return 'any text (empty for none)';
   return t.optional ? 'an IPv4 or IPv6 address literal (empty for none)' : 'an IPv4 or IPv6 address literal';
 }
 
@@ -245,8 +277,23 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): Config[keyof Co
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(raw)) fail();
     return raw;
   }
+  if (t.kind === 'turn-urls') {
+    if (raw !== '' && turnUrls(raw).some((u) => u === null)) fail();
+    return raw;
+  }
+  if (t.kind === 'text') return raw;
   if (!(t.optional && raw === '') && !isIpLiteral(raw)) fail();
   return raw;
+}
+
+/**
+ * The TURN URLs of a turnUrl setting (RFC 7065: turn:HOST[:PORT][?transport=udp]),
+ * each as written, or null where one is not such a URL. The relay is UDP: a
+ * transport other than udp, or turns:, is refused.
+ */
+export function turnUrls(list: string): (string | null)[] {
+  return list.split(',').map((u) => u.trim()).map((u) =>
+    /^turn:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?(\?transport=udp)?$/.test(u) && Number(/:(\d{1,5})(\?|$)/.exec(u.slice(5))?.[1] ?? 3478) <= 65535 ? u : null);
 }
 
 function isRedisUrl(s: string): boolean {
@@ -377,7 +424,8 @@ function helpRow(flag: string, doc: string): string[] {
 
 export function helpText(): string {
   const arg = (t: OptionType): string =>
-    t.kind === 'enum' ? t.values.join('|') : t.kind === 'int' ? 'N' : t.kind === 'path' ? 'FILE' : t.kind === 'redis-url' ? 'URL' : t.kind === 'name' ? 'NAME' : 'ADDR';
+    t.kind === 'enum' ? t.values.join('|') : t.kind === 'int' ? 'N' : t.kind === 'path' ? 'FILE' : t.kind === 'redis-url' || t.kind === 'turn-urls' ? 'URL'
+      : t.kind === 'name' ? 'NAME' : t.kind === 'text' ? 'TEXT' : 'ADDR';
   return [
     'Usage: sobani-tracker [--config FILE] [--host ADDR] [--port N] [--shards N] [--ttl SECONDS] [--log-level LEVEL] [...]',
     '       sobani-tracker --print-config | --help',

@@ -71,6 +71,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   const config = resolveConfig(partial);
   // Secrets are read before anything starts, so a missing file fails the start at once.
   const directoryPassword = directoryPasswordOf(config);
+  const turnSecret = config.turnSecretFile !== '' ? readSecretFile('turnSecretFile', config.turnSecretFile) : config.turnSecret !== '' ? config.turnSecret : null;
   const log = logger ?? createLogger(config.logLevel);
   for (const warning of configWarnings(config)) log.warn(warning);
   const io = await openDatagramIo(config, log);
@@ -91,7 +92,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   }
   const dispatcher = new Dispatcher(io, config.maxShardQueue);
   const links = Array.from({ length: config.shards }, (_, index) =>
-    new ShardLink(index, shardOptions(config, index, io), log, dispatcher));
+    new ShardLink(index, shardOptions(config, index, io, turnSecret), log, dispatcher));
   // Every shard answers, and the saved sessions are back, before the first datagram is taken.
   await Promise.all(links.map((l) => l.control('ping')));
   if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log);

@@ -36,11 +36,18 @@ test('every setting has a flag and an env var named after it', () => {
   for (const o of OPTIONS) {
     const t = o.type;
     const sample = t.kind === 'int' ? String(t.min) : t.kind === 'enum' ? t.values[0]!
-      : t.kind === 'redis-url' ? 'redis://127.0.0.1:6379' : t.kind === 'name' ? 'tracker-1' : '127.0.0.1';
-    // a second STUN address needs a specific primary one
-    const host = o.key === 'stunOtherHost' ? '127.0.0.2' : undefined;
-    const flags = host === undefined ? [] : ['--host', host];
-    const env = host === undefined ? {} : { SOBANI_HOST: host };
+      : t.kind === 'redis-url' ? 'redis://127.0.0.1:6379' : t.kind === 'name' ? 'tracker-1' : t.kind === 'turn-urls' ? 'turn:127.0.0.1:3478'
+      : t.kind === 'text' ? 'some text' : t.kind === 'path' ? '/some/file' : '127.0.0.1';
+    // settings that need another: a second STUN address a specific primary one; a relay its secret, and back
+    const companions: Partial<Record<string, Record<string, string>>> = {
+      stunOtherHost: { host: '127.0.0.2' },
+      turnUrl: { turnSecret: 'x' },
+      turnSecret: { turnUrl: 'turn:127.0.0.1:3478' },
+      turnSecretFile: { turnUrl: 'turn:127.0.0.1:3478' },
+    };
+    const needs = Object.entries(companions[o.key] ?? {});
+    const flags = needs.flatMap(([k, v]) => [`--${flagName(k)}`, v]);
+    const env = Object.fromEntries(needs.map(([k, v]) => [envName(k), v]));
     assert.equal(String(loadConfig([...flags, `--${flagName(o.key)}`, sample], {}, none).config[o.key]), sample, o.key);
     assert.equal(String(loadConfig([], { ...env, [envName(o.key)]: sample }, none).config[o.key]), sample, o.key);
   }
@@ -139,4 +146,17 @@ test('a second STUN address (NAT behaviour discovery) is refused where it cannot
   const ok = loadConfig(['--host', '10.0.0.1', '--port', '3478', '--stun-other-host', '10.0.0.2'], {}, none).config;
   assert.equal(stunOtherPort(ok), 3479, 'the other port defaults to port + 1');
   assert.equal(stunOtherPort({ ...ok, stunOtherPort: 5000 }), 5000);
+});
+
+test('the relay settings: turn: URLs only, and a secret exactly when there is a relay', () => {
+  const ok = (argv: string[]) => loadConfig(argv, {}, none).config;
+  assert.equal(ok(['--turn-url', 'turn:relay.example.org:3478,turn:[2001:db8::1]:3479?transport=udp,turn:198.51.100.4', '--turn-secret', 's']).turnUrl,
+    'turn:relay.example.org:3478,turn:[2001:db8::1]:3479?transport=udp,turn:198.51.100.4');
+  const refused = (argv: string[], why: RegExp) => assert.throws(() => loadConfig(argv, {}, none), (e: unknown) => e instanceof ConfigError && why.test(e.message));
+  for (const bad of ['turns:relay:5349', 'turn:relay:3478?transport=tcp', 'stun:relay:3478', 'turn:relay:99999', 'relay:3478', 'turn:']) {
+    refused(['--turn-url', bad, '--turn-secret', 's'], /turnUrl \(--turn-url\) is .*: it must be turn:HOST:PORT URLs/);
+  }
+  refused(['--turn-url', 'turn:relay:3478'], /no secret to mint its credentials with/);
+  refused(['--turn-secret', 's'], /no relay to use it with/);
+  refused(['--turn-url', 'turn:relay:3478', '--turn-secret', 's', '--turn-secret-file', '/f'], /both set/);
 });

@@ -139,6 +139,22 @@ describe('several instances on one session directory', { skip }, () => {
     x.close(); y.close();
   });
 
+  test('a relayed address crosses instances with the push, into the target\'s income', async () => {
+    const x = await client(a), y = await client(c);
+    const idX = await x.announce();
+    await y.announce();
+    await pointerOf(redis, idX);
+    const r = await push(y, idX, 'pushReceived'); // without relay first: a plain push
+    assert.equal(r.data!.peerShareId, idX);
+    await x.next('income');
+    y.send({ action: 'push', shareId: idX, relay: '198.51.100.9:49160' });
+    await y.next('pushReceived');
+    const income = await x.next('income');
+    assert.equal(income.from, `${a.host}:${a.port}`);
+    assert.equal(income.data!.relay, '198.51.100.9:49160');
+    x.close(); y.close();
+  });
+
   test('the desktop client\'s dialect works across instances: pushed from its instance, income from the other', async () => {
     const x = await client(a), y = await client(c);
     const idX = await legacySession(x), idY = await legacySession(y);

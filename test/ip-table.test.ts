@@ -8,7 +8,7 @@ function ip(n: number): Uint8Array {
   k[10] = 0xff; k[11] = 0xff; k[12] = 10; k[13] = (n >> 16) & 255; k[14] = (n >> 8) & 255; k[15] = n & 255;
   return k;
 }
-const limits: IpLimits = { rate: 10, burst: 5, pushRate: 1, pushBurst: 2, maxCredit: 1000, capacity: 100_000, idleMs: 60_000, tickMs: 1000 };
+const limits: IpLimits = { rate: 10, burst: 5, relayRate: 4, relayBurst: 16, pushRate: 1, pushBurst: 2, maxCredit: 1000, capacity: 100_000, idleMs: 60_000, tickMs: 1000 };
 
 test('the request bucket allows the burst, then refills at the rate', () => {
   let now = 0;

@@ -94,3 +94,21 @@ test('--directory-password-file: the password comes from a file (as Docker and K
     await redis.stop();
   }
 });
+
+test('the TURN secret, from a flag or a file, is never logged, printed or served', { timeout: 60_000 }, async () => {
+  const secretText = secret();
+  const file = join(dir, 'turn-secret');
+  writeFileSync(file, `${secretText}\n`);
+  for (const given of [['--turn-secret', secretText], ['--turn-secret-file', file]]) {
+    const said = await everythingSaid(['--turn-url', 'turn:127.0.0.1:3478', ...given], /^ok/);
+    assert.ok(!said.includes(secretText), `${given[0]}: the secret appears nowhere`);
+    const printed = await runCli(['--print-config', '--turn-url', 'turn:127.0.0.1:3478', ...given]);
+    assert.equal(printed.code, 0);
+    assert.ok(!(printed.stdout + printed.stderr).includes(secretText));
+    if (given[0] === '--turn-secret') assert.match(printed.stdout, /"turnSecret": "<redacted>"/);
+  }
+  const both = await runCli(['--turn-url', 'turn:127.0.0.1:3478', '--turn-secret', secretText, '--turn-secret-file', file]);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /turnSecret and turnSecretFile are both set/);
+  assert.ok(!(both.stdout + both.stderr).includes(secretText));
+});

@@ -45,6 +45,8 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     restored: counter('sobani_restored_sessions_total', 'Sessions restored from a snapshot at start.'),
     restarts: counter('sobani_shard_restarts_total', 'Shard threads replaced after a crash.', ['shard']),
     lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
+    relayCredentials: counter('sobani_relay_credentials_total', 'Relay (TURN) credentials handed out, by result: minted, or reused (asked again within relayInterval).', ['result']),
+    relayForwarded: counter('sobani_relay_forwarded_total', 'Pushes that carried a relayed address to their target (in income).'),
     stunRequests: counter('sobani_stun_requests_total', 'STUN messages received, by kind: binding, indication, bad-request (answered 400), unknown-attributes (answered 420), not-a-request, malformed, bad-fingerprint (the last three dropped).', ['kind']),
     stunResponses: counter('sobani_stun_responses_total', 'STUN responses sent, by result (success, error).', ['result']),
     stunErrors: counter('sobani_stun_errors_total', 'STUN error responses sent, by code (400, 420).', ['code']),
@@ -78,7 +80,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
 
   const update = (s: TrackerStats): void => {
     for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
-      m.stunRequests, m.stunResponses, m.stunErrors,
+      m.stunRequests, m.stunResponses, m.stunErrors, m.relayCredentials, m.relayForwarded,
       m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served]) c.reset();
     for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp]) g.reset();
     const d = s.directory;
@@ -115,6 +117,9 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     incAll(m.stunRequests, sums.stunRequests, (kind) => ({ kind }));
     incAll(m.stunResponses, sums.stunResponses, (result) => ({ result }));
     incAll(m.stunErrors, sums.stunErrors, (code) => ({ code }));
+    m.relayCredentials.inc({ result: 'minted' }, sums.relayMinted);
+    m.relayCredentials.inc({ result: 'reused' }, sums.relayReused);
+    m.relayForwarded.inc(sums.relayForwarded);
     m.expired.inc(sums.expired);
     m.forwarded.inc(sums.forwarded);
     m.restored.inc(sums.restored);
@@ -142,12 +147,12 @@ function incAll(c: Counter<string>, counts: Record<string, number>, labels: (key
 
 type Sums = Pick<ShardCountersSnapshot, 'datagramsIn' | 'datagramsOut' | 'errors' | 'drops' | 'unknownSession' | 'batchSizes' |
   'stunRequests' | 'stunResponses' | 'stunErrors'> &
-  { expired: number; forwarded: number; restored: number; batchedDatagrams: number };
+  { expired: number; forwarded: number; restored: number; batchedDatagrams: number; relayMinted: number; relayReused: number; relayForwarded: number };
 
 /** Totals over shards; a shard that did not answer (null counters) adds nothing. */
 function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
   const s: Sums = { datagramsIn: {}, datagramsOut: {}, errors: {}, drops: {}, unknownSession: {}, stunRequests: {}, stunResponses: {}, stunErrors: {},
-    batchSizes: BATCH_BUCKETS.map(() => 0), expired: 0, forwarded: 0, restored: 0, batchedDatagrams: 0 };
+    batchSizes: BATCH_BUCKETS.map(() => 0), expired: 0, forwarded: 0, restored: 0, batchedDatagrams: 0, relayMinted: 0, relayReused: 0, relayForwarded: 0 };
   const add = (into: Record<string, number>, from: Record<string, number>): void => {
     for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
   };
@@ -158,6 +163,7 @@ function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
     add(s.stunRequests, c.stunRequests); add(s.stunResponses, c.stunResponses); add(s.stunErrors, c.stunErrors);
     c.batchSizes.forEach((n, i) => { s.batchSizes[i]! += n; });
     s.expired += c.expired; s.forwarded += c.forwarded; s.restored += c.restored; s.batchedDatagrams += c.batchedDatagrams;
+    s.relayMinted += c.relayMinted; s.relayReused += c.relayReused; s.relayForwarded += c.relayForwarded;
   }
   return s;
 }

@@ -186,7 +186,7 @@ function checkBlock(v: unknown, idLen: number, part: number, version: number): S
   const column = (c: unknown, width: number): boolean => c instanceof Uint8Array && c.length === (b!.count as number) * width;
   const ok = b !== null && typeof b === 'object' && isCount(b.count) &&
     column(b.addr, ADDR_BYTES) && column(b.port, 2) && column(b.dialect, 1) && column(b.flags, 1) && column(b.ids, idLen) && column(b.ttlMs, 4) &&
-    (version === 1 || column(b.nat, 1)) &&
+    (version === 1 || (column(b.nat, 1) && column(b.relayExpiry, 4))) &&
     Array.isArray(b.overrides) && b.overrides.every((o) => Array.isArray(o) && Number.isInteger(o[0]) && o[0] >= 0 &&
       o[0] < b.count! && isOptString(o[1]) && Number.isInteger(o[2]) && o[2] >= 0 && o[2] <= 65535 && isOptString(o[3]));
   if (!ok) throw new SnapshotError(`the file is corrupt: part ${part} is not a session block`);
@@ -203,6 +203,7 @@ function upgrade(b: SessionBlock, version: number): SessionBlock {
   if (version !== 1) return b;
   for (let i = 0; i < b.count; i++) if (b.dialect[i] !== UNKNOWN) b.flags[i]! |= KEPT_ALIVE;
   b.nat = new Uint8Array(b.count);
+  b.relayExpiry = new Uint8Array(b.count * 4);
   return b;
 }
 
@@ -228,7 +229,7 @@ export function routeSessions(blocks: readonly SessionBlock[], shards: number, i
   for (const t of plans) for (let i = 0; i < t.length; i++) if (t[i]! >= 0) counts[t[i]!]!++;
   const perShard = counts.map((n): SessionBlock => ({
     count: 0, addr: new Uint8Array(n * ADDR_BYTES), port: new Uint8Array(n * 2), dialect: new Uint8Array(n),
-    flags: new Uint8Array(n), nat: new Uint8Array(n), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
+    flags: new Uint8Array(n), nat: new Uint8Array(n), relayExpiry: new Uint8Array(n * 4), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
   }));
   const ttlViews = perShard.map((b) => new DataView(b.ttlMs.buffer));
   blocks.forEach((b, k) => copySessions(b, plans[k]!, perShard, ttlViews, idLen, elapsedMs));
@@ -248,6 +249,7 @@ function copySessions(from: SessionBlock, target: Int32Array, to: SessionBlock[]
     b.dialect[j] = from.dialect[i]!;
     b.flags[j] = from.flags[i]!;
     b.nat[j] = from.nat[i]!;
+    b.relayExpiry.set(from.relayExpiry.subarray(i * 4, i * 4 + 4), j * 4);
     b.ids.set(from.ids.subarray(i * idLen, (i + 1) * idLen), j * idLen);
     toTtl[s]!.setUint32(j * 4, ttl.getUint32(i * 4) - elapsedMs);
   }
@@ -277,7 +279,7 @@ export async function restoreSnapshot(file: string, shareIdLength: number, links
     const { perShard, expired, invalid } = routeSessions(blocks, links.length, shareIdLength, elapsedMs);
     const added = await Promise.all(links.map((l, s) => {
       const b = perShard[s]!;
-      return l.control('import', b, 0, [b.addr.buffer, b.port.buffer, b.dialect.buffer, b.flags.buffer, b.nat.buffer, b.ids.buffer, b.ttlMs.buffer] as ArrayBuffer[]);
+      return l.control('import', b, 0, [b.addr.buffer, b.port.buffer, b.dialect.buffer, b.flags.buffer, b.nat.buffer, b.relayExpiry.buffer, b.ids.buffer, b.ttlMs.buffer] as ArrayBuffer[]);
     }));
     const restored = added.reduce<number>((n, a) => n + (typeof a === 'number' ? a : 0), 0);
     log.info({ file, restored, expired, skipped: header.sessions - restored - expired, invalid,

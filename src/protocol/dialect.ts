@@ -122,7 +122,12 @@ function error(code: ErrorCode, message: string = ERROR_CODES[code]): PushPlan {
   return { toRequester: [[errorJson(code, message)]], toTarget: null };
 }
 
-export function pushPlan(requesterDialect: number, requester: PeerView, targetDialect: number, target: PeerView): PushPlan {
+/**
+ * The replies to a push. `relay`: a relayed address the requester allocated for
+ * this pair (only a proved requester may name one); the target is told in income,
+ * unless it is a legacy client, which could not use it.
+ */
+export function pushPlan(requesterDialect: number, requester: PeerView, targetDialect: number, target: PeerView, relay: string | null = null): PushPlan {
   // A legacy client cannot read an IPv6 peeraddr; an unknown one might be legacy.
   if (requesterDialect === LEGACY && target.ipv6) return error('PEER_ADDRESS_UNSUPPORTED');
   if (targetDialect !== DOCUMENTED && requester.ipv6) {
@@ -139,6 +144,12 @@ export function pushPlan(requesterDialect: number, requester: PeerView, targetDi
   const toRequester = requesterDialect === DOCUMENTED ? [documented]
     : requesterDialect === LEGACY ? [legacy]
     : target.ipv6 ? [documented] : [documented, legacy];
-  const toTarget = `{"action":"income","data":{"peeraddr":"${formatPeerAddr(requester.ip, requester.port)}","peerShareId":"${requester.shareId}"${natFields(target, requester)}}}`;
+  const relayField = relay !== null && targetDialect !== LEGACY ? `,"relay":"${relay}"` : '';
+  const toTarget = `{"action":"income","data":{"peeraddr":"${formatPeerAddr(requester.ip, requester.port)}","peerShareId":"${requester.shareId}"${natFields(target, requester)}${relayField}}}`;
   return { toRequester, toTarget };
+}
+
+// ---- relay credentials (documented dialect only: the desktop client cannot relay)
+export function relayReceived(urls: readonly string[], c: { username: string; credential: string; ttl: number }): string {
+  return JSON.stringify({ action: 'relayReceived', data: { urls, username: c.username, credential: c.credential, ttl: c.ttl } });
 }

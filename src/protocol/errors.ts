@@ -6,7 +6,7 @@ export const ERROR_CODES = {
   NOT_JSON: 'the datagram is not valid UTF-8 JSON',
   NOT_AN_OBJECT: 'the message must be a JSON object such as {"action":"pulse"}',
   MISSING_ACTION: 'the message has no "action" field',
-  UNKNOWN_ACTION: '"action" must be one of announce, pulse, alive, push',
+  UNKNOWN_ACTION: '"action" must be one of announce, pulse, alive, push, relay',
   INVALID_FIELD: 'a field has the wrong type',
   FIELD_TOO_LONG: 'a field is longer than allowed',
   INVALID_IP: '"ip" must be an IPv4 or IPv6 address literal',
@@ -19,6 +19,9 @@ export const ERROR_CODES = {
   PEER_ADDRESS_UNSUPPORTED: 'the peer has only an IPv6 address, which this (legacy) client cannot read',
   PEER_UNREACHABLE: 'that shareId belongs to another tracker instance, which did not answer: it may have stopped',
   DIRECTORY_UNAVAILABLE: 'the session directory shared by the tracker instances cannot be reached right now; try again soon',
+  RELAY_NOT_CONFIGURED: 'this tracker has no relay (TURN server) to hand out credentials for',
+  PROOF_REQUIRED: 'prove that you receive at your address first: pulse with your own shareId',
+  RELAY_RATE_LIMITED: 'too many relay requests from this IP address; try again in a second',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -2,7 +2,7 @@
 // request or an error out; never throws. Both dialects share these requests:
 // they differ only in the keep-alive verb (pulse / alive) and in the replies
 // (see dialect.ts).
-import { canonicalIp } from './address.js';
+import { canonicalIp, formatPeerAddr } from './address.js';
 import type { ErrorCode } from './errors.js';
 import { NAT_FIELD_ERROR, NAT_NOT_REPORTED, natCode } from './nat.js';
 
@@ -26,10 +26,16 @@ export interface PulseRequest {
   /** The `nat` field (protocol/nat.ts natCode), or NAT_NOT_REPORTED. */
   readonly nat: number;
 }
-export interface PushRequest { readonly action: 'push'; readonly shareId: string }
+export interface PushRequest {
+  readonly action: 'push';
+  readonly shareId: string;
+  /** A relayed address ("ip:port", canonical) the requester allocated for this pair (the README's "Relay"), or null. */
+  readonly relay: string | null;
+}
+export interface RelayRequest { readonly action: 'relay' }
 export interface InvalidRequest { readonly action: 'invalid'; readonly code: ErrorCode; readonly message?: string }
 
-export type Request = AnnounceRequest | AliveRequest | PulseRequest | PushRequest | InvalidRequest;
+export type Request = AnnounceRequest | AliveRequest | PulseRequest | PushRequest | RelayRequest | InvalidRequest;
 
 export interface ParseLimits {
   readonly shareIdLength: number;
@@ -39,6 +45,7 @@ export interface ParseLimits {
 const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: false, nat: NAT_NOT_REPORTED });
 const DESKTOP_ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: true, nat: NAT_NOT_REPORTED });
 const ALIVE: AliveRequest = Object.freeze({ action: 'alive' });
+const RELAY: RelayRequest = Object.freeze({ action: 'relay' });
 const PLAIN_PULSE: PulseRequest = Object.freeze({ action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: null, nat: NAT_NOT_REPORTED });
 
 // The exact bytes real clients send for the hot verbs; matched before JSON.parse
@@ -89,6 +96,7 @@ export function parseRequest(buf: Uint8Array, off: number, len: number, limits: 
     case 'alive': return ALIVE;
     case 'pulse': return parsePulse(m, limits);
     case 'push': return parsePush(m, limits);
+    case 'relay': return RELAY;
     default: return invalid('UNKNOWN_ACTION');
   }
 }
@@ -148,5 +156,18 @@ function parsePush(m: Record<string, unknown>, limits: ParseLimits): Request {
   if (id === undefined || id === null) return invalid('INVALID_FIELD', 'push needs "shareId", the shareId of the peer to reach');
   if (typeof id !== 'string') return invalid('INVALID_FIELD', '"shareId" must be a string');
   if (id.length > limits.shareIdLength) return invalid('FIELD_TOO_LONG', `"shareId" is longer than ${limits.shareIdLength} characters`);
-  return { action: 'push', shareId: id };
+  if (m.relay === undefined || m.relay === null) return { action: 'push', shareId: id, relay: null };
+  const relay = typeof m.relay === 'string' && m.relay.length <= 72 ? canonicalEndpoint(m.relay) : null;
+  if (relay === null) return invalid('INVALID_FIELD', '"relay" must be the relayed address as "ip:port" (or "[ipv6]:port")');
+  return { action: 'push', shareId: id, relay };
+}
+
+/** "1.2.3.4:5" or "[v6]:5" with an IP literal and a port 1-65535, canonical; else null. */
+function canonicalEndpoint(text: string): string | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(text);
+  if (m === null) return null;
+  const ip = canonicalIp(m[1] ?? m[2]!);
+  const port = Number(m[3]);
+  if (ip === null || port < 1 || port > 65535) return null;
+  return formatPeerAddr(ip, port);
 }

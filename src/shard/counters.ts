@@ -10,9 +10,9 @@ export type DropReason = 'amplification' | 'rate_limited' | 'push_rate_limited' 
   'not_stun' | 'stun_malformed' | 'stun_bad_fingerprint' | 'stun_not_a_request';
 
 /** Request actions by index; INCOME is outgoing only (the datagram a push sends its target); STUN is any STUN message. */
-export const ACTIONS = ['announce', 'pulse', 'alive', 'push', 'invalid', 'income', 'stun'] as const;
-export const ANNOUNCE = 0, PULSE = 1, ALIVE = 2, PUSH = 3, INVALID = 4, INCOME = 5, STUN = 6;
-const ACTION_INDEX: Record<string, number> = { announce: ANNOUNCE, pulse: PULSE, alive: ALIVE, push: PUSH, invalid: INVALID };
+export const ACTIONS = ['announce', 'pulse', 'alive', 'push', 'invalid', 'income', 'stun', 'relay'] as const;
+export const ANNOUNCE = 0, PULSE = 1, ALIVE = 2, PUSH = 3, INVALID = 4, INCOME = 5, STUN = 6, RELAY = 7;
+const ACTION_INDEX: Record<string, number> = { announce: ANNOUNCE, pulse: PULSE, alive: ALIVE, push: PUSH, invalid: INVALID, relay: RELAY };
 const DIALECTS = DIALECT_NAMES.length;
 
 /** Upper bounds of the batch-size histogram: 1, 2, 4, ... 65536 datagrams (a batch holds at most 0xffff). */
@@ -31,6 +31,9 @@ export interface ShardCountersSnapshot {
   batchedDatagrams: number;
   forwarded: number;
   incomes: number;
+  relayMinted: number;
+  relayReused: number;
+  relayForwarded: number;
   expired: number;
   restored: number;
   /** STUN messages by what they are (stun/binding.ts StunVerdict), responses by result, error responses by code */
@@ -48,7 +51,7 @@ export function actionIndex(action: string): number {
 }
 
 export class ShardCounters {
-  private readonly requests: Record<string, number> = { announce: 0, pulse: 0, alive: 0, push: 0, invalid: 0 };
+  private readonly requests: Record<string, number> = { announce: 0, pulse: 0, alive: 0, push: 0, relay: 0, invalid: 0 };
   private readonly inByKind = new Float64Array(ACTIONS.length * DIALECTS);
   private readonly outByKind = new Float64Array(ACTIONS.length * DIALECTS);
   private readonly unknownSessions: Record<string, number> = {};
@@ -61,6 +64,10 @@ export class ShardCounters {
   private batchedDatagrams = 0;
   forwarded = 0;
   incomes = 0;
+  /** relay credentials minted, and handed out again (relayInterval); pushes that carried a relayed address to their target */
+  relayMinted = 0;
+  relayReused = 0;
+  relayForwarded = 0;
   expired = 0;
   restored = 0;
 
@@ -96,6 +103,9 @@ export class ShardCounters {
       batchedDatagrams: this.batchedDatagrams,
       forwarded: this.forwarded,
       incomes: this.incomes,
+      relayMinted: this.relayMinted,
+      relayReused: this.relayReused,
+      relayForwarded: this.relayForwarded,
       expired: this.expired,
       restored: this.restored,
       stunRequests: { ...this.stunRequests },

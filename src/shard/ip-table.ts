@@ -17,6 +17,9 @@ export interface IpLimits {
   /** push attempts per second per IP, and the burst allowed */
   pushRate: number;
   pushBurst: number;
+  /** relay requests per second per IP, and the burst allowed */
+  relayRate: number;
+  relayBurst: number;
   /** bytes of reply credit an IP may bank */
   maxCredit: number;
   capacity: number;
@@ -58,6 +61,7 @@ export class IpTable {
   credit: Float32Array;
   private tokens: Float32Array;
   private pushTokens: Float32Array;
+  private relayTokens: Float32Array;
   private lastMs: Uint32Array; // ms since the table was made (wraps after 49 days; differences stay right)
   private readonly epoch: number;
   sessions: Uint32Array;
@@ -72,6 +76,7 @@ export class IpTable {
     this.credit = new Float32Array(initial);
     this.tokens = new Float32Array(initial);
     this.pushTokens = new Float32Array(initial);
+    this.relayTokens = new Float32Array(initial);
     this.lastMs = new Uint32Array(initial);
     this.epoch = now();
     this.sessions = new Uint32Array(initial);
@@ -118,6 +123,7 @@ export class IpTable {
       this.credit[slot] = 0;
       this.tokens[slot] = this.limits.burst;
       this.pushTokens[slot] = this.limits.pushBurst;
+      this.relayTokens[slot] = this.limits.relayBurst;
       this.lastMs[slot] = this.msNow();
       this.sessions[slot] = 0;
       this.put(slot);
@@ -135,6 +141,7 @@ export class IpTable {
     const l = this.limits;
     this.tokens[slot] = Math.min(l.burst, this.tokens[slot]! + dt * l.rate);
     this.pushTokens[slot] = Math.min(l.pushBurst, this.pushTokens[slot]! + dt * l.pushRate);
+    this.relayTokens[slot] = Math.min(l.relayBurst, this.relayTokens[slot]! + dt * l.relayRate);
     this.credit[slot] = Math.min(l.maxCredit, this.credit[slot]! + AMPLIFICATION_FACTOR * wireBytes);
     if (this.tokens[slot]! < 1) return false;
     this.tokens[slot]!--;
@@ -144,6 +151,12 @@ export class IpTable {
   takePushToken(slot: number): boolean {
     if (this.pushTokens[slot]! < 1) return false;
     this.pushTokens[slot]!--;
+    return true;
+  }
+
+  takeRelayToken(slot: number): boolean {
+    if (this.relayTokens[slot]! < 1) return false;
+    this.relayTokens[slot]!--;
     return true;
   }
 
@@ -188,6 +201,7 @@ export class IpTable {
     this.credit = f32(this.credit);
     this.tokens = f32(this.tokens);
     this.pushTokens = f32(this.pushTokens);
+    this.relayTokens = f32(this.relayTokens);
     this.lastMs = u32(this.lastMs);
     this.sessions = u32(this.sessions);
     this.freeSlots = Int32Array.from({ length: cap }, (_, i) => (i < old ? cap - 1 - i : 0));
@@ -199,7 +213,7 @@ export class IpTable {
   }
 
   get bytes(): number {
-    return this.keys.byteLength + this.credit.byteLength + this.tokens.byteLength + this.pushTokens.byteLength +
+    return this.keys.byteLength + this.credit.byteLength + this.tokens.byteLength + this.pushTokens.byteLength + this.relayTokens.byteLength +
       this.lastMs.byteLength + this.sessions.byteLength + this.index.byteLength + this.freeSlots.byteLength;
   }
 }

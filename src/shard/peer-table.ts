@@ -39,6 +39,7 @@ export class PeerTable {
   dialect: Uint8Array; // see protocol/dialect.ts
   flags: Uint8Array; // VERIFIED | KEPT_ALIVE
   nat: Uint8Array; // protocol/nat.ts: what the client reported (0: nothing)
+  relayExpiry: Uint32Array; // unix seconds the session's last relay credential expires (0: none yet)
   ids: Uint8Array; // idLength ASCII bytes per slot
   readonly overrides = new Map<number, Override>();
 
@@ -58,6 +59,7 @@ export class PeerTable {
     this.dialect = new Uint8Array(capacity);
     this.flags = new Uint8Array(capacity);
     this.nat = new Uint8Array(capacity);
+    this.relayExpiry = new Uint32Array(capacity);
     this.ids = new Uint8Array(capacity * idLength);
     this.byAddr = new Int32Array(capacity * 2);
     this.byId = new Int32Array(capacity * 2);
@@ -130,6 +132,7 @@ export class PeerTable {
     this.dialect[slot] = 0;
     this.flags[slot] = 0;
     this.nat[slot] = 0;
+    this.relayExpiry[slot] = 0;
     this.writeShareId(slot, shareId);
     indexPut(this.byAddr, this.addrHash(key, off, port), slot);
     indexPut(this.byId, this.idHashOfSlot(slot), slot);
@@ -165,7 +168,7 @@ export class PeerTable {
   private grow(): void {
     const old = this.capacity;
     const cap = old * 2;
-    const grown = <T extends Uint8Array | Uint16Array>(a: T, n: number): T => {
+    const grown = <T extends Uint8Array | Uint16Array | Uint32Array>(a: T, n: number): T => {
       const b = new (a.constructor as new (n: number) => T)(n);
       b.set(a);
       return b;
@@ -176,6 +179,7 @@ export class PeerTable {
     this.dialect = grown(this.dialect, cap);
     this.flags = grown(this.flags, cap);
     this.nat = grown(this.nat, cap);
+    this.relayExpiry = grown(this.relayExpiry, cap);
     this.ids = grown(this.ids, cap * this.idLength);
     this.freeSlots = new Int32Array(cap);
     for (let i = 0; i < old; i++) this.freeSlots[i] = cap - 1 - i; // all old slots are in use
@@ -193,7 +197,7 @@ export class PeerTable {
 
   /** Approximate bytes held by this table (for the bench and metrics). */
   get bytes(): number {
-    return this.addr.byteLength + this.port.byteLength + this.socket.byteLength + this.dialect.byteLength + this.flags.byteLength + this.nat.byteLength +
+    return this.addr.byteLength + this.port.byteLength + this.socket.byteLength + this.dialect.byteLength + this.flags.byteLength + this.nat.byteLength + this.relayExpiry.byteLength +
       this.ids.byteLength + this.byAddr.byteLength + this.byId.byteLength + this.freeSlots.byteLength;
   }
 }

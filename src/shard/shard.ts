@@ -6,7 +6,7 @@ import type { Config } from '../config.js';
 import { ADDR_BYTES, formatIp, isV4Mapped, parseIp } from '../protocol/address.js';
 import {
   ALIVED, LEGACY, PULSE_OK_PREFIX, PULSE_OK_SEED, PULSE_OK_SUFFIX, PULSE_OVERRIDDEN_PREFIX, PULSE_OVERRIDDEN_SEED,
-  PUSH_NO_SESSION, UNKNOWN, announceReplies, dialectOfAnnounce, dialectOfKeepAlive, keepAliveNoSession, pushPlan, type PeerView, type ReplyForms,
+  PUSH_NO_SESSION, UNKNOWN, announceReplies, relayReceived, dialectOfAnnounce, dialectOfKeepAlive, keepAliveNoSession, pushPlan, type PeerView, type ReplyForms,
 } from '../protocol/dialect.js';
 import { formatPeerAddr } from '../protocol/address.js';
 import { NAT_NOT_REPORTED } from '../protocol/nat.js';
@@ -23,10 +23,11 @@ import { CHANGE_IP, CHANGE_PORT, looksLikeStun } from '../stun/codec.js';
 import { BindingRequest, errorBytes, readRequest, successBytes, writeError, writeSuccess, type AddressRef, type Discovery } from '../stun/binding.js';
 import type { PointerWrite, PushForward, SessionBlock, ShardExtras } from '../wire/messages.js';
 import { pointerRefreshMs } from '../directory/cadence.js';
+import { turnCredentialFor } from '../relay/credentials.js';
 
 /** The settings a shard uses as configured (config.ts documents each), and its own. */
 export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceReply' | 'maxMultiaddr' |
-  'maxSessionsPerIp' | 'ipRate' | 'ipBurst' | 'pushRate' | 'pushBurst'> {
+  'maxSessionsPerIp' | 'ipRate' | 'ipBurst' | 'pushRate' | 'pushBurst' | 'relayRate' | 'relayBurst'> {
   index: number;
   shards: number;
   ttlMs: number;
@@ -43,14 +44,27 @@ export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceRe
    * IP and primary port, other IP and other port (io/stun-endpoints.ts). Else empty.
    */
   stunEndpoints: readonly { address: string; port: number }[];
+  /** The relay whose credentials this shard mints (config turnUrl), or null: none configured. */
+  relay: RelayOptions | null;
   now?: () => number;
+}
+
+/** What a shard needs to mint relay credentials (relay/credentials.ts) and hand them out. */
+export interface RelayOptions {
+  urls: string[];
+  /** the secret shared with coturn, read at start (config turnSecret or turnSecretFile) */
+  secret: string;
+  ttl: number;
+  interval: number;
 }
 
 /**
  * Shard `index`'s options under `config`: the settings it uses, and its share of the
- * totals. `io`: the datagram I/O's sockets, by index.
+ * totals. `io`: the datagram I/O's sockets, by index. `turnSecret`: the secret
+ * read at start, when a relay is configured.
  */
-export function shardOptions(config: Config, index: number, io: { socketTypes: readonly ('udp4' | 'udp6')[]; addresses: readonly { address: string; port: number }[] }): ShardOptions {
+export function shardOptions(config: Config, index: number, io: { socketTypes: readonly ('udp4' | 'udp6')[]; addresses: readonly { address: string; port: number }[] },
+  turnSecret: string | null = null): ShardOptions {
   return {
     index,
     shards: config.shards,
@@ -67,6 +81,10 @@ export function shardOptions(config: Config, index: number, io: { socketTypes: r
     ipBurst: config.ipBurst,
     pushRate: config.pushRate,
     pushBurst: config.pushBurst,
+    relayRate: config.relayRate,
+    relayBurst: config.relayBurst,
+    relay: config.turnUrl === '' || turnSecret === null ? null
+      : { urls: config.turnUrl.split(',').map((u) => u.trim()), secret: turnSecret, ttl: config.turnTtl, interval: config.relayInterval },
     pointerRefreshMs: config.directory === '' ? 0 : pointerRefreshMs(config.ttl),
   };
 }
@@ -151,7 +169,7 @@ export class Shard {
     this.minter = new ShareIdMinter(opts.shareIdLength);
     this.limits = { shareIdLength: opts.shareIdLength, maxMultiaddr: opts.maxMultiaddr };
     this.ips = new IpTable({
-      rate: opts.ipRate, burst: opts.ipBurst, pushRate: opts.pushRate, pushBurst: opts.pushBurst,
+      rate: opts.ipRate, burst: opts.ipBurst, pushRate: opts.pushRate, pushBurst: opts.pushBurst, relayRate: opts.relayRate, relayBurst: opts.relayBurst,
       maxCredit: 16 * 1024, capacity: opts.maxTrackedIps, idleMs: IP_IDLE_MS, tickMs: 1000,
     }, () => this.clock);
     this.forwards = new Array<PushForward[] | null>(opts.shards).fill(null);
@@ -290,7 +308,8 @@ export class Shard {
         this.keepAlive(req.action, req.action === 'pulse' ? req : null, port);
         break;
       case 'announce': this.announce(req, socket, port, bucket); break;
-      case 'push': this.push(req.shareId, port); break;
+      case 'push': this.push(req.shareId, req.relay, port); break;
+      case 'relay': this.relay(port); break;
       case 'invalid': this.rejectInvalid(req.code, req.message, port); break;
     }
     this.counters.in(this.action, this.peerDialect);
@@ -384,7 +403,32 @@ export class Shard {
     for (const reply of announceReplies(this.opts.announceReply, t.dialect[slot]!, t.shareId(slot))) this.sendFirstFitting(reply);
   }
 
-  private push(targetId: string, port: number): void {
+  /**
+   * Relay credentials (the README's "Relay"): only for a live session that proved it
+   * receives (the reply is larger than the request), at most relayRate a second per
+   * IP, and the same pair again while the last one is younger than relayInterval.
+   */
+  private relay(port: number): void {
+    const relay = this.opts.relay;
+    if (relay === null) return this.replyError('RELAY_NOT_CONFIGURED');
+    if (this.ip >= 0 && !this.ips.takeRelayToken(this.ip)) return this.replyError('RELAY_RATE_LIMITED');
+    const slot = this.table.findByAddress(this.key, 0, port);
+    if (slot < 0) { this.counters.unknownSession('relay'); return this.replyError('NO_SESSION'); }
+    this.peerDialect = this.table.dialect[slot]!;
+    this.verified = (this.table.flags[slot]! & VERIFIED) !== 0;
+    if (!this.verified) return this.replyError('PROOF_REQUIRED');
+    const nowMs = Date.now(); // wall clock: coturn reads the expiry as unix seconds
+    const now = Math.floor(nowMs / 1000);
+    let expiry = this.table.relayExpiry[slot]!;
+    if (expiry === 0 || now >= expiry - relay.ttl + relay.interval) {
+      expiry = now + relay.ttl;
+      this.table.relayExpiry[slot] = expiry;
+      this.counters.relayMinted++;
+    } else this.counters.relayReused++;
+    this.sendReply(relayReceived(relay.urls, turnCredentialFor(relay.secret, this.table.shareId(slot), expiry, nowMs)));
+  }
+
+  private push(targetId: string, relay: string | null, port: number): void {
     // Every push spends a push token, so guessing shareIds is slow (and counted).
     if (this.ip >= 0 && !this.ips.takePushToken(this.ip)) { this.counters.drop('push_rate_limited'); return; }
     const slot = this.table.findByAddress(this.key, 0, port);
@@ -395,18 +439,20 @@ export class Shard {
     }
     this.peerDialect = this.table.dialect[slot]!;
     this.verified = (this.table.flags[slot]! & VERIFIED) !== 0;
+    // A relayed address sends the target there: only a requester that proved where it is may name one.
+    if (relay !== null && !this.verified) return this.replyError('PROOF_REQUIRED');
     const bucket = this.minter.bucketOf(targetId);
     if (bucket < 0) return this.replyError('UNKNOWN_SHARE_ID');
     const target = shardOfBucket(bucket, this.opts.shards);
     if (target === this.opts.index && (this.opts.pointerRefreshMs === 0 || this.table.findByShareId(targetId) >= 0)) {
-      this.resolvePush({ target: targetId, dialect: this.table.dialect[slot]!, requester: this.view(slot) }, slot);
+      this.resolvePush({ target: targetId, dialect: this.table.dialect[slot]!, requester: this.view(slot), ...(relay !== null ? { relay } : {}) }, slot);
       return;
     }
     // To another shard, or (when no shard here holds it) to the directory: the push
     // carries where its replies go and the requester's reply budget.
     const f: PushForward = {
       target: targetId, socket: this.table.socket[slot]!, address: this.sendAddress(slot), port,
-      dialect: this.table.dialect[slot]!, requester: this.view(slot), grant: this.takeGrant(),
+      dialect: this.table.dialect[slot]!, requester: this.view(slot), grant: this.takeGrant(), ...(relay !== null ? { relay } : {}),
     };
     if (target === this.opts.index) {
       (this.extras.lookups ??= []).push(f);
@@ -420,7 +466,7 @@ export class Shard {
    * Answers a push whose target belongs in this shard. requesterSlot is -1 when
    * the requester lives in another shard or instance (f then says where replies go).
    */
-  private resolvePush(f: Pick<PushForward, 'target' | 'dialect' | 'requester' | 'remote'>, requesterSlot: number): void {
+  private resolvePush(f: Pick<PushForward, 'target' | 'dialect' | 'requester' | 'remote' | 'relay'>, requesterSlot: number): void {
     const t = this.table.findByShareId(f.target);
     if (t < 0) {
       // Not here: with a directory, a push from this instance may find it in another one.
@@ -431,7 +477,8 @@ export class Shard {
       return this.replyError('UNKNOWN_SHARE_ID');
     }
     if (t === requesterSlot) return this.replyError('SELF_PUSH');
-    const plan = pushPlan(f.dialect, f.requester, this.table.dialect[t]!, this.view(t));
+    const plan = pushPlan(f.dialect, f.requester, this.table.dialect[t]!, this.view(t), f.relay ?? null);
+    if (f.relay !== undefined && plan.toTarget !== null) this.counters.relayForwarded++;
     for (const reply of plan.toRequester) this.sendFirstFitting(reply);
     if (plan.toTarget === null) { this.counters.error('PEER_ADDRESS_UNSUPPORTED'); return; }
     // income goes to where the target really is, never to an override. It is not
@@ -671,9 +718,9 @@ export class Shard {
     const t = this.table, n = t.size, idLen = t.idLength;
     const block: SessionBlock = {
       count: n, addr: new Uint8Array(n * ADDR_BYTES), port: new Uint8Array(n * 2), dialect: new Uint8Array(n),
-      flags: new Uint8Array(n), nat: new Uint8Array(n), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
+      flags: new Uint8Array(n), nat: new Uint8Array(n), relayExpiry: new Uint8Array(n * 4), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
     };
-    const ports = new DataView(block.port.buffer), ttls = new DataView(block.ttlMs.buffer);
+    const ports = new DataView(block.port.buffer), ttls = new DataView(block.ttlMs.buffer), relays = new DataView(block.relayExpiry.buffer);
     this.clock = this.readClock();
     const now = this.tick();
     let i = 0;
@@ -687,6 +734,7 @@ export class Shard {
       block.dialect[i] = t.dialect[slot]!;
       block.flags[i] = t.flags[slot]!;
       block.nat[i] = t.nat[slot]!;
+      relays.setUint32(i * 4, t.relayExpiry[slot]!);
       for (let k = 0; k < idLen; k++) block.ids[i * idLen + k] = t.ids[slot * idLen + k]!;
       ttls.setUint32(i * 4, Math.max(0, (due - now) * this.tickMs));
       const o = t.overrides.get(slot);
@@ -705,6 +753,7 @@ export class Shard {
     const t = this.table, idLen = t.idLength;
     const ports = new DataView(b.port.buffer, b.port.byteOffset, b.port.byteLength);
     const ttls = new DataView(b.ttlMs.buffer, b.ttlMs.byteOffset, b.ttlMs.byteLength);
+    const relays = new DataView(b.relayExpiry.buffer, b.relayExpiry.byteOffset, b.relayExpiry.byteLength);
     const slots = new Int32Array(b.count).fill(-1);
     this.clock = this.readClock();
     const now = this.tick();
@@ -721,6 +770,7 @@ export class Shard {
       t.dialect[slot] = b.dialect[i]!;
       t.flags[slot] = b.flags[i]!; // a verified client stays verified
       t.nat[slot] = b.nat[i]!;
+      t.relayExpiry[slot] = relays.getUint32(i * 4);
       const ticks = Math.min(this.ttlTicks, Math.max(1, Math.ceil(ttls.getUint32(i * 4) / this.tickMs)));
       this.wheel.schedule(slot, now + ticks);
       slots[i] = slot;

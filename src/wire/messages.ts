@@ -26,6 +26,8 @@ export interface PushForward {
   failed?: ErrorCode;
   /** the push came from another instance: the requester's replies go back to it */
   remote?: { from: string; req: number };
+  /** a relayed address the requester allocated for this pair, for the target's income */
+  relay?: string;
 }
 
 /** A pointer the session directory should hold: shareId -> this instance, and what push reports. */
@@ -74,6 +76,8 @@ export interface SessionBlock {
   flags: Uint8Array;
   /** u8 each, protocol/nat.ts: the NAT type the client reported (0: none) */
   nat: Uint8Array;
+  /** u32 each: unix seconds the session's last relay credential expires (0: none) */
+  relayExpiry: Uint8Array;
   /** shareIdLength ASCII bytes each */
   ids: Uint8Array;
   /** u32 each: ms of ttl left */

@@ -1,0 +1,181 @@
+// The tracker's side of the relay, over real UDP with raw datagrams: relay
+// credentials minted in coturn's use-auth-secret scheme for proved sessions only,
+// every limit hit, and a relayed address carried from a push into the target's
+// income. (That coturn accepts what is minted: test/relay-coturn.test.ts.)
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startTracker } from '../src/tracker.js';
+import { freePort, httpGet, sample } from './helpers/ops.js';
+import { PADDED_ANNOUNCE, TEST_IO, WirePeer, withTracker } from './helpers/wire.js';
+
+const SECRET = 'the-secret-coturn-has';
+const RELAY = { turnUrl: 'turn:127.0.0.1:3478,turn:[::1]:3479', turnSecret: SECRET };
+
+/** A documented session that proved it receives. */
+async function proved(p: WirePeer): Promise<string> {
+  return p.announce();
+}
+
+/** A session that announced but never proved it receives. */
+async function unproved(p: WirePeer): Promise<string> {
+  const id = (await p.request(PADDED_ANNOUNCE, 'announceReceived')).data!.shareId as string;
+  await p.drain(100);
+  return id;
+}
+
+const hmac = (username: string) => createHmac('sha1', SECRET).update(username).digest('base64');
+
+test('without a relay configured, a relay request gets RELAY_NOT_CONFIGURED', () =>
+  withTracker({}, async (_t, target) => {
+    const p = await WirePeer.open(target, '127.0.62.1');
+    await proved(p);
+    const r = await p.request({ action: 'relay' }, 'error');
+    assert.equal(r.data!.code, 'RELAY_NOT_CONFIGURED');
+    p.close();
+  }));
+
+test('a proved session gets credentials coturn\'s use-auth-secret checks: "<expiry>:<shareId>", base64(HMAC-SHA1(secret, username))', () =>
+  withTracker(RELAY, async (_t, target) => {
+    const p = await WirePeer.open(target, '127.0.62.2');
+    const shareId = await proved(p);
+    const before = Math.floor(Date.now() / 1000);
+    const r = await p.request({ action: 'relay' }, 'relayReceived');
+    const d = r.data as { urls: string[]; username: string; credential: string; ttl: number };
+    assert.deepEqual(d.urls, ['turn:127.0.0.1:3478', 'turn:[::1]:3479']);
+    const [expiry, id] = d.username.split(':');
+    assert.equal(id, shareId);
+    assert.ok(Number(expiry) >= before + 600 && Number(expiry) <= before + 601, `expiry ${expiry}, now ${before}`);
+    assert.equal(d.credential, hmac(d.username));
+    assert.equal(d.ttl, 600);
+    p.close();
+  }));
+
+test('no session, or a session that never proved it receives: no credentials', () =>
+  withTracker(RELAY, async (_t, target) => {
+    const stranger = await WirePeer.open(target, '127.0.62.3');
+    assert.equal((await stranger.request({ action: 'relay' }, 'error')).data!.code, 'NO_SESSION');
+    const p = await WirePeer.open(target, '127.0.62.4');
+    await unproved(p);
+    const r = await p.request({ action: 'relay' }, 'error');
+    assert.equal(r.data!.code, 'PROOF_REQUIRED');
+    assert.ok(!r.raw.includes('credential'));
+    stranger.close(); p.close();
+  }));
+
+test('per session: asked again within relayInterval, the same credentials with less ttl; after it, new ones', () =>
+  withTracker({ ...RELAY, relayInterval: 2 }, async (tracker, target) => {
+    const p = await WirePeer.open(target, '127.0.62.5');
+    await proved(p);
+    const first = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
+    await sleep(1100);
+    const again = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
+    assert.equal(again.username, first.username);
+    assert.equal(again.credential, first.credential);
+    assert.ok((again.ttl as number) < (first.ttl as number), `ttl ${again.ttl} after ${first.ttl}`);
+    await sleep(1200);
+    const fresh = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
+    assert.notEqual(fresh.username, first.username);
+    assert.equal(fresh.credential, hmac(fresh.username as string));
+    const c = (await tracker.stats()).shards.reduce((n, s) => ({ minted: n.minted + s.counters.relayMinted, reused: n.reused + s.counters.relayReused }), { minted: 0, reused: 0 });
+    assert.deepEqual(c, { minted: 2, reused: 1 });
+    p.close();
+  }));
+
+test('per IP: past relayRate (with its burst) a request gets RELAY_RATE_LIMITED', () =>
+  withTracker({ ...RELAY, relayRate: 1, relayBurst: 2 }, async (_t, target) => {
+    const a = await WirePeer.open(target, '127.0.62.6');
+    const b = await WirePeer.open(target, '127.0.62.6'); // a second session behind the same IP
+    await proved(a);
+    await proved(b);
+    await a.request({ action: 'relay' }, 'relayReceived');
+    await b.request({ action: 'relay' }, 'relayReceived');
+    const limited = await a.request({ action: 'relay' }, 'error');
+    assert.equal(limited.data!.code, 'RELAY_RATE_LIMITED');
+    await sleep(1100); // a token comes back
+    await b.request({ action: 'relay' }, 'relayReceived');
+    a.close(); b.close();
+  }));
+
+test('a push carrying a relayed address: the target finds it in income; only a proved requester may send one, and only an ip:port', () =>
+  withTracker(RELAY, async (_t, target) => {
+    const t = await WirePeer.open(target, '127.0.62.7');
+    const r = await WirePeer.open(target, '127.0.62.8');
+    const idT = await proved(t);
+    await proved(r);
+    const pushed = await r.request({ action: 'push', shareId: idT, relay: '198.51.100.9:49160' }, 'pushReceived');
+    assert.equal(pushed.data!.peerShareId, idT);
+    const income = await t.next('income');
+    assert.equal(income.data!.relay, '198.51.100.9:49160');
+    // an IPv6 relayed address, canonical
+    await r.request({ action: 'push', shareId: idT, relay: '[2001:DB8:0:0::7]:3000' }, 'pushReceived');
+    assert.equal((await t.next('income')).data!.relay, '[2001:db8::7]:3000');
+    for (const bad of ['198.51.100.9', 'relay.example:3478', '198.51.100.9:0', '[::1:3478', 7]) {
+      const e = await r.request({ action: 'push', shareId: idT, relay: bad }, 'error');
+      assert.equal(e.data!.code, 'INVALID_FIELD', String(bad));
+    }
+    // a requester that never proved where it is cannot send anyone to an address of its choice
+    const u = await WirePeer.open(target, '127.0.62.9');
+    await unproved(u);
+    assert.equal((await u.request({ action: 'push', shareId: idT, relay: '198.51.100.9:49160' }, 'error')).data!.code, 'PROOF_REQUIRED');
+    assert.equal((await t.drain(200)).filter((x) => x.action === 'income').length, 0, 'and the target heard nothing of it');
+    for (const p of [t, r, u]) p.close();
+  }));
+
+test('a legacy target gets its usual income, without the relayed address it could not use', () =>
+  withTracker(RELAY, async (_t, target) => {
+    const legacy = await WirePeer.open(target, '127.0.62.10');
+    const idL = (await legacy.request('{"action":"announce"}', 'announceReceived')).data!.shareId as string;
+    await legacy.request('{"action":"alive"}', 'alived');
+    const r = await WirePeer.open(target, '127.0.62.11');
+    await proved(r);
+    await r.request({ action: 'push', shareId: idL, relay: '198.51.100.9:49160' }, 'pushReceived');
+    assert.deepEqual(Object.keys((await legacy.next('income')).data!), ['peeraddr', 'peerShareId']);
+    legacy.close(); r.close();
+  }));
+
+test('the relay state of a session survives a restart from a snapshot', async () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'sobani-relay-')), 's.snapshot');
+  const config = { host: '127.0.0.1', port: 0, shards: 2, logLevel: 'silent' as const, io: TEST_IO, snapshot: file, ...RELAY };
+  const first = await startTracker(config);
+  const p = await WirePeer.open({ address: '127.0.0.1', port: first.addresses[0]!.port }, '127.0.62.12');
+  await proved(p);
+  const before = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
+  const port = p.port;
+  p.close();
+  await first.close();
+  await sleep(1100); // a credential minted now would carry another expiry
+  const second = await startTracker(config);
+  try {
+    const q = await WirePeer.open({ address: '127.0.0.1', port: second.addresses[0]!.port }, '127.0.62.12', port);
+    const after = (await q.request({ action: 'relay' }, 'relayReceived')).data!;
+    assert.equal(after.username, before.username, 'within relayInterval: the same credentials, across the restart');
+    q.close();
+  } finally {
+    await second.close();
+  }
+});
+
+test('/metrics counts relay credentials minted and reused, and relayed addresses forwarded', async () => {
+  const metricsPort = await freePort();
+  await withTracker({ ...RELAY, metricsPort }, async (_t, target) => {
+    const a = await WirePeer.open(target, '127.0.62.13');
+    const b = await WirePeer.open(target, '127.0.62.14');
+    const idA = await proved(a);
+    await proved(b);
+    await b.request({ action: 'relay' }, 'relayReceived');
+    await b.request({ action: 'relay' }, 'relayReceived');
+    await b.request({ action: 'push', shareId: idA, relay: '198.51.100.9:49160' }, 'pushReceived');
+    await a.next('income');
+    const m = (await httpGet(metricsPort, '/metrics')).body;
+    assert.equal(sample(m, 'sobani_relay_credentials_total', { result: 'minted' }), 1);
+    assert.equal(sample(m, 'sobani_relay_credentials_total', { result: 'reused' }), 1);
+    assert.equal(sample(m, 'sobani_relay_forwarded_total'), 1);
+    assert.equal(sample(m, 'sobani_datagrams_in_total', { action: 'relay' }), 2);
+    a.close(); b.close();
+  });
+});
