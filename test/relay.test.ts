@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTracker } from '../src/tracker.js';
+import { TrackerClient, TrackerError, type IncomeEvent } from '../src/client/index.js';
 import { freePort, httpGet, sample } from './helpers/ops.js';
 import { PADDED_ANNOUNCE, TEST_IO, WirePeer, withTracker } from './helpers/wire.js';
 
@@ -179,3 +180,25 @@ test('/metrics counts relay credentials minted and reused, and relayed addresses
     a.close(); b.close();
   });
 });
+
+test('the client library: relayCredentials(), push with relay, and income carrying it', () =>
+  withTracker(RELAY, async (_t, target) => {
+    const a = new TrackerClient({ tracker: { host: target.address, port: target.port }, socket: { host: '127.0.62.15' } });
+    const b = new TrackerClient({ tracker: { host: target.address, port: target.port }, socket: { host: '127.0.62.16' } });
+    try {
+      const idA = await a.announce();
+      await b.announce();
+      const creds = await b.relayCredentials({ timeoutMs: 2000 });
+      assert.deepEqual(creds.urls, RELAY.turnUrl.split(','));
+      assert.equal(creds.credential, hmac(creds.username));
+      const income = new Promise<IncomeEvent>((resolve) => a.once('income', resolve));
+      await b.push(idA, { relay: '198.51.100.9:49160', timeoutMs: 2000 });
+      assert.equal((await income).relay, '198.51.100.9:49160');
+      const none = new TrackerClient({ tracker: { host: target.address, port: target.port }, socket: { host: '127.0.62.17' }, dialect: 'legacy' });
+      await none.announce();
+      await assert.rejects(none.relayCredentials({ timeoutMs: 2000 }), (e: unknown) => e instanceof TrackerError && e.code === 'PROOF_REQUIRED');
+      await none.close();
+    } finally {
+      await a.close(); await b.close();
+    }
+  }));

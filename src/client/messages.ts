@@ -65,9 +65,15 @@ export function keepAliveRequest(dialect: Dialect, opts: PulseOptions = {}): Buf
   return Buffer.from(JSON.stringify(msg));
 }
 
-export function pushRequest(shareId: string): Buffer {
-  return Buffer.from(JSON.stringify({ action: 'push', shareId }));
+/** A push; with `relay`, the relayed address we allocated for this pair (the target is told in income). */
+export function pushRequest(shareId: string, relay?: string): Buffer {
+  return Buffer.from(JSON.stringify(relay === undefined ? { action: 'push', shareId } : { action: 'push', shareId, relay }));
 }
+
+export const RELAY_REQUEST = Buffer.from('{"action":"relay"}');
+
+/** The error codes that answer a relay request (errors carry no request id). */
+export const RELAY_ERRORS: ReadonlySet<string> = new Set(['RELAY_NOT_CONFIGURED', 'PROOF_REQUIRED', 'RELAY_RATE_LIMITED']);
 
 /** A tracker reply, whichever dialect it came in. */
 export type TrackerReply =
@@ -77,7 +83,9 @@ export type TrackerReply =
   | { kind: 'pulse'; status: '0' | '1'; overriden: boolean; shareId?: string; legacyExpired: boolean; raw: RawMessage }
   /** `pushReceived` or `pushed`; `nat` and `peerVerified` come to clients that reported their own nat. */
   | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; nat?: NatType; peerVerified?: boolean; raw: RawMessage }
-  | { kind: 'income'; peeraddr: string; peerShareId: string; nat?: NatType; peerVerified?: boolean; raw: RawMessage }
+  | { kind: 'income'; peeraddr: string; peerShareId: string; nat?: NatType; peerVerified?: boolean; relay?: string; raw: RawMessage }
+  /** `relayReceived`: TURN credentials for the tracker's relay(s). */
+  | { kind: 'relay'; urls: string[]; username: string; credential: string; ttl: number; raw: RawMessage }
   | { kind: 'error'; code: string; message: string; shareId?: string; raw: RawMessage }
   /** Well-formed JSON with an action this client does not know: ignored, like the desktop client does. */
   | { kind: 'unknown'; raw: RawMessage };
@@ -152,7 +160,14 @@ export function parseReply(buf: Buffer): TrackerReply | undefined {
     case 'income': {
       const peeraddr = str(data.peeraddr);
       const peerShareId = str(data.peerShareId);
-      return peeraddr && peerShareId ? { kind: 'income', peeraddr, peerShareId, ...aboutPeer(data), raw: msg } : { kind: 'unknown', raw: msg };
+      const relay = str(data.relay);
+      return peeraddr && peerShareId ? { kind: 'income', peeraddr, peerShareId, ...aboutPeer(data), ...(relay ? { relay } : {}), raw: msg } : { kind: 'unknown', raw: msg };
+    }
+    case 'relayReceived': {
+      const urls = Array.isArray(data.urls) ? data.urls.filter((u): u is string => typeof u === 'string') : [];
+      const username = str(data.username), credential = str(data.credential);
+      const ttl = typeof data.ttl === 'number' ? data.ttl : NaN;
+      return urls.length > 0 && username && credential && ttl >= 0 ? { kind: 'relay', urls, username, credential, ttl, raw: msg } : { kind: 'unknown', raw: msg };
     }
     case 'error': {
       const shareId = str(data.shareId);

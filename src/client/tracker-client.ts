@@ -4,7 +4,7 @@ import { lookup } from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
-import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest } from './messages.js';
+import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest, RELAY_ERRORS, RELAY_REQUEST } from './messages.js';
 import type { Dialect, NatType, PulseOptions, TrackerReply } from './messages.js';
 import { StunTransactions, type StunExchangeOptions, type StunReply } from './stun-transactions.js';
 import { parsePeerAddr } from './peer-addr.js';
@@ -65,6 +65,18 @@ export interface IncomeEvent extends PeerAddr, PeerNat {
   /** The address of the peer that pushed to us, as the tracker saw it. */
   peeraddr: string;
   peerShareId: string;
+  /** A relayed address ("ip:port") the peer allocated for us: send there to reach it through its TURN server. */
+  relay?: string;
+}
+
+/** TURN credentials the tracker minted for us (`relayReceived`), in coturn's shared-secret scheme. */
+export interface RelayCredentials {
+  /** turn:HOST:PORT URLs */
+  urls: string[];
+  username: string;
+  credential: string;
+  /** seconds they stay valid */
+  ttl: number;
 }
 
 export interface PulseResult {
@@ -102,7 +114,7 @@ export class TrackerError extends Error {
 }
 
 interface Pending<T> {
-  kind: 'announce' | 'pulse' | 'push';
+  kind: 'announce' | 'pulse' | 'push' | 'relay';
   /** For push: the target shareId. */
   target?: string;
   resolve(value: T): void;
@@ -293,9 +305,18 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    * tracker sends `income` to that peer. Retried until answered. Rejects with
    * a TrackerError on an `error` reply such as UNKNOWN_SHARE_ID.
    */
-  push(shareId: string, opts: CallOptions = {}): Promise<PushResult> {
-    const payload = pushRequest(shareId);
+  push(shareId: string, opts: CallOptions & { relay?: string } = {}): Promise<PushResult> {
+    const payload = pushRequest(shareId, opts.relay);
     return this.#request<PushResult>({ kind: 'push', target: shareId }, () => payload, opts);
+  }
+
+  /**
+   * TURN credentials for the tracker's relay (documented dialect; the session must
+   * have proved it receives, which announce does by itself). Rejects with
+   * RELAY_NOT_CONFIGURED when the tracker has none.
+   */
+  relayCredentials(opts: CallOptions = {}): Promise<RelayCredentials> {
+    return this.#request<RelayCredentials>({ kind: 'relay' }, () => RELAY_REQUEST, opts);
   }
 
   /** Sends a raw datagram from this client's socket, e.g. a probe to a peer. */
@@ -431,7 +452,12 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       case 'income': {
         const addr = this.#peerAddr(reply.peeraddr);
         if (addr === null) return;
-        this.emit('income', { ...addr, peeraddr: reply.peeraddr, peerShareId: reply.peerShareId, ...peerNat(reply) });
+        this.emit('income', { ...addr, peeraddr: reply.peeraddr, peerShareId: reply.peerShareId, ...peerNat(reply), ...(reply.relay !== undefined ? { relay: reply.relay } : {}) });
+        break;
+      }
+      case 'relay': {
+        const p = this.#first('relay');
+        if (p) this.#settle(p, { urls: reply.urls, username: reply.username, credential: reply.credential, ttl: reply.ttl } as never);
         break;
       }
       case 'error': {
@@ -444,8 +470,9 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
           // Errors carry no request id: give it to the push it names, else to
           // the oldest pending push or pulse.
           const p =
+            (RELAY_ERRORS.has(reply.code) && this.#first('relay')) ||
             (reply.shareId && this.#first('push', reply.shareId)) ||
-            this.#pending.find((q) => q.kind === 'push' || q.kind === 'pulse');
+            this.#pending.find((q) => q.kind === 'push' || q.kind === 'pulse' || q.kind === 'relay');
           if (p) this.#settle(p, undefined, err);
         }
         this.#emitError(err);
