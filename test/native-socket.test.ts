@@ -11,6 +11,8 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { addressBucket } from '../src/routing.js';
 import { BUCKETS, Histogram } from '../bench/histogram.js';
 import type { NativeUdp, UdpSocket, UdpSocketOptions } from '../src/io/native-io.js';
@@ -553,6 +555,35 @@ test('constructor errors carry a code; close() and stopReceiving() are idempoten
   function baseOptions(): UdpSocketOptions {
     return { host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100, tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} };
   }
+});
+
+/** The garbage collector, without starting this process with --expose-gc. */
+function exposeGc(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
+}
+
+test('close() releases the socket: closed sockets whose callbacks capture them are collected', { skip }, async () => {
+  const addon = udp();
+  const gc = exposeGc();
+  const collected = new Set<number>();
+  const registry = new FinalizationRegistry<number>((i) => collected.add(i));
+  const cycles = 200;
+  for (let i = 0; i < cycles; i++) {
+    // as NativeIo's callbacks do: they reach the object that holds the socket
+    const holder: { sock: UdpSocket | null; state: Int32Array } = { sock: null, state: new Int32Array(2) };
+    holder.sock = new addon.UdpSocket({
+      host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 1400, tooLargeReply: Buffer.from('x'),
+      shards: 1, state: holder.state, onBatch: () => (holder.sock === null ? null : null), onReceived: () => { void holder.sock; },
+    });
+    registry.register(holder.sock, i);
+    holder.sock.close();
+  }
+  for (let round = 0; round < 50 && collected.size < cycles; round++) {
+    gc();
+    await sleep(10); // FinalizationRegistry callbacks run in a later task
+  }
+  assert.equal(collected.size, cycles, `${cycles - collected.size} of ${cycles} closed sockets were never collected`);
 });
 
 /** Runs a script in a fresh node with the addon path as argv[1]; returns its exit code and output. */

@@ -321,31 +321,13 @@ static void cleanup_hook(void* arg) {
   close_socket_now(s);
 }
 
-static void finalize_socket(napi_env env, void* data, void* hint) {
-  (void)hint;
-  udp_socket* s = data;
-  close_socket_now(s);
-  if (s->hook_added) {
-    napi_remove_env_cleanup_hook(env, cleanup_hook, s);
-    s->hook_added = 0;
-  }
-  napi_ref* refs[] = { &s->wrapper_ref, &s->on_batch_ref, &s->on_received_ref, &s->state_ref, &s->resource_ref };
-  for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
-    if (*refs[i] != NULL) { napi_delete_reference(env, *refs[i]); *refs[i] = NULL; }
-  }
-  free(s->too_large);
-  free(s->rbuf);
-  free(s->smsgs);
-  free(s->siov);
-  free(s->sname);
-  free(s->sp);
-  free(s->state_scratch);
-  free(s);
-}
-
-// What only JS-side code may release: the cleanup hook, the async context, and the
-// strong reference that keeps an open socket's object alive.
-static void release_js(napi_env env, udp_socket* s) {
+// Everything a closed socket no longer needs: the strong references (to its own
+// object, its callbacks, `state` and the async resource), the async context, the
+// cleanup hook and the buffers. Released at close, not left to the finalizer: the
+// callbacks usually capture whatever holds this object (NativeIo does), so while
+// these references are strong the object is never collected and the finalizer
+// never runs. Needs a handle scope; never during a receive pass (see close_from_js).
+static void release_all(napi_env env, udp_socket* s) {
   if (s->hook_added) {
     napi_remove_env_cleanup_hook(env, cleanup_hook, s);
     s->hook_added = 0;
@@ -354,18 +336,33 @@ static void release_js(napi_env env, udp_socket* s) {
     napi_async_destroy(env, s->async_ctx);
     s->async_live = 0;
   }
-  if (s->wrapper_ref != NULL) {
-    napi_delete_reference(env, s->wrapper_ref); // closed: the object may be collected now
-    s->wrapper_ref = NULL;
+  napi_ref* refs[] = { &s->wrapper_ref, &s->on_batch_ref, &s->on_received_ref, &s->state_ref, &s->resource_ref };
+  for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
+    if (*refs[i] != NULL) { napi_delete_reference(env, *refs[i]); *refs[i] = NULL; }
   }
+  free(s->too_large); s->too_large = NULL;
+  free(s->rbuf); s->rbuf = NULL;
+  free(s->smsgs); s->smsgs = NULL;
+  free(s->siov); s->siov = NULL;
+  free(s->sname); s->sname = NULL;
+  free(s->sp); s->sp = NULL;
+  free(s->state_scratch); s->state_scratch = NULL;
+}
+
+static void finalize_socket(napi_env env, void* data, void* hint) {
+  (void)hint;
+  udp_socket* s = data;
+  close_socket_now(s);
+  release_all(env, s);
+  free(s);
 }
 
 // close() from JS. During a receive pass (close() called by a callback), the
-// object must outlive the pass, so the JS side is released when the pass ends.
+// pass still uses the references and buffers, so they are released when it ends.
 static void close_from_js(napi_env env, udp_socket* s) {
   close_socket_now(s);
   if (s->in_pass) s->release_after = 1;
-  else release_js(env, s);
+  else release_all(env, s);
 }
 
 // ---- receiving ------------------------------------------------------------------
@@ -599,7 +596,7 @@ static void receive_pass(udp_socket* s) {
     s->release_after = 0;
     napi_handle_scope hs;
     napi_open_handle_scope(s->env, &hs);
-    release_js(s->env, s);
+    release_all(s->env, s);
     napi_close_handle_scope(s->env, hs);
   }
 }
