@@ -181,6 +181,7 @@ class Harness {
         if (this.shipOnReceived) for (let s = 0; s < o.shards; s++) this.ship(s, false);
       },
     });
+    this.sock.startReceiving();
   }
 
   get port(): number {
@@ -597,8 +598,10 @@ const addon = require(process.argv[1]);
 const dgram = require('node:dgram');
 const state = new Int32Array(2);
 function open(onBatch, onReceived) {
-  return new addon.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
+  const s = new addon.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
     tooLargeReply: Buffer.from('x'), shards: 1, state, onBatch, onReceived });
+  s.startReceiving();
+  return s;
 }
 function poke(sock) {
   const c = dgram.createSocket('udp4');

@@ -31,6 +31,12 @@ export interface IoCounters {
   tooLarge: number;
   /** Datagrams dropped because their shard was not keeping up (maxShardQueue). */
   shardBusy: number;
+  /**
+   * Datagrams that arrived before start() and were dropped: the dgram path keeps a
+   * bounded list of them to serve at start() (the native path does not read the
+   * socket before start(), so they wait in the kernel's buffer and this stays 0).
+   */
+  startupDropped: number;
   /** Sends that failed, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...). */
   sendErrors: Record<string, number>;
 }
@@ -55,7 +61,7 @@ export interface DatagramIo {
   /** Socket index (as in request records) -> the family it sends with. */
   readonly socketTypes: readonly ('udp4' | 'udp6')[];
   newBatch(): Batch;
-  /** Starts receiving into `target`'s batches. */
+  /** Starts receiving into `target`'s batches; datagrams that arrived since the bind are served too. */
   start(target: BatchTarget): void;
   stopReceiving(): void;
   /** Sends a shard's reply batch (wire/frame.ts) for `batch`. Failures are counted, never thrown. */

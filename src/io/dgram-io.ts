@@ -14,6 +14,18 @@ const TOO_LARGE = Buffer.from(errorJson('DATAGRAM_TOO_LARGE'));
 /** Header bytes of a request record besides the address text; see wire/frame.ts. */
 const RECORD_OVERHEAD = 1 + 2 + 2 + 1 + 2;
 
+/**
+ * dgram reads from the bind on and cannot pause, so datagrams that arrive before
+ * start() (while the shards start, or a snapshot is restored) are kept, up to
+ * these bounds, and served at start(); past them they are counted
+ * (startupDropped). About what the kernel's own buffer holds: the native path does
+ * not read before start(), and there they wait in the kernel.
+ */
+const EARLY_MAX_DATAGRAMS = 4096;
+const EARLY_MAX_BYTES = 1 << 20;
+
+interface Early { socket: number; msg: Buffer; rinfo: RemoteInfo }
+
 /** A batch that remembers each request's source as dgram reported it. */
 class DgramBatch extends Batch {
   readonly addrs: string[] = [];
@@ -50,8 +62,11 @@ export class DgramIo implements DatagramIo {
   readonly path = 'dgram';
   readonly addresses: BoundAddress[];
   readonly socketTypes: ('udp4' | 'udp6')[];
-  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, sendErrors: {} };
+  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, startupDropped: 0, sendErrors: {} };
   private target: BatchTarget | null = null;
+  /** What arrived before start(); null once started. */
+  private early: Early[] | null = [];
+  private earlyBytes = 0;
   private readonly shards: number;
   private readonly maxDatagram: number;
 
@@ -63,6 +78,9 @@ export class DgramIo implements DatagramIo {
       return { address: a.address, port: a.port, family: a.family as 'IPv4' | 'IPv6' };
     });
     this.socketTypes = this.addresses.map((a) => (a.family === 'IPv6' ? 'udp6' : 'udp4'));
+    sockets.forEach((socket, i) => {
+      socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.onMessage(i, msg, rinfo));
+    });
   }
 
   static async open(config: Config, log: Logger): Promise<DgramIo> {
@@ -73,22 +91,37 @@ export class DgramIo implements DatagramIo {
 
   start(target: BatchTarget): void {
     this.target = target;
-    this.sockets.forEach((socket, i) => {
-      socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.receive(i, msg, rinfo));
-    });
+    const early = this.early;
+    this.early = null;
+    this.earlyBytes = 0;
+    if (early !== null) for (const e of early) this.receive(e.socket, e.msg, e.rinfo, target);
   }
 
   stopReceiving(): void {
     this.target = null;
+    this.early = null;
     for (const s of this.sockets) s.removeAllListeners('message');
   }
 
-  private receive(socketIndex: number, msg: Buffer, rinfo: RemoteInfo): void {
+  private onMessage(socketIndex: number, msg: Buffer, rinfo: RemoteInfo): void {
     const c = this.c;
     c.datagramsIn++;
     c.bytesIn += msg.length;
     const target = this.target;
-    if (target === null) return;
+    if (target !== null) {
+      this.receive(socketIndex, msg, rinfo, target);
+    } else if (this.early !== null) {
+      if (this.early.length < EARLY_MAX_DATAGRAMS && this.earlyBytes + msg.length <= EARLY_MAX_BYTES) {
+        this.early.push({ socket: socketIndex, msg, rinfo });
+        this.earlyBytes += msg.length;
+      } else {
+        c.startupDropped++;
+      }
+    }
+  }
+
+  private receive(socketIndex: number, msg: Buffer, rinfo: RemoteInfo, target: BatchTarget): void {
+    const c = this.c;
     const address = rinfo.address;
     const port = rinfo.port;
     if (msg.length > this.maxDatagram) {

@@ -12,7 +12,7 @@ import { errorJson } from '../protocol/errors.js';
 import { Batch, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
 
 /** The addon's API (src/io/native/udp.c); test/native-socket.test.ts tests it against these types. */
-export interface UdpSocketStats extends IoCounters {
+export interface UdpSocketStats extends Omit<IoCounters, 'startupDropped'> {
   receivePasses: number;
   recvCalls: number;
   sendCalls: number;
@@ -25,6 +25,8 @@ export interface UdpSocket {
   address(): BoundAddress;
   sendReplies(out: Uint8Array, peers: ArrayBuffer): number;
   stats(): UdpSocketStats;
+  /** Nothing is read from the socket before this: datagrams wait in the kernel's buffer. */
+  startReceiving(): void;
   stopReceiving(): void;
   close(): void;
 }
@@ -99,7 +101,10 @@ export class NativeIo implements DatagramIo {
 
   newBatch(): Batch { return new NativeBatch(new ArrayBuffer(PEERS_PER_BATCH * this.addon.PEER_BYTES)); }
 
-  start(target: BatchTarget): void { this.target = target; }
+  start(target: BatchTarget): void {
+    this.target = target;
+    this.socket.startReceiving();
+  }
 
   /**
    * The addon asks for shard s's batch at its first datagram for s in a receive
@@ -142,7 +147,7 @@ export class NativeIo implements DatagramIo {
 
   counters(): IoCounters & Omit<UdpSocketStats, 'recvBufferSize' | 'sendBufferSize'> {
     const { recvBufferSize: _r, sendBufferSize: _s, ...counters } = this.socket.stats();
-    return counters;
+    return { ...counters, startupDropped: 0 }; // before start() datagrams wait in the kernel's buffer
   }
 
   bufferSizes(): { recv: number; send: number } {

@@ -2,8 +2,9 @@
 // datagrams in batches with recvmmsg/sendmmsg and calling into JS once per
 // batch (never once per datagram).
 //
-// Receive: the socket is non-blocking and watched by a uv_poll_t on the main
-// thread's libuv loop. On readable, one "pass" drains up to PASS_CAP datagrams
+// Receive: the socket is non-blocking and, from startReceiving() on, watched by a
+// uv_poll_t on the main thread's libuv loop (before that, datagrams wait in the
+// kernel's buffer: the tracker starts receiving once its shards serve). On readable, one "pass" drains up to PASS_CAP datagrams
 // with recvmmsg and appends each one, as a request record (see src/wire/frame.ts),
 // to the pending batch of the shard its source IP routes to. The batch buffers
 // and their peers tables belong to JS: C asks for them with onBatch(shard, full)
@@ -367,6 +368,17 @@ static void close_from_js(napi_env env, udp_socket* s) {
 
 // ---- receiving ------------------------------------------------------------------
 
+static void on_poll(uv_poll_t* h, int status, int events);
+
+// Points the poll at what the socket waits for now: readable while receiving.
+// Returns 0 or a libuv error. An inactive poll no longer keeps the loop alive.
+static int watch(udp_socket* s) {
+  if (s->poll == NULL) return 0;
+  int events = s->receiving ? UV_READABLE : 0;
+  if (events == 0) return uv_poll_stop(s->poll);
+  return uv_poll_start(s->poll, events, on_poll);
+}
+
 typedef struct {
   int open;
   napi_handle_scope hs;
@@ -611,7 +623,7 @@ static void on_poll(uv_poll_t* h, int status, int events) {
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (s->poll != NULL && uv_poll_start(s->poll, UV_READABLE, on_poll) != 0) s->receiving = 0;
+    if (watch(s) != 0) s->receiving = 0;
     return;
   }
   receive_pass(s);
@@ -881,18 +893,17 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   uv_loop_t* loop = NULL;
   s->poll = malloc(sizeof *s->poll);
   int e = -1;
+  // Not polled until startReceiving(): until the tracker serves, datagrams wait in the kernel's buffer.
   if (s->poll != NULL && napi_get_uv_event_loop(env, &loop) == napi_ok && loop != NULL &&
       (e = uv_poll_init(loop, s->poll, fd)) == 0) {
     s->poll->data = s;
-    e = uv_poll_start(s->poll, UV_READABLE, on_poll);
-    s->receiving = e == 0;
   } else {
     free(s->poll);
     s->poll = NULL;
   }
   if (e != 0) {
     close_from_js(env, s);
-    return throw_errno(env, e < 0 ? -e : EINVAL, "uv_poll_start", NULL, 0);
+    return throw_errno(env, e < 0 ? -e : EINVAL, "uv_poll_init", NULL, 0);
   }
   return self;
 }
@@ -947,11 +958,24 @@ static napi_value Sock_stats(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+static napi_value Sock_startReceiving(napi_env env, napi_callback_info info) {
+  udp_socket* s = unwrap_this(env, info);
+  if (s == NULL) return NULL;
+  if (s->closed) { napi_throw_error(env, "ERR_SOCKET_DGRAM_NOT_RUNNING", "the socket is closed"); return NULL; }
+  s->receiving = 1;
+  int e = watch(s);
+  if (e != 0) {
+    s->receiving = 0;
+    return throw_errno(env, -e, "uv_poll_start", NULL, 0);
+  }
+  return NULL;
+}
+
 static napi_value Sock_stopReceiving(napi_env env, napi_callback_info info) {
   udp_socket* s = unwrap_this(env, info);
   if (s == NULL) return NULL;
   s->receiving = 0;
-  if (s->poll != NULL) uv_poll_stop(s->poll); // an inactive handle no longer keeps the loop alive
+  watch(s);
   return NULL;
 }
 
@@ -985,6 +1009,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     { "address", NULL, Sock_address, NULL, NULL, NULL, napi_default_method, NULL },
     { "sendReplies", NULL, Sock_sendReplies, NULL, NULL, NULL, napi_default_method, NULL },
     { "stats", NULL, Sock_stats, NULL, NULL, NULL, napi_default_method, NULL },
+    { "startReceiving", NULL, Sock_startReceiving, NULL, NULL, NULL, napi_default_method, NULL },
     { "stopReceiving", NULL, Sock_stopReceiving, NULL, NULL, NULL, napi_default_method, NULL },
     { "close", NULL, Sock_close, NULL, NULL, NULL, napi_default_method, NULL },
   };
