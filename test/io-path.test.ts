@@ -13,6 +13,33 @@ import { resolveConfig } from '../src/config.js';
 import { openDatagramIo } from '../src/io/open-io.js';
 import { createLogger } from '../src/log.js';
 import { SEND_TO } from '../src/wire/frame.js';
+import type { Batch, BatchTarget, DatagramIo } from '../src/io/datagram-io.js';
+import dgram from 'node:dgram';
+
+/** Plays the dispatcher for one DatagramIo: one batch per shard, kept (never shipped) so a test can look at it. */
+class KeepingTarget implements BatchTarget {
+  readonly batches: Batch[];
+  constructor(io: DatagramIo, shards: number) { this.batches = Array.from({ length: shards }, () => io.newBatch()); }
+  batchFor(shard: number, full: boolean): Batch | null { return full ? null : this.batches[shard]!; }
+  received(): void {}
+}
+
+async function udpClient(type: 'udp4' | 'udp6', address: string): Promise<{ socket: dgram.Socket; got: Buffer[] }> {
+  const socket = dgram.createSocket({ type, recvBufferSize: 1 << 20 });
+  const got: Buffer[] = [];
+  socket.on('error', () => {});
+  socket.on('message', (m) => got.push(m));
+  await new Promise<void>((r) => socket.bind(0, address, r));
+  return { socket, got };
+}
+
+const until = async (what: string, done: () => boolean, ms = 3000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
 
 test(`the path this run asks for (SOBANI_IO=${TEST_IO}) is the one that serves`, () =>
   withTracker({ shards: 2 }, async (tracker, target) => {
@@ -102,6 +129,27 @@ test('a send the kernel refuses is counted by reason, never thrown', async () =>
     assert.deepEqual(c.sendErrors, { EACCES: 1 });
     assert.equal(c.datagramsOut, 1);
   } finally {
+    await io.close();
+  }
+});
+
+test('after stopReceiving() nothing more reaches a batch: native leaves datagrams in the kernel, dgram counts what it still reads (droppedAtStop)', async () => {
+  const io = await openDatagramIo(resolveConfig({ host: '127.0.0.1', port: 0, shards: 1, io: TEST_IO }), createLogger('silent'));
+  const c = await udpClient('udp4', '127.0.0.1');
+  try {
+    const target = new KeepingTarget(io, 1);
+    io.start(target);
+    c.socket.send('before', io.addresses[0]!.port, '127.0.0.1');
+    await until('the first datagram', () => target.batches[0]!.count === 1);
+    io.stopReceiving();
+    for (let i = 0; i < 3; i++) c.socket.send('after', io.addresses[0]!.port, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 100));
+    const counters = io.counters();
+    assert.equal(target.batches[0]!.count, 1);
+    if (io.path === 'dgram') assert.deepEqual([counters.datagramsIn, counters.droppedAtStop], [4, 3]);
+    else assert.deepEqual([counters.datagramsIn, counters.droppedAtStop], [1, 0]);
+  } finally {
+    c.socket.close();
     await io.close();
   }
 });

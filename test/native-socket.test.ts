@@ -158,10 +158,12 @@ class Harness {
   received = 0;
   shipOnReceived = true;
   refuse: (shard: number, full: boolean) => boolean = () => false;
+  /** Called at the start of each onReceived. */
+  onReceivedHook: () => void = () => {};
 
   constructor(
     addon: NativeUdp,
-    readonly o: { host: string; shards: number; bufBytes?: number; peerEntries?: number; maxDatagram?: number; tooLargeReply?: Buffer },
+    readonly o: { host: string; shards: number; bufBytes?: number; peerEntries?: number; maxDatagram?: number; tooLargeReply?: Buffer; start?: boolean },
   ) {
     this.peerBytes = addon.PEER_BYTES;
     this.state = new Int32Array(o.shards * 2);
@@ -178,10 +180,11 @@ class Harness {
       onBatch: (shard, full) => this.onBatch(shard, full),
       onReceived: () => {
         this.received++;
+        this.onReceivedHook();
         if (this.shipOnReceived) for (let s = 0; s < o.shards; s++) this.ship(s, false);
       },
     });
-    this.sock.startReceiving();
+    if (o.start !== false) this.sock.startReceiving();
   }
 
   get port(): number {
@@ -217,6 +220,15 @@ class Harness {
 
   records(): Rec[] {
     return this.shipped.flatMap(parseBatch);
+  }
+
+  /** The records of the batches C was handed and JS has not shipped, as `state` says they are. */
+  pendingRecords(): Rec[] {
+    return this.pending.flatMap((b, shard) => {
+      if (!b) return [];
+      const len = this.state[2 * shard]!;
+      return parseBatch({ shard, bytes: new Uint8Array(b[0], 0, len), peers: b[1], count: this.state[2 * shard + 1]!, full: false });
+    });
   }
 
   close(): void {
@@ -479,6 +491,41 @@ test('null from onBatch drops the shard\'s datagrams (shardBusy) with no further
     c.socket.close();
   }
 });
+
+for (const how of ['stopReceiving', 'close'] as const) {
+  for (const where of ['onBatch', 'onReceived'] as const) {
+    test(`${how}() called by ${where} mid-pass: every datagram taken is in a batch whose len/count JS can see, or counted droppedAtStop; no callback after`, { skip }, async () => {
+      const addon = udp();
+      // small batches: onBatch(shard, full) comes several times within one pass
+      const h = new Harness(addon, { host: '127.0.0.1', shards: 2, bufBytes: 120, start: false });
+      const clients = await Promise.all(Array.from({ length: 4 }, (_, i) => client('udp4', `127.0.11.${10 + i}`)));
+      try {
+        const sent = 48;
+        for (let i = 0; i < sent; i++) await send(clients[i % 4]!, Buffer.from(`datagram ${i}`), h.port, '127.0.0.1');
+        let callsAtStop = -1;
+        const stop = () => { h.sock[how](); callsAtStop = h.calls.length + h.received; };
+        if (where === 'onBatch') h.refuse = (_s, full) => { if (full && callsAtStop < 0) stop(); return false; };
+        else h.onReceivedHook = () => { if (callsAtStop < 0) stop(); };
+        h.shipOnReceived = false; // the pending batches stay as C left them
+        h.sock.startReceiving(); // the datagrams are in the kernel's buffer: one pass takes them all
+        await waitFor('the stop', () => callsAtStop >= 0);
+        await sleep(50);
+        const st = h.sock.stats();
+        assert.equal(h.calls.length + h.received, callsAtStop, 'no callback after the stop');
+        const taken = [...h.records(), ...h.pendingRecords()]; // parseBatch checks len/count against the records
+        assert.equal(taken.length + st.droppedAtStop, sent, `${taken.length} in batches + ${st.droppedAtStop} dropped`);
+        assert.equal(st.datagramsIn, sent, 'one pass took every datagram');
+        if (where === 'onBatch') assert.ok(st.droppedAtStop > 0, 'the pass was cut short');
+        else assert.equal(st.droppedAtStop, 0, 'onReceived ends the pass: nothing is left');
+        const payloads = new Set(taken.map((r) => r.payload.toString()));
+        assert.equal(payloads.size, taken.length, 'no record twice');
+      } finally {
+        for (const c of clients) c.socket.close();
+        h.close();
+      }
+    });
+  }
+}
 
 test('a malformed reply batch is counted and does not crash; valid records before it are sent', { skip }, async () => {
   const addon = udp();

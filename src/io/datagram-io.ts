@@ -37,6 +37,12 @@ export interface IoCounters {
    * socket before start(), so they wait in the kernel's buffer and this stays 0).
    */
   startupDropped: number;
+  /**
+   * Datagrams read from the socket after stopReceiving() (native: what a receive
+   * pass had taken when a callback stopped or closed the socket; dgram: anything
+   * read until close()), not served.
+   */
+  droppedAtStop: number;
   /** Sends that failed, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...). */
   sendErrors: Record<string, number>;
 }

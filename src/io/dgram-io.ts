@@ -62,7 +62,7 @@ export class DgramIo implements DatagramIo {
   readonly path = 'dgram';
   readonly addresses: BoundAddress[];
   readonly socketTypes: ('udp4' | 'udp6')[];
-  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, startupDropped: 0, sendErrors: {} };
+  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, startupDropped: 0, droppedAtStop: 0, sendErrors: {} };
   private target: BatchTarget | null = null;
   /** What arrived before start(); null once started. */
   private early: Early[] | null = [];
@@ -100,7 +100,6 @@ export class DgramIo implements DatagramIo {
   stopReceiving(): void {
     this.target = null;
     this.early = null;
-    for (const s of this.sockets) s.removeAllListeners('message');
   }
 
   private onMessage(socketIndex: number, msg: Buffer, rinfo: RemoteInfo): void {
@@ -117,6 +116,8 @@ export class DgramIo implements DatagramIo {
       } else {
         c.startupDropped++;
       }
+    } else {
+      c.droppedAtStop++; // stopped: dgram goes on reading until close()
     }
   }
 

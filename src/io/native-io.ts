@@ -124,9 +124,13 @@ export class NativeIo implements DatagramIo {
   };
 
   private readonly onReceived = (): void => {
-    for (let s = 0; s < this.pending.length; s++) this.syncPending(s);
+    this.syncAll();
     this.target?.received();
   };
+
+  private syncAll(): void {
+    for (let s = 0; s < this.pending.length; s++) this.syncPending(s);
+  }
 
   private syncPending(shard: number): void {
     const b = this.pending[shard];
@@ -136,9 +140,15 @@ export class NativeIo implements DatagramIo {
     this.pending[shard] = null;
   }
 
+  /**
+   * Called by a callback (in a receive pass), the addon ends the pass at once and
+   * writes the batches' final len/count to `state`; they are taken back here, as
+   * onReceived would have.
+   */
   stopReceiving(): void {
     this.target = null;
     this.socket.stopReceiving();
+    this.syncAll();
   }
 
   sendReplies(batch: Batch, out: Buffer): void {
@@ -159,5 +169,9 @@ export class NativeIo implements DatagramIo {
     try { this.socket.address(); return true; } catch { return false; } // address() throws once closed
   }
 
-  async close(): Promise<void> { this.socket.close(); }
+  async close(): Promise<void> {
+    this.target = null;
+    this.socket.close();
+    this.syncAll();
+  }
 }

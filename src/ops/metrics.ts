@@ -9,7 +9,7 @@ import { BATCH_BUCKETS, type ShardCountersSnapshot } from '../shard/counters.js'
 import { LATENCY_BUCKETS_MS } from '../directory/remote-pushes.js';
 
 /** Main-thread counters that mean "this datagram was not served", by drop reason. */
-const MAIN_DROPS = { shardBusy: 'shard_busy', startupDropped: 'startup_overflow' } as const satisfies Partial<Record<keyof MainCounters, string>>;
+const MAIN_DROPS = { shardBusy: 'shard_busy', startupDropped: 'startup_overflow', droppedAtStop: 'stopping' } as const satisfies Partial<Record<keyof MainCounters, string>>;
 /** Main-thread counters exported under their own names; any other field gets sobani_main_<name>_total. */
 const MAIN_NAMED: Partial<Record<keyof MainCounters, string>> = {
   datagramsIn: 'sobani_udp_datagrams_received_total', bytesIn: 'sobani_udp_bytes_received_total',

@@ -252,6 +252,7 @@ typedef struct {
   int hook_added;
   int async_live;
   int in_pass;        // a receive pass is running (JS may be on the stack above it)
+  struct pass_ctx* pass; // that pass, while in_pass
   int release_after;  // close() ran during a pass: release the JS side when it ends
   uint32_t shards;
   uint32_t max_datagram;
@@ -271,7 +272,7 @@ typedef struct {
   shard_pass* sp;
   int32_t* state_scratch;
 
-  uint64_t datagrams_in, bytes_in, datagrams_out, bytes_out, too_large_count, shard_busy;
+  uint64_t datagrams_in, bytes_in, datagrams_out, bytes_out, too_large_count, shard_busy, dropped_at_stop;
   uint64_t receive_passes, recv_calls, send_calls, recv_errors;
   uint64_t send_errors[R_COUNT];
 } udp_socket;
@@ -358,12 +359,18 @@ static void finalize_socket(napi_env env, void* data, void* hint) {
   free(s);
 }
 
+static void cut_pass_short(udp_socket* s);
+
 // close() from JS. During a receive pass (close() called by a callback), the
 // pass still uses the references and buffers, so they are released when it ends.
 static void close_from_js(napi_env env, udp_socket* s) {
   close_socket_now(s);
-  if (s->in_pass) s->release_after = 1;
-  else release_all(env, s);
+  if (s->in_pass) {
+    cut_pass_short(s);
+    s->release_after = 1;
+  } else {
+    release_all(env, s);
+  }
 }
 
 // ---- receiving ------------------------------------------------------------------
@@ -379,12 +386,12 @@ static int watch(udp_socket* s) {
   return uv_poll_start(s->poll, events, on_poll);
 }
 
-typedef struct {
+typedef struct pass_ctx {
   int open;
   napi_handle_scope hs;
   napi_callback_scope cs;
   int32_t* state;
-  int aborted; // the socket was closed or stopped by a callback
+  int aborted; // the socket was closed or stopped by a callback: no more JS in this pass
 } pass_ctx;
 
 // Points p->state at the JS Int32Array's memory (or at scratch memory if it is
@@ -404,15 +411,24 @@ static void state_bind(udp_socket* s, pass_ctx* p) {
   }
 }
 
-static void pass_open(udp_socket* s, pass_ctx* p) {
-  if (p->open) return;
+// Opens the scopes JS is called in. Returns 0 (and aborts the pass) if it cannot:
+// JS is then not called at all.
+static int pass_open(udp_socket* s, pass_ctx* p) {
+  if (p->aborted) return 0;
+  if (p->open) return 1;
   napi_env env = s->env;
+  if (napi_open_handle_scope(env, &p->hs) != napi_ok) { p->aborted = 1; return 0; }
   p->open = 1;
-  napi_open_handle_scope(env, &p->hs);
-  napi_value resource;
-  napi_get_reference_value(env, s->resource_ref, &resource);
-  if (napi_open_callback_scope(env, resource, s->async_ctx, &p->cs) != napi_ok) p->cs = NULL;
+  p->cs = NULL;
+  napi_value resource = NULL;
+  if (!s->async_live || napi_get_reference_value(env, s->resource_ref, &resource) != napi_ok || resource == NULL ||
+      napi_open_callback_scope(env, resource, s->async_ctx, &p->cs) != napi_ok) {
+    p->cs = NULL;
+    p->aborted = 1;
+    return 0;
+  }
   state_bind(s, p);
+  return 1;
 }
 
 static void pass_close(udp_socket* s, pass_ctx* p) {
@@ -430,6 +446,21 @@ static void state_write(udp_socket* s, pass_ctx* p) {
       p->state[2 * i + 1] = (int32_t)sp->count;
     }
   }
+}
+
+// stopReceiving() or close() called by a callback during a pass: nothing more is
+// appended and no more JS is called in this pass, so the batches' len/count are
+// final now. They go to `state` at once, for JS to take back as soon as the call
+// returns (NativeIo does); what the pass took from the kernel and did not append
+// is counted when the callback returns (dropped_at_stop).
+static void cut_pass_short(udp_socket* s) {
+  pass_ctx* p = s->pass;
+  if (p == NULL || p->aborted) return;
+  if (p->open) {
+    state_bind(s, p);
+    state_write(s, p);
+  }
+  p->aborted = 1;
 }
 
 // Takes the buffers of a shard from its handles and its len/count from state.
@@ -452,13 +483,13 @@ static void shard_refresh(udp_socket* s, pass_ctx* p, uint32_t shard) {
 // Calls onBatch(shard, full). Afterwards the shard is SHARD_OPEN with a buffer, or SHARD_BUSY.
 static void call_on_batch(udp_socket* s, pass_ctx* p, uint32_t shard, int full) {
   napi_env env = s->env;
-  pass_open(s, p);
+  if (!pass_open(s, p)) return;
+  napi_value fn = NULL, undefined, argv[2], result = NULL;
+  if (napi_get_reference_value(env, s->on_batch_ref, &fn) != napi_ok || fn == NULL) { p->aborted = 1; return; }
   state_write(s, p);
   shard_pass* sp = &s->sp[shard];
   sp->status = SHARD_NONE;
   sp->buf_v = sp->peers_v = NULL;
-  napi_value fn, undefined, argv[2], result = NULL;
-  napi_get_reference_value(env, s->on_batch_ref, &fn);
   napi_get_undefined(env, &undefined);
   napi_create_uint32(env, shard, &argv[0]);
   napi_get_boolean(env, full != 0, &argv[1]);
@@ -466,7 +497,8 @@ static void call_on_batch(udp_socket* s, pass_ctx* p, uint32_t shard, int full) 
     result = NULL;
     report_pending_exception(env);
   }
-  if (s->closed || !s->receiving) { p->aborted = 1; return; }
+  if (s->closed || !s->receiving) cut_pass_short(s);
+  if (p->aborted) return;
   state_bind(s, p);
   // The callback may have changed anything: take every open shard's buffer and state again.
   for (uint32_t i = 0; i < s->shards; i++) {
@@ -487,9 +519,9 @@ static void call_on_batch(udp_socket* s, pass_ctx* p, uint32_t shard, int full) 
 
 static void call_on_received(udp_socket* s, pass_ctx* p) {
   napi_env env = s->env;
-  pass_open(s, p);
-  napi_value fn, undefined, result;
-  napi_get_reference_value(env, s->on_received_ref, &fn);
+  if (!pass_open(s, p)) return;
+  napi_value fn = NULL, undefined, result;
+  if (napi_get_reference_value(env, s->on_received_ref, &fn) != napi_ok || fn == NULL) { p->aborted = 1; return; }
   napi_get_undefined(env, &undefined);
   if (napi_call_function(env, undefined, fn, 0, NULL, &result) != napi_ok) report_pending_exception(env);
 }
@@ -569,6 +601,7 @@ static void receive_pass(udp_socket* s) {
   unsigned total = 0;
   s->receive_passes++;
   s->in_pass = 1;
+  s->pass = &p;
   while (total < PASS_CAP && !p.aborted) {
     for (unsigned i = 0; i < RECV_VLEN; i++) {
       s->rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
@@ -584,17 +617,27 @@ static void receive_pass(udp_socket* s) {
     }
     if (r == 0) break;
     for (int i = 0; i < r; i++) {
-      if (p.aborted) break; // closed or stopped by a callback: the rest is dropped
       take_datagram(s, &p, (unsigned)i);
+      if (p.aborted) {
+        // closed or stopped by the callback this datagram called: it and the rest
+        // of what was taken from the kernel are dropped, and counted
+        s->dropped_at_stop += (uint64_t)(r - i);
+        for (int j = i + 1; j < r; j++) {
+          s->datagrams_in++;
+          s->bytes_in += s->rmsgs[j].msg_len;
+        }
+        break;
+      }
     }
     total += (unsigned)r;
     if (r < RECV_VLEN) break; // drained
   }
   // Every pass that handed out a batch ends with onReceived(), even if nothing was
   // appended in the end: JS takes each batch's len/count back from `state` there.
-  if (p.open) {
-    if (!s->closed) state_write(s, &p);
-    if (!s->closed) call_on_received(s, &p);
+  // (A pass cut short wrote them when it was stopped, and calls no more JS.)
+  if (p.open && !p.aborted) {
+    state_write(s, &p);
+    call_on_received(s, &p);
   }
   for (uint32_t i = 0; i < s->shards; i++) {
     shard_pass* sp = &s->sp[i];
@@ -604,6 +647,7 @@ static void receive_pass(udp_socket* s) {
   }
   pass_close(s, &p); // runs nextTicks and microtasks queued by the callbacks
   s->in_pass = 0;
+  s->pass = NULL;
   if (s->release_after) {
     s->release_after = 0;
     napi_handle_scope hs;
@@ -940,6 +984,7 @@ static napi_value Sock_stats(napi_env env, napi_callback_info info) {
   set_named_double(env, obj, "bytesOut", (double)s->bytes_out);
   set_named_double(env, obj, "tooLarge", (double)s->too_large_count);
   set_named_double(env, obj, "shardBusy", (double)s->shard_busy);
+  set_named_double(env, obj, "droppedAtStop", (double)s->dropped_at_stop);
   set_named_double(env, obj, "receivePasses", (double)s->receive_passes);
   set_named_double(env, obj, "recvCalls", (double)s->recv_calls);
   set_named_double(env, obj, "sendCalls", (double)s->send_calls);
@@ -976,6 +1021,7 @@ static napi_value Sock_stopReceiving(napi_env env, napi_callback_info info) {
   if (s == NULL) return NULL;
   s->receiving = 0;
   watch(s);
+  if (s->in_pass) cut_pass_short(s);
   return NULL;
 }
 
