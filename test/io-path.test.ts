@@ -153,3 +153,39 @@ test('after stopReceiving() nothing more reaches a batch: native leaves datagram
     await io.close();
   }
 });
+
+test('a REPLY naming an index past its batch\'s count is not sent (malformed): the reused batch still holds an earlier batch\'s source there', async () => {
+  const io = await openDatagramIo(resolveConfig({ host: '127.0.0.1', port: 0, shards: 1, io: TEST_IO }), createLogger('silent'));
+  const a = await udpClient('udp4', '127.0.13.1');
+  const b = await udpClient('udp4', '127.0.13.2');
+  try {
+    const target = new KeepingTarget(io, 1);
+    const batch = target.batches[0]!;
+    io.start(target);
+    const port = io.addresses[0]!.port;
+    a.socket.send('a1', port, '127.0.0.1');
+    await until('a1', () => batch.count === 1);
+    b.socket.send('b1', port, '127.0.0.1');
+    await until('b1', () => batch.count === 2);
+    // shipped and answered; the dispatcher recycles the batch for the next one
+    batch.len = 0;
+    batch.count = 0;
+    a.socket.send('a2', port, '127.0.0.1');
+    await until('a2', () => batch.count === 1);
+    const reply = (index: number, payload: string): Buffer => {
+      const r = Buffer.alloc(5 + payload.length);
+      r[0] = 0; r.writeUInt16BE(index, 1); r.writeUInt16BE(payload.length, 3); r.write(payload, 5);
+      return r;
+    };
+    io.sendReplies(batch, Buffer.concat([reply(1, 'not for b'), reply(0, 'for a')]));
+    await until('the reply to a', () => a.got.length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(a.got[0]!.toString(), 'for a');
+    assert.equal(b.got.length, 0, 'b was in an earlier batch');
+    assert.equal(io.counters().sendErrors.malformed, 1);
+  } finally {
+    a.socket.close();
+    b.socket.close();
+    await io.close();
+  }
+});

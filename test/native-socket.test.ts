@@ -339,7 +339,7 @@ test('sendReplies: REPLY and SEND_TO records reach the right clients with the ri
     let sent = 0;
     for (const batch of h.shipped) {
       const out = Buffer.concat(parseBatch(batch).map((r) => replyRecord(r.index, r.payload.length === 0 || r.payload.length === maxDatagram ? r.payload : Buffer.from(`re: ${r.payload}`))));
-      sent += h.sock.sendReplies(out, batch.peers);
+      sent += h.sock.sendReplies(out, batch.peers, batch.count);
     }
     assert.equal(sent, recs.length);
     // SEND_TO: plain IPv4 on a dual-stack socket, v4-mapped, IPv6; no peers table needed
@@ -349,7 +349,7 @@ test('sendReplies: REPLY and SEND_TO records reach the right clients with the ri
       sendToRecord('::1', v6.port, Buffer.from('v6 direct')),
       sendToRecord(clients[4]!.address, clients[4]!.port, Buffer.alloc(0)),
     ]);
-    assert.equal(h.sock.sendReplies(third, new ArrayBuffer(0)), 4);
+    assert.equal(h.sock.sendReplies(third, new ArrayBuffer(0), 0), 4);
     await waitFor('the replies', () => clients.reduce((n, c) => n + c.got.length, 0) === recs.length + 4);
     for (const c of clients) {
       for (const g of c.got) assert.equal(g.from.port, h.port, 'from the tracker socket');
@@ -406,7 +406,7 @@ test('full batch: onBatch(shard, true) ships it and C continues in the new buffe
     assert.ok(h.shipped.filter((b) => b.full).length >= 6, 'full batches were shipped');
     for (const b of h.shipped) assert.ok(b.count <= 3 && b.bytes.length <= 100);
     // replies through each batch's own peers table
-    for (const b of h.shipped) h.sock.sendReplies(Buffer.concat(parseBatch(b).map((r) => replyRecord(r.index, r.payload))), b.peers);
+    for (const b of h.shipped) h.sock.sendReplies(Buffer.concat(parseBatch(b).map((r) => replyRecord(r.index, r.payload))), b.peers, b.count);
     await waitFor('20 replies', () => c.got.length === 20);
 
     // the peers table can be what is full
@@ -542,17 +542,45 @@ test('a malformed reply batch is counted and does not crash; valid records befor
       Buffer.concat([ok, Buffer.from([7, 1, 2, 3, 4, 5])]), // unknown kind
       Buffer.concat([ok, sendToRecord('127.0.0.1', c.port, Buffer.from('x')).subarray(0, 12)]), // SEND_TO cut in its address
     ];
-    for (const out of cases) assert.equal(h.sock.sendReplies(out, peers), 1);
+    for (const out of cases) assert.equal(h.sock.sendReplies(out, peers, 1), 1);
     // an index outside the peers table, or an entry never written, skips that record only
-    assert.equal(h.sock.sendReplies(Buffer.concat([replyRecord(5000, Buffer.from('nope')), replyRecord(1, Buffer.from('nope')), ok]), peers), 1);
-    assert.equal(h.sock.sendReplies(Buffer.alloc(0), peers), 0);
-    assert.equal(h.sock.sendReplies(ok, new ArrayBuffer(0)), 0);
+    assert.equal(h.sock.sendReplies(Buffer.concat([replyRecord(5000, Buffer.from('nope')), replyRecord(1, Buffer.from('nope')), ok]), peers, 1), 1);
+    assert.equal(h.sock.sendReplies(Buffer.alloc(0), peers, 1), 0);
+    assert.equal(h.sock.sendReplies(ok, new ArrayBuffer(0), 1), 0);
     await waitFor('the valid replies', () => c.got.length === 5);
     assert.ok(c.got.every((g) => g.msg.toString() === 'fine'));
     assert.equal(h.sock.stats().sendErrors.malformed, 7);
-    assert.throws(() => h.sock.sendReplies('nope' as unknown as Uint8Array, peers), TypeError);
+    assert.throws(() => h.sock.sendReplies('nope' as unknown as Uint8Array, peers, 1), TypeError);
+    assert.throws(() => (h.sock.sendReplies as (o: Uint8Array, p: ArrayBuffer) => number)(ok, peers), TypeError, 'count is required');
   } finally {
     c.socket.close();
+    h.close();
+  }
+});
+
+test('a REPLY may only name a request of its own batch: an index >= count is not sent (malformed), even where the peers table has an entry', { skip }, async () => {
+  const addon = udp();
+  const h = new Harness(addon, { host: '127.0.0.1', shards: 1 });
+  const a = await client('udp4', '127.0.12.1');
+  const b = await client('udp4', '127.0.12.2');
+  try {
+    await send(a, Buffer.from('from a'), h.port, '127.0.0.1');
+    await send(b, Buffer.from('from b'), h.port, '127.0.0.1');
+    await waitFor('two records', () => h.records().length === 2);
+    const peers = h.shipped.length === 1 ? h.shipped[0]!.peers : null;
+    assert.ok(peers !== null, 'both in one batch');
+    assert.deepEqual(h.records().map((r) => r.payload.toString()), ['from a', 'from b']);
+    // the same peers table as a later batch of one request (a's) reuses it: entry 1, b's, is stale
+    const out = Buffer.concat([replyRecord(1, Buffer.from('stale')), replyRecord(0, Buffer.from('fresh'))]);
+    assert.equal(h.sock.sendReplies(out, peers, 1), 1);
+    await waitFor('the reply to a', () => a.got.length === 1);
+    await sleep(50);
+    assert.equal(a.got[0]!.msg.toString(), 'fresh');
+    assert.equal(b.got.length, 0, 'nothing for the client of an earlier batch');
+    assert.equal(h.sock.stats().sendErrors.malformed, 1);
+  } finally {
+    a.socket.close();
+    b.socket.close();
     h.close();
   }
 });
@@ -571,10 +599,10 @@ test('send errors are counted by reason, never thrown; later records still go ou
       sendToRecord('not-an-ip', 9, Buffer.from('?')), // EINVAL
       fine,
     ]);
-    assert.equal(v4.sock.sendReplies(v4out, new ArrayBuffer(0)), 1);
+    assert.equal(v4.sock.sendReplies(v4out, new ArrayBuffer(0), 0), 1);
     assert.deepEqual(v4.sock.stats().sendErrors, { EINVAL: 2, EACCES: 1, EAFNOSUPPORT: 1 });
     const dualOut = Buffer.concat([sendToRecord('::ffff:127.0.0.1', 0, Buffer.from('port 0')), sendToRecord('::ffff:255.255.255.255', 9, Buffer.from('b')), fine]);
-    assert.equal(dual.sock.sendReplies(dualOut, new ArrayBuffer(0)), 1);
+    assert.equal(dual.sock.sendReplies(dualOut, new ArrayBuffer(0), 0), 1);
     assert.deepEqual(dual.sock.stats().sendErrors, { EINVAL: 1, EACCES: 1 });
     await waitFor('the good datagrams', () => c.got.length === 2);
   } finally {
@@ -593,12 +621,12 @@ test('constructor errors carry a code; close() and stopReceiving() are idempoten
     assert.throws(() => new addon.UdpSocket({ ...baseOptions(), state: new Int32Array(1) }), TypeError);
     a.sock.stopReceiving();
     a.sock.stopReceiving();
-    assert.ok(a.sock.sendReplies(sendToRecord('127.0.0.1', a.port, Buffer.from('still sends')), new ArrayBuffer(0)) === 1);
+    assert.ok(a.sock.sendReplies(sendToRecord('127.0.0.1', a.port, Buffer.from('still sends')), new ArrayBuffer(0), 0) === 1);
   } finally {
     a.close();
     a.close();
   }
-  assert.equal(a.sock.sendReplies(sendToRecord('127.0.0.1', 9, Buffer.from('x')), new ArrayBuffer(0)), 0, 'a closed socket sends nothing');
+  assert.equal(a.sock.sendReplies(sendToRecord('127.0.0.1', 9, Buffer.from('x')), new ArrayBuffer(0), 0), 0, 'a closed socket sends nothing');
 
   function baseOptions(): UdpSocketOptions {
     return { host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100, tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} };

@@ -161,7 +161,9 @@ export class DgramIo implements DatagramIo {
       if (out[o] === REPLY) {
         const i = (out[o + 1]! << 8) | out[o + 2]!;
         const len = (out[o + 3]! << 8) | out[o + 4]!;
-        this.send(b.sockets[i]!, out, o + 5, len, b.ports[i]!, b.addrs[i]!);
+        // only a request of this batch: past count, the arrays still hold an earlier batch's sources
+        if (i < b.count) this.send(b.sockets[i]!, out, o + 5, len, b.ports[i]!, b.addrs[i]!);
+        else this.c.sendErrors.malformed = (this.c.sendErrors.malformed ?? 0) + 1;
         o += 5 + len;
       } else { // SEND_TO: a third party (income) or a requester in another shard's batch
         const socket = out[o + 1]!;

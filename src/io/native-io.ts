@@ -23,7 +23,8 @@ export interface UdpSocketStats extends Omit<IoCounters, 'startupDropped'> {
 
 export interface UdpSocket {
   address(): BoundAddress;
-  sendReplies(out: Uint8Array, peers: ArrayBuffer): number;
+  /** Sends a reply batch; `count`: the requests in the batch `peers` belongs to (a REPLY must name one of them). */
+  sendReplies(out: Uint8Array, peers: ArrayBuffer | null, count: number): number;
   stats(): UdpSocketStats;
   /** Nothing is read from the socket before this: datagrams wait in the kernel's buffer. */
   startReceiving(): void;
@@ -152,7 +153,7 @@ export class NativeIo implements DatagramIo {
   }
 
   sendReplies(batch: Batch, out: Buffer): void {
-    this.socket.sendReplies(out, (batch as NativeBatch).peers);
+    this.socket.sendReplies(out, (batch as NativeBatch).peers, batch.count);
   }
 
   counters(): IoCounters & Omit<UdpSocketStats, 'recvBufferSize' | 'sendBufferSize'> {

@@ -696,22 +696,30 @@ static uint32_t flush_sends(udp_socket* s, unsigned n) {
   return ok;
 }
 
+// sendReplies(out, peers, count): `count` is the number of requests in the batch
+// `peers` belongs to. A REPLY may only name one of them: an entry past it was
+// written for an earlier batch in the same (reused) table, a client it must not reach.
 static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], self;
+  size_t argc = 3;
+  napi_value argv[3], self;
   NAPI_OK(napi_get_cb_info(env, info, &argc, argv, &self, NULL));
   udp_socket* s;
   NAPI_OK(napi_unwrap(env, self, (void**)&s));
   uint8_t *out, *peers = NULL;
   size_t out_len, peers_len = 0;
-  if (argc < 1 || !get_bytes(env, argv[0], &out, &out_len)) return throw_type_error(env, "sendReplies(out, peers): out must be a Uint8Array or ArrayBuffer");
+  if (argc < 1 || !get_bytes(env, argv[0], &out, &out_len)) return throw_type_error(env, "sendReplies(out, peers, count): out must be a Uint8Array or ArrayBuffer");
   if (argc >= 2) {
     napi_valuetype t;
     napi_typeof(env, argv[1], &t);
     if (t != napi_undefined && t != napi_null && !get_bytes(env, argv[1], &peers, &peers_len)) {
-      return throw_type_error(env, "sendReplies(out, peers): peers must be an ArrayBuffer");
+      return throw_type_error(env, "sendReplies(out, peers, count): peers must be an ArrayBuffer");
     }
   }
+  double count_d = -1;
+  if (argc < 3 || napi_get_value_double(env, argv[2], &count_d) != napi_ok || !(count_d >= 0 && count_d <= 65535) || count_d != (double)(uint32_t)count_d) {
+    return throw_type_error(env, "sendReplies(out, peers, count): count must be the batch's number of requests, an integer in 0..65535");
+  }
+  size_t count = (size_t)count_d;
   uint32_t sent = 0;
   if (s->closed || out == NULL) {
     napi_value v;
@@ -733,7 +741,7 @@ static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
       payload = o + 5;
       next = payload + len;
       if (next > out_len) { s->send_errors[R_MALFORMED]++; break; }
-      if (peers == NULL || (index + 1) * PEER_BYTES > peers_len) {
+      if (peers == NULL || index >= count || (index + 1) * PEER_BYTES > peers_len) {
         reason = R_MALFORMED;
       } else {
         memcpy(to, peers + index * PEER_BYTES, sizeof *to);
