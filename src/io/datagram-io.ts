@@ -5,12 +5,19 @@
 //           send call per datagram sent); the fallback where the addon is missing
 // Both append request records (wire/frame.ts) to the shard batches the dispatcher
 // hands out, and send a shard's reply batch to the sources of the batch it answers.
-import { transferableBuffer } from '../wire/frame.js';
+import { MAX_REQUEST_HEADER, transferableBuffer } from '../wire/frame.js';
 
 export type IoPath = 'native' | 'dgram';
 
 /** Bytes of one shard batch buffer. */
 export const BATCH_BYTES = 64 * 1024;
+
+/**
+ * The largest request whose record always fits an empty batch, whatever its source
+ * address (65,464 bytes): the cap of config maxDatagram. A record that could not fit
+ * even an empty batch is answered DATAGRAM_TOO_LARGE on both paths.
+ */
+export const MAX_DATAGRAM = BATCH_BYTES - MAX_REQUEST_HEADER;
 
 /**
  * Datagrams on their way to a shard. Each path subclasses it to remember where
@@ -27,7 +34,7 @@ export interface IoCounters {
   bytesIn: number;
   datagramsOut: number;
   bytesOut: number;
-  /** Datagrams over maxDatagram, answered DATAGRAM_TOO_LARGE by the main thread. */
+  /** Datagrams over maxDatagram (or whose record cannot fit an empty batch), answered DATAGRAM_TOO_LARGE by the main thread. */
   tooLarge: number;
   /** Datagrams dropped because their shard was not keeping up (maxShardQueue). */
   shardBusy: number;

@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import { errorJson } from '../protocol/errors.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { REPLY } from '../wire/frame.js';
-import { Batch, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
+import { Batch, BATCH_BYTES, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
 
 const TOO_LARGE = Buffer.from(errorJson('DATAGRAM_TOO_LARGE'));
 /** Header bytes of a request record besides the address text; see wire/frame.ts. */
@@ -125,7 +125,8 @@ export class DgramIo implements DatagramIo {
     const c = this.c;
     const address = rinfo.address;
     const port = rinfo.port;
-    if (msg.length > this.maxDatagram) {
+    const need = RECORD_OVERHEAD + address.length + msg.length;
+    if (msg.length > this.maxDatagram || need > BATCH_BYTES) {
       // The error is smaller than what triggered it, so answering cannot amplify.
       c.tooLarge++;
       this.send(socketIndex, TOO_LARGE, 0, TOO_LARGE.length, port, address);
@@ -133,7 +134,6 @@ export class DgramIo implements DatagramIo {
     }
     const bucket = addressBucket(address);
     const shard = shardOfBucket(bucket, this.shards);
-    const need = RECORD_OVERHEAD + address.length + msg.length;
     let b = target.batchFor(shard, false) as DgramBatch | null;
     if (b !== null && (b.len + need > b.buf.length || b.count === 0xffff)) b = target.batchFor(shard, true) as DgramBatch | null;
     if (b === null) { c.shardBusy++; return; }

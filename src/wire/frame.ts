@@ -21,6 +21,9 @@ export const SEND_TO = 1;
 /** Room for the largest record header: kind/socket + socket + port + bucket + addrLen + 64 address bytes + len. */
 export const MAX_RECORD_HEADER = 1 + 1 + 2 + 2 + 1 + 64 + 2;
 
+/** The largest request record header: socket + port + bucket + addrLen + 64 address bytes + len. */
+export const MAX_REQUEST_HEADER = 1 + 2 + 2 + 1 + 64 + 2;
+
 /** A Buffer with its own ArrayBuffer (never a pooled slice), so it can be transferred. */
 export function transferableBuffer(size: number): Buffer {
   return Buffer.allocUnsafeSlow(size);

@@ -256,6 +256,7 @@ typedef struct {
   int release_after;  // close() ran during a pass: release the JS side when it ends
   uint32_t shards;
   uint32_t max_datagram;
+  size_t batch_bytes;   // bytes of the last batch buffer JS handed out (0: none yet)
   uint8_t* too_large;
   size_t too_large_len;
 
@@ -478,6 +479,7 @@ static void shard_refresh(udp_socket* s, pass_ctx* p, uint32_t shard) {
   sp->len = (uint32_t)len;
   sp->count = (uint32_t)count;
   sp->status = SHARD_OPEN;
+  s->batch_bytes = sp->buf_len;
 }
 
 // Calls onBatch(shard, full). Afterwards the shard is SHARD_OPEN with a buffer, or SHARD_BUSY.
@@ -564,19 +566,28 @@ static int take_datagram(udp_socket* s, pass_ctx* p, unsigned i) {
   uint32_t bucket = bucket_of_text(addr, alen);
   uint32_t shard = bucket % s->shards;
   shard_pass* sp = &s->sp[shard];
+  // A record that cannot fit even an empty batch is too large, answered as such,
+  // whether or not its shard keeps up (config caps maxDatagram below that; an
+  // addon user may not). batch_bytes: the size of the batches JS hands out.
+  size_t need = RECORD_OVERHEAD + (size_t)alen + n;
+  if (s->batch_bytes > 0 && need > s->batch_bytes) { send_too_large(s, from, from_len); return 0; }
   if (sp->status == SHARD_BUSY) { s->shard_busy++; return 0; }
   if (sp->status == SHARD_NONE) {
     call_on_batch(s, p, shard, 0);
     if (p->aborted) return 0;
     if (sp->status != SHARD_OPEN) { s->shard_busy++; return 0; }
   }
-  size_t need = RECORD_OVERHEAD + (size_t)alen + n;
   if (!record_fits(sp, need)) {
-    if (sp->count == 0) { s->shard_busy++; return 0; } // larger than a whole empty batch: nothing to ship
+    if (need > sp->buf_len) { send_too_large(s, from, from_len); return 0; }
+    if (sp->count == 0) { s->shard_busy++; return 0; } // a batch JS handed out with no room
     call_on_batch(s, p, shard, 1);
     if (p->aborted) return 0;
     if (sp->status != SHARD_OPEN) { s->shard_busy++; return 0; }
-    if (!record_fits(sp, need)) { s->shard_busy++; return 0; }
+    if (!record_fits(sp, need)) {
+      if (need > sp->buf_len) send_too_large(s, from, from_len);
+      else s->shard_busy++;
+      return 0;
+    }
   }
   uint8_t* o = sp->buf + sp->len;
   unsigned port = ntohs(from->sin6_port); // sin_port and sin6_port share the offset
