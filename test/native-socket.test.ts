@@ -17,6 +17,7 @@ import { addressBucket } from '../src/routing.js';
 import { BUCKETS, Histogram } from '../bench/histogram.js';
 import type { NativeUdp, UdpSocket, UdpSocketOptions } from '../src/io/native-io.js';
 import type { NativeBench } from '../bench/loadgen/native.js';
+import { faultShim } from './helpers/fault-shim.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
@@ -663,10 +664,17 @@ test('close() releases the socket: closed sockets whose callbacks capture them a
 });
 
 /** Runs a script in a fresh node with the addon path as argv[1]; returns its exit code and output. */
-function child(script: string) {
-  const r = spawnSync(process.execPath, ['-e', script, UDP_ADDON], { encoding: 'utf8', timeout: 10_000 });
+function child(script: string, env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, ['-e', script, UDP_ADDON], { encoding: 'utf8', timeout: 10_000, env: { ...process.env, ...env } });
   return { status: r.status, signal: r.signal, out: r.stdout, err: r.stderr };
 }
+
+/** LD_PRELOAD of test/helpers/fault-shim.c, or a skip reason. */
+function shimEnv(): NodeJS.ProcessEnv | string {
+  const shim = faultShim();
+  return 'file' in shim ? { LD_PRELOAD: shim.file } : shim.unavailable;
+}
+const shimSkip = () => (skip !== false ? skip : typeof shimEnv() === 'string' ? (shimEnv() as string) : false);
 
 const CHILD_PRELUDE = `
 const addon = require(process.argv[1]);
@@ -683,6 +691,27 @@ function poke(sock) {
   c.send('hi', sock.address().port, '127.0.0.1', () => c.close());
 }
 `;
+
+test('"::" that cannot be made dual-stack (IPV6_V6ONLY 0 refused) throws a clear error instead of serving IPv6 only', { skip: shimSkip() }, () => {
+  const env = shimEnv() as NodeJS.ProcessEnv;
+  const script = `${CHILD_PRELUDE}
+    try {
+      const s = new addon.UdpSocket({ host: '::', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
+        tooLargeReply: Buffer.from('x'), shards: 1, state, onBatch: () => null, onReceived: () => {} });
+      console.log(JSON.stringify({ opened: s.address() }));
+      s.close();
+    } catch (e) { console.log(JSON.stringify({ code: e.code, syscall: e.syscall, message: e.message })); }`;
+  const faulty = child(script, { ...env, SOBANI_FAULT_V6ONLY: '1' });
+  assert.equal(faulty.status, 0, faulty.err);
+  const e = JSON.parse(faulty.out) as { code?: string; syscall?: string; message?: string };
+  assert.equal(e.code, 'ENOPROTOOPT', faulty.out);
+  assert.equal(e.syscall, 'setsockopt IPV6_V6ONLY');
+  assert.match(e.message!, /IPv4 clients could not reach it/);
+  // the shim itself changes nothing unless asked
+  const fine = child(script, env);
+  assert.equal(fine.status, 0, fine.err);
+  assert.equal((JSON.parse(fine.out) as { opened?: { family: string } }).opened?.family, 'IPv6');
+});
 
 test('lifecycle: the process exits after close(); a callback\'s exception is an uncaught exception; microtasks run after a pass', { skip }, () => {
   udp();

@@ -199,7 +199,12 @@ static napi_value Echo_new(napi_env env, napi_callback_info info) {
   if (fd < 0) { napi_throw(env, make_errno_error(env, errno, "socket", NULL)); return NULL; }
   if (family == AF_INET6) {
     int off = 0;
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) {
+      int err = errno;
+      close(fd);
+      napi_throw(env, make_errno_error(env, err, "setsockopt IPV6_V6ONLY", NULL));
+      return NULL;
+    }
   }
   int b = (int)rcvbuf;
   if (b > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);

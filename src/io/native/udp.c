@@ -843,8 +843,15 @@ static int open_socket(napi_env env, const char* host, int port, int rcvbuf, int
   }
   if (fd < 0) { throw_errno(env, errno, "socket", NULL, 0); return 0; }
   if (dual) {
+    // Without this the socket may be IPv6-only (net.ipv6.bindv6only), and IPv4
+    // clients could not reach it: refuse to start rather than serve half the world.
     int off = 0;
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) {
+      int e = errno;
+      close(fd);
+      napi_throw(env, make_errno_error(env, e, "setsockopt IPV6_V6ONLY", "(cannot make '::' take IPv4 too, so IPv4 clients could not reach it)"));
+      return 0;
+    }
   }
   if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0) {
     int e = errno; close(fd); throw_errno(env, e, "setsockopt SO_RCVBUF", NULL, 0); return 0;
