@@ -713,6 +713,22 @@ test('"::" that cannot be made dual-stack (IPV6_V6ONLY 0 refused) throws a clear
   assert.equal((JSON.parse(fine.out) as { opened?: { family: string } }).opened?.family, 'IPv6');
 });
 
+test('a failed recvmmsg is counted by reason (recvErrors.ENOMEM) and receiving goes on', { skip: shimSkip() }, () => {
+  const env = shimEnv() as NodeJS.ProcessEnv;
+  const r = child(`${CHILD_PRELUDE}
+    const buf = [new ArrayBuffer(1024), new ArrayBuffer(1024)];
+    const s = open(() => buf, () => {
+      console.log(JSON.stringify(s.stats()));
+      s.close();
+    });
+    poke(s);`, { ...env, SOBANI_FAULT_RECVMMSG: '1' });
+  assert.equal(r.status, 0, r.err);
+  const st = JSON.parse(r.out) as { datagramsIn: number; recvCalls: number; recvErrors: Record<string, number> };
+  assert.deepEqual(st.recvErrors, { ENOMEM: 1 });
+  assert.equal(st.datagramsIn, 1, 'the datagram was read on the next readable event');
+  assert.ok(st.recvCalls >= 2);
+});
+
 test('lifecycle: the process exits after close(); a callback\'s exception is an uncaught exception; microtasks run after a pass', { skip }, () => {
   udp();
   const exits = child(`${CHILD_PRELUDE} const s = open(() => null, () => {}); s.close(); console.log('closed');`);

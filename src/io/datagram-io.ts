@@ -52,6 +52,8 @@ export interface IoCounters {
   droppedAtStop: number;
   /** Sends that failed, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...). */
   sendErrors: Record<string, number>;
+  /** Reads from the socket that failed, by reason (errno name, e.g. ENOMEM); receiving goes on. */
+  recvErrors: Record<string, number>;
 }
 
 export interface BoundAddress { address: string; port: number; family: 'IPv4' | 'IPv6' }

@@ -33,7 +33,7 @@ class DgramBatch extends Batch {
   readonly sockets: number[] = [];
 }
 
-async function bindSockets(config: Config, log: Logger): Promise<Socket[]> {
+async function bindSockets(config: Config, log: Logger, onError: (err: NodeJS.ErrnoException) => void): Promise<Socket[]> {
   const open = (type: 'udp4' | 'udp6', host: string): Promise<Socket> => new Promise((resolve, reject) => {
     const socket = dgram.createSocket({
       type,
@@ -44,8 +44,9 @@ async function bindSockets(config: Config, log: Logger): Promise<Socket[]> {
     socket.once('error', reject);
     socket.bind({ port: config.port, address: host, exclusive: true }, () => {
       socket.off('error', reject);
-      // Socket errors arrive here; without a listener they would kill the process.
-      socket.on('error', (err) => log.warn({ err }, 'udp socket error'));
+      // Socket errors arrive here (failed reads: a failed send goes to its callback);
+      // without a listener they would kill the process.
+      socket.on('error', onError);
       resolve(socket);
     });
   });
@@ -62,7 +63,7 @@ export class DgramIo implements DatagramIo {
   readonly path = 'dgram';
   readonly addresses: BoundAddress[];
   readonly socketTypes: ('udp4' | 'udp6')[];
-  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, startupDropped: 0, droppedAtStop: 0, sendErrors: {} };
+  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, startupDropped: 0, droppedAtStop: 0, sendErrors: {}, recvErrors: {} };
   private target: BatchTarget | null = null;
   /** What arrived before start(); null once started. */
   private early: Early[] | null = [];
@@ -84,7 +85,13 @@ export class DgramIo implements DatagramIo {
   }
 
   static async open(config: Config, log: Logger): Promise<DgramIo> {
-    return new DgramIo(await bindSockets(config, log), config);
+    let io: DgramIo | null = null;
+    const sockets = await bindSockets(config, log, (err) => {
+      log.warn({ err }, 'udp socket error');
+      const c = io?.c;
+      if (c !== undefined) { const code = err.code ?? 'other'; c.recvErrors[code] = (c.recvErrors[code] ?? 0) + 1; }
+    });
+    return (io = new DgramIo(sockets, config));
   }
 
   newBatch(): Batch { return new DgramBatch(); }
@@ -196,7 +203,7 @@ export class DgramIo implements DatagramIo {
   };
 
   counters(): IoCounters {
-    return { ...this.c, sendErrors: { ...this.c.sendErrors } };
+    return { ...this.c, sendErrors: { ...this.c.sendErrors }, recvErrors: { ...this.c.recvErrors } };
   }
 
   bufferSizes(): { recv: number; send: number } {

@@ -16,7 +16,6 @@ export interface UdpSocketStats extends Omit<IoCounters, 'startupDropped'> {
   receivePasses: number;
   recvCalls: number;
   sendCalls: number;
-  recvErrors: number;
   recvBufferSize?: number;
   sendBufferSize?: number;
 }

@@ -46,6 +46,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     restarts: counter('sobani_shard_restarts_total', 'Shard threads replaced after a crash.', ['shard']),
     lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
     sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams the kernel refused to send, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...).', ['reason']),
+    recvErrors: counter('sobani_udp_recv_errors_total', 'Reads from the UDP socket that failed, by reason (errno name); receiving goes on.', ['reason']),
     io: gauge('sobani_io_path', 'The datagram I/O path serving (1): native (recvmmsg/sendmmsg addon) or dgram.', ['path']),
     // with a session directory (several instances)
     dirUp: gauge('sobani_directory_up', '1 while the session directory (Redis) answers, else 0.', ['instance']),
@@ -74,7 +75,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
   };
 
   const update = (s: TrackerStats): void => {
-    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
+    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors, m.recvErrors,
       m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served]) c.reset();
     for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp]) g.reset();
     const d = s.directory;
@@ -90,6 +91,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     }
     m.io.set({ path: s.io }, 1);
     incAll(m.sendErrors, s.main.sendErrors, (reason) => ({ reason }));
+    incAll(m.recvErrors, s.main.recvErrors, (reason) => ({ reason }));
     m.loopDelay.set({ thread: 'main' }, s.mainLoopDelayMaxMs / 1000);
     const sums = sumShards(s.shards.map((sh) => sh.counters));
     for (const sh of s.shards) {

@@ -50,15 +50,18 @@
 #define RECORD_OVERHEAD (1 + 2 + 2 + 1 + 2)
 #define BUCKET_MASK 4095u
 
-// ---- send error reasons ---------------------------------------------------
+// ---- send and receive error reasons ------------------------------------------
+// Counted per reason (errno name), never thrown; stats() reports the non-zero ones.
 
 enum {
   R_EAGAIN, R_ENOBUFS, R_ECONNREFUSED, R_EHOSTUNREACH, R_ENETUNREACH, R_EACCES,
-  R_EPERM, R_EMSGSIZE, R_EINVAL, R_EAFNOSUPPORT, R_MALFORMED, R_OTHER, R_COUNT
+  R_EPERM, R_EMSGSIZE, R_EINVAL, R_EAFNOSUPPORT, R_ENOMEM, R_ECONNRESET, R_EFAULT, R_EBADF,
+  R_MALFORMED, R_OTHER, R_COUNT
 };
 static const char* const REASON_NAMES[R_COUNT] = {
   "EAGAIN", "ENOBUFS", "ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EACCES",
-  "EPERM", "EMSGSIZE", "EINVAL", "EAFNOSUPPORT", "malformed", "other"
+  "EPERM", "EMSGSIZE", "EINVAL", "EAFNOSUPPORT", "ENOMEM", "ECONNRESET", "EFAULT", "EBADF",
+  "malformed", "other"
 };
 
 static int reason_of_errno(int e) {
@@ -77,6 +80,10 @@ static int reason_of_errno(int e) {
     case EMSGSIZE: return R_EMSGSIZE;
     case EINVAL: return R_EINVAL;
     case EAFNOSUPPORT: return R_EAFNOSUPPORT;
+    case ENOMEM: return R_ENOMEM;
+    case ECONNRESET: return R_ECONNRESET;
+    case EFAULT: return R_EFAULT;
+    case EBADF: return R_EBADF;
     default: return R_OTHER;
   }
 }
@@ -274,7 +281,8 @@ typedef struct {
   int32_t* state_scratch;
 
   uint64_t datagrams_in, bytes_in, datagrams_out, bytes_out, too_large_count, shard_busy, dropped_at_stop;
-  uint64_t receive_passes, recv_calls, send_calls, recv_errors;
+  uint64_t receive_passes, recv_calls, send_calls;
+  uint64_t recv_errors[R_COUNT];
   uint64_t send_errors[R_COUNT];
 } udp_socket;
 
@@ -623,7 +631,8 @@ static void receive_pass(udp_socket* s) {
     s->recv_calls++;
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) s->recv_errors++;
+      // the poll is level-triggered: what is still in the socket is read next turn
+      if (errno != EAGAIN && errno != EWOULDBLOCK) s->recv_errors[reason_of_errno(errno)]++;
       break;
     }
     if (r == 0) break;
@@ -674,7 +683,7 @@ static void on_poll(uv_poll_t* h, int status, int events) {
   if (s->closed || !s->receiving) return;
   if (status < 0) {
     // libuv stopped the poll on a socket error: clear the error and watch again
-    s->recv_errors++;
+    s->recv_errors[reason_of_errno(-status)]++;
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -999,10 +1008,20 @@ static napi_value Sock_address(napi_env env, napi_callback_info info) {
   return address_object(env, text, ntohs(a.sin6_port), a.sin6_family);
 }
 
+// { reason: count } of the non-zero counts.
+static napi_value reasons_object(napi_env env, const uint64_t* counts) {
+  napi_value obj;
+  if (napi_create_object(env, &obj) != napi_ok) return NULL;
+  for (int i = 0; i < R_COUNT; i++) {
+    if (counts[i] > 0) set_named_double(env, obj, REASON_NAMES[i], (double)counts[i]);
+  }
+  return obj;
+}
+
 static napi_value Sock_stats(napi_env env, napi_callback_info info) {
   udp_socket* s = unwrap_this(env, info);
   if (s == NULL) return NULL;
-  napi_value obj, errs;
+  napi_value obj;
   NAPI_OK(napi_create_object(env, &obj));
   set_named_double(env, obj, "datagramsIn", (double)s->datagrams_in);
   set_named_double(env, obj, "bytesIn", (double)s->bytes_in);
@@ -1014,18 +1033,14 @@ static napi_value Sock_stats(napi_env env, napi_callback_info info) {
   set_named_double(env, obj, "receivePasses", (double)s->receive_passes);
   set_named_double(env, obj, "recvCalls", (double)s->recv_calls);
   set_named_double(env, obj, "sendCalls", (double)s->send_calls);
-  set_named_double(env, obj, "recvErrors", (double)s->recv_errors);
   // what the kernel granted (it doubles the request and caps it at rmem_max / wmem_max)
   int size = 0;
   socklen_t size_len = sizeof size;
   if (!s->closed && getsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &size, &size_len) == 0) set_named_double(env, obj, "recvBufferSize", size);
   size_len = sizeof size;
   if (!s->closed && getsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &size, &size_len) == 0) set_named_double(env, obj, "sendBufferSize", size);
-  NAPI_OK(napi_create_object(env, &errs));
-  for (int i = 0; i < R_COUNT; i++) {
-    if (s->send_errors[i] > 0) set_named_double(env, errs, REASON_NAMES[i], (double)s->send_errors[i]);
-  }
-  napi_set_named_property(env, obj, "sendErrors", errs);
+  NAPI_OK(napi_set_named_property(env, obj, "sendErrors", reasons_object(env, s->send_errors)));
+  NAPI_OK(napi_set_named_property(env, obj, "recvErrors", reasons_object(env, s->recv_errors)));
   return obj;
 }
 
