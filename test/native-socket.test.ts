@@ -763,6 +763,42 @@ test('lifecycle: the process exits after close(); a callback\'s exception is an 
   assert.equal(ticks.out.trim(), 'onReceived,nextTick,microtask,immediate');
 });
 
+test('each addon\'s methods refuse the other addon\'s objects and plain objects with a TypeError, never touching their memory', { skip }, () => {
+  udp();
+  bench();
+  // Two guards: V8 checks a class method's receiver against its class (napi_define_class
+  // gives methods a signature: "Illegal invocation"), and behind it each addon checks
+  // its own type tag before napi_unwrap. This test cannot tell which one threw; it
+  // fails if neither holds. In a child: a call that got through would read and write
+  // the wrong struct, and may crash.
+  const r = spawnSync(process.execPath, ['-e', `
+    const udp = require(process.argv[1]);
+    const bench = require(process.argv[2]);
+    const sock = new udp.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
+      tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} });
+    const echo = new bench.EchoServer({ host: '127.0.0.1', port: 0 });
+    const outcomes = {};
+    const methods = (cls) => Object.getOwnPropertyNames(cls.prototype).filter((m) => m !== 'constructor');
+    const strangers = { otherAddon: null, plain: {}, bareInstance: null, number: 5 };
+    for (const [cls, other] of [[udp.UdpSocket, echo], [bench.EchoServer, sock]]) {
+      for (const [what, self] of Object.entries({ ...strangers, otherAddon: other, bareInstance: Object.create(cls.prototype) })) {
+        for (const m of methods(cls)) {
+          let outcome = 'returned';
+          try { cls.prototype[m].call(self, Buffer.alloc(8), new ArrayBuffer(64), 1); } catch (e) { outcome = e.constructor.name; }
+          outcomes[cls.name + '.' + m + ' on ' + what] = outcome;
+        }
+      }
+    }
+    sock.address(); echo.address(); // both still work
+    sock.close(); echo.close();
+    console.log(JSON.stringify(outcomes));`, UDP_ADDON, BENCH_ADDON], { encoding: 'utf8', timeout: 10_000 });
+  assert.equal(r.status, 0, `the child died: ${r.signal ?? ''} ${r.stderr}`);
+  const outcomes = JSON.parse(r.stdout) as Record<string, string>;
+  assert.ok(Object.keys(outcomes).length >= 4 * (6 + 3), JSON.stringify(outcomes));
+  const wrong = Object.entries(outcomes).filter(([, o]) => o !== 'TypeError');
+  assert.deepEqual(wrong, [], 'every call on a foreign object throws a TypeError');
+});
+
 // ---- sobani_bench ---------------------------------------------------------------------------
 
 test('bench: EchoServer echoes every datagram to its source', { skip }, async () => {

@@ -117,6 +117,9 @@ typedef struct {
   uint64_t received, echoed, send_errors;
 } echo_server;
 
+// Tags every EchoServer object (the tracker's UdpSocket has a tag of its own).
+static const napi_type_tag ECHO_SERVER_TAG = { 0x736f62616e696563ULL, 0x686f736572766572ULL };
+
 static void echo_close_now(echo_server* e) {
   if (e->closed) return;
   e->closed = 1;
@@ -248,6 +251,11 @@ static napi_value Echo_new(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "napi_wrap failed");
     return NULL;
   }
+  if (!tag_wrapped(env, self, &ECHO_SERVER_TAG)) {
+    echo_close_now(e); // the finalizer frees it
+    napi_throw_error(env, NULL, "napi_type_tag_object failed");
+    return NULL;
+  }
   napi_create_reference(env, self, 1, &e->wrapper_ref); // alive while open
   if (napi_add_env_cleanup_hook(env, echo_cleanup_hook, e) == napi_ok) e->hook_added = 1;
   uv_poll_start(e->poll, UV_READABLE, echo_on_poll);
@@ -255,7 +263,7 @@ static napi_value Echo_new(napi_env env, napi_callback_info info) {
 }
 
 static echo_server* echo_this(napi_env env, napi_callback_info info) {
-  return get_wrapped_this(env, info, "not an EchoServer");
+  return get_wrapped_this(env, info, &ECHO_SERVER_TAG, "not an EchoServer");
 }
 
 static napi_value Echo_address(napi_env env, napi_callback_info info) {

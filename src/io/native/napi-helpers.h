@@ -74,12 +74,22 @@ static inline napi_value constructor_options(napi_env env, napi_callback_info in
   return argv[0];
 }
 
-// The native object wrapped in `this`, or NULL with a TypeError `msg` thrown (e.g. "not a UdpSocket").
-static inline void* get_wrapped_this(napi_env env, napi_callback_info info, const char* msg) {
+// Every wrapped object is tagged with its class's tag (napi_type_tag_object right
+// after napi_wrap): napi_unwrap alone would hand one addon's struct to the other's
+// methods (UdpSocket.prototype.close.call(anEchoServer)), and memory would be
+// read and written as the wrong type.
+static inline int tag_wrapped(napi_env env, napi_value obj, const napi_type_tag* tag) {
+  return napi_type_tag_object(env, obj, tag) == napi_ok;
+}
+
+// The native object wrapped in `this` if `this` carries `tag`, else NULL with a
+// TypeError `msg` thrown (e.g. "not a UdpSocket").
+static inline void* get_wrapped_this(napi_env env, napi_callback_info info, const napi_type_tag* tag, const char* msg) {
   napi_value self;
   void* p = NULL;
+  bool tagged = false;
   if (napi_get_cb_info(env, info, NULL, NULL, &self, NULL) != napi_ok) return NULL;
-  if (napi_unwrap(env, self, &p) != napi_ok) {
+  if (napi_check_object_type_tag(env, self, tag, &tagged) != napi_ok || !tagged || napi_unwrap(env, self, &p) != napi_ok || p == NULL) {
     throw_type_error(env, msg);
     return NULL;
   }

@@ -289,6 +289,13 @@ typedef struct {
 // ---- small N-API helpers --------------------------------------------------------
 // (the ones bench/native/bench.c uses too are in napi-helpers.h)
 
+// Tags every UdpSocket object (bench.c's EchoServer has a tag of its own).
+static const napi_type_tag UDP_SOCKET_TAG = { 0x736f62616e697564ULL, 0x70736f636b657431ULL };
+
+static udp_socket* unwrap_this(napi_env env, napi_callback_info info) {
+  return get_wrapped_this(env, info, &UDP_SOCKET_TAG, "not a UdpSocket");
+}
+
 // Throws an Error like node's own socket errors: code 'EADDRINUSE', errno, syscall, address, port.
 static napi_value throw_errno(napi_env env, int err, const char* syscall, const char* host, int port) {
   char detail[96];
@@ -723,8 +730,8 @@ static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3], self;
   NAPI_OK(napi_get_cb_info(env, info, &argc, argv, &self, NULL));
-  udp_socket* s;
-  NAPI_OK(napi_unwrap(env, self, (void**)&s));
+  udp_socket* s = unwrap_this(env, info);
+  if (s == NULL) return NULL;
   uint8_t *out, *peers = NULL;
   size_t out_len, peers_len = 0;
   if (argc < 1 || !get_bytes(env, argv[0], &out, &out_len)) return throw_type_error(env, "sendReplies(out, peers, count): out must be a Uint8Array or ArrayBuffer");
@@ -960,7 +967,12 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "napi_wrap failed");
     return NULL;
   }
-  // From here on the finalizer owns s.
+  // From here on the finalizer owns s. An untagged object is not usable: close it.
+  if (!tag_wrapped(env, self, &UDP_SOCKET_TAG)) {
+    close_socket_now(s);
+    napi_throw_error(env, NULL, "napi_type_tag_object failed");
+    return NULL;
+  }
   napi_create_reference(env, self, 1, &s->wrapper_ref);
   napi_create_reference(env, on_batch_v, 1, &s->on_batch_ref);
   napi_create_reference(env, on_received_v, 1, &s->on_received_ref);
@@ -987,9 +999,6 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   return self;
 }
 
-static udp_socket* unwrap_this(napi_env env, napi_callback_info info) {
-  return get_wrapped_this(env, info, "not a UdpSocket");
-}
 
 static napi_value Sock_address(napi_env env, napi_callback_info info) {
   udp_socket* s = unwrap_this(env, info);
