@@ -799,6 +799,43 @@ test('each addon\'s methods refuse the other addon\'s objects and plain objects 
   assert.deepEqual(wrong, [], 'every call on a foreign object throws a TypeError');
 });
 
+test('sockets left open in worker threads that exit or are terminated: no crash, no hang, the process exits 0', { skip }, () => {
+  udp();
+  bench();
+  // A worker's environment goes away with its handles open, and node unloads the
+  // addons: the polls must be closed (and their close callbacks run) before that.
+  const r = spawnSync(process.execPath, ['-e', `
+    const { Worker } = require('node:worker_threads');
+    const [udpAddon, benchAddon] = process.argv.slice(1);
+    const src = \`
+      const { parentPort, workerData } = require('node:worker_threads');
+      const udp = require(workerData.udpAddon);
+      const bench = require(workerData.benchAddon);
+      const socks = [0, 1, 2].map(() => new udp.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0,
+        maxDatagram: 100, tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} }));
+      socks[0].startReceiving(); socks[1].startReceiving();
+      const echo = new bench.EchoServer({ host: '127.0.0.1', port: 0 });
+      if (workerData.how === 'close, then exit') { socks[0].close(); echo.close(); }
+      parentPort.postMessage('ready');
+      if (workerData.how !== 'terminate') setImmediate(() => process.exit(0));
+    \`;
+    const hows = ['terminate', 'exit', 'close, then exit'];
+    (async () => {
+      const codes = new Set();
+      for (let i = 0; i < 45; i++) {
+        const how = hows[i % 3];
+        const w = new Worker(src, { eval: true, workerData: { udpAddon, benchAddon, how } });
+        const exited = new Promise((resolve, reject) => { w.once('exit', resolve); w.once('error', reject); });
+        if (how === 'terminate') { await new Promise((r) => w.once('message', r)); await w.terminate(); }
+        codes.add(how + ': ' + await exited);
+      }
+      console.log(JSON.stringify([...codes].sort()));
+    })();`, UDP_ADDON, BENCH_ADDON], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), ['close, then exit: 0', 'exit: 0', 'terminate: 1']);
+});
+
 // ---- sobani_bench ---------------------------------------------------------------------------
 
 test('bench: EchoServer echoes every datagram to its source', { skip }, async () => {

@@ -256,7 +256,7 @@ typedef struct {
   int family;
   int receiving;
   int closed;
-  int hook_added;
+  poll_guard* guard;    // closes the poll if the environment goes away first (napi-helpers.h)
   int async_live;
   int in_pass;        // a receive pass is running (JS may be on the stack above it)
   struct pass_ctx* pass; // that pass, while in_pass
@@ -321,35 +321,29 @@ static void report_pending_exception(napi_env env) {
 
 // ---- closing ------------------------------------------------------------------
 
-// Stops polling and closes the fd. No JS; safe from a finalizer or cleanup hook.
+// Stops polling and closes the fd. No JS; safe from a finalizer or the
+// environment's cleanup (the guard's hook calls it for a socket still open then).
 static void close_socket_now(udp_socket* s) {
   if (s->closed) return;
   s->closed = 1;
   s->receiving = 0;
-  close_poll(&s->poll);
+  close_polls(s->guard, &s->poll, 1);
+  s->guard = NULL;
   if (s->fd >= 0) {
     close(s->fd);
     s->fd = -1;
   }
 }
 
-static void cleanup_hook(void* arg) {
-  udp_socket* s = arg;
-  s->hook_added = 0; // node drops a hook once it ran
-  close_socket_now(s);
-}
+static void close_socket_for_env(void* owner) { close_socket_now(owner); }
 
 // Everything a closed socket no longer needs: the strong references (to its own
-// object, its callbacks, `state` and the async resource), the async context, the
-// cleanup hook and the buffers. Released at close, not left to the finalizer: the
+// object, its callbacks, `state` and the async resource), the async context and
+// the buffers. Released at close, not left to the finalizer: the
 // callbacks usually capture whatever holds this object (NativeIo does), so while
 // these references are strong the object is never collected and the finalizer
 // never runs. Needs a handle scope; never during a receive pass (see close_from_js).
 static void release_all(napi_env env, udp_socket* s) {
-  if (s->hook_added) {
-    napi_remove_env_cleanup_hook(env, cleanup_hook, s);
-    s->hook_added = 0;
-  }
   if (s->async_live) {
     napi_async_destroy(env, s->async_ctx);
     s->async_live = 0;
@@ -979,7 +973,7 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   napi_create_reference(env, state_v, 1, &s->state_ref);
   napi_create_reference(env, resource, 1, &s->resource_ref);
   if (napi_async_init(env, resource, name, &s->async_ctx) == napi_ok) s->async_live = 1;
-  if (napi_add_env_cleanup_hook(env, cleanup_hook, s) == napi_ok) s->hook_added = 1;
+  s->guard = add_poll_guard(env, close_socket_for_env, s);
 
   uv_loop_t* loop = NULL;
   s->poll = malloc(sizeof *s->poll);
