@@ -7,7 +7,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import fc from 'fast-check';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -250,7 +253,7 @@ function rng(seed: number): () => number {
 
 // ---- sobani_udp ----------------------------------------------------------------------------
 
-test('addressBucket is routing.ts addressBucket, on thousands of IPv4, IPv6 and ::ffff: addresses', { skip }, () => {
+test('addressBucket is routing.ts addressBucket, on thousands of IPv4, IPv6 and ::ffff: addresses; text beyond 8 bits is refused', { skip }, () => {
   const addon = udp();
   const r = rng(12345);
   const int = (n: number) => Math.floor(r() * n);
@@ -269,8 +272,98 @@ test('addressBucket is routing.ts addressBucket, on thousands of IPv4, IPv6 and 
   const samples: string[] = ['', '::', '::1', '::ffff:', '::ffff:1', '::ffff:abcd', '::FFFF:1.2.3.4', '::ffff:1.2.3.4%x', '%', '1.2.3.4%eth0', 'ä', '\u{1F600}', '::ffff:1.2.3.4'];
   for (let i = 0; i < 4000; i++) samples.push(v4(), v6(), `::ffff:${v4()}`, `::${v4()}`);
   for (let i = 0; i < 500; i++) samples.push(String.fromCharCode(...Array.from({ length: int(50) }, () => int(0x10000))));
-  for (const s of samples) assert.equal(addon.addressBucket(s), addressBucket(s), JSON.stringify(s));
+  for (const s of samples) {
+    if (/[^\u0000-\u00ff]/.test(s)) assert.throws(() => addon.addressBucket(s), TypeError, JSON.stringify(s));
+    else assert.equal(addon.addressBucket(s), addressBucket(s), JSON.stringify(s));
+  }
   assert.equal(addon.PEER_BYTES >= 28, true, 'a peers entry holds a sockaddr_in6');
+});
+
+// ---- the receive path's address text and bucket, fuzzed -------------------------------------
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+const LE = os.endianness() === 'LE';
+
+/** A sockaddr_in / sockaddr_in6 as the kernel writes it (family and scope id in host order, port big-endian). */
+function sockaddr(family: 4 | 6, addr: Uint8Array, port: number, scope = 0): Buffer {
+  const b = Buffer.alloc(family === 4 ? 16 : 28);
+  if (LE) b.writeUInt16LE(family === 4 ? AF_INET : AF_INET6, 0); else b.writeUInt16BE(family === 4 ? AF_INET : AF_INET6, 0);
+  b.writeUInt16BE(port, 2);
+  if (family === 4) {
+    b.set(addr, 4);
+  } else {
+    b.set(addr, 8);
+    if (LE) b.writeUInt32LE(scope, 24); else b.writeUInt32BE(scope, 24);
+  }
+  return b;
+}
+
+/** Interface index -> name in this network namespace. */
+function interfaceNames(): Map<number, string> {
+  const names = new Map<number, string>();
+  for (const name of readdirSync('/sys/class/net')) {
+    try { names.set(Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8')), name); } catch { /* gone meanwhile */ }
+  }
+  return names;
+}
+
+/**
+ * What node's dgram reports as rinfo.address: uv_inet_ntop's text (net.SocketAddress
+ * parses with uv_inet_pton and prints with uv_inet_ntop), plus, for a link-local
+ * IPv6 address with a scope, "%" and the interface's name (node's AddressToJS);
+ * format_address writes an unknown index as its number.
+ */
+function referenceText(family: 4 | 6, addr: Uint8Array, scope: number, names: Map<number, string>): string {
+  if (family === 4) return new net.SocketAddress({ address: [...addr].join('.'), family: 'ipv4' }).address;
+  const groups = Array.from({ length: 8 }, (_, i) => ((addr[2 * i]! << 8) | addr[2 * i + 1]!).toString(16));
+  const text = new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
+  const linkLocal = addr[0] === 0xfe && (addr[1]! & 0xc0) === 0x80;
+  return linkLocal && scope > 0 ? `${text}%${names.get(scope) ?? scope}` : text;
+}
+
+test('the reference: net.SocketAddress prints IPv6 as uv_inet_ntop does (checked on known forms)', () => {
+  const v6 = (a: string) => new net.SocketAddress({ address: a, family: 'ipv6' }).address;
+  assert.equal(v6('0:0:0:0:0:ffff:102:304'), '::ffff:1.2.3.4'); // v4-mapped: dotted tail
+  assert.equal(v6('0:0:0:0:0:0:102:304'), '::1.2.3.4'); // v4-compatible too (libuv's rule)
+  assert.equal(v6('0:0:0:0:0:fffe:102:304'), '::fffe:102:304');
+  assert.equal(v6('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1'); // the first longest zero run
+  assert.equal(v6('fe80:0:0:0:0:0:0:1'), 'fe80::1');
+  assert.equal(v6('1:0:2:3:4:5:6:7'), '1:0:2:3:4:5:6:7'); // a lone zero group is not "::"
+});
+
+test('fuzz: sockaddr bytes -> address text -> bucket in C (format_address, bucket_of_text) = uv_inet_ntop / dgram\'s text and routing.ts addressBucket', { skip }, () => {
+  const addon = udp();
+  const names = interfaceNames();
+  assert.equal(names.get(1), 'lo', 'lo is interface 1 here');
+  const bytes16 = fc.uint8Array({ minLength: 16, maxLength: 16 });
+  // v6 shapes that exercise each branch: random, zero runs ("::"), v4-mapped, v4-compatible, link-local
+  const v6 = fc.oneof(
+    bytes16,
+    fc.tuple(bytes16, fc.array(fc.integer({ min: 0, max: 7 }), { maxLength: 8 })).map(([b, zero]) => {
+      const a = Uint8Array.from(b);
+      for (const g of zero) { a[2 * g] = 0; a[2 * g + 1] = 0; }
+      return a;
+    }),
+    fc.uint8Array({ minLength: 4, maxLength: 4 }).map((v4) => Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...v4])),
+    fc.uint8Array({ minLength: 4, maxLength: 4 }).map((v4) => Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ...v4])),
+    fc.tuple(bytes16, fc.integer({ min: 0x80, max: 0xbf })).map(([b, second]) => Uint8Array.from([0xfe, second, ...b.subarray(2)])),
+  );
+  // scope ids: none, lo (1), every interface here, unknown indexes
+  const scope = fc.oneof(fc.constant(0), fc.constantFrom(...names.keys()), fc.integer({ min: 1, max: 0x7fffffff }));
+  const address = fc.oneof(
+    fc.record({ family: fc.constant(4 as const), addr: fc.uint8Array({ minLength: 4, maxLength: 4 }), scope: fc.constant(0) }),
+    fc.record({ family: fc.constant(6 as const), addr: v6, scope }),
+  );
+  fc.assert(fc.property(address, fc.integer({ min: 0, max: 65535 }), ({ family, addr, scope: sc }, port) => {
+    const got = addon.formatSockaddr(sockaddr(family, addr, port, sc));
+    assert.ok(got !== null);
+    const [text, bucket] = got;
+    assert.equal(text, referenceText(family, addr, sc, names));
+    assert.equal(bucket, addressBucket(text), 'the bucket routing.ts gives the same text');
+  }), { numRuns: 20_000 });
+  assert.equal(addon.formatSockaddr(Buffer.alloc(16)), null, 'family 0: no address');
+  assert.throws(() => addon.formatSockaddr(Buffer.alloc(8)), TypeError);
 });
 
 for (const host of ['::', '127.0.0.1']) {

@@ -34,7 +34,10 @@ export interface UdpSocket {
 export interface NativeUdp {
   /** Bytes of one entry of a batch's peers table (a source sockaddr). */
   PEER_BYTES: number;
+  /** routing.ts addressBucket as the receive path computes it; 8-bit text only (a TypeError otherwise). */
   addressBucket(address: string): number;
+  /** Test-only: the address text and bucket the receive path makes from a sockaddr_in / sockaddr_in6's bytes. */
+  formatSockaddr(sockaddr: Uint8Array): [string, number] | null;
   UdpSocket: new (options: UdpSocketOptions) => UdpSocket;
 }
 

@@ -136,33 +136,14 @@ static int format_address(const struct sockaddr* sa, char* out) {
 }
 
 // routing.ts addressBucket over 8-bit text: FNV-1a, skipping a leading
-// "::ffff:" when dotted IPv4 follows, stopping at '%', folded to 12 bits.
+// "::ffff:" when dotted IPv4 follows, stopping at '%', folded to 12 bits. The
+// addon's only copy of the hash: addressBucket() from JS uses it too.
 static uint32_t bucket_of_text(const char* a, int n) {
   int start = 0;
   if (n > 7 && memcmp(a, "::ffff:", 7) == 0 && memchr(a + 7, '.', (size_t)(n - 7)) != NULL) start = 7;
   uint32_t h = 0x811c9dc5u;
   for (int i = start; i < n; i++) {
     uint32_t c = (uint8_t)a[i];
-    if (c == '%') break;
-    h = (h ^ c) * 0x01000193u;
-  }
-  return (h ^ (h >> 16)) & BUCKET_MASK;
-}
-
-// The same over UTF-16 code units, for addressBucket() called from JS.
-static uint32_t bucket_of_utf16(const char16_t* a, size_t n) {
-  size_t start = 0;
-  static const char prefix[] = "::ffff:";
-  if (n > 7) {
-    int same = 1;
-    for (int i = 0; i < 7; i++) if (a[i] != (char16_t)prefix[i]) { same = 0; break; }
-    if (same) {
-      for (size_t i = 7; i < n; i++) if (a[i] == '.') { start = 7; break; }
-    }
-  }
-  uint32_t h = 0x811c9dc5u;
-  for (size_t i = start; i < n; i++) {
-    uint32_t c = a[i];
     if (c == '%') break;
     h = (h ^ c) * 0x01000193u;
   }
@@ -1076,22 +1057,60 @@ static napi_value Sock_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// addressBucket(text): the routing bucket of address text, as the receive path
+// computes it (bucket_of_text). Address text is 8-bit (dgram's rinfo.address is
+// ASCII): a string with a code unit above 255 is a TypeError, not a guess.
 static napi_value AddressBucket(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   size_t len = 0;
   if (argc < 1 || napi_get_value_string_utf16(env, argv[0], NULL, 0, &len) != napi_ok) return throw_type_error(env, "addressBucket(text): text must be a string");
-  char16_t stack[128];
-  char16_t* buf = len < 128 ? stack : malloc((len + 1) * sizeof(char16_t));
-  if (buf == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  char16_t stack16[128];
+  char stack8[128];
+  char16_t* wide = len < 128 ? stack16 : malloc((len + 1) * sizeof(char16_t));
+  char* text = len < 128 ? stack8 : malloc(len + 1);
+  napi_value v = NULL;
   size_t got = 0;
-  napi_get_value_string_utf16(env, argv[0], buf, len + 1, &got);
-  uint32_t b = bucket_of_utf16(buf, got);
-  if (buf != stack) free(buf);
-  napi_value v;
-  napi_create_uint32(env, b, &v);
+  if (wide == NULL || text == NULL) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+  } else if (napi_get_value_string_utf16(env, argv[0], wide, len + 1, &got) == napi_ok) {
+    size_t i = 0;
+    while (i < got && wide[i] <= 0xff) { text[i] = (char)wide[i]; i++; }
+    if (i < got) throw_type_error(env, "addressBucket(text): address text is 8-bit, this string has a character above U+00FF");
+    else napi_create_uint32(env, bucket_of_text(text, (int)got), &v);
+  }
+  if (wide != stack16) free(wide);
+  if (text != stack8) free(text);
   return v;
+}
+
+// Test-only: formatSockaddr(bytes of a sockaddr_in or sockaddr_in6) -> [address
+// text, bucket], exactly as the receive path makes them (format_address, then
+// bucket_of_text), or null for another family. test/native-socket.test.ts fuzzes
+// it against uv_inet_ntop and routing.ts.
+static napi_value FormatSockaddr(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t* bytes;
+  size_t len;
+  if (argc < 1 || !get_bytes(env, argv[0], &bytes, &len) || len < sizeof(struct sockaddr_in) || len > sizeof(struct sockaddr_in6)) {
+    return throw_type_error(env, "formatSockaddr(bytes): bytes must hold a sockaddr_in (16) or sockaddr_in6 (28)");
+  }
+  struct sockaddr_in6 sa;
+  memset(&sa, 0, sizeof sa);
+  memcpy(&sa, bytes, len);
+  char text[ADDR_TEXT_MAX];
+  int n = format_address((const struct sockaddr*)&sa, text);
+  napi_value result, t, b;
+  if (n < 0) { NAPI_OK(napi_get_null(env, &result)); return result; }
+  NAPI_OK(napi_create_array_with_length(env, 2, &result));
+  NAPI_OK(napi_create_string_latin1(env, text, (size_t)n, &t));
+  NAPI_OK(napi_create_uint32(env, bucket_of_text(text, n), &b));
+  NAPI_OK(napi_set_element(env, result, 0, t));
+  NAPI_OK(napi_set_element(env, result, 1, b));
+  return result;
 }
 
 static napi_value Init(napi_env env, napi_value exports) {
@@ -1108,6 +1127,8 @@ static napi_value Init(napi_env env, napi_value exports) {
   NAPI_OK(napi_set_named_property(env, exports, "UdpSocket", cls));
   NAPI_OK(napi_create_function(env, "addressBucket", NAPI_AUTO_LENGTH, AddressBucket, NULL, &fn));
   NAPI_OK(napi_set_named_property(env, exports, "addressBucket", fn));
+  NAPI_OK(napi_create_function(env, "formatSockaddr", NAPI_AUTO_LENGTH, FormatSockaddr, NULL, &fn));
+  NAPI_OK(napi_set_named_property(env, exports, "formatSockaddr", fn));
   NAPI_OK(napi_create_uint32(env, PEER_BYTES, &peer_bytes));
   NAPI_OK(napi_set_named_property(env, exports, "PEER_BYTES", peer_bytes));
   return exports;
