@@ -54,6 +54,13 @@ export interface IoCounters {
   sendErrors: Record<string, number>;
   /** Reads from the socket that failed, by reason (errno name, e.g. ENOMEM); receiving goes on. */
   recvErrors: Record<string, number>;
+  /**
+   * Datagrams waiting to be sent (the socket's send buffer was full), and their
+   * payload bytes: a gauge. Native: a bounded queue (4096 datagrams, 2 MiB; past it
+   * sendErrors.queueFull); dgram: libuv's own queue, unbounded.
+   */
+  sendQueueDepth: number;
+  sendQueueBytes: number;
 }
 
 export interface BoundAddress { address: string; port: number; family: 'IPv4' | 'IPv6' }

@@ -63,7 +63,8 @@ export class DgramIo implements DatagramIo {
   readonly path = 'dgram';
   readonly addresses: BoundAddress[];
   readonly socketTypes: ('udp4' | 'udp6')[];
-  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, startupDropped: 0, droppedAtStop: 0, sendErrors: {}, recvErrors: {} };
+  private closed = false;
+  private readonly c: Omit<IoCounters, 'sendQueueDepth' | 'sendQueueBytes'> = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, startupDropped: 0, droppedAtStop: 0, sendErrors: {}, recvErrors: {} };
   private target: BatchTarget | null = null;
   /** What arrived before start(); null once started. */
   private early: Early[] | null = [];
@@ -203,7 +204,15 @@ export class DgramIo implements DatagramIo {
   };
 
   counters(): IoCounters {
-    return { ...this.c, sendErrors: { ...this.c.sendErrors }, recvErrors: { ...this.c.recvErrors } };
+    let depth = 0;
+    let bytes = 0;
+    if (!this.closed) {
+      for (const s of this.sockets) {
+        depth += s.getSendQueueCount();
+        bytes += s.getSendQueueSize();
+      }
+    }
+    return { ...this.c, sendErrors: { ...this.c.sendErrors }, recvErrors: { ...this.c.recvErrors }, sendQueueDepth: depth, sendQueueBytes: bytes };
   }
 
   bufferSizes(): { recv: number; send: number } {
@@ -215,6 +224,7 @@ export class DgramIo implements DatagramIo {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.all(this.sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 }

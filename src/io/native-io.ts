@@ -16,6 +16,10 @@ export interface UdpSocketStats extends Omit<IoCounters, 'startupDropped'> {
   receivePasses: number;
   recvCalls: number;
   sendCalls: number;
+  /** Send syscalls the kernel refused for lack of buffer (EAGAIN/ENOBUFS): what was left went to the send queue. */
+  sendBlockedCalls: number;
+  /** Datagrams that went through the send queue. */
+  sendQueued: number;
   recvBufferSize?: number;
   sendBufferSize?: number;
 }

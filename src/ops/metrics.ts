@@ -10,6 +10,10 @@ import { LATENCY_BUCKETS_MS } from '../directory/remote-pushes.js';
 
 /** Main-thread counters that mean "this datagram was not served", by drop reason. */
 const MAIN_DROPS = { shardBusy: 'shard_busy', startupDropped: 'startup_overflow', droppedAtStop: 'stopping' } as const satisfies Partial<Record<keyof MainCounters, string>>;
+/** Main-thread values that are levels, not totals: exported as gauges under these names. */
+const MAIN_GAUGES = {
+  sendQueueDepth: 'sobani_udp_send_queue_datagrams', sendQueueBytes: 'sobani_udp_send_queue_bytes',
+} as const satisfies Partial<Record<keyof MainCounters, string>>;
 /** Main-thread counters exported under their own names; any other field gets sobani_main_<name>_total. */
 const MAIN_NAMED: Partial<Record<keyof MainCounters, string>> = {
   datagramsIn: 'sobani_udp_datagrams_received_total', bytesIn: 'sobani_udp_bytes_received_total',
@@ -48,6 +52,8 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams the kernel refused to send, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...).', ['reason']),
     recvErrors: counter('sobani_udp_recv_errors_total', 'Reads from the UDP socket that failed, by reason (errno name); receiving goes on.', ['reason']),
     io: gauge('sobani_io_path', 'The datagram I/O path serving (1): native (recvmmsg/sendmmsg addon) or dgram.', ['path']),
+    sendQueueDepth: gauge(MAIN_GAUGES.sendQueueDepth, 'Datagrams waiting for room in the socket\'s send buffer (native: at most 4096, then dropped as send_errors{reason="queueFull"}; dgram: unbounded).'),
+    sendQueueBytes: gauge(MAIN_GAUGES.sendQueueBytes, 'Payload bytes of the datagrams waiting for room in the socket\'s send buffer (native: at most 2 MiB).'),
     // with a session directory (several instances)
     dirUp: gauge('sobani_directory_up', '1 while the session directory (Redis) answers, else 0.', ['instance']),
     dirLookups: counter('sobani_directory_lookups_total', 'shareId lookups in the directory, by result (found, missing, error).', ['result']),
@@ -77,7 +83,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
   const update = (s: TrackerStats): void => {
     for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors, m.recvErrors,
       m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served]) c.reset();
-    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp]) g.reset();
+    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp, m.sendQueueDepth, m.sendQueueBytes]) g.reset();
     const d = s.directory;
     if (d !== undefined) {
       m.dirUp.set({ instance: d.instanceId }, d.state === 'up' ? 1 : 0);
@@ -92,6 +98,8 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     m.io.set({ path: s.io }, 1);
     incAll(m.sendErrors, s.main.sendErrors, (reason) => ({ reason }));
     incAll(m.recvErrors, s.main.recvErrors, (reason) => ({ reason }));
+    m.sendQueueDepth.set(s.main.sendQueueDepth);
+    m.sendQueueBytes.set(s.main.sendQueueBytes);
     m.loopDelay.set({ thread: 'main' }, s.mainLoopDelayMaxMs / 1000);
     const sums = sumShards(s.shards.map((sh) => sh.counters));
     for (const sh of s.shards) {
@@ -114,7 +122,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     m.forwarded.inc(sums.forwarded);
     m.restored.inc(sums.restored);
     for (const [field, value] of Object.entries(s.main)) {
-      if (typeof value !== 'number') continue;
+      if (typeof value !== 'number' || field in MAIN_GAUGES) continue;
       const c = mainCounter(field);
       c.reset();
       c.inc(value);

@@ -12,7 +12,8 @@
 // threads between passes).
 //
 // Send: sendReplies() walks a reply batch and sends every record with sendmmsg,
-// each message's iovec pointing into the batch itself (no copy).
+// each message's iovec pointing into the batch itself (no copy). What the kernel
+// refuses for lack of buffer waits in a bounded send queue (see "the send queue").
 //
 // Linux only (recvmmsg/sendmmsg). Node-API only, so one build serves every Node
 // version with N-API 8.
@@ -56,12 +57,12 @@
 enum {
   R_EAGAIN, R_ENOBUFS, R_ECONNREFUSED, R_EHOSTUNREACH, R_ENETUNREACH, R_EACCES,
   R_EPERM, R_EMSGSIZE, R_EINVAL, R_EAFNOSUPPORT, R_ENOMEM, R_ECONNRESET, R_EFAULT, R_EBADF,
-  R_MALFORMED, R_OTHER, R_COUNT
+  R_MALFORMED, R_QUEUE_FULL, R_CLOSED, R_OTHER, R_COUNT
 };
 static const char* const REASON_NAMES[R_COUNT] = {
   "EAGAIN", "ENOBUFS", "ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EACCES",
   "EPERM", "EMSGSIZE", "EINVAL", "EAFNOSUPPORT", "ENOMEM", "ECONNRESET", "EFAULT", "EBADF",
-  "malformed", "other"
+  "malformed", "queueFull", "closed", "other"
 };
 
 static int reason_of_errno(int e) {
@@ -213,6 +214,37 @@ static int parse_destination(int family, const uint8_t* text, size_t len, unsign
   return R_EINVAL;
 }
 
+// ---- the send queue ---------------------------------------------------------------
+// At the first send the kernel refuses for lack of buffer (EAGAIN; ENOBUFS alike),
+// the unsent datagrams are copied here and the socket is watched for writable; it
+// is drained with sendmmsg then, up to the next refusal. While it is not empty, new
+// sends join its end: order is kept, and no syscall is made that is bound to fail
+// (one per datagram, a storm of them on the main thread when overloaded, before).
+// Bounded: a datagram past SENDQ_MAX_DATAGRAMS or SENDQ_MAX_BYTES of payload is
+// dropped and counted (sendErrors.queueFull); what is still queued at close is
+// counted too (sendErrors.closed). ~2.2 MiB, taken at the first refusal, given back
+// at close. (Node's dgram queues without bound instead.)
+#define SENDQ_MAX_DATAGRAMS 4096
+#define SENDQ_MAX_BYTES (2u << 20)
+
+typedef struct {
+  struct sockaddr_in6 to;
+  socklen_t to_len;
+  uint32_t off, len; // the payload, in the byte ring
+  uint8_t wrap;      // its payload starts the byte ring over at 0
+} queued_datagram;
+
+// Two rings: the datagrams, and their payload bytes (a payload never straddles the
+// end: one that does not fit there starts over at 0).
+typedef struct {
+  queued_datagram* items; // SENDQ_MAX_DATAGRAMS; NULL until first needed
+  uint8_t* bytes;         // SENDQ_MAX_BYTES
+  uint32_t head, count;
+  uint32_t bytes_head, bytes_tail; // live payloads from bytes_head to bytes_tail, across the end if wrapped
+  int wrapped;
+  uint64_t payload_bytes; // queued now
+} send_queue;
+
 // ---- the socket ---------------------------------------------------------------
 
 typedef struct {
@@ -257,12 +289,15 @@ typedef struct {
   struct mmsghdr* smsgs;
   struct iovec* siov;
   struct sockaddr_in6* sname;
+  send_queue q;
 
   shard_pass* sp;
   int32_t* state_scratch;
 
   uint64_t datagrams_in, bytes_in, datagrams_out, bytes_out, too_large_count, shard_busy, dropped_at_stop;
   uint64_t receive_passes, recv_calls, send_calls;
+  uint64_t send_blocked_calls; // send syscalls refused for lack of buffer (EAGAIN/ENOBUFS)
+  uint64_t send_queued;        // datagrams that went through the send queue
   uint64_t recv_errors[R_COUNT];
   uint64_t send_errors[R_COUNT];
 } udp_socket;
@@ -308,6 +343,9 @@ static void close_socket_now(udp_socket* s) {
   if (s->closed) return;
   s->closed = 1;
   s->receiving = 0;
+  s->send_errors[R_CLOSED] += s->q.count; // never sent
+  s->q.count = 0;
+  s->q.payload_bytes = 0;
   close_polls(s->guard, &s->poll, 1);
   s->guard = NULL;
   if (s->fd >= 0) {
@@ -340,6 +378,8 @@ static void release_all(napi_env env, udp_socket* s) {
   free(s->sname); s->sname = NULL;
   free(s->sp); s->sp = NULL;
   free(s->state_scratch); s->state_scratch = NULL;
+  free(s->q.items); s->q.items = NULL;
+  free(s->q.bytes); s->q.bytes = NULL;
 }
 
 static void finalize_socket(napi_env env, void* data, void* hint) {
@@ -368,11 +408,12 @@ static void close_from_js(napi_env env, udp_socket* s) {
 
 static void on_poll(uv_poll_t* h, int status, int events);
 
-// Points the poll at what the socket waits for now: readable while receiving.
-// Returns 0 or a libuv error. An inactive poll no longer keeps the loop alive.
+// Points the poll at what the socket waits for now: readable while receiving,
+// writable while the send queue holds datagrams. Returns 0 or a libuv error. An
+// inactive poll no longer keeps the loop alive.
 static int watch(udp_socket* s) {
   if (s->poll == NULL) return 0;
-  int events = s->receiving ? UV_READABLE : 0;
+  int events = (s->receiving ? UV_READABLE : 0) | (s->q.count > 0 ? UV_WRITABLE : 0);
   if (events == 0) return uv_poll_stop(s->poll);
   return uv_poll_start(s->poll, events, on_poll);
 }
@@ -518,14 +559,22 @@ static void call_on_received(udp_socket* s, pass_ctx* p) {
   if (napi_call_function(env, undefined, fn, 0, NULL, &result) != napi_ok) report_pending_exception(env);
 }
 
+static int queue_datagram(udp_socket* s, const void* to, socklen_t to_len, const uint8_t* payload, size_t len);
+
+static inline int lacks_buffer(int e) { return e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS; }
+
 static void send_too_large(udp_socket* s, const struct sockaddr_in6* to, socklen_t to_len) {
   s->too_large_count++;
+  if (s->q.count > 0) { queue_datagram(s, to, to_len, s->too_large, s->too_large_len); return; }
   ssize_t r;
   do {
     r = sendto(s->fd, s->too_large, s->too_large_len, MSG_DONTWAIT, (const struct sockaddr*)to, to_len);
   } while (r < 0 && errno == EINTR);
   s->send_calls++;
-  if (r < 0) {
+  if (r < 0 && lacks_buffer(errno)) {
+    s->send_blocked_calls++;
+    queue_datagram(s, to, to_len, s->too_large, s->too_large_len);
+  } else if (r < 0) {
     s->send_errors[reason_of_errno(errno)]++;
   } else {
     s->datagrams_out++;
@@ -659,10 +708,11 @@ static void receive_pass(udp_socket* s) {
   }
 }
 
+static void drain_queue(udp_socket* s);
+
 static void on_poll(uv_poll_t* h, int status, int events) {
-  (void)events;
   udp_socket* s = h->data;
-  if (s->closed || !s->receiving) return;
+  if (s->closed) return;
   if (status < 0) {
     // libuv stopped the poll on a socket error: clear the error and watch again
     s->recv_errors[reason_of_errno(-status)]++;
@@ -672,11 +722,109 @@ static void on_poll(uv_poll_t* h, int status, int events) {
     if (watch(s) != 0) s->receiving = 0;
     return;
   }
-  receive_pass(s);
+  if ((events & UV_WRITABLE) && s->q.count > 0) drain_queue(s);
+  if ((events & UV_READABLE) && s->receiving && !s->closed) receive_pass(s);
 }
 
 // ---- sending ------------------------------------------------------------------
 
+// Copies a datagram to the end of the send queue (see "the send queue"); the
+// first one starts the watch for writable. Returns 0 if it was dropped: full.
+static int queue_datagram(udp_socket* s, const void* to, socklen_t to_len, const uint8_t* payload, size_t len) {
+  send_queue* q = &s->q;
+  if (q->items == NULL) {
+    q->items = malloc(SENDQ_MAX_DATAGRAMS * sizeof *q->items);
+    q->bytes = malloc(SENDQ_MAX_BYTES);
+    if (q->items == NULL || q->bytes == NULL) {
+      free(q->items); free(q->bytes);
+      q->items = NULL; q->bytes = NULL;
+      s->send_errors[R_QUEUE_FULL]++;
+      return 0;
+    }
+  }
+  uint32_t at;
+  int wrap = 0;
+  if (q->count == SENDQ_MAX_DATAGRAMS || len > SENDQ_MAX_BYTES) { s->send_errors[R_QUEUE_FULL]++; return 0; }
+  if (!q->wrapped) {
+    if (SENDQ_MAX_BYTES - q->bytes_tail >= len) at = q->bytes_tail;
+    else if (q->bytes_head >= len) { at = 0; wrap = 1; }
+    else { s->send_errors[R_QUEUE_FULL]++; return 0; }
+  } else {
+    if (q->bytes_head - q->bytes_tail >= len) at = q->bytes_tail;
+    else { s->send_errors[R_QUEUE_FULL]++; return 0; }
+  }
+  queued_datagram* d = &q->items[(q->head + q->count) % SENDQ_MAX_DATAGRAMS];
+  memset(&d->to, 0, sizeof d->to);
+  memcpy(&d->to, to, to_len);
+  d->to_len = to_len;
+  d->off = at;
+  d->len = (uint32_t)len;
+  d->wrap = (uint8_t)wrap;
+  if (len > 0) memcpy(q->bytes + at, payload, len);
+  if (wrap) q->wrapped = 1;
+  q->bytes_tail = at + (uint32_t)len;
+  q->payload_bytes += len;
+  s->send_queued++;
+  if (q->count++ == 0) watch(s);
+  return 1;
+}
+
+// Takes the first n datagrams off the queue (sent, or dropped).
+static void queue_pop(send_queue* q, uint32_t n) {
+  for (uint32_t i = 0; i < n && q->count > 0; i++) {
+    q->payload_bytes -= q->items[q->head].len;
+    q->head = (q->head + 1) % SENDQ_MAX_DATAGRAMS;
+    q->count--;
+    if (q->count > 0 && q->items[q->head].wrap) q->wrapped = 0; // the oldest now starts over at 0
+  }
+  if (q->count == 0) {
+    q->head = 0;
+    q->bytes_head = q->bytes_tail = 0;
+    q->wrapped = 0;
+  } else {
+    q->bytes_head = q->items[q->head].off;
+  }
+}
+
+// Writable: sends the queue's datagrams in order, SEND_VLEN per sendmmsg, until it
+// is empty (then stops watching for writable) or the kernel refuses again. On
+// ENOBUFS the first datagram is dropped (counted): the socket may well stay
+// writable, and each writable event must make progress.
+static void drain_queue(udp_socket* s) {
+  send_queue* q = &s->q;
+  while (q->count > 0) {
+    unsigned n = q->count < SEND_VLEN ? q->count : SEND_VLEN;
+    for (unsigned i = 0; i < n; i++) {
+      queued_datagram* d = &q->items[(q->head + i) % SENDQ_MAX_DATAGRAMS];
+      s->siov[i].iov_base = q->bytes + d->off;
+      s->siov[i].iov_len = d->len;
+      struct msghdr* h = &s->smsgs[i].msg_hdr;
+      memset(h, 0, sizeof *h);
+      h->msg_name = &d->to;
+      h->msg_namelen = d->to_len;
+      h->msg_iov = &s->siov[i];
+      h->msg_iovlen = 1;
+    }
+    int r = sendmmsg(s->fd, s->smsgs, n, MSG_DONTWAIT);
+    s->send_calls++;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) { s->send_blocked_calls++; return; } // wait for writable
+      if (errno == ENOBUFS) { s->send_blocked_calls++; s->send_errors[R_ENOBUFS]++; queue_pop(q, 1); break; }
+      s->send_errors[reason_of_errno(errno)]++; // this datagram fails on its own
+      queue_pop(q, 1);
+      continue;
+    }
+    if (r == 0) { s->send_errors[R_OTHER]++; queue_pop(q, 1); continue; }
+    for (int j = 0; j < r; j++) s->bytes_out += s->smsgs[j].msg_len;
+    s->datagrams_out += (uint64_t)r;
+    queue_pop(q, (uint32_t)r);
+  }
+  if (q->count == 0) watch(s);
+}
+
+// Sends smsgs[0..n) with sendmmsg. At the first refusal for lack of buffer the
+// rest go to the send queue. Returns how many went out now.
 static uint32_t flush_sends(udp_socket* s, unsigned n) {
   unsigned i = 0;
   uint32_t ok = 0;
@@ -685,6 +833,14 @@ static uint32_t flush_sends(udp_socket* s, unsigned n) {
     s->send_calls++;
     if (r < 0) {
       if (errno == EINTR) continue;
+      if (lacks_buffer(errno)) {
+        s->send_blocked_calls++;
+        for (; i < n; i++) {
+          const struct msghdr* h = &s->smsgs[i].msg_hdr;
+          queue_datagram(s, h->msg_name, h->msg_namelen, h->msg_iov->iov_base, h->msg_iov->iov_len);
+        }
+        break;
+      }
       s->send_errors[reason_of_errno(errno)]++; // the failed message is skipped
       i++;
       continue;
@@ -768,6 +924,7 @@ static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
     }
     o = next;
     if (reason >= 0) { s->send_errors[reason]++; continue; }
+    if (s->q.count > 0) { queue_datagram(s, to, to_len, out + payload, len); continue; } // behind what waits
     s->siov[n].iov_base = out + payload;
     s->siov[n].iov_len = len;
     struct msghdr* h = &s->smsgs[n].msg_hdr;
@@ -1017,6 +1174,10 @@ static napi_value Sock_stats(napi_env env, napi_callback_info info) {
   set_named_double(env, obj, "receivePasses", (double)s->receive_passes);
   set_named_double(env, obj, "recvCalls", (double)s->recv_calls);
   set_named_double(env, obj, "sendCalls", (double)s->send_calls);
+  set_named_double(env, obj, "sendBlockedCalls", (double)s->send_blocked_calls);
+  set_named_double(env, obj, "sendQueued", (double)s->send_queued);
+  set_named_double(env, obj, "sendQueueDepth", (double)s->q.count);
+  set_named_double(env, obj, "sendQueueBytes", (double)s->q.payload_bytes);
   // what the kernel granted (it doubles the request and caps it at rmem_max / wmem_max)
   int size = 0;
   socklen_t size_len = sizeof size;
