@@ -50,7 +50,10 @@ export interface IoCounters {
    * read until close()), not served.
    */
   droppedAtStop: number;
-  /** Sends that failed, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...). */
+  /**
+   * Datagrams not sent, by reason: refused by the kernel (EHOSTUNREACH, EACCES, ...),
+   * malformed reply records, and on the native path queueFull / closed (its send queue).
+   */
   sendErrors: Record<string, number>;
   /** Reads from the socket that failed, by reason (errno name, e.g. ENOMEM); receiving goes on. */
   recvErrors: Record<string, number>;

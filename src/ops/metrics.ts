@@ -49,7 +49,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     restored: counter('sobani_restored_sessions_total', 'Sessions restored from a snapshot at start.'),
     restarts: counter('sobani_shard_restarts_total', 'Shard threads replaced after a crash.', ['shard']),
     lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
-    sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams the kernel refused to send, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...).', ['reason']),
+    sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams not sent, by reason: refused by the kernel (EHOSTUNREACH, EACCES, ...), malformed reply records, native send queue full (queueFull) or closed with it (closed).', ['reason']),
     recvErrors: counter('sobani_udp_recv_errors_total', 'Reads from the UDP socket that failed, by reason (errno name); receiving goes on.', ['reason']),
     io: gauge('sobani_io_path', 'The datagram I/O path serving (1): native (recvmmsg/sendmmsg addon) or dgram.', ['path']),
     sendQueueDepth: gauge(MAIN_GAUGES.sendQueueDepth, 'Datagrams waiting for room in the socket\'s send buffer (native: at most 4096, then dropped as send_errors{reason="queueFull"}; dgram: unbounded).'),

@@ -4,12 +4,12 @@
 //
 // Receive: the socket is non-blocking and, from startReceiving() on, watched by a
 // uv_poll_t on the main thread's libuv loop (before that, datagrams wait in the
-// kernel's buffer: the tracker starts receiving once its shards serve). On readable, one "pass" drains up to PASS_CAP datagrams
-// with recvmmsg and appends each one, as a request record (see src/wire/frame.ts),
-// to the pending batch of the shard its source IP routes to. The batch buffers
-// and their peers tables belong to JS: C asks for them with onBatch(shard, full)
-// and only holds them for the duration of the pass (JS transfers them to worker
-// threads between passes).
+// kernel's buffer: the tracker starts receiving once its shards serve). On
+// readable, one "pass" drains up to PASS_CAP datagrams with recvmmsg and appends
+// each one, as a request record (see src/wire/frame.ts), to the pending batch of
+// the shard its source IP routes to. The batch buffers and their peers tables
+// belong to JS: C asks for them with onBatch(shard, full) and only holds them for
+// the duration of the pass (JS transfers them to worker threads between passes).
 //
 // Send: sendReplies() walks a reply batch and sends every record with sendmmsg,
 // each message's iovec pointing into the batch itself (no copy). What the kernel
@@ -859,8 +859,8 @@ static uint32_t flush_sends(udp_socket* s, unsigned n) {
 // written for an earlier batch in the same (reused) table, a client it must not reach.
 static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
   size_t argc = 3;
-  napi_value argv[3], self;
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, &self, NULL));
+  napi_value argv[3];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   udp_socket* s = unwrap_this(env, info);
   if (s == NULL) return NULL;
   uint8_t *out, *peers = NULL;
@@ -1130,7 +1130,6 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   }
   return self;
 }
-
 
 static napi_value Sock_address(napi_env env, napi_callback_info info) {
   udp_socket* s = unwrap_this(env, info);
