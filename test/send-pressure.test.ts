@@ -17,7 +17,10 @@ const UDP_ADDON = path.join(ROOT, 'build', 'Release', 'sobani_udp.node');
 const skip = TEST_IO === 'dgram' ? 'SOBANI_IO=dgram: the native addon is not wanted' : slowLinkUnavailableReason() ?? false;
 
 interface Stats { datagramsOut: number; sendCalls: number; sendBlockedCalls: number; sendQueued: number; sendQueueDepth: number; sendErrors: Record<string, number> }
-interface Burst { attempted: number; sentNow: number; afterFirst: Stats; end: Stats }
+interface Burst {
+  attempted: number; sentNow: number; afterFirst: Stats; end: Stats;
+  loopback?: { sentNow: number; queueDepthThen: number; blockedCalls: number; received: number };
+}
 
 /**
  * A dgram socket in `ns` on SLOW_LINK.rx that keeps the distinct sequence numbers
@@ -49,7 +52,7 @@ async function receiver(ns: string): Promise<{ port: number; count: () => Promis
 }
 
 /** Runs send-burst.ts in the link's sending namespace against a receiver in the other; returns its stats and what arrived. */
-async function burst(spec: { batches: number; perBatch: number; payload: number; everyMs: number }): Promise<{ b: Burst; received: number; damaged: number }> {
+async function burst(spec: { batches: number; perBatch: number; payload: number; everyMs: number; loopback?: number }): Promise<{ b: Burst; received: number; damaged: number }> {
   const link = createSlowLink('16mbit');
   const rx = await receiver(link.ns.rx);
   try {
@@ -60,8 +63,9 @@ async function burst(spec: { batches: number; perBatch: number; payload: number;
     assert.equal(r.status, 0, r.stderr);
     const b = JSON.parse(r.stdout) as Burst;
     // what the kernel took is at most a send buffer's worth from the far side (~30 ms at this rate)
+    const overLink = b.end.datagramsOut - (b.loopback?.sentNow ?? 0);
     let got = { distinct: 0, damaged: 0 };
-    for (let i = 0; i < 250 && got.distinct + got.damaged < b.end.datagramsOut; i++) {
+    for (let i = 0; i < 250 && got.distinct + got.damaged < overLink; i++) {
       got = await rx.count();
       await new Promise((res) => setTimeout(res, 20));
     }
@@ -102,4 +106,19 @@ test('batches of 1400-byte replies while the queue drains: its 2 MiB bound holds
   const { end } = r.b;
   assert.ok(end.sendQueued > Math.floor((2 << 20) / 1400), `${end.sendQueued} queued in all: more than the queue holds at once, so it wrapped`);
   assert.ok(end.sendBlockedCalls <= end.datagramsOut / 4, `${end.sendBlockedCalls} failing syscalls for ${end.datagramsOut} datagrams`);
+});
+
+test('the send queue is per socket: while socket 0 waits for the slow link, socket 1 (on lo) sends at once', { skip }, async () => {
+  const r = await burst({ batches: 1, perBatch: 1024, payload: 200, everyMs: 0, loopback: 500 });
+  const { end } = r.b;
+  const lo = r.b.loopback!;
+  assert.equal(r.damaged, 0);
+  assert.equal(end.sendQueueDepth, 0);
+  assert.deepEqual(end.sendErrors, {}, 'the queue held all of socket 0\'s');
+  assert.equal(r.received, 1024, 'everything socket 0 queued arrived over the slow link');
+  assert.equal(end.datagramsOut, 1024 + 500);
+  assert.ok(lo.queueDepthThen > 0, 'socket 0 had datagrams waiting');
+  assert.equal(lo.sentNow, 500, 'socket 1 sent everything at once');
+  assert.equal(lo.blockedCalls, 0);
+  assert.equal(lo.received, 500);
 });

@@ -68,6 +68,9 @@ export interface IoCounters {
 
 export interface BoundAddress { address: string; port: number; family: 'IPv4' | 'IPv6' }
 
+/** An address to bind besides config host:port (e.g. the other addresses a STUN server answers from). */
+export interface Endpoint { host: string; port: number }
+
 /** The dispatcher's side of the I/O: where received datagrams go. */
 export interface BatchTarget {
   /**
@@ -82,6 +85,12 @@ export interface BatchTarget {
 
 export interface DatagramIo {
   readonly path: IoPath;
+  /**
+   * Every bound socket by index, the "socket" of request and SEND_TO records: 0 is
+   * config host:port, then the extra endpoints in order. A request arrives with the
+   * index of its socket, its REPLY leaves from that socket, a SEND_TO from the one
+   * it names.
+   */
   readonly addresses: readonly BoundAddress[];
   /** Socket index (as in request records) -> the family it sends with. */
   readonly socketTypes: readonly ('udp4' | 'udp6')[];

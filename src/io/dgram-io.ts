@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import { errorJson } from '../protocol/errors.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { REPLY } from '../wire/frame.js';
-import { Batch, BATCH_BYTES, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
+import { Batch, BATCH_BYTES, type BatchTarget, type BoundAddress, type DatagramIo, type Endpoint, type IoCounters } from './datagram-io.js';
 
 const TOO_LARGE = Buffer.from(errorJson('DATAGRAM_TOO_LARGE'));
 /** Header bytes of a request record besides the address text; see wire/frame.ts. */
@@ -33,30 +33,42 @@ class DgramBatch extends Batch {
   readonly sockets: number[] = [];
 }
 
-async function bindSockets(config: Config, log: Logger, onError: (err: NodeJS.ErrnoException) => void): Promise<Socket[]> {
-  const open = (type: 'udp4' | 'udp6', host: string): Promise<Socket> => new Promise((resolve, reject) => {
+/** Binds config host:port (socket 0), then each extra endpoint; "::" takes IPv4 too, or is 0.0.0.0 where IPv6 is off. */
+async function bindSockets(config: Config, extra: readonly Endpoint[], log: Logger, onError: (err: NodeJS.ErrnoException) => void): Promise<Socket[]> {
+  const open = (type: 'udp4' | 'udp6', host: string, port: number): Promise<Socket> => new Promise((resolve, reject) => {
     const socket = dgram.createSocket({
       type,
       ipv6Only: false, // "::" also receives IPv4, as IPv4-mapped addresses
       recvBufferSize: config.recvBufferSize,
       sendBufferSize: config.sendBufferSize,
     });
-    socket.once('error', reject);
-    socket.bind({ port: config.port, address: host, exclusive: true }, () => {
-      socket.off('error', reject);
+    const failed = (err: Error): void => { socket.close(); reject(err); };
+    socket.once('error', failed);
+    socket.bind({ port, address: host, exclusive: true }, () => {
+      socket.off('error', failed);
       // Socket errors arrive here (failed reads: a failed send goes to its callback);
       // without a listener they would kill the process.
       socket.on('error', onError);
       resolve(socket);
     });
   });
-  if (config.host !== '::') return [await open(isIP(config.host) === 6 ? 'udp6' : 'udp4', config.host)];
+  const bind = async ({ host, port }: Endpoint): Promise<Socket> => {
+    if (host !== '::') return open(isIP(host) === 6 ? 'udp6' : 'udp4', host, port);
+    try {
+      return await open('udp6', '::', port);
+    } catch (err) {
+      log.warn({ err }, 'IPv6 is unavailable; listening on 0.0.0.0 (IPv4 only)');
+      return open('udp4', '0.0.0.0', port);
+    }
+  };
+  const sockets: Socket[] = [];
   try {
-    return [await open('udp6', '::')];
+    for (const e of [{ host: config.host, port: config.port }, ...extra]) sockets.push(await bind(e));
   } catch (err) {
-    log.warn({ err }, 'IPv6 is unavailable; listening on 0.0.0.0 (IPv4 only)');
-    return [await open('udp4', '0.0.0.0')];
+    await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    throw err;
   }
+  return sockets;
 }
 
 export class DgramIo implements DatagramIo {
@@ -85,9 +97,9 @@ export class DgramIo implements DatagramIo {
     });
   }
 
-  static async open(config: Config, log: Logger): Promise<DgramIo> {
+  static async open(config: Config, log: Logger, extra: readonly Endpoint[] = []): Promise<DgramIo> {
     let io: DgramIo | null = null;
-    const sockets = await bindSockets(config, log, (err) => {
+    const sockets = await bindSockets(config, extra, log, (err) => {
       log.warn({ err }, 'udp socket error');
       const c = io?.c;
       if (c !== undefined) { const code = err.code ?? 'other'; c.recvErrors[code] = (c.recvErrors[code] ?? 0) + 1; }
@@ -180,7 +192,8 @@ export class DgramIo implements DatagramIo {
         const address = out.toString('latin1', o + 5, o + 5 + alen);
         const at = o + 5 + alen;
         const len = (out[at]! << 8) | out[at + 1]!;
-        this.send(socket, out, at + 2, len, port, address);
+        if (socket < this.sockets.length) this.send(socket, out, at + 2, len, port, address);
+        else this.c.sendErrors.malformed = (this.c.sendErrors.malformed ?? 0) + 1; // no such socket
         o = at + 2 + len;
       }
     }

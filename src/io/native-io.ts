@@ -1,15 +1,18 @@
 // The native path (see datagram-io.ts): the sobani_udp addon (src/io/native/udp.c)
-// owns the UDP socket on the main thread's event loop. It drains the socket with
-// recvmmsg, writes each datagram straight into its shard's batch (the routing
-// bucket computed in C) and calls JS once per receive pass; a shard's whole reply
-// batch goes out in one sendmmsg. The addon is built at install by node-gyp; where
+// owns the UDP sockets (one per bound address) on the main thread's event loop. It
+// drains a socket with recvmmsg, writes each datagram straight into its shard's
+// batch (the routing bucket computed in C) and calls JS once per receive pass; a
+// shard's whole reply batch goes out in one sendmmsg per socket it leaves from. The addon is built at install by node-gyp; where
 // it is missing, loadNativeUdp() says why and the tracker uses dgram-io.ts.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config.js';
 import { errorJson } from '../protocol/errors.js';
-import { Batch, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
+import { Batch, type BatchTarget, type BoundAddress, type DatagramIo, type Endpoint, type IoCounters } from './datagram-io.js';
+
+/** Sockets one DatagramIo may own (udp.c MAX_ENDPOINTS): config host:port and 3 more, as a STUN server needs. */
+export const MAX_ENDPOINTS = 4;
 
 /** The addon's API (src/io/native/udp.c); test/native-socket.test.ts tests it against these types. */
 export interface UdpSocketStats extends Omit<IoCounters, 'startupDropped'> {
@@ -25,7 +28,8 @@ export interface UdpSocketStats extends Omit<IoCounters, 'startupDropped'> {
 }
 
 export interface UdpSocket {
-  address(): BoundAddress;
+  /** The bound address of endpoint i (default 0). */
+  address(i?: number): BoundAddress;
   /** Sends a reply batch; `count`: the requests in the batch `peers` belongs to (a REPLY must name one of them). */
   sendReplies(out: Uint8Array, peers: ArrayBuffer | null, count: number): number;
   stats(): UdpSocketStats;
@@ -46,7 +50,10 @@ export interface NativeUdp {
 }
 
 export interface UdpSocketOptions {
-  host: string; port: number; recvBufferSize: number; sendBufferSize: number; maxDatagram: number;
+  /** The addresses to bind, socket 0 first (at most MAX_ENDPOINTS); or host and port for one. */
+  endpoints?: Endpoint[];
+  host?: string; port?: number;
+  recvBufferSize: number; sendBufferSize: number; maxDatagram: number;
   tooLargeReply: Buffer; shards: number; state: Int32Array;
   onBatch: (shard: number, full: boolean) => [ArrayBuffer, ArrayBuffer] | null;
   onReceived: () => void;
@@ -71,7 +78,10 @@ export function loadNativeUdp(): NativeUdp | Error {
 /** Records per batch: a peers entry for each. Smaller records than 32 bytes on average just ship a batch early. */
 const PEERS_PER_BATCH = 2048;
 
-/** A batch whose request sources the addon keeps as sockaddrs, one PEER_BYTES entry each. */
+/**
+ * A batch whose request sources the addon keeps as sockaddrs, one PEER_BYTES entry
+ * each (with the index of the socket the request came in on, for its REPLY).
+ */
 class NativeBatch extends Batch {
   constructor(readonly peers: ArrayBuffer) { super(); }
 }
@@ -86,12 +96,11 @@ export class NativeIo implements DatagramIo {
   private readonly pending: (NativeBatch | null)[];
   private target: BatchTarget | null = null;
 
-  constructor(private readonly addon: NativeUdp, config: Config) {
+  constructor(private readonly addon: NativeUdp, config: Config, extra: readonly Endpoint[] = []) {
     this.state = new Int32Array(config.shards * 2);
     this.pending = new Array<NativeBatch | null>(config.shards).fill(null);
     this.socket = new addon.UdpSocket({
-      host: config.host,
-      port: config.port,
+      endpoints: [{ host: config.host, port: config.port }, ...extra],
       recvBufferSize: config.recvBufferSize,
       sendBufferSize: config.sendBufferSize,
       maxDatagram: config.maxDatagram,
@@ -101,9 +110,8 @@ export class NativeIo implements DatagramIo {
       onBatch: this.onBatch,
       onReceived: this.onReceived,
     });
-    const a = this.socket.address();
-    this.addresses = [a];
-    this.socketTypes = [a.family === 'IPv6' ? 'udp6' : 'udp4'];
+    this.addresses = Array.from({ length: 1 + extra.length }, (_, i) => this.socket.address(i));
+    this.socketTypes = this.addresses.map((a) => (a.family === 'IPv6' ? 'udp6' : 'udp4'));
   }
 
   newBatch(): Batch { return new NativeBatch(new ArrayBuffer(PEERS_PER_BATCH * this.addon.PEER_BYTES)); }

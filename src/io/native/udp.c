@@ -2,18 +2,24 @@
 // datagrams in batches with recvmmsg/sendmmsg and calling into JS once per
 // batch (never once per datagram).
 //
-// Receive: the socket is non-blocking and, from startReceiving() on, watched by a
-// uv_poll_t on the main thread's libuv loop (before that, datagrams wait in the
-// kernel's buffer: the tracker starts receiving once its shards serve). On
-// readable, one "pass" drains up to PASS_CAP datagrams with recvmmsg and appends
-// each one, as a request record (see src/wire/frame.ts), to the pending batch of
-// the shard its source IP routes to. The batch buffers and their peers tables
+// One UdpSocket object owns the UDP sockets of up to MAX_ENDPOINTS bound addresses
+// (option `endpoints`; the index of each is its "socket" in request and SEND_TO
+// records), each non-blocking, with a uv_poll_t and a send queue of its own.
+//
+// Receive: from startReceiving() on, each socket is watched by its poll on the main
+// thread's libuv loop (before that, datagrams wait in the kernel's buffer: the
+// tracker starts receiving once its shards serve). On readable, one "pass" drains
+// up to PASS_CAP datagrams from that socket with recvmmsg and appends each one, as
+// a request record (see src/wire/frame.ts), to the pending batch of the shard its
+// source IP routes to. The batch buffers and their peers tables
 // belong to JS: C asks for them with onBatch(shard, full) and only holds them for
 // the duration of the pass (JS transfers them to worker threads between passes).
 //
 // Send: sendReplies() walks a reply batch and sends every record with sendmmsg,
-// each message's iovec pointing into the batch itself (no copy). What the kernel
-// refuses for lack of buffer waits in a bounded send queue (see "the send queue").
+// each message's iovec pointing into the batch itself (no copy): a REPLY from the
+// socket its request came in on, a SEND_TO from the socket it names. What the
+// kernel refuses for lack of buffer waits in a bounded send queue (see "the send
+// queue").
 //
 // Linux only (recvmmsg/sendmmsg). Node-API only, so one build serves every Node
 // version with N-API 8.
@@ -37,8 +43,12 @@
 #include "napi-helpers.h"
 
 // One entry of a peers table: the source sockaddr of request #i of a batch
-// (a sockaddr_in or sockaddr_in6, 28 bytes at most), padded to 32.
+// (a sockaddr_in or sockaddr_in6, 28 bytes at most), then at PEER_SOCKET_AT the
+// index of the socket it came in on (a REPLY leaves from there), padded to 32.
 #define PEER_BYTES 32
+#define PEER_SOCKET_AT 28
+// Bound addresses one UdpSocket may own (a STUN server needs 4).
+#define MAX_ENDPOINTS 4
 // Datagrams per recvmmsg call, and per receive pass at most (so the event
 // loop keeps turning; the poll is level-triggered and fires again).
 #define RECV_VLEN 64
@@ -259,14 +269,25 @@ typedef struct {
 
 enum { SHARD_NONE = 0, SHARD_OPEN = 1, SHARD_BUSY = 2 };
 
+typedef struct udp_socket udp_socket;
+
+// One bound address: its socket, and what waits to be sent from it.
 typedef struct {
+  udp_socket* owner;
+  uint8_t index; // in the owner's endpoints: the record's "socket"
+  int fd;
+  int family;
+  send_queue q;
+} endpoint;
+
+struct udp_socket {
   napi_env env;
   napi_ref wrapper_ref; // strong while open, so an unreferenced open socket lives on
   napi_ref on_batch_ref, on_received_ref, state_ref, resource_ref;
   napi_async_context async_ctx;
-  uv_poll_t* poll;
-  int fd;
-  int family;
+  endpoint ep[MAX_ENDPOINTS];
+  unsigned endpoints;
+  uv_poll_t* poll[MAX_ENDPOINTS]; // ep[i]'s, data = &ep[i]
   int receiving;
   int closed;
   poll_guard* guard;    // closes the poll if the environment goes away first (napi-helpers.h)
@@ -289,7 +310,6 @@ typedef struct {
   struct mmsghdr* smsgs;
   struct iovec* siov;
   struct sockaddr_in6* sname;
-  send_queue q;
 
   shard_pass* sp;
   int32_t* state_scratch;
@@ -300,7 +320,7 @@ typedef struct {
   uint64_t send_queued;        // datagrams that went through the send queue
   uint64_t recv_errors[R_COUNT];
   uint64_t send_errors[R_COUNT];
-} udp_socket;
+};
 
 // ---- small N-API helpers --------------------------------------------------------
 // (the ones bench/native/bench.c uses too are in napi-helpers.h)
@@ -337,20 +357,23 @@ static void report_pending_exception(napi_env env) {
 
 // ---- closing ------------------------------------------------------------------
 
-// Stops polling and closes the fd. No JS; safe from a finalizer or the
+// Stops polling and closes the sockets. No JS; safe from a finalizer or the
 // environment's cleanup (the guard's hook calls it for a socket still open then).
 static void close_socket_now(udp_socket* s) {
   if (s->closed) return;
   s->closed = 1;
   s->receiving = 0;
-  s->send_errors[R_CLOSED] += s->q.count; // never sent
-  s->q.count = 0;
-  s->q.payload_bytes = 0;
-  close_polls(s->guard, &s->poll, 1);
+  close_polls(s->guard, s->poll, MAX_ENDPOINTS);
   s->guard = NULL;
-  if (s->fd >= 0) {
-    close(s->fd);
-    s->fd = -1;
+  for (unsigned i = 0; i < s->endpoints; i++) {
+    endpoint* ep = &s->ep[i];
+    s->send_errors[R_CLOSED] += ep->q.count; // never sent
+    ep->q.count = 0;
+    ep->q.payload_bytes = 0;
+    if (ep->fd >= 0) {
+      close(ep->fd);
+      ep->fd = -1;
+    }
   }
 }
 
@@ -378,8 +401,10 @@ static void release_all(napi_env env, udp_socket* s) {
   free(s->sname); s->sname = NULL;
   free(s->sp); s->sp = NULL;
   free(s->state_scratch); s->state_scratch = NULL;
-  free(s->q.items); s->q.items = NULL;
-  free(s->q.bytes); s->q.bytes = NULL;
+  for (unsigned i = 0; i < s->endpoints; i++) {
+    free(s->ep[i].q.items); s->ep[i].q.items = NULL;
+    free(s->ep[i].q.bytes); s->ep[i].q.bytes = NULL;
+  }
 }
 
 static void finalize_socket(napi_env env, void* data, void* hint) {
@@ -408,14 +433,22 @@ static void close_from_js(napi_env env, udp_socket* s) {
 
 static void on_poll(uv_poll_t* h, int status, int events);
 
-// Points the poll at what the socket waits for now: readable while receiving,
-// writable while the send queue holds datagrams. Returns 0 or a libuv error. An
-// inactive poll no longer keeps the loop alive.
-static int watch(udp_socket* s) {
-  if (s->poll == NULL) return 0;
-  int events = (s->receiving ? UV_READABLE : 0) | (s->q.count > 0 ? UV_WRITABLE : 0);
-  if (events == 0) return uv_poll_stop(s->poll);
-  return uv_poll_start(s->poll, events, on_poll);
+// Points an endpoint's poll at what its socket waits for now: readable while
+// receiving, writable while its send queue holds datagrams. Returns 0 or a libuv
+// error. An inactive poll no longer keeps the loop alive.
+static int watch(endpoint* ep) {
+  udp_socket* s = ep->owner;
+  uv_poll_t* poll = s->poll[ep->index];
+  if (poll == NULL) return 0;
+  int events = (s->receiving ? UV_READABLE : 0) | (ep->q.count > 0 ? UV_WRITABLE : 0);
+  if (events == 0) return uv_poll_stop(poll);
+  return uv_poll_start(poll, events, on_poll);
+}
+
+static int watch_all(udp_socket* s) {
+  int e = 0;
+  for (unsigned i = 0; i < s->endpoints && e == 0; i++) e = watch(&s->ep[i]);
+  return e;
 }
 
 typedef struct pass_ctx {
@@ -559,21 +592,22 @@ static void call_on_received(udp_socket* s, pass_ctx* p) {
   if (napi_call_function(env, undefined, fn, 0, NULL, &result) != napi_ok) report_pending_exception(env);
 }
 
-static int queue_datagram(udp_socket* s, const void* to, socklen_t to_len, const uint8_t* payload, size_t len);
+static int queue_datagram(endpoint* ep, const void* to, socklen_t to_len, const uint8_t* payload, size_t len);
 
 static inline int lacks_buffer(int e) { return e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS; }
 
-static void send_too_large(udp_socket* s, const struct sockaddr_in6* to, socklen_t to_len) {
+// Answers a datagram that came in on `ep` DATAGRAM_TOO_LARGE, from the same socket.
+static void send_too_large(udp_socket* s, endpoint* ep, const struct sockaddr_in6* to, socklen_t to_len) {
   s->too_large_count++;
-  if (s->q.count > 0) { queue_datagram(s, to, to_len, s->too_large, s->too_large_len); return; }
+  if (ep->q.count > 0) { queue_datagram(ep, to, to_len, s->too_large, s->too_large_len); return; }
   ssize_t r;
   do {
-    r = sendto(s->fd, s->too_large, s->too_large_len, MSG_DONTWAIT, (const struct sockaddr*)to, to_len);
+    r = sendto(ep->fd, s->too_large, s->too_large_len, MSG_DONTWAIT, (const struct sockaddr*)to, to_len);
   } while (r < 0 && errno == EINTR);
   s->send_calls++;
   if (r < 0 && lacks_buffer(errno)) {
     s->send_blocked_calls++;
-    queue_datagram(s, to, to_len, s->too_large, s->too_large_len);
+    queue_datagram(ep, to, to_len, s->too_large, s->too_large_len);
   } else if (r < 0) {
     s->send_errors[reason_of_errno(errno)]++;
   } else {
@@ -586,8 +620,8 @@ static inline int record_fits(const shard_pass* sp, size_t need) {
   return sp->len + need <= sp->buf_len && (size_t)(sp->count + 1) * PEER_BYTES <= sp->peers_len && sp->count < 0xffff;
 }
 
-// Handles received datagram i. Returns 1 if it was appended to a batch.
-static int take_datagram(udp_socket* s, pass_ctx* p, unsigned i) {
+// Handles datagram i of a recvmmsg on `ep`. Returns 1 if it was appended to a batch.
+static int take_datagram(udp_socket* s, pass_ctx* p, endpoint* ep, unsigned i) {
   const struct mmsghdr* m = &s->rmsgs[i];
   uint32_t n = m->msg_len;
   s->datagrams_in++;
@@ -596,7 +630,7 @@ static int take_datagram(udp_socket* s, pass_ctx* p, unsigned i) {
   socklen_t from_len = m->msg_hdr.msg_namelen;
   if (n > s->max_datagram || (m->msg_hdr.msg_flags & MSG_TRUNC)) {
     // The error is smaller than what triggered it, so answering cannot amplify.
-    send_too_large(s, from, from_len);
+    send_too_large(s, ep, from, from_len);
     return 0;
   }
   char addr[ADDR_TEXT_MAX];
@@ -609,7 +643,7 @@ static int take_datagram(udp_socket* s, pass_ctx* p, unsigned i) {
   // whether or not its shard keeps up (config caps maxDatagram below that; an
   // addon user may not). batch_bytes: the size of the batches JS hands out.
   size_t need = RECORD_OVERHEAD + (size_t)alen + n;
-  if (s->batch_bytes > 0 && need > s->batch_bytes) { send_too_large(s, from, from_len); return 0; }
+  if (s->batch_bytes > 0 && need > s->batch_bytes) { send_too_large(s, ep, from, from_len); return 0; }
   if (sp->status == SHARD_BUSY) { s->shard_busy++; return 0; }
   if (sp->status == SHARD_NONE) {
     call_on_batch(s, p, shard, 0);
@@ -617,20 +651,20 @@ static int take_datagram(udp_socket* s, pass_ctx* p, unsigned i) {
     if (sp->status != SHARD_OPEN) { s->shard_busy++; return 0; }
   }
   if (!record_fits(sp, need)) {
-    if (need > sp->buf_len) { send_too_large(s, from, from_len); return 0; }
+    if (need > sp->buf_len) { send_too_large(s, ep, from, from_len); return 0; }
     if (sp->count == 0) { s->shard_busy++; return 0; } // a batch JS handed out with no room
     call_on_batch(s, p, shard, 1);
     if (p->aborted) return 0;
     if (sp->status != SHARD_OPEN) { s->shard_busy++; return 0; }
     if (!record_fits(sp, need)) {
-      if (need > sp->buf_len) send_too_large(s, from, from_len);
+      if (need > sp->buf_len) send_too_large(s, ep, from, from_len);
       else s->shard_busy++;
       return 0;
     }
   }
   uint8_t* o = sp->buf + sp->len;
   unsigned port = ntohs(from->sin6_port); // sin_port and sin6_port share the offset
-  o[0] = 0;
+  o[0] = ep->index;
   o[1] = (uint8_t)(port >> 8); o[2] = (uint8_t)port;
   o[3] = (uint8_t)(bucket >> 8); o[4] = (uint8_t)bucket;
   o[5] = (uint8_t)alen;
@@ -642,11 +676,12 @@ static int take_datagram(udp_socket* s, pass_ctx* p, unsigned i) {
   uint8_t* peer = sp->peers + (size_t)sp->count * PEER_BYTES;
   memset(peer, 0, PEER_BYTES);
   memcpy(peer, from, from->sin6_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+  peer[PEER_SOCKET_AT] = ep->index;
   sp->count++;
   return 1;
 }
 
-static void receive_pass(udp_socket* s) {
+static void receive_pass(udp_socket* s, endpoint* ep) {
   pass_ctx p = { 0 };
   unsigned total = 0;
   s->receive_passes++;
@@ -658,7 +693,7 @@ static void receive_pass(udp_socket* s) {
       s->rmsgs[i].msg_hdr.msg_flags = 0;
     }
     // MSG_TRUNC: msg_len is the datagram's real length even when it did not fit.
-    int r = recvmmsg(s->fd, s->rmsgs, RECV_VLEN, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    int r = recvmmsg(ep->fd, s->rmsgs, RECV_VLEN, MSG_DONTWAIT | MSG_TRUNC, NULL);
     s->recv_calls++;
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -668,7 +703,7 @@ static void receive_pass(udp_socket* s) {
     }
     if (r == 0) break;
     for (int i = 0; i < r; i++) {
-      take_datagram(s, &p, (unsigned)i);
+      take_datagram(s, &p, ep, (unsigned)i);
       if (p.aborted) {
         // closed or stopped by the callback this datagram called: it and the rest
         // of what was taken from the kernel are dropped, and counted
@@ -708,30 +743,33 @@ static void receive_pass(udp_socket* s) {
   }
 }
 
-static void drain_queue(udp_socket* s);
+static void drain_queue(endpoint* ep);
 
 static void on_poll(uv_poll_t* h, int status, int events) {
-  udp_socket* s = h->data;
+  endpoint* ep = h->data;
+  udp_socket* s = ep->owner;
   if (s->closed) return;
   if (status < 0) {
     // libuv stopped the poll on a socket error: clear the error and watch again
     s->recv_errors[reason_of_errno(-status)]++;
     int err = 0;
     socklen_t len = sizeof err;
-    getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (watch(s) != 0) s->receiving = 0;
+    getsockopt(ep->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    watch(ep);
     return;
   }
-  if ((events & UV_WRITABLE) && s->q.count > 0) drain_queue(s);
-  if ((events & UV_READABLE) && s->receiving && !s->closed) receive_pass(s);
+  if ((events & UV_WRITABLE) && ep->q.count > 0) drain_queue(ep);
+  if ((events & UV_READABLE) && s->receiving && !s->closed) receive_pass(s, ep);
 }
 
 // ---- sending ------------------------------------------------------------------
 
-// Copies a datagram to the end of the send queue (see "the send queue"); the
-// first one starts the watch for writable. Returns 0 if it was dropped: full.
-static int queue_datagram(udp_socket* s, const void* to, socklen_t to_len, const uint8_t* payload, size_t len) {
-  send_queue* q = &s->q;
+// Copies a datagram to the end of an endpoint's send queue (see "the send
+// queue"); the first one starts the watch for writable. Returns 0 if it was
+// dropped: full.
+static int queue_datagram(endpoint* ep, const void* to, socklen_t to_len, const uint8_t* payload, size_t len) {
+  udp_socket* s = ep->owner;
+  send_queue* q = &ep->q;
   if (q->items == NULL) {
     q->items = malloc(SENDQ_MAX_DATAGRAMS * sizeof *q->items);
     q->bytes = malloc(SENDQ_MAX_BYTES);
@@ -765,7 +803,7 @@ static int queue_datagram(udp_socket* s, const void* to, socklen_t to_len, const
   q->bytes_tail = at + (uint32_t)len;
   q->payload_bytes += len;
   s->send_queued++;
-  if (q->count++ == 0) watch(s);
+  if (q->count++ == 0) watch(ep);
   return 1;
 }
 
@@ -790,8 +828,9 @@ static void queue_pop(send_queue* q, uint32_t n) {
 // is empty (then stops watching for writable) or the kernel refuses again. On
 // ENOBUFS the first datagram is dropped (counted): the socket may well stay
 // writable, and each writable event must make progress.
-static void drain_queue(udp_socket* s) {
-  send_queue* q = &s->q;
+static void drain_queue(endpoint* ep) {
+  udp_socket* s = ep->owner;
+  send_queue* q = &ep->q;
   while (q->count > 0) {
     unsigned n = q->count < SEND_VLEN ? q->count : SEND_VLEN;
     for (unsigned i = 0; i < n; i++) {
@@ -805,7 +844,7 @@ static void drain_queue(udp_socket* s) {
       h->msg_iov = &s->siov[i];
       h->msg_iovlen = 1;
     }
-    int r = sendmmsg(s->fd, s->smsgs, n, MSG_DONTWAIT);
+    int r = sendmmsg(ep->fd, s->smsgs, n, MSG_DONTWAIT);
     s->send_calls++;
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -820,16 +859,17 @@ static void drain_queue(udp_socket* s) {
     s->datagrams_out += (uint64_t)r;
     queue_pop(q, (uint32_t)r);
   }
-  if (q->count == 0) watch(s);
+  if (q->count == 0) watch(ep);
 }
 
-// Sends smsgs[0..n) with sendmmsg. At the first refusal for lack of buffer the
-// rest go to the send queue. Returns how many went out now.
-static uint32_t flush_sends(udp_socket* s, unsigned n) {
+// Sends smsgs[0..n) from `ep` with sendmmsg. At the first refusal for lack of
+// buffer the rest go to its send queue. Returns how many went out now.
+static uint32_t flush_sends(endpoint* ep, unsigned n) {
+  udp_socket* s = ep->owner;
   unsigned i = 0;
   uint32_t ok = 0;
   while (i < n) {
-    int r = sendmmsg(s->fd, s->smsgs + i, n - i, MSG_DONTWAIT);
+    int r = sendmmsg(ep->fd, s->smsgs + i, n - i, MSG_DONTWAIT);
     s->send_calls++;
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -837,7 +877,7 @@ static uint32_t flush_sends(udp_socket* s, unsigned n) {
         s->send_blocked_calls++;
         for (; i < n; i++) {
           const struct msghdr* h = &s->smsgs[i].msg_hdr;
-          queue_datagram(s, h->msg_name, h->msg_namelen, h->msg_iov->iov_base, h->msg_iov->iov_len);
+          queue_datagram(ep, h->msg_name, h->msg_namelen, h->msg_iov->iov_base, h->msg_iov->iov_len);
         }
         break;
       }
@@ -856,7 +896,9 @@ static uint32_t flush_sends(udp_socket* s, unsigned n) {
 
 // sendReplies(out, peers, count): `count` is the number of requests in the batch
 // `peers` belongs to. A REPLY may only name one of them: an entry past it was
-// written for an earlier batch in the same (reused) table, a client it must not reach.
+// written for an earlier batch in the same (reused) table, a client it must not
+// reach. A REPLY leaves from the socket its request came in on, a SEND_TO from the
+// socket it names; consecutive records from one socket go in one sendmmsg.
 static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -886,12 +928,14 @@ static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
   }
   size_t o = 0;
   unsigned n = 0;
+  endpoint* from = &s->ep[0]; // the socket smsgs[0..n) leave from
   while (o < out_len) {
     uint8_t kind = out[o];
     size_t payload, len, next;
     struct sockaddr_in6* to = &s->sname[n];
     socklen_t to_len = 0;
     int reason = -1;
+    endpoint* ep = NULL;
     if (kind == 0) { // REPLY: u8 0 | u16 index | u16 len | payload
       if (o + 5 > out_len) { s->send_errors[R_MALFORMED]++; break; }
       size_t index = ((size_t)out[o + 1] << 8) | out[o + 2];
@@ -899,12 +943,13 @@ static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
       payload = o + 5;
       next = payload + len;
       if (next > out_len) { s->send_errors[R_MALFORMED]++; break; }
-      if (peers == NULL || index >= count || (index + 1) * PEER_BYTES > peers_len) {
+      if (peers == NULL || index >= count || (index + 1) * PEER_BYTES > peers_len || peers[index * PEER_BYTES + PEER_SOCKET_AT] >= s->endpoints) {
         reason = R_MALFORMED;
       } else {
+        ep = &s->ep[peers[index * PEER_BYTES + PEER_SOCKET_AT]];
         memcpy(to, peers + index * PEER_BYTES, sizeof *to);
-        if (to->sin6_family == AF_INET && s->family == AF_INET) to_len = sizeof(struct sockaddr_in);
-        else if (to->sin6_family == AF_INET6 && s->family == AF_INET6) to_len = sizeof(struct sockaddr_in6);
+        if (to->sin6_family == AF_INET && ep->family == AF_INET) to_len = sizeof(struct sockaddr_in);
+        else if (to->sin6_family == AF_INET6 && ep->family == AF_INET6) to_len = sizeof(struct sockaddr_in6);
         else reason = R_MALFORMED; // an entry that was never written
       }
     } else if (kind == 1) { // SEND_TO: u8 1 | u8 socket | u16 port | u8 addrLen | addr | u16 len | payload
@@ -917,14 +962,27 @@ static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
       payload = at + 2;
       next = payload + len;
       if (next > out_len) { s->send_errors[R_MALFORMED]++; break; }
-      reason = parse_destination(s->family, out + o + 5, alen, port, to, &to_len);
+      if (out[o + 1] >= s->endpoints) {
+        reason = R_MALFORMED; // no such socket
+      } else {
+        ep = &s->ep[out[o + 1]];
+        reason = parse_destination(ep->family, out + o + 5, alen, port, to, &to_len);
+      }
     } else {
       s->send_errors[R_MALFORMED]++;
       break;
     }
     o = next;
     if (reason >= 0) { s->send_errors[reason]++; continue; }
-    if (s->q.count > 0) { queue_datagram(s, to, to_len, out + payload, len); continue; } // behind what waits
+    if (ep != from && n > 0) {
+      // another socket: what was gathered for the last one goes first (`to` moves to the front)
+      sent += flush_sends(from, n);
+      memcpy(&s->sname[0], to, sizeof *to);
+      to = &s->sname[0];
+      n = 0;
+    }
+    from = ep;
+    if (ep->q.count > 0) { queue_datagram(ep, to, to_len, out + payload, len); continue; } // behind what waits
     s->siov[n].iov_base = out + payload;
     s->siov[n].iov_len = len;
     struct msghdr* h = &s->smsgs[n].msg_hdr;
@@ -936,9 +994,9 @@ static napi_value Sock_sendReplies(napi_env env, napi_callback_info info) {
     h->msg_controllen = 0;
     h->msg_flags = 0;
     s->smsgs[n].msg_len = 0;
-    if (++n == SEND_VLEN) { sent += flush_sends(s, n); n = 0; }
+    if (++n == SEND_VLEN) { sent += flush_sends(ep, n); n = 0; }
   }
-  if (n > 0) sent += flush_sends(s, n);
+  if (n > 0) sent += flush_sends(from, n);
   napi_value v;
   napi_create_uint32(env, sent, &v);
   return v;
@@ -1021,10 +1079,34 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   if (opts == NULL) return NULL;
   napi_valuetype t = napi_undefined;
 
-  char host[ADDR_TEXT_MAX + 1] = "::";
-  if (get_opt_string(env, opts, "host", host, sizeof host) < 0) return throw_type_error(env, "option host must be a string");
-  double port, rcvbuf, sndbuf, max_datagram, shards;
-  if (!get_opt_integer(env, opts, "port", 0, 0, 65535, &port)) return NULL;
+  // The bound addresses: option endpoints [{ host, port }, ...], or host and port for one.
+  char hosts[MAX_ENDPOINTS][ADDR_TEXT_MAX + 1];
+  double ports[MAX_ENDPOINTS];
+  unsigned endpoints = 1;
+  napi_value list;
+  strcpy(hosts[0], "::");
+  if (get_opt(env, opts, "endpoints", &list)) {
+    bool is_array = false;
+    uint32_t n = 0;
+    if (napi_is_array(env, list, &is_array) != napi_ok || !is_array || napi_get_array_length(env, list, &n) != napi_ok || n < 1 || n > MAX_ENDPOINTS) {
+      return throw_type_error(env, "option endpoints must be an array of 1 to 4 { host, port }");
+    }
+    for (uint32_t i = 0; i < n; i++) {
+      napi_value e;
+      napi_valuetype et = napi_undefined;
+      strcpy(hosts[i], "::");
+      if (napi_get_element(env, list, i, &e) != napi_ok || napi_typeof(env, e, &et) != napi_ok || et != napi_object ||
+          get_opt_string(env, e, "host", hosts[i], sizeof hosts[i]) < 0) {
+        return throw_type_error(env, "option endpoints must be an array of 1 to 4 { host, port }");
+      }
+      if (!get_opt_integer(env, e, "port", 0, 0, 65535, &ports[i])) return NULL;
+    }
+    endpoints = n;
+  } else {
+    if (get_opt_string(env, opts, "host", hosts[0], sizeof hosts[0]) < 0) return throw_type_error(env, "option host must be a string");
+    if (!get_opt_integer(env, opts, "port", 0, 0, 65535, &ports[0])) return NULL;
+  }
+  double rcvbuf, sndbuf, max_datagram, shards;
   if (!get_opt_integer(env, opts, "recvBufferSize", 0, 0, 2147483647.0, &rcvbuf)) return NULL;
   if (!get_opt_integer(env, opts, "sendBufferSize", 0, 0, 2147483647.0, &sndbuf)) return NULL;
   if (!get_opt_integer(env, opts, "maxDatagram", 2048, 0, 65535, &max_datagram)) return NULL;
@@ -1050,14 +1132,28 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   if (!get_opt(env, opts, "onBatch", &on_batch_v) || (napi_typeof(env, on_batch_v, &t), t != napi_function)) return throw_type_error(env, "option onBatch must be a function");
   if (!get_opt(env, opts, "onReceived", &on_received_v) || (napi_typeof(env, on_received_v, &t), t != napi_function)) return throw_type_error(env, "option onReceived must be a function");
 
-  int fd, family;
-  if (!open_socket(env, host, (int)port, (int)rcvbuf, (int)sndbuf, &fd, &family)) return NULL;
+  int fds[MAX_ENDPOINTS], families[MAX_ENDPOINTS];
+  for (unsigned i = 0; i < endpoints; i++) {
+    if (!open_socket(env, hosts[i], (int)ports[i], (int)rcvbuf, (int)sndbuf, &fds[i], &families[i])) {
+      for (unsigned j = 0; j < i; j++) close(fds[j]);
+      return NULL;
+    }
+  }
 
   udp_socket* s = calloc(1, sizeof *s);
-  if (s == NULL) { close(fd); napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  if (s == NULL) {
+    for (unsigned i = 0; i < endpoints; i++) close(fds[i]);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
   s->env = env;
-  s->fd = fd;
-  s->family = family;
+  s->endpoints = endpoints;
+  for (unsigned i = 0; i < endpoints; i++) {
+    s->ep[i].owner = s;
+    s->ep[i].index = (uint8_t)i;
+    s->ep[i].fd = fds[i];
+    s->ep[i].family = families[i];
+  }
   s->shards = (uint32_t)shards;
   s->max_datagram = (uint32_t)max_datagram;
   s->too_large_len = tl_len;
@@ -1072,10 +1168,7 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   s->sp = calloc(s->shards, sizeof *s->sp);
   s->state_scratch = calloc(2 * (size_t)s->shards, sizeof(int32_t));
   if (s->too_large == NULL || s->rbuf == NULL || s->smsgs == NULL || s->siov == NULL || s->sname == NULL || s->sp == NULL || s->state_scratch == NULL) {
-    close(fd);
-    s->fd = -1;
-    s->closed = 1;
-    finalize_socket(env, s, NULL);
+    finalize_socket(env, s, NULL); // closes the sockets
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
@@ -1092,10 +1185,7 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   napi_create_object(env, &resource);
   napi_create_string_utf8(env, "SobaniUdpSocket", NAPI_AUTO_LENGTH, &name);
   if (napi_wrap(env, self, s, finalize_socket, NULL, NULL) != napi_ok) {
-    close(fd);
-    s->fd = -1;
-    s->closed = 1;
-    finalize_socket(env, s, NULL);
+    finalize_socket(env, s, NULL); // closes the sockets
     napi_throw_error(env, NULL, "napi_wrap failed");
     return NULL;
   }
@@ -1113,31 +1203,40 @@ static napi_value Sock_new(napi_env env, napi_callback_info info) {
   if (napi_async_init(env, resource, name, &s->async_ctx) == napi_ok) s->async_live = 1;
   s->guard = add_poll_guard(env, close_socket_for_env, s);
 
-  uv_loop_t* loop = NULL;
-  s->poll = malloc(sizeof *s->poll);
-  int e = -1;
   // Not polled until startReceiving(): until the tracker serves, datagrams wait in the kernel's buffer.
-  if (s->poll != NULL && napi_get_uv_event_loop(env, &loop) == napi_ok && loop != NULL &&
-      (e = uv_poll_init(loop, s->poll, fd)) == 0) {
-    s->poll->data = s;
-  } else {
-    free(s->poll);
-    s->poll = NULL;
+  uv_loop_t* loop = NULL;
+  int e = napi_get_uv_event_loop(env, &loop) == napi_ok && loop != NULL ? 0 : UV_EINVAL;
+  for (unsigned i = 0; i < s->endpoints && e == 0; i++) {
+    uv_poll_t* poll = malloc(sizeof *poll);
+    if (poll == NULL) { e = UV_ENOMEM; break; }
+    if ((e = uv_poll_init(loop, poll, s->ep[i].fd)) != 0) { free(poll); break; }
+    poll->data = &s->ep[i];
+    s->poll[i] = poll;
   }
   if (e != 0) {
     close_from_js(env, s);
-    return throw_errno(env, e < 0 ? -e : EINVAL, "uv_poll_init", NULL, 0);
+    return throw_errno(env, -e, "uv_poll_init", NULL, 0);
   }
   return self;
 }
 
+// address(i = 0): the bound address of endpoint i.
 static napi_value Sock_address(napi_env env, napi_callback_info info) {
   udp_socket* s = unwrap_this(env, info);
   if (s == NULL) return NULL;
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double i = 0;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &t);
+  if (t != napi_undefined && (napi_get_value_double(env, argv[0], &i) != napi_ok || !(i >= 0 && i < s->endpoints) || i != (double)(unsigned)i)) {
+    return throw_type_error(env, "address(i): i must be the index of one of the socket's endpoints");
+  }
   if (s->closed) { napi_throw_error(env, "ERR_SOCKET_DGRAM_NOT_RUNNING", "the socket is closed"); return NULL; }
   struct sockaddr_in6 a;
   socklen_t len = sizeof a;
-  if (getsockname(s->fd, (struct sockaddr*)&a, &len) != 0) return throw_errno(env, errno, "getsockname", NULL, 0);
+  if (getsockname(s->ep[(unsigned)i].fd, (struct sockaddr*)&a, &len) != 0) return throw_errno(env, errno, "getsockname", NULL, 0);
   char text[ADDR_TEXT_MAX];
   if (a.sin6_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&a.sin6_addr)) {
     // node writes the bound address with uv_ip6_name, no "%zone"
@@ -1175,14 +1274,19 @@ static napi_value Sock_stats(napi_env env, napi_callback_info info) {
   set_named_double(env, obj, "sendCalls", (double)s->send_calls);
   set_named_double(env, obj, "sendBlockedCalls", (double)s->send_blocked_calls);
   set_named_double(env, obj, "sendQueued", (double)s->send_queued);
-  set_named_double(env, obj, "sendQueueDepth", (double)s->q.count);
-  set_named_double(env, obj, "sendQueueBytes", (double)s->q.payload_bytes);
-  // what the kernel granted (it doubles the request and caps it at rmem_max / wmem_max)
+  uint64_t depth = 0, bytes = 0;
+  for (unsigned i = 0; i < s->endpoints; i++) {
+    depth += s->ep[i].q.count;
+    bytes += s->ep[i].q.payload_bytes;
+  }
+  set_named_double(env, obj, "sendQueueDepth", (double)depth);
+  set_named_double(env, obj, "sendQueueBytes", (double)bytes);
+  // what the kernel granted (it doubles the request and caps it at rmem_max / wmem_max); all endpoints ask the same
   int size = 0;
   socklen_t size_len = sizeof size;
-  if (!s->closed && getsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &size, &size_len) == 0) set_named_double(env, obj, "recvBufferSize", size);
+  if (!s->closed && getsockopt(s->ep[0].fd, SOL_SOCKET, SO_RCVBUF, &size, &size_len) == 0) set_named_double(env, obj, "recvBufferSize", size);
   size_len = sizeof size;
-  if (!s->closed && getsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &size, &size_len) == 0) set_named_double(env, obj, "sendBufferSize", size);
+  if (!s->closed && getsockopt(s->ep[0].fd, SOL_SOCKET, SO_SNDBUF, &size, &size_len) == 0) set_named_double(env, obj, "sendBufferSize", size);
   NAPI_OK(napi_set_named_property(env, obj, "sendErrors", reasons_object(env, s->send_errors)));
   NAPI_OK(napi_set_named_property(env, obj, "recvErrors", reasons_object(env, s->recv_errors)));
   return obj;
@@ -1193,9 +1297,10 @@ static napi_value Sock_startReceiving(napi_env env, napi_callback_info info) {
   if (s == NULL) return NULL;
   if (s->closed) { napi_throw_error(env, "ERR_SOCKET_DGRAM_NOT_RUNNING", "the socket is closed"); return NULL; }
   s->receiving = 1;
-  int e = watch(s);
+  int e = watch_all(s);
   if (e != 0) {
     s->receiving = 0;
+    watch_all(s);
     return throw_errno(env, -e, "uv_poll_start", NULL, 0);
   }
   return NULL;
@@ -1205,7 +1310,7 @@ static napi_value Sock_stopReceiving(napi_env env, napi_callback_info info) {
   udp_socket* s = unwrap_this(env, info);
   if (s == NULL) return NULL;
   s->receiving = 0;
-  watch(s);
+  watch_all(s);
   if (s->in_pass) cut_pass_short(s);
   return NULL;
 }
