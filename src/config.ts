@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
+import { MAX_DATAGRAM } from './io/datagram-io.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export type AnnounceReply = 'both' | 'documented' | 'legacy';
@@ -93,7 +94,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Characters in a shareId: 2 route to the shard, the rest are random (6 bits each).' },
   { key: 'announceReply', type: { kind: 'enum', values: ['both', 'documented', 'legacy'] }, default: () => 'both',
     doc: 'How announce is answered: both forms (announceReceived + announced), or one.' },
-  { key: 'maxDatagram', type: { kind: 'int', min: 64, max: 65507 }, default: () => 1024,
+  // at most what fits a 64 KiB shard batch with its record header (io/datagram-io.ts)
+  { key: 'maxDatagram', type: { kind: 'int', min: 64, max: MAX_DATAGRAM }, default: () => 1024,
     doc: 'Largest request accepted, in bytes; larger ones get DATAGRAM_TOO_LARGE.' },
   { key: 'maxMultiaddr', type: { kind: 'int', min: 1, max: 1024 }, default: () => 256,
     doc: 'Longest multiaddr a pulse may set, in characters.' },

@@ -74,6 +74,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   const turnSecret = config.turnSecretFile !== '' ? readSecretFile('turnSecretFile', config.turnSecretFile) : config.turnSecret !== '' ? config.turnSecret : null;
   const log = logger ?? createLogger(config.logLevel);
   for (const warning of configWarnings(config)) log.warn(warning);
+  // One socket, config host:port (openDatagramIo can bind more: a STUN server's other addresses).
   const io = await openDatagramIo(config, log);
   // The ops listener comes up first so a taken port fails the start before any
   // shard exists (and before a snapshot could be rewritten); it answers 503 until ready.

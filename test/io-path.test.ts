@@ -13,6 +13,33 @@ import { resolveConfig } from '../src/config.js';
 import { openDatagramIo } from '../src/io/open-io.js';
 import { createLogger } from '../src/log.js';
 import { SEND_TO } from '../src/wire/frame.js';
+import type { Batch, BatchTarget, DatagramIo } from '../src/io/datagram-io.js';
+import dgram from 'node:dgram';
+
+/** Plays the dispatcher for one DatagramIo: one batch per shard, kept (never shipped) so a test can look at it. */
+class KeepingTarget implements BatchTarget {
+  readonly batches: Batch[];
+  constructor(io: DatagramIo, shards: number) { this.batches = Array.from({ length: shards }, () => io.newBatch()); }
+  batchFor(shard: number, full: boolean): Batch | null { return full ? null : this.batches[shard]!; }
+  received(): void {}
+}
+
+async function udpClient(type: 'udp4' | 'udp6', address: string): Promise<{ socket: dgram.Socket; got: Buffer[] }> {
+  const socket = dgram.createSocket({ type, recvBufferSize: 1 << 20 });
+  const got: Buffer[] = [];
+  socket.on('error', () => {});
+  socket.on('message', (m) => got.push(m));
+  await new Promise<void>((r) => socket.bind(0, address, r));
+  return { socket, got };
+}
+
+const until = async (what: string, done: () => boolean, ms = 3000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
 
 test(`the path this run asks for (SOBANI_IO=${TEST_IO}) is the one that serves`, () =>
   withTracker({ shards: 2 }, async (tracker, target) => {
@@ -120,5 +147,199 @@ test('a send the kernel refuses is counted by reason, never thrown', async () =>
     assert.equal(c.datagramsOut, 1);
   } finally {
     await io.close();
+  }
+});
+
+test('after stopReceiving() nothing more reaches a batch: native leaves datagrams in the kernel, dgram counts what it still reads (droppedAtStop)', async () => {
+  const io = await openDatagramIo(resolveConfig({ host: '127.0.0.1', port: 0, shards: 1, io: TEST_IO }), createLogger('silent'));
+  const c = await udpClient('udp4', '127.0.0.1');
+  try {
+    const target = new KeepingTarget(io, 1);
+    io.start(target);
+    c.socket.send('before', io.addresses[0]!.port, '127.0.0.1');
+    await until('the first datagram', () => target.batches[0]!.count === 1);
+    io.stopReceiving();
+    for (let i = 0; i < 3; i++) c.socket.send('after', io.addresses[0]!.port, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 100));
+    const counters = io.counters();
+    assert.equal(target.batches[0]!.count, 1);
+    if (io.path === 'dgram') assert.deepEqual([counters.datagramsIn, counters.droppedAtStop], [4, 3]);
+    else assert.deepEqual([counters.datagramsIn, counters.droppedAtStop], [1, 0]);
+  } finally {
+    c.socket.close();
+    await io.close();
+  }
+});
+
+test('a REPLY naming an index past its batch\'s count is not sent (malformed): the reused batch still holds an earlier batch\'s source there', async () => {
+  const io = await openDatagramIo(resolveConfig({ host: '127.0.0.1', port: 0, shards: 1, io: TEST_IO }), createLogger('silent'));
+  const a = await udpClient('udp4', '127.0.13.1');
+  const b = await udpClient('udp4', '127.0.13.2');
+  try {
+    const target = new KeepingTarget(io, 1);
+    const batch = target.batches[0]!;
+    io.start(target);
+    const port = io.addresses[0]!.port;
+    a.socket.send('a1', port, '127.0.0.1');
+    await until('a1', () => batch.count === 1);
+    b.socket.send('b1', port, '127.0.0.1');
+    await until('b1', () => batch.count === 2);
+    // shipped and answered; the dispatcher recycles the batch for the next one
+    batch.len = 0;
+    batch.count = 0;
+    a.socket.send('a2', port, '127.0.0.1');
+    await until('a2', () => batch.count === 1);
+    const reply = (index: number, payload: string): Buffer => {
+      const r = Buffer.alloc(5 + payload.length);
+      r[0] = 0; r.writeUInt16BE(index, 1); r.writeUInt16BE(payload.length, 3); r.write(payload, 5);
+      return r;
+    };
+    io.sendReplies(batch, Buffer.concat([reply(1, 'not for b'), reply(0, 'for a')]));
+    await until('the reply to a', () => a.got.length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(a.got[0]!.toString(), 'for a');
+    assert.equal(b.got.length, 0, 'b was in an earlier batch');
+    assert.equal(io.counters().sendErrors.malformed, 1);
+  } finally {
+    a.socket.close();
+    b.socket.close();
+    await io.close();
+  }
+});
+
+// ---- several bound addresses on one DatagramIo (what a STUN server needs) ----
+
+/** A reply batch (wire/frame.ts) from records: [index, payload] is a REPLY, [socket, address, port, payload] a SEND_TO. */
+function replyBatch(...records: ([number, string] | [number, string, number, string])[]): Buffer {
+  return Buffer.concat(records.map((r) => {
+    if (r.length === 2) {
+      const [index, payload] = r;
+      const b = Buffer.alloc(5 + payload.length);
+      b[0] = 0; b.writeUInt16BE(index, 1); b.writeUInt16BE(payload.length, 3); b.write(payload, 5);
+      return b;
+    }
+    const [socket, address, port, payload] = r;
+    const b = Buffer.alloc(7 + address.length + payload.length);
+    b[0] = SEND_TO; b[1] = socket; b.writeUInt16BE(port, 2); b[4] = address.length; b.write(address, 5, 'latin1');
+    b.writeUInt16BE(payload.length, 5 + address.length); b.write(payload, 7 + address.length);
+    return b;
+  }));
+}
+
+/** Socket byte, source port and payload of each request record of a batch. */
+function requests(batch: Batch): { socket: number; port: number; payload: string }[] {
+  const out = [];
+  for (let o = 0; o < batch.len;) {
+    const alen = batch.buf[o + 5]!;
+    const len = batch.buf.readUInt16BE(o + 6 + alen);
+    out.push({ socket: batch.buf[o]!, port: batch.buf.readUInt16BE(o + 1), payload: batch.buf.toString('latin1', o + 8 + alen, o + 8 + alen + len) });
+    o += 8 + alen + len;
+  }
+  return out;
+}
+
+async function udpClientFrom(address: string): Promise<{ socket: dgram.Socket; got: { text: string; fromPort: number }[]; port: number }> {
+  const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
+  const got: { text: string; fromPort: number }[] = [];
+  socket.on('error', () => {});
+  socket.on('message', (m, r) => got.push({ text: m.toString(), fromPort: r.port }));
+  await new Promise<void>((r) => socket.bind(0, address, r));
+  return { socket, got, port: socket.address().port };
+}
+
+test('two bound addresses on one DatagramIo: a request carries its socket\'s index, its REPLY leaves from that socket, a SEND_TO from the socket it names', async () => {
+  const config = resolveConfig({ host: '127.0.0.1', port: 0, shards: 1, io: TEST_IO });
+  const io = await openDatagramIo(config, createLogger('silent'), [{ host: '127.0.0.1', port: 0 }]);
+  const a = await udpClientFrom('127.0.14.1');
+  const b = await udpClientFrom('127.0.14.2');
+  try {
+    assert.equal(io.addresses.length, 2);
+    assert.deepEqual(io.socketTypes, ['udp4', 'udp4']);
+    const [port0, port1] = io.addresses.map((x) => x.port) as [number, number];
+    assert.notEqual(port0, port1);
+    const target = new KeepingTarget(io, 1);
+    const batch = target.batches[0]!;
+    io.start(target);
+    a.socket.send('a to socket 1', port1, '127.0.0.1');
+    await until('a\'s request', () => batch.count === 1);
+    b.socket.send('b to socket 0', port0, '127.0.0.1');
+    await until('b\'s request', () => batch.count === 2);
+    assert.deepEqual(requests(batch), [
+      { socket: 1, port: a.port, payload: 'a to socket 1' },
+      { socket: 0, port: b.port, payload: 'b to socket 0' },
+    ]);
+    io.sendReplies(batch, replyBatch(
+      [0, 'reply to a'], [1, 'reply to b'],
+      [1, '127.0.14.2', b.port, 'to b from socket 1'], [0, '127.0.14.1', a.port, 'to a from socket 0'],
+      [7, '127.0.14.1', a.port, 'from no such socket'],
+    ));
+    await until('the replies', () => a.got.length === 2 && b.got.length === 2);
+    await new Promise((r) => setTimeout(r, 50));
+    const seen = (c: typeof a) => c.got.map((g) => `${g.text} @${g.fromPort === port0 ? 0 : g.fromPort === port1 ? 1 : g.fromPort}`).sort();
+    assert.deepEqual(seen(a), ['reply to a @1', 'to a from socket 0 @0']);
+    assert.deepEqual(seen(b), ['reply to b @0', 'to b from socket 1 @1']);
+    assert.deepEqual(io.counters().sendErrors, { malformed: 1 });
+  } finally {
+    a.socket.close();
+    b.socket.close();
+    await io.close();
+  }
+});
+
+test('socket 0 on "::" (dual-stack) and socket 1 on 127.0.0.1: each receives and sends with its own family', async () => {
+  const config = resolveConfig({ host: '::', port: 0, shards: 2, io: TEST_IO });
+  const io = await openDatagramIo(config, createLogger('silent'), [{ host: '127.0.0.1', port: 0 }]);
+  const v4 = await udpClientFrom('127.0.15.1');
+  const v6 = await udpClientFrom('::1');
+  try {
+    assert.deepEqual(io.socketTypes, ['udp6', 'udp4']);
+    const [port0, port1] = io.addresses.map((x) => x.port) as [number, number];
+    const target = new KeepingTarget(io, 2);
+    io.start(target);
+    v4.socket.send('v4 to socket 0', port0, '127.0.0.1');
+    v4.socket.send('v4 to socket 1', port1, '127.0.0.1');
+    v6.socket.send('v6 to socket 0', port0, '::1');
+    await until('three requests', () => target.batches.reduce((n, x) => n + x.count, 0) === 3);
+    for (const [shard, batch] of target.batches.entries()) {
+      const replies = requests(batch).map((_, i): [number, string] => [i, `reply ${shard}/${i}`]);
+      if (replies.length > 0) io.sendReplies(batch, replyBatch(...replies));
+    }
+    await until('the replies', () => v4.got.length === 2 && v6.got.length === 1);
+    assert.deepEqual(v4.got.map((g) => g.fromPort).sort(), [port0, port1].sort(), 'each reply from the socket its request came in on');
+    assert.equal(v6.got[0]!.fromPort, port0);
+    // an IPv6 destination cannot be reached from the IPv4 socket: counted, not thrown
+    const before = Object.values(io.counters().sendErrors).reduce((n, x) => n + x, 0);
+    io.sendReplies(io.newBatch(), replyBatch([1, '::1', v6.port, 'v6 from socket 1'], [0, '::1', v6.port, 'v6 from socket 0']));
+    await until('the SEND_TO from socket 0', () => v6.got.length === 2);
+    await until('the refused one counted', () => Object.values(io.counters().sendErrors).reduce((n, x) => n + x, 0) === before + 1);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(v6.got.length, 2);
+    assert.deepEqual(v6.got.filter((g) => g.text.startsWith('v6 from')).map((g) => [g.text, g.fromPort]), [['v6 from socket 0', port0]]);
+  } finally {
+    v4.socket.close();
+    v6.socket.close();
+    await io.close();
+  }
+});
+
+test('extra endpoints: at most 3; one that cannot be bound fails the whole open and leaves nothing bound', async () => {
+  const config = resolveConfig({ host: '127.0.0.1', port: 0, shards: 1, io: TEST_IO });
+  const log = createLogger('silent');
+  const any = { host: '127.0.0.1', port: 0 };
+  await assert.rejects(openDatagramIo(config, log, [any, any, any, any]), RangeError);
+  const taken = await udpClientFrom('127.0.0.1');
+  const primary = await udpClientFrom('127.0.0.1');
+  const primaryPort = primary.port;
+  primary.socket.close(); // free a moment ago: the open must bind it, then give it back
+  await new Promise((r) => setTimeout(r, 20));
+  try {
+    await assert.rejects(openDatagramIo({ ...config, port: primaryPort }, log, [any, { host: '127.0.0.1', port: taken.port }]),
+      (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE');
+    const again = await openDatagramIo({ ...config, port: primaryPort }, log, [any, any, any]);
+    assert.equal(again.addresses.length, 4);
+    assert.equal(again.addresses[0]!.port, primaryPort, 'the failed open released socket 0');
+    await again.close();
+  } finally {
+    taken.socket.close();
   }
 });

@@ -51,6 +51,8 @@ test('/metrics reports peers per shard, datagrams by action and dialect, errors,
       assert.equal(sample(m, 'sobani_shard_batch_datagrams_sum'), sample(m, 'sobani_datagrams_in_total'));
       assert.equal(sample(m, 'sobani_shard_batch_datagrams_bucket', { le: '+Inf' }), sample(m, 'sobani_shard_batch_datagrams_count'));
       assert.equal(sample(m, 'sobani_shard_queue_depth', { shard: '0' }), 0);
+      assert.equal(sample(m, 'sobani_udp_send_queue_datagrams'), 0);
+      assert.equal(sample(m, 'sobani_udp_send_queue_bytes'), 0);
       assert.equal(sample(m, 'sobani_expired_total'), 0);
       assert.equal(sample(m, 'sobani_shard_restarts_total', { shard: '1' }), 0);
       for (const thread of ['main', 'shard-0', 'shard-1']) {

@@ -7,14 +7,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import fc from 'fast-check';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { addressBucket } from '../src/routing.js';
 import { BUCKETS, Histogram } from '../bench/histogram.js';
 import type { NativeUdp, UdpSocket, UdpSocketOptions } from '../src/io/native-io.js';
 import type { NativeBench } from '../bench/loadgen/native.js';
+import { faultShim } from './helpers/fault-shim.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
@@ -156,10 +162,12 @@ class Harness {
   received = 0;
   shipOnReceived = true;
   refuse: (shard: number, full: boolean) => boolean = () => false;
+  /** Called at the start of each onReceived. */
+  onReceivedHook: () => void = () => {};
 
   constructor(
     addon: NativeUdp,
-    readonly o: { host: string; shards: number; bufBytes?: number; peerEntries?: number; maxDatagram?: number; tooLargeReply?: Buffer },
+    readonly o: { host: string; shards: number; bufBytes?: number; peerEntries?: number; maxDatagram?: number; tooLargeReply?: Buffer; start?: boolean },
   ) {
     this.peerBytes = addon.PEER_BYTES;
     this.state = new Int32Array(o.shards * 2);
@@ -176,9 +184,11 @@ class Harness {
       onBatch: (shard, full) => this.onBatch(shard, full),
       onReceived: () => {
         this.received++;
+        this.onReceivedHook();
         if (this.shipOnReceived) for (let s = 0; s < o.shards; s++) this.ship(s, false);
       },
     });
+    if (o.start !== false) this.sock.startReceiving();
   }
 
   get port(): number {
@@ -216,6 +226,15 @@ class Harness {
     return this.shipped.flatMap(parseBatch);
   }
 
+  /** The records of the batches C was handed and JS has not shipped, as `state` says they are. */
+  pendingRecords(): Rec[] {
+    return this.pending.flatMap((b, shard) => {
+      if (!b) return [];
+      const len = this.state[2 * shard]!;
+      return parseBatch({ shard, bytes: new Uint8Array(b[0], 0, len), peers: b[1], count: this.state[2 * shard + 1]!, full: false });
+    });
+  }
+
   close(): void {
     this.sock.close();
   }
@@ -234,7 +253,7 @@ function rng(seed: number): () => number {
 
 // ---- sobani_udp ----------------------------------------------------------------------------
 
-test('addressBucket is routing.ts addressBucket, on thousands of IPv4, IPv6 and ::ffff: addresses', { skip }, () => {
+test('addressBucket is routing.ts addressBucket, on thousands of IPv4, IPv6 and ::ffff: addresses; text beyond 8 bits is refused', { skip }, () => {
   const addon = udp();
   const r = rng(12345);
   const int = (n: number) => Math.floor(r() * n);
@@ -253,8 +272,98 @@ test('addressBucket is routing.ts addressBucket, on thousands of IPv4, IPv6 and 
   const samples: string[] = ['', '::', '::1', '::ffff:', '::ffff:1', '::ffff:abcd', '::FFFF:1.2.3.4', '::ffff:1.2.3.4%x', '%', '1.2.3.4%eth0', 'ä', '\u{1F600}', '::ffff:1.2.3.4'];
   for (let i = 0; i < 4000; i++) samples.push(v4(), v6(), `::ffff:${v4()}`, `::${v4()}`);
   for (let i = 0; i < 500; i++) samples.push(String.fromCharCode(...Array.from({ length: int(50) }, () => int(0x10000))));
-  for (const s of samples) assert.equal(addon.addressBucket(s), addressBucket(s), JSON.stringify(s));
+  for (const s of samples) {
+    if (/[^\u0000-\u00ff]/.test(s)) assert.throws(() => addon.addressBucket(s), TypeError, JSON.stringify(s));
+    else assert.equal(addon.addressBucket(s), addressBucket(s), JSON.stringify(s));
+  }
   assert.equal(addon.PEER_BYTES >= 28, true, 'a peers entry holds a sockaddr_in6');
+});
+
+// ---- the receive path's address text and bucket, fuzzed -------------------------------------
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+const LE = os.endianness() === 'LE';
+
+/** A sockaddr_in / sockaddr_in6 as the kernel writes it (family and scope id in host order, port big-endian). */
+function sockaddr(family: 4 | 6, addr: Uint8Array, port: number, scope = 0): Buffer {
+  const b = Buffer.alloc(family === 4 ? 16 : 28);
+  if (LE) b.writeUInt16LE(family === 4 ? AF_INET : AF_INET6, 0); else b.writeUInt16BE(family === 4 ? AF_INET : AF_INET6, 0);
+  b.writeUInt16BE(port, 2);
+  if (family === 4) {
+    b.set(addr, 4);
+  } else {
+    b.set(addr, 8);
+    if (LE) b.writeUInt32LE(scope, 24); else b.writeUInt32BE(scope, 24);
+  }
+  return b;
+}
+
+/** Interface index -> name in this network namespace. */
+function interfaceNames(): Map<number, string> {
+  const names = new Map<number, string>();
+  for (const name of readdirSync('/sys/class/net')) {
+    try { names.set(Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8')), name); } catch { /* gone meanwhile */ }
+  }
+  return names;
+}
+
+/**
+ * What node's dgram reports as rinfo.address: uv_inet_ntop's text (net.SocketAddress
+ * parses with uv_inet_pton and prints with uv_inet_ntop), plus, for a link-local
+ * IPv6 address with a scope, "%" and the interface's name (node's AddressToJS);
+ * format_address writes an unknown index as its number.
+ */
+function referenceText(family: 4 | 6, addr: Uint8Array, scope: number, names: Map<number, string>): string {
+  if (family === 4) return new net.SocketAddress({ address: [...addr].join('.'), family: 'ipv4' }).address;
+  const groups = Array.from({ length: 8 }, (_, i) => ((addr[2 * i]! << 8) | addr[2 * i + 1]!).toString(16));
+  const text = new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
+  const linkLocal = addr[0] === 0xfe && (addr[1]! & 0xc0) === 0x80;
+  return linkLocal && scope > 0 ? `${text}%${names.get(scope) ?? scope}` : text;
+}
+
+test('the reference: net.SocketAddress prints IPv6 as uv_inet_ntop does (checked on known forms)', () => {
+  const v6 = (a: string) => new net.SocketAddress({ address: a, family: 'ipv6' }).address;
+  assert.equal(v6('0:0:0:0:0:ffff:102:304'), '::ffff:1.2.3.4'); // v4-mapped: dotted tail
+  assert.equal(v6('0:0:0:0:0:0:102:304'), '::1.2.3.4'); // v4-compatible too (libuv's rule)
+  assert.equal(v6('0:0:0:0:0:fffe:102:304'), '::fffe:102:304');
+  assert.equal(v6('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1'); // the first longest zero run
+  assert.equal(v6('fe80:0:0:0:0:0:0:1'), 'fe80::1');
+  assert.equal(v6('1:0:2:3:4:5:6:7'), '1:0:2:3:4:5:6:7'); // a lone zero group is not "::"
+});
+
+test('fuzz: sockaddr bytes -> address text -> bucket in C (format_address, bucket_of_text) = uv_inet_ntop / dgram\'s text and routing.ts addressBucket', { skip }, () => {
+  const addon = udp();
+  const names = interfaceNames();
+  assert.equal(names.get(1), 'lo', 'lo is interface 1 here');
+  const bytes16 = fc.uint8Array({ minLength: 16, maxLength: 16 });
+  // v6 shapes that exercise each branch: random, zero runs ("::"), v4-mapped, v4-compatible, link-local
+  const v6 = fc.oneof(
+    bytes16,
+    fc.tuple(bytes16, fc.array(fc.integer({ min: 0, max: 7 }), { maxLength: 8 })).map(([b, zero]) => {
+      const a = Uint8Array.from(b);
+      for (const g of zero) { a[2 * g] = 0; a[2 * g + 1] = 0; }
+      return a;
+    }),
+    fc.uint8Array({ minLength: 4, maxLength: 4 }).map((v4) => Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...v4])),
+    fc.uint8Array({ minLength: 4, maxLength: 4 }).map((v4) => Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ...v4])),
+    fc.tuple(bytes16, fc.integer({ min: 0x80, max: 0xbf })).map(([b, second]) => Uint8Array.from([0xfe, second, ...b.subarray(2)])),
+  );
+  // scope ids: none, lo (1), every interface here, unknown indexes
+  const scope = fc.oneof(fc.constant(0), fc.constantFrom(...names.keys()), fc.integer({ min: 1, max: 0x7fffffff }));
+  const address = fc.oneof(
+    fc.record({ family: fc.constant(4 as const), addr: fc.uint8Array({ minLength: 4, maxLength: 4 }), scope: fc.constant(0) }),
+    fc.record({ family: fc.constant(6 as const), addr: v6, scope }),
+  );
+  fc.assert(fc.property(address, fc.integer({ min: 0, max: 65535 }), ({ family, addr, scope: sc }, port) => {
+    const got = addon.formatSockaddr(sockaddr(family, addr, port, sc));
+    assert.ok(got !== null);
+    const [text, bucket] = got;
+    assert.equal(text, referenceText(family, addr, sc, names));
+    assert.equal(bucket, addressBucket(text), 'the bucket routing.ts gives the same text');
+  }), { numRuns: 20_000 });
+  assert.equal(addon.formatSockaddr(Buffer.alloc(16)), null, 'family 0: no address');
+  assert.throws(() => addon.formatSockaddr(Buffer.alloc(8)), TypeError);
 });
 
 for (const host of ['::', '127.0.0.1']) {
@@ -324,7 +433,7 @@ test('sendReplies: REPLY and SEND_TO records reach the right clients with the ri
     let sent = 0;
     for (const batch of h.shipped) {
       const out = Buffer.concat(parseBatch(batch).map((r) => replyRecord(r.index, r.payload.length === 0 || r.payload.length === maxDatagram ? r.payload : Buffer.from(`re: ${r.payload}`))));
-      sent += h.sock.sendReplies(out, batch.peers);
+      sent += h.sock.sendReplies(out, batch.peers, batch.count);
     }
     assert.equal(sent, recs.length);
     // SEND_TO: plain IPv4 on a dual-stack socket, v4-mapped, IPv6; no peers table needed
@@ -334,7 +443,7 @@ test('sendReplies: REPLY and SEND_TO records reach the right clients with the ri
       sendToRecord('::1', v6.port, Buffer.from('v6 direct')),
       sendToRecord(clients[4]!.address, clients[4]!.port, Buffer.alloc(0)),
     ]);
-    assert.equal(h.sock.sendReplies(third, new ArrayBuffer(0)), 4);
+    assert.equal(h.sock.sendReplies(third, new ArrayBuffer(0), 0), 4);
     await waitFor('the replies', () => clients.reduce((n, c) => n + c.got.length, 0) === recs.length + 4);
     for (const c of clients) {
       for (const g of c.got) assert.equal(g.from.port, h.port, 'from the tracker socket');
@@ -391,7 +500,7 @@ test('full batch: onBatch(shard, true) ships it and C continues in the new buffe
     assert.ok(h.shipped.filter((b) => b.full).length >= 6, 'full batches were shipped');
     for (const b of h.shipped) assert.ok(b.count <= 3 && b.bytes.length <= 100);
     // replies through each batch's own peers table
-    for (const b of h.shipped) h.sock.sendReplies(Buffer.concat(parseBatch(b).map((r) => replyRecord(r.index, r.payload))), b.peers);
+    for (const b of h.shipped) h.sock.sendReplies(Buffer.concat(parseBatch(b).map((r) => replyRecord(r.index, r.payload))), b.peers, b.count);
     await waitFor('20 replies', () => c.got.length === 20);
 
     // the peers table can be what is full
@@ -477,6 +586,41 @@ test('null from onBatch drops the shard\'s datagrams (shardBusy) with no further
   }
 });
 
+for (const how of ['stopReceiving', 'close'] as const) {
+  for (const where of ['onBatch', 'onReceived'] as const) {
+    test(`${how}() called by ${where} mid-pass: every datagram taken is in a batch whose len/count JS can see, or counted droppedAtStop; no callback after`, { skip }, async () => {
+      const addon = udp();
+      // small batches: onBatch(shard, full) comes several times within one pass
+      const h = new Harness(addon, { host: '127.0.0.1', shards: 2, bufBytes: 120, start: false });
+      const clients = await Promise.all(Array.from({ length: 4 }, (_, i) => client('udp4', `127.0.11.${10 + i}`)));
+      try {
+        const sent = 48;
+        for (let i = 0; i < sent; i++) await send(clients[i % 4]!, Buffer.from(`datagram ${i}`), h.port, '127.0.0.1');
+        let callsAtStop = -1;
+        const stop = () => { h.sock[how](); callsAtStop = h.calls.length + h.received; };
+        if (where === 'onBatch') h.refuse = (_s, full) => { if (full && callsAtStop < 0) stop(); return false; };
+        else h.onReceivedHook = () => { if (callsAtStop < 0) stop(); };
+        h.shipOnReceived = false; // the pending batches stay as C left them
+        h.sock.startReceiving(); // the datagrams are in the kernel's buffer: one pass takes them all
+        await waitFor('the stop', () => callsAtStop >= 0);
+        await sleep(50);
+        const st = h.sock.stats();
+        assert.equal(h.calls.length + h.received, callsAtStop, 'no callback after the stop');
+        const taken = [...h.records(), ...h.pendingRecords()]; // parseBatch checks len/count against the records
+        assert.equal(taken.length + st.droppedAtStop, sent, `${taken.length} in batches + ${st.droppedAtStop} dropped`);
+        assert.equal(st.datagramsIn, sent, 'one pass took every datagram');
+        if (where === 'onBatch') assert.ok(st.droppedAtStop > 0, 'the pass was cut short');
+        else assert.equal(st.droppedAtStop, 0, 'onReceived ends the pass: nothing is left');
+        const payloads = new Set(taken.map((r) => r.payload.toString()));
+        assert.equal(payloads.size, taken.length, 'no record twice');
+      } finally {
+        for (const c of clients) c.socket.close();
+        h.close();
+      }
+    });
+  }
+}
+
 test('a malformed reply batch is counted and does not crash; valid records before it are sent', { skip }, async () => {
   const addon = udp();
   const h = new Harness(addon, { host: '127.0.0.1', shards: 1 });
@@ -492,17 +636,45 @@ test('a malformed reply batch is counted and does not crash; valid records befor
       Buffer.concat([ok, Buffer.from([7, 1, 2, 3, 4, 5])]), // unknown kind
       Buffer.concat([ok, sendToRecord('127.0.0.1', c.port, Buffer.from('x')).subarray(0, 12)]), // SEND_TO cut in its address
     ];
-    for (const out of cases) assert.equal(h.sock.sendReplies(out, peers), 1);
+    for (const out of cases) assert.equal(h.sock.sendReplies(out, peers, 1), 1);
     // an index outside the peers table, or an entry never written, skips that record only
-    assert.equal(h.sock.sendReplies(Buffer.concat([replyRecord(5000, Buffer.from('nope')), replyRecord(1, Buffer.from('nope')), ok]), peers), 1);
-    assert.equal(h.sock.sendReplies(Buffer.alloc(0), peers), 0);
-    assert.equal(h.sock.sendReplies(ok, new ArrayBuffer(0)), 0);
+    assert.equal(h.sock.sendReplies(Buffer.concat([replyRecord(5000, Buffer.from('nope')), replyRecord(1, Buffer.from('nope')), ok]), peers, 1), 1);
+    assert.equal(h.sock.sendReplies(Buffer.alloc(0), peers, 1), 0);
+    assert.equal(h.sock.sendReplies(ok, new ArrayBuffer(0), 1), 0);
     await waitFor('the valid replies', () => c.got.length === 5);
     assert.ok(c.got.every((g) => g.msg.toString() === 'fine'));
     assert.equal(h.sock.stats().sendErrors.malformed, 7);
-    assert.throws(() => h.sock.sendReplies('nope' as unknown as Uint8Array, peers), TypeError);
+    assert.throws(() => h.sock.sendReplies('nope' as unknown as Uint8Array, peers, 1), TypeError);
+    assert.throws(() => (h.sock.sendReplies as (o: Uint8Array, p: ArrayBuffer) => number)(ok, peers), TypeError, 'count is required');
   } finally {
     c.socket.close();
+    h.close();
+  }
+});
+
+test('a REPLY may only name a request of its own batch: an index >= count is not sent (malformed), even where the peers table has an entry', { skip }, async () => {
+  const addon = udp();
+  const h = new Harness(addon, { host: '127.0.0.1', shards: 1 });
+  const a = await client('udp4', '127.0.12.1');
+  const b = await client('udp4', '127.0.12.2');
+  try {
+    await send(a, Buffer.from('from a'), h.port, '127.0.0.1');
+    await send(b, Buffer.from('from b'), h.port, '127.0.0.1');
+    await waitFor('two records', () => h.records().length === 2);
+    const peers = h.shipped.length === 1 ? h.shipped[0]!.peers : null;
+    assert.ok(peers !== null, 'both in one batch');
+    assert.deepEqual(h.records().map((r) => r.payload.toString()), ['from a', 'from b']);
+    // the same peers table as a later batch of one request (a's) reuses it: entry 1, b's, is stale
+    const out = Buffer.concat([replyRecord(1, Buffer.from('stale')), replyRecord(0, Buffer.from('fresh'))]);
+    assert.equal(h.sock.sendReplies(out, peers, 1), 1);
+    await waitFor('the reply to a', () => a.got.length === 1);
+    await sleep(50);
+    assert.equal(a.got[0]!.msg.toString(), 'fresh');
+    assert.equal(b.got.length, 0, 'nothing for the client of an earlier batch');
+    assert.equal(h.sock.stats().sendErrors.malformed, 1);
+  } finally {
+    a.socket.close();
+    b.socket.close();
     h.close();
   }
 });
@@ -521,10 +693,10 @@ test('send errors are counted by reason, never thrown; later records still go ou
       sendToRecord('not-an-ip', 9, Buffer.from('?')), // EINVAL
       fine,
     ]);
-    assert.equal(v4.sock.sendReplies(v4out, new ArrayBuffer(0)), 1);
+    assert.equal(v4.sock.sendReplies(v4out, new ArrayBuffer(0), 0), 1);
     assert.deepEqual(v4.sock.stats().sendErrors, { EINVAL: 2, EACCES: 1, EAFNOSUPPORT: 1 });
     const dualOut = Buffer.concat([sendToRecord('::ffff:127.0.0.1', 0, Buffer.from('port 0')), sendToRecord('::ffff:255.255.255.255', 9, Buffer.from('b')), fine]);
-    assert.equal(dual.sock.sendReplies(dualOut, new ArrayBuffer(0)), 1);
+    assert.equal(dual.sock.sendReplies(dualOut, new ArrayBuffer(0), 0), 1);
     assert.deepEqual(dual.sock.stats().sendErrors, { EINVAL: 1, EACCES: 1 });
     await waitFor('the good datagrams', () => c.got.length === 2);
   } finally {
@@ -543,37 +715,142 @@ test('constructor errors carry a code; close() and stopReceiving() are idempoten
     assert.throws(() => new addon.UdpSocket({ ...baseOptions(), state: new Int32Array(1) }), TypeError);
     a.sock.stopReceiving();
     a.sock.stopReceiving();
-    assert.ok(a.sock.sendReplies(sendToRecord('127.0.0.1', a.port, Buffer.from('still sends')), new ArrayBuffer(0)) === 1);
+    assert.ok(a.sock.sendReplies(sendToRecord('127.0.0.1', a.port, Buffer.from('still sends')), new ArrayBuffer(0), 0) === 1);
   } finally {
     a.close();
     a.close();
   }
-  assert.equal(a.sock.sendReplies(sendToRecord('127.0.0.1', 9, Buffer.from('x')), new ArrayBuffer(0)), 0, 'a closed socket sends nothing');
+  assert.equal(a.sock.sendReplies(sendToRecord('127.0.0.1', 9, Buffer.from('x')), new ArrayBuffer(0), 0), 0, 'a closed socket sends nothing');
 
   function baseOptions(): UdpSocketOptions {
     return { host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100, tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} };
   }
 });
 
+/** The garbage collector, without starting this process with --expose-gc. */
+function exposeGc(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
+}
+
+test('close() releases the socket: closed sockets whose callbacks capture them are collected', { skip }, async () => {
+  const addon = udp();
+  const gc = exposeGc();
+  const collected = new Set<number>();
+  const registry = new FinalizationRegistry<number>((i) => collected.add(i));
+  const cycles = 200;
+  for (let i = 0; i < cycles; i++) {
+    // as NativeIo's callbacks do: they reach the object that holds the socket
+    const holder: { sock: UdpSocket | null; state: Int32Array } = { sock: null, state: new Int32Array(2) };
+    holder.sock = new addon.UdpSocket({
+      host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 1400, tooLargeReply: Buffer.from('x'),
+      shards: 1, state: holder.state, onBatch: () => (holder.sock === null ? null : null), onReceived: () => { void holder.sock; },
+    });
+    registry.register(holder.sock, i);
+    holder.sock.close();
+  }
+  for (let round = 0; round < 50 && collected.size < cycles; round++) {
+    gc();
+    await sleep(10); // FinalizationRegistry callbacks run in a later task
+  }
+  assert.equal(collected.size, cycles, `${cycles - collected.size} of ${cycles} closed sockets were never collected`);
+});
+
+test('endpoints: one UdpSocket binds up to 4 addresses, address(i) each; one that fails leaves none bound', { skip }, async () => {
+  const addon = udp();
+  const base = { recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100, tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} };
+  const two = new addon.UdpSocket({ ...base, endpoints: [{ host: '127.0.0.1', port: 0 }, { host: '::1', port: 0 }] });
+  try {
+    assert.equal(two.address(0).family, 'IPv4');
+    assert.deepEqual(two.address(), two.address(0));
+    assert.equal(two.address(1).family, 'IPv6');
+    assert.equal(two.address(1).address, '::1');
+    assert.throws(() => two.address(2), TypeError);
+  } finally {
+    two.close();
+  }
+  const any = { host: '127.0.0.1', port: 0 };
+  assert.throws(() => new addon.UdpSocket({ ...base, endpoints: [any, any, any, any, any] }), TypeError);
+  assert.throws(() => new addon.UdpSocket({ ...base, endpoints: [] }), TypeError);
+  const taken = await client('udp4', '127.0.0.1');
+  try {
+    const first = new addon.UdpSocket({ ...base, endpoints: [any] });
+    const port = first.address().port;
+    first.close();
+    assert.throws(() => new addon.UdpSocket({ ...base, endpoints: [{ host: '127.0.0.1', port }, { host: '127.0.0.1', port: taken.port }] }),
+      (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE');
+    const again = new addon.UdpSocket({ ...base, endpoints: [{ host: '127.0.0.1', port }] }); // the failed one closed its first socket
+    again.close();
+  } finally {
+    taken.socket.close();
+  }
+});
+
 /** Runs a script in a fresh node with the addon path as argv[1]; returns its exit code and output. */
-function child(script: string) {
-  const r = spawnSync(process.execPath, ['-e', script, UDP_ADDON], { encoding: 'utf8', timeout: 10_000 });
+function child(script: string, env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, ['-e', script, UDP_ADDON], { encoding: 'utf8', timeout: 10_000, env: { ...process.env, ...env } });
   return { status: r.status, signal: r.signal, out: r.stdout, err: r.stderr };
 }
+
+/** LD_PRELOAD of test/helpers/fault-shim.c, or a skip reason. */
+function shimEnv(): NodeJS.ProcessEnv | string {
+  const shim = faultShim();
+  return 'file' in shim ? { LD_PRELOAD: shim.file } : shim.unavailable;
+}
+const shimSkip = () => (skip !== false ? skip : typeof shimEnv() === 'string' ? (shimEnv() as string) : false);
 
 const CHILD_PRELUDE = `
 const addon = require(process.argv[1]);
 const dgram = require('node:dgram');
 const state = new Int32Array(2);
 function open(onBatch, onReceived) {
-  return new addon.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
+  const s = new addon.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
     tooLargeReply: Buffer.from('x'), shards: 1, state, onBatch, onReceived });
+  s.startReceiving();
+  return s;
 }
 function poke(sock) {
   const c = dgram.createSocket('udp4');
   c.send('hi', sock.address().port, '127.0.0.1', () => c.close());
 }
 `;
+
+test('"::" that cannot be made dual-stack (IPV6_V6ONLY 0 refused) throws a clear error instead of serving IPv6 only', { skip: shimSkip() }, () => {
+  const env = shimEnv() as NodeJS.ProcessEnv;
+  const script = `${CHILD_PRELUDE}
+    try {
+      const s = new addon.UdpSocket({ host: '::', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
+        tooLargeReply: Buffer.from('x'), shards: 1, state, onBatch: () => null, onReceived: () => {} });
+      console.log(JSON.stringify({ opened: s.address() }));
+      s.close();
+    } catch (e) { console.log(JSON.stringify({ code: e.code, syscall: e.syscall, message: e.message })); }`;
+  const faulty = child(script, { ...env, SOBANI_FAULT_V6ONLY: '1' });
+  assert.equal(faulty.status, 0, faulty.err);
+  const e = JSON.parse(faulty.out) as { code?: string; syscall?: string; message?: string };
+  assert.equal(e.code, 'ENOPROTOOPT', faulty.out);
+  assert.equal(e.syscall, 'setsockopt IPV6_V6ONLY');
+  assert.match(e.message!, /IPv4 clients could not reach it/);
+  // the shim itself changes nothing unless asked
+  const fine = child(script, env);
+  assert.equal(fine.status, 0, fine.err);
+  assert.equal((JSON.parse(fine.out) as { opened?: { family: string } }).opened?.family, 'IPv6');
+});
+
+test('a failed recvmmsg is counted by reason (recvErrors.ENOMEM) and receiving goes on', { skip: shimSkip() }, () => {
+  const env = shimEnv() as NodeJS.ProcessEnv;
+  const r = child(`${CHILD_PRELUDE}
+    const buf = [new ArrayBuffer(1024), new ArrayBuffer(1024)];
+    const s = open(() => buf, () => {
+      console.log(JSON.stringify(s.stats()));
+      s.close();
+    });
+    poke(s);`, { ...env, SOBANI_FAULT_RECVMMSG: '1' });
+  assert.equal(r.status, 0, r.err);
+  const st = JSON.parse(r.out) as { datagramsIn: number; recvCalls: number; recvErrors: Record<string, number> };
+  assert.deepEqual(st.recvErrors, { ENOMEM: 1 });
+  assert.equal(st.datagramsIn, 1, 'the datagram was read on the next readable event');
+  assert.ok(st.recvCalls >= 2);
+});
 
 test('lifecycle: the process exits after close(); a callback\'s exception is an uncaught exception; microtasks run after a pass', { skip }, () => {
   udp();
@@ -607,6 +884,79 @@ test('lifecycle: the process exits after close(); a callback\'s exception is an 
     poke(s);`);
   assert.equal(ticks.status, 0, ticks.err);
   assert.equal(ticks.out.trim(), 'onReceived,nextTick,microtask,immediate');
+});
+
+test('each addon\'s methods refuse the other addon\'s objects and plain objects with a TypeError, never touching their memory', { skip }, () => {
+  udp();
+  bench();
+  // Two guards: V8 checks a class method's receiver against its class (napi_define_class
+  // gives methods a signature: "Illegal invocation"), and behind it each addon checks
+  // its own type tag before napi_unwrap. This test cannot tell which one threw; it
+  // fails if neither holds. In a child: a call that got through would read and write
+  // the wrong struct, and may crash.
+  const r = spawnSync(process.execPath, ['-e', `
+    const udp = require(process.argv[1]);
+    const bench = require(process.argv[2]);
+    const sock = new udp.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0, maxDatagram: 100,
+      tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} });
+    const echo = new bench.EchoServer({ host: '127.0.0.1', port: 0 });
+    const outcomes = {};
+    const methods = (cls) => Object.getOwnPropertyNames(cls.prototype).filter((m) => m !== 'constructor');
+    const strangers = { otherAddon: null, plain: {}, bareInstance: null, number: 5 };
+    for (const [cls, other] of [[udp.UdpSocket, echo], [bench.EchoServer, sock]]) {
+      for (const [what, self] of Object.entries({ ...strangers, otherAddon: other, bareInstance: Object.create(cls.prototype) })) {
+        for (const m of methods(cls)) {
+          let outcome = 'returned';
+          try { cls.prototype[m].call(self, Buffer.alloc(8), new ArrayBuffer(64), 1); } catch (e) { outcome = e.constructor.name; }
+          outcomes[cls.name + '.' + m + ' on ' + what] = outcome;
+        }
+      }
+    }
+    sock.address(); echo.address(); // both still work
+    sock.close(); echo.close();
+    console.log(JSON.stringify(outcomes));`, UDP_ADDON, BENCH_ADDON], { encoding: 'utf8', timeout: 10_000 });
+  assert.equal(r.status, 0, `the child died: ${r.signal ?? ''} ${r.stderr}`);
+  const outcomes = JSON.parse(r.stdout) as Record<string, string>;
+  assert.ok(Object.keys(outcomes).length >= 4 * (6 + 3), JSON.stringify(outcomes));
+  const wrong = Object.entries(outcomes).filter(([, o]) => o !== 'TypeError');
+  assert.deepEqual(wrong, [], 'every call on a foreign object throws a TypeError');
+});
+
+test('sockets left open in worker threads that exit or are terminated: no crash, no hang, the process exits 0', { skip }, () => {
+  udp();
+  bench();
+  // A worker's environment goes away with its handles open, and node unloads the
+  // addons: the polls must be closed (and their close callbacks run) before that.
+  const r = spawnSync(process.execPath, ['-e', `
+    const { Worker } = require('node:worker_threads');
+    const [udpAddon, benchAddon] = process.argv.slice(1);
+    const src = \`
+      const { parentPort, workerData } = require('node:worker_threads');
+      const udp = require(workerData.udpAddon);
+      const bench = require(workerData.benchAddon);
+      const socks = [0, 1, 2].map(() => new udp.UdpSocket({ host: '127.0.0.1', port: 0, recvBufferSize: 0, sendBufferSize: 0,
+        maxDatagram: 100, tooLargeReply: Buffer.from('x'), shards: 1, state: new Int32Array(2), onBatch: () => null, onReceived: () => {} }));
+      socks[0].startReceiving(); socks[1].startReceiving();
+      const echo = new bench.EchoServer({ host: '127.0.0.1', port: 0 });
+      if (workerData.how === 'close, then exit') { socks[0].close(); echo.close(); }
+      parentPort.postMessage('ready');
+      if (workerData.how !== 'terminate') setImmediate(() => process.exit(0));
+    \`;
+    const hows = ['terminate', 'exit', 'close, then exit'];
+    (async () => {
+      const codes = new Set();
+      for (let i = 0; i < 45; i++) {
+        const how = hows[i % 3];
+        const w = new Worker(src, { eval: true, workerData: { udpAddon, benchAddon, how } });
+        const exited = new Promise((resolve, reject) => { w.once('exit', resolve); w.once('error', reject); });
+        if (how === 'terminate') { await new Promise((r) => w.once('message', r)); await w.terminate(); }
+        codes.add(how + ': ' + await exited);
+      }
+      console.log(JSON.stringify([...codes].sort()));
+    })();`, UDP_ADDON, BENCH_ADDON], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), ['close, then exit: 0', 'exit: 0', 'terminate: 1']);
 });
 
 // ---- sobani_bench ---------------------------------------------------------------------------

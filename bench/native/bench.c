@@ -109,7 +109,7 @@ typedef struct {
   uv_poll_t* poll;
   int fd;
   int closed;
-  int hook_added;
+  poll_guard* guard; // closes the poll if the environment goes away first (napi-helpers.h)
   struct mmsghdr msgs[ECHO_VLEN];
   struct iovec iov[ECHO_VLEN];
   struct sockaddr_in6 names[ECHO_VLEN];
@@ -117,24 +117,23 @@ typedef struct {
   uint64_t received, echoed, send_errors;
 } echo_server;
 
+// Tags every EchoServer object (the tracker's UdpSocket has a tag of its own).
+static const napi_type_tag ECHO_SERVER_TAG = { 0x736f62616e696563ULL, 0x686f736572766572ULL };
+
 static void echo_close_now(echo_server* e) {
   if (e->closed) return;
   e->closed = 1;
-  close_poll(&e->poll);
+  close_polls(e->guard, &e->poll, 1);
+  e->guard = NULL;
   if (e->fd >= 0) { close(e->fd); e->fd = -1; }
 }
 
-static void echo_cleanup_hook(void* arg) {
-  echo_server* e = arg;
-  e->hook_added = 0;
-  echo_close_now(e);
-}
+static void echo_close_for_env(void* owner) { echo_close_now(owner); }
 
 static void echo_finalize(napi_env env, void* data, void* hint) {
   (void)hint;
   echo_server* e = data;
   echo_close_now(e);
-  if (e->hook_added) napi_remove_env_cleanup_hook(env, echo_cleanup_hook, e);
   if (e->wrapper_ref != NULL) napi_delete_reference(env, e->wrapper_ref);
   free(e->bufs);
   free(e);
@@ -199,7 +198,12 @@ static napi_value Echo_new(napi_env env, napi_callback_info info) {
   if (fd < 0) { napi_throw(env, make_errno_error(env, errno, "socket", NULL)); return NULL; }
   if (family == AF_INET6) {
     int off = 0;
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) {
+      int err = errno;
+      close(fd);
+      napi_throw(env, make_errno_error(env, err, "setsockopt IPV6_V6ONLY", NULL));
+      return NULL;
+    }
   }
   int b = (int)rcvbuf;
   if (b > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);
@@ -243,14 +247,19 @@ static napi_value Echo_new(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "napi_wrap failed");
     return NULL;
   }
+  if (!tag_wrapped(env, self, &ECHO_SERVER_TAG)) {
+    echo_close_now(e); // the finalizer frees it
+    napi_throw_error(env, NULL, "napi_type_tag_object failed");
+    return NULL;
+  }
   napi_create_reference(env, self, 1, &e->wrapper_ref); // alive while open
-  if (napi_add_env_cleanup_hook(env, echo_cleanup_hook, e) == napi_ok) e->hook_added = 1;
+  e->guard = add_poll_guard(env, echo_close_for_env, e);
   uv_poll_start(e->poll, UV_READABLE, echo_on_poll);
   return self;
 }
 
 static echo_server* echo_this(napi_env env, napi_callback_info info) {
-  return get_wrapped_this(env, info, "not an EchoServer");
+  return get_wrapped_this(env, info, &ECHO_SERVER_TAG, "not an EchoServer");
 }
 
 static napi_value Echo_address(napi_env env, napi_callback_info info) {
@@ -281,7 +290,6 @@ static napi_value Echo_close(napi_env env, napi_callback_info info) {
   echo_server* e = echo_this(env, info);
   if (e == NULL) return NULL;
   echo_close_now(e);
-  if (e->hook_added) { napi_remove_env_cleanup_hook(env, echo_cleanup_hook, e); e->hook_added = 0; }
   if (e->wrapper_ref != NULL) { napi_delete_reference(env, e->wrapper_ref); e->wrapper_ref = NULL; }
   return NULL;
 }

@@ -8,11 +8,23 @@ import type { Logger } from '../log.js';
 import { errorJson } from '../protocol/errors.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { REPLY } from '../wire/frame.js';
-import { Batch, type BatchTarget, type BoundAddress, type DatagramIo, type IoCounters } from './datagram-io.js';
+import { Batch, BATCH_BYTES, type BatchTarget, type BoundAddress, type DatagramIo, type Endpoint, type IoCounters } from './datagram-io.js';
 
 const TOO_LARGE = Buffer.from(errorJson('DATAGRAM_TOO_LARGE'));
 /** Header bytes of a request record besides the address text; see wire/frame.ts. */
 const RECORD_OVERHEAD = 1 + 2 + 2 + 1 + 2;
+
+/**
+ * dgram reads from the bind on and cannot pause, so datagrams that arrive before
+ * start() (while the shards start, or a snapshot is restored) are kept, up to
+ * these bounds, and served at start(); past them they are counted
+ * (startupDropped). About what the kernel's own buffer holds: the native path does
+ * not read before start(), and there they wait in the kernel.
+ */
+const EARLY_MAX_DATAGRAMS = 4096;
+const EARLY_MAX_BYTES = 1 << 20;
+
+interface Early { socket: number; msg: Buffer; rinfo: RemoteInfo }
 
 /** A batch that remembers each request's source as dgram reported it. */
 class DgramBatch extends Batch {
@@ -21,37 +33,54 @@ class DgramBatch extends Batch {
   readonly sockets: number[] = [];
 }
 
-async function bindSockets(config: Config, log: Logger): Promise<Socket[]> {
-  const open = (type: 'udp4' | 'udp6', host: string): Promise<Socket> => new Promise((resolve, reject) => {
+/** Binds config host:port (socket 0), then each extra endpoint; "::" takes IPv4 too, or is 0.0.0.0 where IPv6 is off. */
+async function bindSockets(config: Config, extra: readonly Endpoint[], log: Logger, onError: (err: NodeJS.ErrnoException) => void): Promise<Socket[]> {
+  const open = (type: 'udp4' | 'udp6', host: string, port: number): Promise<Socket> => new Promise((resolve, reject) => {
     const socket = dgram.createSocket({
       type,
       ipv6Only: false, // "::" also receives IPv4, as IPv4-mapped addresses
       recvBufferSize: config.recvBufferSize,
       sendBufferSize: config.sendBufferSize,
     });
-    socket.once('error', reject);
-    socket.bind({ port: config.port, address: host, exclusive: true }, () => {
-      socket.off('error', reject);
-      // Socket errors arrive here; without a listener they would kill the process.
-      socket.on('error', (err) => log.warn({ err }, 'udp socket error'));
+    const failed = (err: Error): void => { socket.close(); reject(err); };
+    socket.once('error', failed);
+    socket.bind({ port, address: host, exclusive: true }, () => {
+      socket.off('error', failed);
+      // Socket errors arrive here (failed reads: a failed send goes to its callback);
+      // without a listener they would kill the process.
+      socket.on('error', onError);
       resolve(socket);
     });
   });
-  if (config.host !== '::') return [await open(isIP(config.host) === 6 ? 'udp6' : 'udp4', config.host)];
+  const bind = async ({ host, port }: Endpoint): Promise<Socket> => {
+    if (host !== '::') return open(isIP(host) === 6 ? 'udp6' : 'udp4', host, port);
+    try {
+      return await open('udp6', '::', port);
+    } catch (err) {
+      log.warn({ err }, 'IPv6 is unavailable; listening on 0.0.0.0 (IPv4 only)');
+      return open('udp4', '0.0.0.0', port);
+    }
+  };
+  const sockets: Socket[] = [];
   try {
-    return [await open('udp6', '::')];
+    for (const e of [{ host: config.host, port: config.port }, ...extra]) sockets.push(await bind(e));
   } catch (err) {
-    log.warn({ err }, 'IPv6 is unavailable; listening on 0.0.0.0 (IPv4 only)');
-    return [await open('udp4', '0.0.0.0')];
+    await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    throw err;
   }
+  return sockets;
 }
 
 export class DgramIo implements DatagramIo {
   readonly path = 'dgram';
   readonly addresses: BoundAddress[];
   readonly socketTypes: ('udp4' | 'udp6')[];
-  private readonly c: IoCounters = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, sendErrors: {} };
+  private closed = false;
+  private readonly c: Omit<IoCounters, 'sendQueueDepth' | 'sendQueueBytes'> = { datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, tooLarge: 0, shardBusy: 0, startupDropped: 0, droppedAtStop: 0, sendErrors: {}, recvErrors: {} };
   private target: BatchTarget | null = null;
+  /** What arrived before start(); null once started. */
+  private early: Early[] | null = [];
+  private earlyBytes = 0;
   private readonly shards: number;
   private readonly maxDatagram: number;
 
@@ -63,35 +92,61 @@ export class DgramIo implements DatagramIo {
       return { address: a.address, port: a.port, family: a.family as 'IPv4' | 'IPv6' };
     });
     this.socketTypes = this.addresses.map((a) => (a.family === 'IPv6' ? 'udp6' : 'udp4'));
+    sockets.forEach((socket, i) => {
+      socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.onMessage(i, msg, rinfo));
+    });
   }
 
-  static async open(config: Config, log: Logger): Promise<DgramIo> {
-    return new DgramIo(await bindSockets(config, log), config);
+  static async open(config: Config, log: Logger, extra: readonly Endpoint[] = []): Promise<DgramIo> {
+    let io: DgramIo | null = null;
+    const sockets = await bindSockets(config, extra, log, (err) => {
+      log.warn({ err }, 'udp socket error');
+      const c = io?.c;
+      if (c !== undefined) { const code = err.code ?? 'other'; c.recvErrors[code] = (c.recvErrors[code] ?? 0) + 1; }
+    });
+    return (io = new DgramIo(sockets, config));
   }
 
   newBatch(): Batch { return new DgramBatch(); }
 
   start(target: BatchTarget): void {
     this.target = target;
-    this.sockets.forEach((socket, i) => {
-      socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.receive(i, msg, rinfo));
-    });
+    const early = this.early;
+    this.early = null;
+    this.earlyBytes = 0;
+    if (early !== null) for (const e of early) this.receive(e.socket, e.msg, e.rinfo, target);
   }
 
   stopReceiving(): void {
     this.target = null;
-    for (const s of this.sockets) s.removeAllListeners('message');
+    this.early = null;
   }
 
-  private receive(socketIndex: number, msg: Buffer, rinfo: RemoteInfo): void {
+  private onMessage(socketIndex: number, msg: Buffer, rinfo: RemoteInfo): void {
     const c = this.c;
     c.datagramsIn++;
     c.bytesIn += msg.length;
     const target = this.target;
-    if (target === null) return;
+    if (target !== null) {
+      this.receive(socketIndex, msg, rinfo, target);
+    } else if (this.early !== null) {
+      if (this.early.length < EARLY_MAX_DATAGRAMS && this.earlyBytes + msg.length <= EARLY_MAX_BYTES) {
+        this.early.push({ socket: socketIndex, msg, rinfo });
+        this.earlyBytes += msg.length;
+      } else {
+        c.startupDropped++;
+      }
+    } else {
+      c.droppedAtStop++; // stopped: dgram goes on reading until close()
+    }
+  }
+
+  private receive(socketIndex: number, msg: Buffer, rinfo: RemoteInfo, target: BatchTarget): void {
+    const c = this.c;
     const address = rinfo.address;
     const port = rinfo.port;
-    if (msg.length > this.maxDatagram) {
+    const need = RECORD_OVERHEAD + address.length + msg.length;
+    if (msg.length > this.maxDatagram || need > BATCH_BYTES) {
       // The error is smaller than what triggered it, so answering cannot amplify.
       c.tooLarge++;
       this.send(socketIndex, TOO_LARGE, 0, TOO_LARGE.length, port, address);
@@ -99,7 +154,6 @@ export class DgramIo implements DatagramIo {
     }
     const bucket = addressBucket(address);
     const shard = shardOfBucket(bucket, this.shards);
-    const need = RECORD_OVERHEAD + address.length + msg.length;
     let b = target.batchFor(shard, false) as DgramBatch | null;
     if (b !== null && (b.len + need > b.buf.length || b.count === 0xffff)) b = target.batchFor(shard, true) as DgramBatch | null;
     if (b === null) { c.shardBusy++; return; }
@@ -127,7 +181,9 @@ export class DgramIo implements DatagramIo {
       if (out[o] === REPLY) {
         const i = (out[o + 1]! << 8) | out[o + 2]!;
         const len = (out[o + 3]! << 8) | out[o + 4]!;
-        this.send(b.sockets[i]!, out, o + 5, len, b.ports[i]!, b.addrs[i]!);
+        // only a request of this batch: past count, the arrays still hold an earlier batch's sources
+        if (i < b.count) this.send(b.sockets[i]!, out, o + 5, len, b.ports[i]!, b.addrs[i]!);
+        else this.c.sendErrors.malformed = (this.c.sendErrors.malformed ?? 0) + 1;
         o += 5 + len;
       } else { // SEND_TO: a third party (income) or a requester in another shard's batch
         const socket = out[o + 1]!;
@@ -136,7 +192,8 @@ export class DgramIo implements DatagramIo {
         const address = out.toString('latin1', o + 5, o + 5 + alen);
         const at = o + 5 + alen;
         const len = (out[at]! << 8) | out[at + 1]!;
-        this.send(socket, out, at + 2, len, port, address);
+        if (socket < this.sockets.length) this.send(socket, out, at + 2, len, port, address);
+        else this.c.sendErrors.malformed = (this.c.sendErrors.malformed ?? 0) + 1; // no such socket
         o = at + 2 + len;
       }
     }
@@ -160,7 +217,15 @@ export class DgramIo implements DatagramIo {
   };
 
   counters(): IoCounters {
-    return { ...this.c, sendErrors: { ...this.c.sendErrors } };
+    let depth = 0;
+    let bytes = 0;
+    if (!this.closed) {
+      for (const s of this.sockets) {
+        depth += s.getSendQueueCount();
+        bytes += s.getSendQueueSize();
+      }
+    }
+    return { ...this.c, sendErrors: { ...this.c.sendErrors }, recvErrors: { ...this.c.recvErrors }, sendQueueDepth: depth, sendQueueBytes: bytes };
   }
 
   bufferSizes(): { recv: number; send: number } {
@@ -172,6 +237,7 @@ export class DgramIo implements DatagramIo {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.all(this.sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 }

@@ -2,16 +2,21 @@
 // loads, else dgram, with one warning; `--io native` insists, `--io dgram` never tries.
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import type { DatagramIo } from './datagram-io.js';
+import type { DatagramIo, Endpoint } from './datagram-io.js';
 import { DgramIo } from './dgram-io.js';
-import { loadNativeUdp, NativeIo } from './native-io.js';
+import { loadNativeUdp, MAX_ENDPOINTS, NativeIo } from './native-io.js';
 
-export async function openDatagramIo(config: Config, log: Logger): Promise<DatagramIo> {
+/**
+ * Binds config host:port (socket 0) and, after it, each of `extra` (sockets 1, 2,
+ * ...; at most 3), every one on the same path.
+ */
+export async function openDatagramIo(config: Config, log: Logger, extra: readonly Endpoint[] = []): Promise<DatagramIo> {
+  if (1 + extra.length > MAX_ENDPOINTS) throw new RangeError(`at most ${MAX_ENDPOINTS - 1} extra endpoints, got ${extra.length}`);
   if (config.io !== 'dgram') {
     const addon = loadNativeUdp();
-    if (!(addon instanceof Error)) return new NativeIo(addon, config);
+    if (!(addon instanceof Error)) return new NativeIo(addon, config, extra);
     if (config.io === 'native') throw new Error(`--io native: ${addon.message}`);
     log.warn(`the native UDP path is unavailable, so the tracker uses Node dgram: ${addon.message}`);
   }
-  return DgramIo.open(config, log);
+  return DgramIo.open(config, log, extra);
 }

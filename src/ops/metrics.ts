@@ -9,7 +9,11 @@ import { BATCH_BUCKETS, type ShardCountersSnapshot } from '../shard/counters.js'
 import { LATENCY_BUCKETS_MS } from '../directory/remote-pushes.js';
 
 /** Main-thread counters that mean "this datagram was not served", by drop reason. */
-const MAIN_DROPS = { shardBusy: 'shard_busy' } as const satisfies Partial<Record<keyof MainCounters, string>>;
+const MAIN_DROPS = { shardBusy: 'shard_busy', startupDropped: 'startup_overflow', droppedAtStop: 'stopping' } as const satisfies Partial<Record<keyof MainCounters, string>>;
+/** Main-thread values that are levels, not totals: exported as gauges under these names. */
+const MAIN_GAUGES = {
+  sendQueueDepth: 'sobani_udp_send_queue_datagrams', sendQueueBytes: 'sobani_udp_send_queue_bytes',
+} as const satisfies Partial<Record<keyof MainCounters, string>>;
 /** Main-thread counters exported under their own names; any other field gets sobani_main_<name>_total. */
 const MAIN_NAMED: Partial<Record<keyof MainCounters, string>> = {
   datagramsIn: 'sobani_udp_datagrams_received_total', bytesIn: 'sobani_udp_bytes_received_total',
@@ -50,8 +54,11 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     stunRequests: counter('sobani_stun_requests_total', 'STUN messages received, by kind: binding, indication, bad-request (answered 400), unknown-attributes (answered 420), not-a-request, malformed, bad-fingerprint (the last three dropped).', ['kind']),
     stunResponses: counter('sobani_stun_responses_total', 'STUN responses sent, by result (success, error).', ['result']),
     stunErrors: counter('sobani_stun_errors_total', 'STUN error responses sent, by code (400, 420).', ['code']),
-    sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams the kernel refused to send, by reason (EAGAIN, ENOBUFS, EHOSTUNREACH, ...).', ['reason']),
+    sendErrors: counter('sobani_udp_send_errors_total', 'Datagrams not sent, by reason: refused by the kernel (EHOSTUNREACH, EACCES, ...), malformed reply records, native send queue full (queueFull) or closed with it (closed).', ['reason']),
+    recvErrors: counter('sobani_udp_recv_errors_total', 'Reads from the UDP socket that failed, by reason (errno name); receiving goes on.', ['reason']),
     io: gauge('sobani_io_path', 'The datagram I/O path serving (1): native (recvmmsg/sendmmsg addon) or dgram.', ['path']),
+    sendQueueDepth: gauge(MAIN_GAUGES.sendQueueDepth, 'Datagrams waiting for room in the socket\'s send buffer (native: at most 4096, then dropped as send_errors{reason="queueFull"}; dgram: unbounded).'),
+    sendQueueBytes: gauge(MAIN_GAUGES.sendQueueBytes, 'Payload bytes of the datagrams waiting for room in the socket\'s send buffer (native: at most 2 MiB).'),
     // with a session directory (several instances)
     dirUp: gauge('sobani_directory_up', '1 while the session directory (Redis) answers, else 0.', ['instance']),
     dirLookups: counter('sobani_directory_lookups_total', 'shareId lookups in the directory, by result (found, missing, error).', ['result']),
@@ -82,7 +89,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
       m.stunRequests, m.stunResponses, m.stunErrors, m.relayCredentials, m.relayForwarded,
       m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served]) c.reset();
-    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp]) g.reset();
+    for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp, m.sendQueueDepth, m.sendQueueBytes]) g.reset();
     const d = s.directory;
     if (d !== undefined) {
       m.dirUp.set({ instance: d.instanceId }, d.state === 'up' ? 1 : 0);
@@ -96,6 +103,9 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     }
     m.io.set({ path: s.io }, 1);
     incAll(m.sendErrors, s.main.sendErrors, (reason) => ({ reason }));
+    incAll(m.recvErrors, s.main.recvErrors, (reason) => ({ reason }));
+    m.sendQueueDepth.set(s.main.sendQueueDepth);
+    m.sendQueueBytes.set(s.main.sendQueueBytes);
     m.loopDelay.set({ thread: 'main' }, s.mainLoopDelayMaxMs / 1000);
     const sums = sumShards(s.shards.map((sh) => sh.counters));
     for (const sh of s.shards) {
@@ -124,7 +134,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
     m.forwarded.inc(sums.forwarded);
     m.restored.inc(sums.restored);
     for (const [field, value] of Object.entries(s.main)) {
-      if (typeof value !== 'number') continue;
+      if (typeof value !== 'number' || field in MAIN_GAUGES) continue;
       const c = mainCounter(field);
       c.reset();
       c.inc(value);

@@ -13,6 +13,9 @@
 // Reply batch (shard -> main):
 //   u8 REPLY  | u16 request index in its batch        | u16 len | payload
 //   u8 SEND_TO| u8 socket | u16 port | u8 addrLen | addr | u16 len | payload
+// `socket` is the index of a bound socket (io/datagram-io.ts DatagramIo.addresses):
+// the one a request came in on; the one a SEND_TO leaves from. A REPLY leaves from
+// its request's socket.
 // Multi-byte integers are big-endian.
 
 export const REPLY = 0;
@@ -20,6 +23,9 @@ export const SEND_TO = 1;
 
 /** Room for the largest record header: kind/socket + socket + port + bucket + addrLen + 64 address bytes + len. */
 export const MAX_RECORD_HEADER = 1 + 1 + 2 + 2 + 1 + 64 + 2;
+
+/** The largest request record header: socket + port + bucket + addrLen + 64 address bytes + len. */
+export const MAX_REQUEST_HEADER = 1 + 2 + 2 + 1 + 64 + 2;
 
 /** A Buffer with its own ArrayBuffer (never a pooled slice), so it can be transferred. */
 export function transferableBuffer(size: number): Buffer {

@@ -298,3 +298,66 @@ export async function punchPair(lab: NatLab, cli: Cli, announcer: Side, trackers
 export function eventLine(p: JsonLineProcess, event: string): Record<string, unknown> | undefined {
   return p.lines.find((l) => l.event === event);
 }
+
+/**
+ * A slow link, for send-pressure tests: two namespaces joined by a veth pair,
+ *
+ *   tx (SLOW_LINK.tx) ── veth, egress shaped by a tbf qdisc ── rx (SLOW_LINK.rx)
+ *
+ * The tbf's queue (limit) is far larger than a small socket send buffer, so a
+ * burst fills the sender's buffer (sendmsg: EAGAIN) and the qdisc never drops.
+ */
+export const SLOW_LINK = { tx: '10.201.0.1', rx: '10.201.0.2' } as const;
+
+export interface SlowLink {
+  ns: { tx: string; rx: string };
+  /** Deletes the namespaces. Safe to call twice. */
+  destroy(): void;
+}
+
+/** Why a slow link cannot be built here, or undefined if it can. */
+export function slowLinkUnavailableReason(): string | undefined {
+  if (process.platform !== 'linux') return 'network namespaces need Linux';
+  if (process.getuid?.() !== 0) return 'network namespaces need root (run as root, e.g. in CI via .ci/run)';
+  for (const tool of ['ip', 'tc']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      return `\`${tool}\` is missing (apt-get install -y iproute2)`;
+    }
+  }
+  return undefined;
+}
+
+export function createSlowLink(rate: string): SlowLink {
+  const prefix = `sbt${process.pid}-${++labCount}`;
+  const ns = { tx: `${prefix}-tx`, rx: `${prefix}-rx` };
+  const created: string[] = [];
+  const destroy = (): void => {
+    for (const name of created.splice(0)) {
+      try {
+        execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    }
+  };
+  process.once('exit', destroy);
+  try {
+    for (const name of [ns.tx, ns.rx]) {
+      run('ip', ['netns', 'add', name]);
+      created.push(name);
+      run('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+    }
+    run('ip', ['-n', ns.tx, 'link', 'add', 'tx0', 'type', 'veth', 'peer', 'name', 'rx0', 'netns', ns.rx]);
+    run('ip', ['-n', ns.tx, 'addr', 'add', `${SLOW_LINK.tx}/24`, 'dev', 'tx0']);
+    run('ip', ['-n', ns.rx, 'addr', 'add', `${SLOW_LINK.rx}/24`, 'dev', 'rx0']);
+    run('ip', ['-n', ns.tx, 'link', 'set', 'tx0', 'up']);
+    run('ip', ['-n', ns.rx, 'link', 'set', 'rx0', 'up']);
+    run('tc', ['-n', ns.tx, 'qdisc', 'add', 'dev', 'tx0', 'root', 'tbf', 'rate', rate, 'burst', '16kb', 'limit', '32mb']);
+  } catch (err) {
+    destroy();
+    throw err;
+  }
+  return { ns, destroy: () => { process.off('exit', destroy); destroy(); } };
+}

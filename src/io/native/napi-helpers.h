@@ -74,12 +74,22 @@ static inline napi_value constructor_options(napi_env env, napi_callback_info in
   return argv[0];
 }
 
-// The native object wrapped in `this`, or NULL with a TypeError `msg` thrown (e.g. "not a UdpSocket").
-static inline void* get_wrapped_this(napi_env env, napi_callback_info info, const char* msg) {
+// Every wrapped object is tagged with its class's tag (napi_type_tag_object right
+// after napi_wrap): napi_unwrap alone would hand one addon's struct to the other's
+// methods (UdpSocket.prototype.close.call(anEchoServer)), and memory would be
+// read and written as the wrong type.
+static inline int tag_wrapped(napi_env env, napi_value obj, const napi_type_tag* tag) {
+  return napi_type_tag_object(env, obj, tag) == napi_ok;
+}
+
+// The native object wrapped in `this` if `this` carries `tag`, else NULL with a
+// TypeError `msg` thrown (e.g. "not a UdpSocket").
+static inline void* get_wrapped_this(napi_env env, napi_callback_info info, const napi_type_tag* tag, const char* msg) {
   napi_value self;
   void* p = NULL;
+  bool tagged = false;
   if (napi_get_cb_info(env, info, NULL, NULL, &self, NULL) != napi_ok) return NULL;
-  if (napi_unwrap(env, self, &p) != napi_ok) {
+  if (napi_check_object_type_tag(env, self, tag, &tagged) != napi_ok || !tagged || napi_unwrap(env, self, &p) != napi_ok || p == NULL) {
     throw_type_error(env, msg);
     return NULL;
   }
@@ -185,16 +195,75 @@ static inline napi_value address_object(napi_env env, const char* address, unsig
   return obj;
 }
 
-// ---- libuv ----------------------------------------------------------------------------
+// ---- libuv: closing poll handles, also when the environment goes away ------------------
+//
+// A poll handle's close callback is code in this addon. When a worker thread's
+// environment goes away, node runs its cleanup hooks, may run the loop little or
+// not at all, and unloads the addon: a uv_close started then (or by a close() just
+// before) would call into unmapped code, or leave the handle open. So each object
+// that owns poll handles has a poll_guard: an async cleanup hook (N-API 8), which
+// node waits for until it is removed, and it is removed only from the close
+// callback of the object's last poll handle. The guard is allocated apart from its
+// owner, so it outlives an owner that is finalized while its handles still close.
 
 static inline void free_handle(uv_handle_t* h) { free(h); }
 
-// Stops and closes a malloc'd poll handle (freed once libuv is done with it) and sets *poll to NULL.
-static inline void close_poll(uv_poll_t** poll) {
-  if (*poll == NULL) return;
-  uv_poll_stop(*poll);
-  uv_close((uv_handle_t*)*poll, free_handle);
-  *poll = NULL;
+typedef struct {
+  napi_async_cleanup_hook_handle hook; // NULL if it could not be added
+  void (*close_owner)(void* owner);    // starts closing the owner, which calls close_polls
+  void* owner;                         // NULL once the owner is closing
+  int pending;                         // close callbacks still to come
+} poll_guard;
+
+static inline void poll_guard_hook(napi_async_cleanup_hook_handle handle, void* arg) {
+  (void)handle; // the guard's own hook
+  poll_guard* g = arg;
+  // Still open: close it now. Already closing: its last close callback removes the hook.
+  if (g->owner != NULL) g->close_owner(g->owner);
+}
+
+// A guard for `owner`, whose close_owner(owner) closes its polls with close_polls(guard, ...).
+// NULL if out of memory (its polls are then closed without one).
+static inline poll_guard* add_poll_guard(napi_env env, void (*close_owner)(void*), void* owner) {
+  poll_guard* g = calloc(1, sizeof *g);
+  if (g == NULL) return NULL;
+  g->close_owner = close_owner;
+  g->owner = owner;
+  if (napi_add_async_cleanup_hook(env, poll_guard_hook, g, &g->hook) != napi_ok) g->hook = NULL;
+  return g;
+}
+
+static inline void poll_guard_done(poll_guard* g) {
+  napi_async_cleanup_hook_handle hook = g->hook;
+  free(g);
+  if (hook != NULL) napi_remove_async_cleanup_hook(hook); // node may go on tearing down after this
+}
+
+static inline void on_guarded_poll_closed(uv_handle_t* h) {
+  poll_guard* g = h->data;
+  free(h);
+  if (--g->pending == 0) poll_guard_done(g);
+}
+
+// Stops and closes the owner's malloc'd poll handles (each freed once libuv is done
+// with it, and set to NULL here), and gives the guard up: it removes its hook and
+// frees itself after the last close callback. Call it once per guard; g may be NULL.
+static inline void close_polls(poll_guard* g, uv_poll_t** polls, int n) {
+  if (g != NULL) g->owner = NULL;
+  for (int i = 0; i < n; i++) {
+    uv_poll_t* p = polls[i];
+    if (p == NULL) continue;
+    polls[i] = NULL;
+    uv_poll_stop(p);
+    if (g != NULL) {
+      p->data = g;
+      g->pending++;
+      uv_close((uv_handle_t*)p, on_guarded_poll_closed);
+    } else {
+      uv_close((uv_handle_t*)p, free_handle);
+    }
+  }
+  if (g != NULL && g->pending == 0) poll_guard_done(g);
 }
 
 #endif // SOBANI_NAPI_HELPERS_H
