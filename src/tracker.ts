@@ -12,6 +12,11 @@
 // A push whose target lives in another shard is forwarded shard -> main -> shard
 // (msgpackr-packed), and the target's shard answers both peers.
 //
+// STUN (stun/) goes the same way: a STUN message is routed like any request and
+// answered by its shard. With NAT behaviour discovery (config stunOtherHost) the
+// datagram I/O also binds the other IP and port (io/open-io.ts stunEndpoints),
+// which answer STUN alone. Relay credentials (relay/) are minted in the shards.
+//
 // Ops (src/ops/, all opt-in): an HTTP listener for /metrics and /healthz, and a
 // snapshot file the sessions are restored from before the first datagram is taken
 // and saved to on close (and periodically).
@@ -23,7 +28,7 @@ import { pointerTtlMs } from './directory/cadence.js';
 import { RedisDirectory, type DirectoryCounters, type DirectoryState } from './directory/redis-directory.js';
 import { RemotePushes, type RemotePushCounters } from './directory/remote-pushes.js';
 import { Dispatcher, type BatchCounters, type CrossInstance } from './io/dispatcher.js';
-import { openDatagramIo } from './io/open-io.js';
+import { openDatagramIo, stunEndpoints } from './io/open-io.js';
 import { ShardLink } from './io/shard-link.js';
 import { shardOptions } from './shard/shard.js';
 import type { ShardStats } from './wire/messages.js';
@@ -74,8 +79,8 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   const turnSecret = config.turnSecretFile !== '' ? readSecretFile('turnSecretFile', config.turnSecretFile) : config.turnSecret !== '' ? config.turnSecret : null;
   const log = logger ?? createLogger(config.logLevel);
   for (const warning of configWarnings(config)) log.warn(warning);
-  // One socket, config host:port (openDatagramIo can bind more: a STUN server's other addresses).
-  const io = await openDatagramIo(config, log);
+  // config host:port, and with NAT behaviour discovery the STUN server's three other addresses.
+  const io = await openDatagramIo(config, log, stunEndpoints(config));
   // The ops listener comes up first so a taken port fails the start before any
   // shard exists (and before a snapshot could be rewritten); it answers 503 until ready.
   let tracker: Tracker | null = null;

@@ -7,7 +7,9 @@ import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { crc32 } from 'node:zlib';
-import { WirePeer, withTracker, wireBytes } from './helpers/wire.js';
+import { TEST_IO, WirePeer, withTracker, wireBytes } from './helpers/wire.js';
+import { startTracker } from '../src/tracker.js';
+import { TrackerClient, discoverNat } from '../src/client/index.js';
 import { freePort, httpGet, sample } from './helpers/ops.js';
 
 const COOKIE = 0x2112a442;
@@ -295,3 +297,113 @@ test('/metrics counts STUN requests by kind, responses by result, errors by code
     c.socket.close();
   });
 });
+
+// ---- RFC 5780 NAT behaviour discovery: the tracker on 127.0.0.1 and 127.0.0.2, ports P and P + 1
+
+/** A port P such that P and P + 1 are free for UDP on both addresses (a moment ago). */
+async function freePortPair(hosts: string[]): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const p = 20_000 + Math.floor(Math.random() * 40_000);
+    const sockets: dgram.Socket[] = [];
+    const ok = await (async () => {
+      for (const host of hosts) for (const port of [p, p + 1]) {
+        const s = dgram.createSocket('udp4');
+        sockets.push(s);
+        const bound = await new Promise<boolean>((r) => { s.once('error', () => r(false)); s.bind(port, host, () => r(true)); });
+        if (!bound) return false;
+      }
+      return true;
+    })();
+    await Promise.all(sockets.map((s) => new Promise<void>((r) => { try { s.close(() => r()); } catch { r(); } })));
+    if (ok) return p;
+  }
+  throw new Error('no free port pair');
+}
+
+const PRIMARY = '127.0.0.1', OTHER = '127.0.0.2';
+const withDiscovery = async (fn: (port: number, tracker: Awaited<ReturnType<typeof startTracker>>) => Promise<void>): Promise<void> => {
+  const port = await freePortPair([PRIMARY, OTHER]);
+  const tracker = await startTracker({ host: PRIMARY, port, stunOtherHost: OTHER, shards: 2, logLevel: 'silent', io: TEST_IO });
+  try {
+    assert.deepEqual(tracker.addresses.map((a) => `${a.address}:${a.port}`),
+      [`${PRIMARY}:${port}`, `${PRIMARY}:${port + 1}`, `${OTHER}:${port}`, `${OTHER}:${port + 1}`]);
+    await fn(port, tracker);
+  } finally {
+    await tracker.close();
+  }
+};
+
+/** A Binding with CHANGE-REQUEST (flags 4: change IP, 2: change port) and where its response came from. */
+async function changeRequest(c: Awaited<ReturnType<typeof client>>, to: string, port: number, flags: number): Promise<{ res: Parsed; from: string }> {
+  const from = new Promise<string>((resolve) => c.socket.once('message', (_m, r) => resolve(`${r.address}:${r.port}`)));
+  c.socket.send(message(BINDING, flags === 0 ? [] : [{ type: 0x0003, value: Buffer.from([0, 0, 0, flags]) }], { fingerprint: true }), port, to);
+  const res = parse((await c.next())!);
+  return { res, from: await from };
+}
+
+test('RFC 5780: every CHANGE-REQUEST combination leaves from the right socket; RESPONSE-ORIGIN says which, OTHER-ADDRESS names the other IP and port', () =>
+  withDiscovery(async (port) => {
+    const c = await client('127.0.64.1');
+    const cases = [
+      { flags: 0, from: `${PRIMARY}:${port}` },
+      { flags: 2, from: `${PRIMARY}:${port + 1}` },
+      { flags: 4, from: `${OTHER}:${port}` },
+      { flags: 6, from: `${OTHER}:${port + 1}` },
+    ];
+    for (const { flags, from } of cases) {
+      const { res, from: got } = await changeRequest(c, PRIMARY, port, flags);
+      assert.equal(res.type, 0x0101, `flags ${flags}`);
+      assert.equal(got, from, `CHANGE-REQUEST ${flags}: the response left from ${got}`);
+      assert.equal(addressOf(res.attrs.get(0x802b)!, res.txid, false), from, 'RESPONSE-ORIGIN');
+      assert.equal(addressOf(res.attrs.get(0x802c)!, res.txid, false), `${OTHER}:${port + 1}`, 'OTHER-ADDRESS: the other IP and port');
+      assert.equal(addressOf(res.attrs.get(0x0020)!, res.txid), `127.0.64.1:${c.port}`);
+      assert.equal(res.order.at(-1), 0x8028, 'FINGERPRINT, as the request had one');
+    }
+    // asked at the other address and port, the other address is the primary one
+    const { res, from } = await changeRequest(c, OTHER, port + 1, 6);
+    assert.equal(from, `${PRIMARY}:${port}`);
+    assert.equal(addressOf(res.attrs.get(0x802c)!, res.txid, false), `${PRIMARY}:${port}`);
+    c.socket.close();
+  }));
+
+test('RFC 5780: RESPONSE-PORT sends the response to another port of the same IP, and nowhere else', () =>
+  withDiscovery(async (port) => {
+    const asker = await client('127.0.64.2');
+    const listener = await client('127.0.64.2');
+    asker.socket.send(message(BINDING, [{ type: 0x0027, value: Buffer.from([listener.port >> 8, listener.port & 0xff, 0, 0]) }]), port, PRIMARY);
+    const res = parse((await listener.next())!);
+    assert.equal(res.type, 0x0101);
+    assert.equal(addressOf(res.attrs.get(0x0020)!, res.txid), `127.0.64.2:${asker.port}`, 'the mapped address is still the asker\'s');
+    assert.equal(await asker.next(200), null, 'nothing went to the asker itself');
+    asker.socket.close(); listener.socket.close();
+  }));
+
+test('the other addresses answer STUN alone: JSON sent there is dropped and counted; responses from them obey the budget', () =>
+  withDiscovery(async (port, tracker) => {
+    const c = await client('127.0.64.3');
+    for (const [host, p] of [[PRIMARY, port + 1], [OTHER, port], [OTHER, port + 1]] as const) c.socket.send('{"action":"announce"}', p, host);
+    assert.equal(await c.next(300), null);
+    assert.equal((await stunCounters(tracker)).drops.not_stun, 3);
+    // CHANGE-REQUEST responses from other sockets are charged to the asker's IP like any other
+    let sent = 0, got = 0;
+    for (let i = 0; i < 30; i++) {
+      const req = message(BINDING, [{ type: 0x0003, value: Buffer.from([0, 0, 0, 6]) }]);
+      c.socket.send(req, port, PRIMARY); sent += wireBytes(req);
+      const r = await c.next(300);
+      if (r !== null) got += wireBytes(r);
+    }
+    assert.ok(got > 0 && got <= 3 * sent, `sent ${sent}, got ${got} wire bytes`);
+    c.socket.close();
+  }));
+
+test('NAT discovery from the client library, with no NAT in between: endpoint-independent', () =>
+  withDiscovery(async (port) => {
+    const c = new TrackerClient({ tracker: { host: PRIMARY, port }, socket: { host: '127.0.64.4' } });
+    try {
+      const found = await discoverNat(c);
+      assert.equal(found.nat, 'endpoint-independent');
+      assert.equal(found.mapped, `127.0.64.4:${(await c.ready()).port}`);
+    } finally {
+      await c.close();
+    }
+  }));
