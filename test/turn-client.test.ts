@@ -8,10 +8,14 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import type { RemoteInfo } from 'node:dgram';
-import { TurnClient, TurnError, socketTransport, type TurnClientOptions, type TurnTransport } from '../src/client/turn-client.js';
+import { TrackerClient } from '../src/client/tracker-client.js';
+import { relayPath } from '../src/client/relay-path.js';
+import { probe } from '../src/client/peer-path.js';
+import { TurnClient, TurnError, socketTransport, trackerTransport, type TurnClientOptions, type TurnTransport } from '../src/client/turn-client.js';
 import { mintTurnCredential } from '../src/relay/credentials.js';
 import { ATTR, CLASS_ERROR, CLASS_REQUEST, attribute, decodeMessage, errorCode, fingerprint, type StunMessage } from '../src/stun/codec.js';
 import { coturnUnavailableReason, withCoturn, type Coturn } from './helpers/coturn.js';
+import { withTracker } from './helpers/wire.js';
 
 const skip = coturnUnavailableReason() ?? false;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -379,6 +383,47 @@ test('a server that does not answer: a timeout, as a TurnError', async () => {
   silent.close();
   s.close();
 });
+
+test('over a TrackerClient: the allocation shares the tracker session\'s socket, and relayPath gives a PeerPath (relay) that carries datagrams both ways and follows the peer\'s probe to another port', { skip }, () =>
+  withTracker({}, (_tracker, target) => withCoturn({}, async (coturn) => {
+    const client = new TrackerClient({ tracker: { host: target.address, port: target.port }, socket: { host: '127.0.120.25' } });
+    const shareId = await client.announce();
+    const local = await client.ready();
+    const turn = await TurnClient.allocate(trackerTransport(client), options(coturn, mintTurnCredential(coturn.secret, shareId, 60)));
+    assert.deepEqual({ address: turn.mapped.address, port: turn.mapped.port }, { address: '127.0.120.25', port: local.port }, 'the tracker session\'s socket');
+
+    const peer = await udp('127.0.120.26');
+    const path = await relayPath(turn, { address: peer.address, port: peer.port, shareId: 'peer-share' });
+    assert.equal(path.kind, 'relay');
+    assert.equal(path.peeraddr, `${peer.address}:${peer.port}`);
+    const got: string[] = [];
+    const stop = path.onMessage((m) => got.push(m.toString()));
+    for (let i = 0; i < 20; i++) {
+      path.send(Buffer.from(`to peer ${i}`));
+      peer.socket.send(`to client ${i}`, turn.relayed.port, turn.relayed.address);
+    }
+    assert.ok(await until(() => got.length === 20 && peer.inbox.length === 20), `client ${got.length}, peer ${peer.inbox.length}`);
+    assert.ok(peer.inbox.every(({ from }) => from.address === turn.relayed.address && from.port === turn.relayed.port));
+    assert.equal(turn.counters.channelDataOut, 20, 'ChannelData out');
+    assert.equal((await client.pulse()).status, '0', 'the tracker session lives on beside the relay');
+
+    // the peer's NAT gave it another port towards the relay: a stranger's datagram from there is ignored, its probe moves the path
+    const moved = await udp('127.0.120.26');
+    moved.socket.send('stranger', turn.relayed.port, turn.relayed.address);
+    await sleep(300);
+    assert.equal(got.length, 20);
+    moved.socket.send(probe('peer-share'), turn.relayed.port, turn.relayed.address);
+    assert.ok(await until(() => got.length === 21));
+    assert.equal(path.peeraddr, `${moved.address}:${moved.port}`);
+    path.send(Buffer.from('to the new port'));
+    assert.ok(await until(() => moved.inbox.some((x) => x.msg.toString() === 'to the new port')));
+    stop();
+    path.close();
+    await turn.close();
+    await client.close();
+    peer.close();
+    moved.close();
+  })));
 
 test('coturn\'s turnutils_uclient accepts credentials from the same secret: its own (-W) and ours (-u, -w); not one minted with another secret', { skip }, () =>
   withCoturn({}, async (coturn) => {
