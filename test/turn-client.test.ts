@@ -268,6 +268,20 @@ test('a socket closed under a TurnClient: a request rejects (closed), renewals e
     await c.turn.close(); // nothing left to release, and no throw
   }));
 
+test('close() while a CreatePermission and a ChannelBind are in flight: both reject as closed, nothing is renewed after', { skip }, () =>
+  withCoturn({}, async (coturn) => {
+    const c = await allocateOn('127.0.120.32', coturn, options(coturn, undefined, { permissionRefreshMs: 100, channelRefreshMs: 100 }));
+    const permission = refused(c.turn.createPermission('127.0.120.33'));
+    const channel = refused(c.turn.bindChannel({ address: '127.0.120.33', port: 4000 }));
+    await c.turn.close();
+    assert.equal((await permission).failure, 'closed');
+    assert.equal((await channel).failure, 'closed');
+    const sent = c.transport.requests.length;
+    await sleep(500);
+    assert.equal(c.transport.requests.length, sent, 'no renewal after close');
+    c.socket.close();
+  }));
+
 test('a credential past its expiry is refused (401)', { skip }, () =>
   withCoturn({}, async (coturn) => {
     const cred = mintTurnCredential(coturn.secret, 'share-late', 2);

@@ -369,6 +369,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
       p = entry;
     }
     await p.ready;
+    if (this.#ended) throw new TurnError('closed', 'CreatePermission', 'the allocation was closed meanwhile');
     const held = p;
     held.holders++;
     held.timer ??= setInterval(() => {
@@ -419,6 +420,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
       again.ready.catch(() => { if (again.holders === 0) again.lapsing = true; }); // the next caller tries again
     }
     await c.ready;
+    if (this.#ended) throw new TurnError('closed', 'ChannelBind', 'the allocation was closed meanwhile');
     const held = c;
     held.holders++;
     held.bound = true;
