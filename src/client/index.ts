@@ -14,6 +14,10 @@ export type { PunchEvent, PunchOptions, PunchResult, PunchStrategy } from './pun
 export { discoverNat, isEasy } from './nat-discovery.js';
 export type { NatDiscovery } from './nat-discovery.js';
 export type { Peer, PeerPath } from './peer-path.js';
+export { TurnClient, TurnError, socketTransport, trackerTransport } from './turn-client.js';
+export type { ChannelHold, TurnClientEvents, TurnClientOptions, TurnCounters, TurnFailure, TurnMethod, TurnPeer, TurnTransport } from './turn-client.js';
+export { relayPath } from './relay-path.js';
+export type { RelayPeer } from './relay-path.js';
 export { formatPeerAddr, parseHostPort, parsePeerAddr } from './peer-addr.js';
 export type { PeerAddr } from './peer-addr.js';
 export type { Dialect, NatType, PulseOptions, TrackerReply } from './messages.js';

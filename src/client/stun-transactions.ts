@@ -51,11 +51,21 @@ export class StunTransactions {
         opts.signal?.removeEventListener('abort', onAbort);
       };
       const onAbort = (): void => { done(); reject(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted')); };
-      const again = setInterval(() => send(request), retransmitMs);
+      // A socket closed meanwhile throws from send(): that ends the transaction,
+      // rather than a timer's exception ending the process.
+      const sendOnce = (): void => {
+        try {
+          send(request);
+        } catch (err) {
+          done();
+          reject(err);
+        }
+      };
+      const again = setInterval(sendOnce, retransmitMs);
       const timer = setTimeout(() => { done(); reject(new StunTimeoutError(to, timeoutMs)); }, timeoutMs);
       this.#pending.set(key, { resolve: (r) => { done(); resolve(r); } });
       opts.signal?.addEventListener('abort', onAbort, { once: true });
-      send(request);
+      sendOnce();
     });
   }
 

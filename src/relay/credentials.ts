@@ -9,8 +9,11 @@
 //   credential = base64(HMAC-SHA1(secret, username))
 //
 // The TURN client uses the credential as its long-term password (RFC 8489 9.2).
-// Anyone holding a pair can relay until the expiry, so the ttl is short and the
-// id names who it was minted for (the shareId), which shows in coturn's logs.
+// coturn (4.6.1, tested in test/turn-client.test.ts) checks the expiry only when an
+// allocation is made: an allocation made in time is refreshed, and gets
+// permissions and channels, after its credential has expired. So the ttl bounds
+// when a relay may start, not how long it lasts; it can be short. The id names
+// who the credential was minted for (the shareId), which shows in coturn's logs.
 import { createHmac } from 'node:crypto';
 
 export interface TurnCredential {
@@ -24,13 +27,12 @@ export interface TurnCredential {
 /** A credential for `id` that coturn started with `--use-auth-secret --static-auth-secret secret` accepts until nowMs + ttlSeconds. */
 export function mintTurnCredential(secret: string, id: string, ttlSeconds: number, nowMs: number = Date.now()): TurnCredential {
   if (!(Number.isInteger(ttlSeconds) && ttlSeconds > 0)) throw new RangeError(`a credential's ttl is a positive whole number of seconds, not ${ttlSeconds}`);
-  const username = `${Math.floor(nowMs / 1000) + ttlSeconds}:${id}`;
-  return { username, credential: createHmac('sha1', secret).update(username).digest('base64'), ttl: ttlSeconds };
+  return turnCredentialFor(secret, id, Math.floor(nowMs / 1000) + ttlSeconds, nowMs);
 }
 
 /**
- * The credential for a username minted before (same scheme): a session that asks
- * again within its tracker's relayInterval gets the same pair, with the ttl left.
+ * The credential whose expiry is `expiry` (unix seconds), with the ttl left at
+ * nowMs: what the tracker hands a session again within relayInterval.
  */
 export function turnCredentialFor(secret: string, id: string, expiry: number, nowMs: number = Date.now()): TurnCredential {
   const username = `${expiry}:${id}`;

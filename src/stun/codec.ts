@@ -10,7 +10,7 @@
 //
 // The first two bits are zero and bytes 4-7 are the magic cookie, so a STUN
 // message can never be mistaken for the tracker's JSON, which begins with '{'.
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { ADDR_BYTES, formatIp, isV4Mapped, parseIp } from '../protocol/address.js';
 
 export const MAGIC_COOKIE = 0x2112a442;
@@ -324,4 +324,54 @@ export function checkIntegrity(m: StunMessage, key: Buffer): boolean {
     o += len;
   }
   return false;
+}
+
+/**
+ * The long-term credential key (RFC 8489 9.2.2, MD5 algorithm): MD5(username ":"
+ * realm ":" password). SASLprep is left out: the usernames and passwords this
+ * project mints are ASCII (relay/credentials.ts).
+ */
+export function longTermKey(username: string, realm: string, password: string): Buffer {
+  return createHash('md5').update(`${username}:${realm}:${password}`, 'utf8').digest();
+}
+
+// ---- TURN ChannelData (RFC 8656 12.4), the 4-byte-header framing of a bound channel
+//
+//   |0 1|  channel number (0x4000-0x4FFF) |        length (of the data)  |
+//   |  application data, padded to 4 bytes over TCP (optional over UDP)  |
+//
+// Its first two bits are 01, so it can be told from STUN (00) and from the
+// tracker's JSON ('{' is 0x7b, 01111011: first bits 01 too, but 0x7b is above 0x4f).
+
+export const CHANNEL_MIN = 0x4000;
+export const CHANNEL_MAX = 0x4fff;
+export const CHANNEL_DATA_HEADER_BYTES = 4;
+
+/** Whether a datagram is shaped like ChannelData: a channel number in range and a length that fits. */
+export function isChannelData(buf: Uint8Array, at: number, len: number): boolean {
+  if (len < CHANNEL_DATA_HEADER_BYTES) return false;
+  const channel = (buf[at]! << 8) | buf[at + 1]!;
+  const dataLen = (buf[at + 2]! << 8) | buf[at + 3]!;
+  return channel >= CHANNEL_MIN && channel <= CHANNEL_MAX && dataLen <= len - CHANNEL_DATA_HEADER_BYTES;
+}
+
+/** A ChannelData message, unpadded (RFC 8656 12.5: over UDP the padding need not be sent). */
+export function encodeChannelData(channel: number, data: Uint8Array): Buffer {
+  if (channel < CHANNEL_MIN || channel > CHANNEL_MAX) throw new RangeError(`not a channel number: ${channel}`);
+  if (data.length > 0xffff) throw new RangeError('ChannelData carries at most 65535 bytes');
+  const out = Buffer.allocUnsafe(CHANNEL_DATA_HEADER_BYTES + data.length);
+  out.writeUInt16BE(channel, 0);
+  out.writeUInt16BE(data.length, 2);
+  out.set(data, CHANNEL_DATA_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * A ChannelData message's channel and data (a view, not a copy), or null if it is
+ * not one. Bytes after the length (padding, which a sender may add over UDP too)
+ * are ignored.
+ */
+export function decodeChannelData(buf: Buffer): { channel: number; data: Buffer } | null {
+  if (!isChannelData(buf, 0, buf.length)) return null;
+  return { channel: buf.readUInt16BE(0), data: buf.subarray(CHANNEL_DATA_HEADER_BYTES, CHANNEL_DATA_HEADER_BYTES + buf.readUInt16BE(2)) };
 }
