@@ -17,6 +17,7 @@ import { parsePeerAddr } from '../src/client/index.js';
 import { HOST_LAN, NAT_WAN, TRACKER_IP, TRACKER_OTHER_IP, createNatLab, eventLine, netnsUnavailableReason, punchPair, startInPub } from './helpers/netns.js';
 import type { Cli, NatKind, NatLab, PairRun, Side } from './helpers/netns.js';
 import { redisMissing } from './helpers/redis.js';
+import { coturnArgs } from './helpers/coturn.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PORT = 3478;
@@ -32,6 +33,12 @@ const REDIS_PORT = 6390;
 const COTURN_PORT = 3490;
 /** --exchange: seconds of 50 datagrams a second each way. */
 const EXCHANGE_S = 2;
+/** The relay: coturn on the public segment (its own port, relayed ports 49152-49251), sharing a secret with the tracker. */
+const RELAY_PORT = 3492;
+const RELAY_SECRET = 'nat-test-turn-secret';
+const RELAY = ['--turn-url', `turn:${TRACKER_IP}:${RELAY_PORT}`, '--turn-secret', RELAY_SECRET];
+/** A second tracker in the symmetric lab, with no relay configured. */
+const PORT_NO_RELAY = 3498;
 
 const skip = netnsUnavailableReason();
 if (skip) console.log(`# nat-punch: skipped: ${skip}`);
@@ -47,15 +54,29 @@ function withLab(nat: { a: NatKind; b: NatKind }, instances: 1 | 2 = 1): () => N
   before(async () => {
     lab = createNatLab(nat);
     if (instances === 1) {
-      await startInPub(lab, process.execPath, trackerArgs(PORT, DISCOVERY), PORT, ROOT);
+      // the tracker with discovery and a relay (a real coturn, when installed), and one with neither
+      if (!skipCoturn) {
+        await startInPub(lab, 'turnserver', coturnArgs({ listeningIp: TRACKER_IP, listeningPort: RELAY_PORT, minPort: 49152, maxPort: 49251,
+          secret: RELAY_SECRET, realm: 'sobani.test', allowLoopbackPeers: false }), RELAY_PORT);
+      }
+      await Promise.all([
+        startInPub(lab, process.execPath, trackerArgs(PORT, [...DISCOVERY, ...(skipCoturn ? [] : RELAY)]), PORT, ROOT),
+        startInPub(lab, process.execPath, trackerArgs(PORT_NO_RELAY, ['--stun-other-host', TRACKER_OTHER_IP, '--stun-other-port', String(PORT_NO_RELAY + 1)]), PORT_NO_RELAY, ROOT),
+      ]);
       return;
     }
     const redis = lab.spawnIn(lab.ns.pub, 'redis-server', ['--port', String(REDIS_PORT), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
     redis.stdout.resume(); redis.stderr.resume();
-    const directory = ['--directory', `redis://127.0.0.1:${REDIS_PORT}`];
+    // both instances mint for the same coturn with the same secret; no discovery here
+    // (the clients report "unknown" NATs unless nat says otherwise: see the symmetric case)
+    if (!skipCoturn) {
+      await startInPub(lab, 'turnserver', coturnArgs({ listeningIp: TRACKER_IP, listeningPort: RELAY_PORT, minPort: 49152, maxPort: 49251,
+        secret: RELAY_SECRET, realm: 'sobani.test', allowLoopbackPeers: false }), RELAY_PORT);
+    }
+    const shared = ['--directory', `redis://127.0.0.1:${REDIS_PORT}`, ...(skipCoturn ? [] : RELAY)];
     await Promise.all([
-      startInPub(lab, process.execPath, trackerArgs(PORT, [...directory, '--instance-id', 'one']), PORT, ROOT),
-      startInPub(lab, process.execPath, trackerArgs(PORT_2, [...directory, '--instance-id', 'two']), PORT_2, ROOT),
+      startInPub(lab, process.execPath, trackerArgs(PORT, [...shared, ...DISCOVERY, '--instance-id', 'one']), PORT, ROOT),
+      startInPub(lab, process.execPath, trackerArgs(PORT_2, [...shared, '--stun-other-host', TRACKER_OTHER_IP, '--stun-other-port', String(PORT_2 + 1), '--instance-id', 'two']), PORT_2, ROOT),
     ]);
   });
   after(async () => {
@@ -166,14 +187,28 @@ describe('a cone NAT and a symmetric NAT', { skip }, () => {
 describe('two symmetric NATs', { skip }, () => {
   const lab = withLab({ a: 'symmetric', b: 'symmetric' });
 
-  test('both sides see there is no direct path, and fail clearly within their timeouts', async (t) => {
-    const run = await pair(lab(), 'b', { timeoutS: 6 });
+  test('no direct path: they connect through the relay (coturn), and the path carries traffic both ways', { skip: skipCoturn }, async (t) => {
+    const run = await pair(lab(), 'b', { exchange: true });
+    const { connA, connP } = bothConnected(run);
+    for (const [name, c] of [['announcer', connA], ['pusher', connP]] as const) {
+      assert.equal(c.path, 'relay', `${name}: ${JSON.stringify(c)}`);
+      assert.equal(c.strategy, 'relay');
+    }
+    // both talk to coturn's relayed address, not to each other's NAT
+    assert.equal(parsePeerAddr(String(connA.peeraddr)).host, TRACKER_IP, 'the announcer sends to the relayed address');
+    assert.equal(parsePeerAddr(String(connP.peeraddr)).host, NAT_WAN.b, 'the pusher\'s channel leads to the announcer\'s NAT');
+    t.diagnostic(`connected after ${String(connP.ms)} ms (pusher) / ${String(connA.ms)} ms (announcer); ${exchangedBothWays(run)}`);
+  });
+
+  test('without a relay on the tracker, both sides see there is no direct path, and fail clearly within their timeouts', async (t) => {
+    const noRelay = `${TRACKER_IP}:${PORT_NO_RELAY}`;
+    const run = await pair(lab(), 'b', { timeoutS: 6, trackers: { a: noRelay, b: noRelay } });
     for (const [name, p, exit] of [['announcer', run.announcer, run.exits[0]!], ['pusher', run.pusher, run.exits[1]!]] as const) {
       assert.equal(line(p, 'nat')?.nat, 'address-and-port-dependent', `${name}: ${JSON.stringify(p.lines)}`);
       assert.equal(line(p, 'connected'), undefined, `${name} must not connect`);
       const failed = line(p, 'failed');
       assert.ok(failed, `${name} printed no failed line: ${JSON.stringify(p.lines)} ${p.stderr()}`);
-      assert.match(String(failed.reason), /a relay is needed/);
+      assert.match(String(failed.reason), name === 'pusher' ? /no direct path: both NATs map .*the relay failed: RELAY_NOT_CONFIGURED/ : /no direct path .* a relay is needed/);
       assert.notEqual(exit.code, 0);
       t.diagnostic(`${name}: ${String(failed.reason)} (exited after ${Math.round(exit.ms)} ms)`);
     }
@@ -184,11 +219,23 @@ describe('two cone NATs, each peer on its own tracker instance', { skip: skipRed
   const lab = withLab({ a: 'cone', b: 'cone' }, 2);
 
   test('the push crosses instances through the directory, and both peers still connect directly', async (t) => {
-    // B announces to instance one, A pushes through instance two (no discovery there: nat is unknown, the plain punch)
+    // B announces to instance one, A pushes through instance two
     const run = await pair(lab(), 'b', { trackers: { a: `${TRACKER_IP}:${PORT_2}`, b: TRACKER } });
     const { connA, connP } = bothConnected(run);
     assert.equal(parsePeerAddr(String(connP.peeraddr)).host, NAT_WAN.b);
     assert.equal(parsePeerAddr(String(connA.peeraddr)).host, NAT_WAN.a);
     t.diagnostic(`pusher connected ${String(connP.ms)} ms after start, announcer ${String(connA.ms)} ms`);
+  });
+});
+
+describe('two symmetric NATs, each peer on its own tracker instance', { skip: skipRedis || skipCoturn }, () => {
+  const lab = withLab({ a: 'symmetric', b: 'symmetric' }, 2);
+
+  test('credentials minted by one instance, the relayed address carried across instances: they connect through the relay', async (t) => {
+    const run = await pair(lab(), 'b', { exchange: true, trackers: { a: `${TRACKER_IP}:${PORT_2}`, b: TRACKER } });
+    const { connA, connP } = bothConnected(run);
+    assert.equal(connA.path, 'relay');
+    assert.equal(connP.path, 'relay');
+    t.diagnostic(`connected after ${String(connP.ms)} ms (pusher) / ${String(connA.ms)} ms (announcer); ${exchangedBothWays(run)}`);
   });
 });

@@ -4,15 +4,19 @@
 //
 //   both NATs easy (endpoint-independent, or not known)  plain punch     direct-punch.ts
 //   one hard (address(-and-port)-dependent), one easy    birthday punch  birthday-punch.ts
-//   both hard                                            no direct path: a relay is needed
+//   both hard                                            relay           relay-punch.ts
 //
 // Both sides choose alike, since each is told the other's NAT type (the tracker's
-// `nat` field). Once open, the path can carry a traffic test (`exchange`).
+// `nat` field). A punch that finds nothing within relayAfterMs falls back to the
+// relay too: the requester allocates and hands the target its relayed address,
+// and the target, whatever it was doing, follows. Once open, the path can carry a
+// traffic test (`exchange`).
 import type { RemoteInfo } from 'node:dgram';
 import { birthdayEasy, birthdayHard, type BirthdayOptions } from './birthday-punch.js';
 import { directPunch } from './direct-punch.js';
 import type { NatType } from './messages.js';
 import { discoverNat, isEasy } from './nat-discovery.js';
+import { relayAsRequester, relayAsTarget } from './relay-punch.js';
 import { dataSeq, exchange, probe, type Peer, type PeerPath, type PunchContext, type Strategy } from './peer-path.js';
 import { formatPeerAddr } from './peer-addr.js';
 import type { IncomeEvent, PushResult, TrackerClient } from './tracker-client.js';
@@ -33,18 +37,21 @@ export interface PunchOptions {
   discover?: boolean;
   /** Once connected, send 50 numbered datagrams a second over the path for this many seconds, and count the peer's. */
   exchangeSeconds?: number;
+  /** The requester falls back to the tracker's relay when a punch has found nothing this long. Default 3000 ms. */
+  relayAfterMs?: number;
   birthday?: BirthdayOptions;
   signal?: AbortSignal;
   /** Called with each progress event (the CLI prints them as JSON lines). */
   onEvent?: (event: PunchEvent) => void;
 }
 
-export type PunchStrategy = 'direct' | 'birthday-easy' | 'birthday-hard';
+export type PunchStrategy = 'direct' | 'birthday-easy' | 'birthday-hard' | 'relay';
 
 export type PunchEvent =
   | { event: 'nat'; nat: NatType; mapped: string | null; reason?: string }
   | { event: 'announced'; shareId: string }
-  | { event: 'peer'; via: 'pushReceived' | 'income'; peeraddr: string; peerShareId?: string; nat?: NatType; peerVerified: boolean; strategy: PunchStrategy | 'none' }
+  /** `ms`: since the start, as for connected (the time to connect is connected.ms - peer.ms) */
+  | { event: 'peer'; via: 'pushReceived' | 'income'; peeraddr: string; peerShareId?: string; nat?: NatType; peerVerified: boolean; strategy: PunchStrategy; ms: number }
   | { event: 'connected'; path: PeerPath['kind']; strategy: PunchStrategy; peeraddr: string; peerShareId?: string; ms: number; probes: number }
   | { event: 'exchanged'; sent: number; received: number }
   | { event: 'failed'; reason: string; probes?: number };
@@ -55,15 +62,16 @@ export type PunchResult =
   | { ok: false; reason: string };
 
 /** The strategy for a pair, from each side's NAT type (the same choice on both sides). */
-export function chooseStrategy(mine: NatType | undefined, theirs: NatType | undefined): PunchStrategy | null {
+export function chooseStrategy(mine: NatType | undefined, theirs: NatType | undefined): PunchStrategy {
   const meEasy = isEasy(mine), peerEasy = isEasy(theirs);
   if (meEasy && peerEasy) return 'direct';
   if (meEasy) return 'birthday-easy';
   if (peerEasy) return 'birthday-hard';
-  return null;
+  return 'relay';
 }
 
-const STRATEGIES: Record<PunchStrategy, (ctx: PunchContext, opts: PunchOptions) => Promise<PeerPath>> = {
+/** The punching strategies; the relay is not one of them (it needs both sides' roles, below). */
+const PUNCHES: Record<Exclude<PunchStrategy, 'relay'>, (ctx: PunchContext, opts: PunchOptions) => Promise<PeerPath>> = {
   'direct': (ctx) => directPunch(ctx),
   'birthday-easy': (ctx, o) => birthdayEasy(ctx, o.birthday),
   'birthday-hard': (ctx, o) => birthdayHard(ctx, o.birthday),
@@ -105,11 +113,20 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
   let peerInfo: Peer | null = null;
   let learnPeer!: (p: { via: 'pushReceived' | 'income'; peer: Peer }) => void;
   const peerKnown = new Promise<{ via: 'pushReceived' | 'income'; peer: Peer }>((resolve) => { learnPeer = resolve; });
+  // A relayed address the requester hands us (an income carrying `relay`), at any time.
+  let offerRelay!: (at: { host: string; port: number }) => void;
+  const relayOffered = new Promise<{ host: string; port: number }>((resolve) => { offerRelay = resolve; });
   const asPeer = (p: PushResult | IncomeEvent): Peer => ({
     host: p.host, port: p.port, peeraddr: p.peeraddr, verified: p.peerVerified === true,
     ...(p.peerShareId !== undefined ? { shareId: p.peerShareId } : {}), ...(p.nat !== undefined ? { nat: p.nat } : {}),
   });
-  const onIncome = (i: IncomeEvent): void => learnPeer({ via: 'income', peer: asPeer(i) });
+  const onIncome = (i: IncomeEvent): void => {
+    learnPeer({ via: 'income', peer: asPeer(i) });
+    if (i.relay !== undefined) {
+      const { host, port } = hostPort(i.relay);
+      offerRelay({ host, port });
+    }
+  };
   const onPushed = (r: PushResult): void => {
     if (opts.peer === undefined || r.peerShareId === undefined || r.peerShareId === opts.peer) learnPeer({ via: 'pushReceived', peer: asPeer(r) });
   };
@@ -126,11 +143,18 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       return opts.peer !== undefined ? `no push reply from ${tracker} for ${opts.peer} within ${s} s` : `nobody pushed to us within ${s} s`;
     }
     const where = peerInfo?.peeraddr ?? '?';
-    if (peerInfo !== null && !peerInfo.verified && strategy !== 'direct') {
-      return `no datagram from the peer at ${where} within ${s} s: it has not proved it receives there (peerVerified false), so it got only a few probes`;
+    const relay = relayError === null ? '' : `; the relay failed: ${relayError}`;
+    if (strategy === 'relay') {
+      return opts.peer !== undefined ? `no datagram through the relay from the peer at ${where} within ${s} s${relay}`
+        : `no direct path (both NATs map each destination to its own port), and the peer handed us no relay within ${s} s: a relay is needed`;
     }
-    return `no datagram from the peer at ${where} within ${s} s (${strategy} punch): the NATs did not let the probes through (a firewall, or a NAT that is harder than it reported)`;
+    if (peerInfo !== null && !peerInfo.verified && strategy !== 'direct') {
+      return `no datagram from the peer at ${where} within ${s} s: it has not proved it receives there (peerVerified false), so it got only a few probes${relay}`;
+    }
+    return `no datagram from the peer at ${where} within ${s} s (${strategy} punch): the NATs did not let the probes through (a firewall, or a NAT that is harder than it reported)${relay}`;
   };
+  /** Why the relay could not be used, when it was tried and failed. */
+  let relayError: string | null = null;
 
   try {
     const aborted = new Promise<never>((_, reject) => {
@@ -155,19 +179,47 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       peerInfo = peer;
       strategy = chooseStrategy(client.nat, peer.nat);
       emit({ event: 'peer', via, peeraddr: peer.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}),
-        ...(peer.nat !== undefined ? { nat: peer.nat } : {}), peerVerified: peer.verified, strategy: strategy ?? 'none' });
-      if (strategy === null) {
-        throw new Error(`no direct path: both NATs map each destination to its own port (ours ${client.nat}, the peer's ${peer.nat}); a relay is needed`);
-      }
+        ...(peer.nat !== undefined ? { nat: peer.nat } : {}), peerVerified: peer.verified, strategy, ms: Math.round(performance.now() - started) });
       stage = 'probing';
+      // Each way in gets its own signal: the first that opens a path stops the others.
+      const attempts = new AbortController();
+      const stopAttempts = (): void => attempts.abort(overall.signal.reason);
+      overall.signal.addEventListener('abort', stopAttempts, { once: true });
       const ctx: PunchContext = {
-        peer, myShareId, probes, signal: overall.signal, probeIntervalMs: opts.probeIntervalMs ?? 100,
+        peer, myShareId, probes, signal: attempts.signal, probeIntervalMs: opts.probeIntervalMs ?? 100,
         send: (msg, address, port) => { client.send(msg, address, port).catch(() => undefined); },
         messages: (fn) => { listeners.add(fn); return () => listeners.delete(fn); },
         clientMessages: (fn) => { client.on('message', fn); return () => client.off('message', fn); },
         early: () => seen.slice(),
       };
-      const path = await Promise.race([STRATEGIES[strategy](ctx, opts), aborted]);
+      const never = new Promise<never>(() => undefined);
+      // The requester relays when no punch fits, or when the punch has found nothing in
+      // relayAfterMs; a failed relay leaves the punch running (and is told at the end).
+      const relay = (): Promise<PeerPath> => relayAsRequester(client, ctx).catch((err: unknown) => {
+        relayError = err instanceof TrackerError ? `${err.code}: ${err.message}` : (err as Error).message;
+        if (strategy === 'relay') throw new Error(`no direct path: both NATs map each destination to its own port (ours ${client.nat}, the peer's ${peer.nat}); and the relay failed: ${relayError}`);
+        return never;
+      });
+      const ways: Promise<{ path: PeerPath; via: PunchStrategy }>[] = [];
+      if (strategy !== 'relay') ways.push(PUNCHES[strategy](ctx, opts).then((path) => ({ path, via: strategy! })));
+      if (opts.peer !== undefined) {
+        const after = strategy === 'relay' ? Promise.resolve() : new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, opts.relayAfterMs ?? 3000);
+          attempts.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+        });
+        ways.push(after.then(relay).then((path) => ({ path, via: 'relay' as const })));
+      } else {
+        ways.push(Promise.race([relayOffered, aborted]).then((at) => relayAsTarget(ctx, at)).then((path) => ({ path, via: 'relay' as const })));
+      }
+      let won: { path: PeerPath; via: PunchStrategy };
+      try {
+        won = await Promise.race([...ways, aborted]);
+      } finally {
+        overall.signal.removeEventListener('abort', stopAttempts);
+        attempts.abort(new Error('connected'));
+      }
+      const { path } = won;
+      strategy = won.via;
       const ms = Math.round(performance.now() - started);
       emit({ event: 'connected', path: path.kind, strategy, peeraddr: path.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}), ms, probes: probes.sent });
       clearTimeout(timeout); // connected: the rest is not bounded by the punch's timeout
