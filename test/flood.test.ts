@@ -17,8 +17,9 @@ const { port, address, rate, ms } = workerData;
 const junk = [
   'x', '{}', '[1,2]', '{"action":"dance"}', '{"action":"pulse"}', '{"action":"alive"}', '{"action":"announce"}',
   '{"action":"push","shareId":"AAAAAAAAAAAA"}', '{"action":"pulse","override":true,"ip":"1.2.3.4","port":1}',
-  '\\u0000'.repeat(40), '{"action":"pulse","shareId":true}', 'x'.repeat(2000),
-].map((s) => Buffer.from(s));
+  '\\u0000'.repeat(40), '{"action":"pulse","shareId":true}', 'x'.repeat(2000), '{"action":"relay"}',
+  '{"action":"push","shareId":"AAAAAAAAAAAA","relay":"198.51.100.9:3478"}', Buffer.from('000100002112a442000102030405060708090a0b', 'hex').toString('latin1'),
+].map((s) => Buffer.from(s, 'latin1'));
 const s = dgram.createSocket('udp4');
 let sent = 0, bytesOut = 0, bytesIn = 0;
 s.on('message', (m) => { bytesIn += m.length; });
@@ -36,8 +37,8 @@ s.bind(0, '127.0.71.1', () => {
 });
 `;
 
-test('a flooding source cannot push honest pulse success below 99 %, lose a session, or get back more than 3x its bytes', { timeout: 60_000 }, () =>
-  withTracker({ shards: 2 }, async (tracker, target) => {
+for (const relay of [false, true]) test(`a flooding source cannot push honest pulse success below 99 %, lose a session, or get back more than 3x its bytes${relay ? ' (a relay configured)' : ''}`, { timeout: 60_000 }, () =>
+  withTracker({ shards: 2, ...(relay ? { turnUrl: 'turn:127.0.0.1:3478', turnSecret: 'flood-secret' } : {}) }, async (tracker, target) => {
     const honest = await Promise.all(Array.from({ length: 100 }, (_, i) => WirePeer.open(target, `127.0.70.${i + 1}`)));
     const ids = await Promise.all(honest.map((p) => p.announce()));
 

@@ -17,7 +17,7 @@ export function requestBatch(records: readonly RequestRecord[]): Buffer {
 }
 
 /** A reply: to request #index of the batch, or (index -1) to an explicit address. */
-export interface ReplyRecord { index: number; address: string; port: number; payload: string }
+export interface ReplyRecord { index: number; address: string; port: number; payload: string; bytes: Buffer }
 
 /** The replies in a reply batch, as the main thread reads them. */
 export function readReplies(out: Uint8Array | null): ReplyRecord[] {
@@ -25,7 +25,7 @@ export function readReplies(out: Uint8Array | null): ReplyRecord[] {
   const b = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   const replies: ReplyRecord[] = [];
   for (let o = 0; o < b.length;) {
-    let reply: Omit<ReplyRecord, 'payload'>, at: number;
+    let reply: Omit<ReplyRecord, 'payload' | 'bytes'>, at: number;
     if (b[o] === 0) {
       reply = { index: b.readUInt16BE(o + 1), address: '', port: 0 };
       at = o + 3;
@@ -35,7 +35,7 @@ export function readReplies(out: Uint8Array | null): ReplyRecord[] {
       at = o + 5 + alen;
     }
     const len = b.readUInt16BE(at);
-    replies.push({ ...reply, payload: b.toString('utf8', at + 2, at + 2 + len) });
+    replies.push({ ...reply, payload: b.toString('utf8', at + 2, at + 2 + len), bytes: Buffer.from(b.subarray(at + 2, at + 2 + len)) });
     o = at + 2 + len;
   }
   return replies;
