@@ -19,17 +19,21 @@ import {
   type Cli, type NatKind, type NatLab, type PairRun, type Side,
 } from '../test/helpers/netns.js';
 import { median } from './report.js';
+import { coturnArgs, coturnUnavailableReason } from '../test/helpers/coturn.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist/bench/ -> the checkout
 const PORT = 3478;
 
-interface Pair { name: string; nat: { a: NatKind; b: NatKind }; announcer: Side; expect: 'direct' | 'relay' | 'fail' }
+interface Pair { name: string; nat: { a: NatKind; b: NatKind }; announcer: Side; expect: 'direct' | 'relay' }
 const PAIRS: Pair[] = [
   { name: 'cone ↔ cone', nat: { a: 'cone', b: 'cone' }, announcer: 'b', expect: 'direct' },
   { name: 'cone ↔ symmetric (cone announces)', nat: { a: 'symmetric', b: 'cone' }, announcer: 'b', expect: 'direct' },
   { name: 'symmetric ↔ cone (symmetric announces)', nat: { a: 'cone', b: 'symmetric' }, announcer: 'b', expect: 'direct' },
-  { name: 'symmetric ↔ symmetric', nat: { a: 'symmetric', b: 'symmetric' }, announcer: 'b', expect: 'fail' },
+  { name: 'symmetric ↔ symmetric', nat: { a: 'symmetric', b: 'symmetric' }, announcer: 'b', expect: 'relay' },
 ];
+/** coturn on the public segment, the tracker's relay (as in test/nat-punch.test.ts). */
+const RELAY_PORT = 3492;
+const RELAY_SECRET = 'bench-turn-secret';
 
 interface RunResult { ok: boolean; path?: string; strategy?: string; connectMs?: number; probes: number; sent: number; received: number; reason?: string }
 export interface PairResult {
@@ -68,16 +72,18 @@ async function main(): Promise<void> {
     process.stdout.write('yarn bench:nat [--runs N (default 20)] [--out DIR]\n');
     return;
   }
-  const why = netnsUnavailableReason();
-  if (why) throw new Error(`the NAT matrix needs network namespaces: ${why}`);
+  const why = netnsUnavailableReason() ?? coturnUnavailableReason();
+  if (why) throw new Error(`the NAT matrix needs network namespaces and coturn: ${why}`);
   const runs = Math.max(1, Number(values.runs));
   const cli: Cli = { cwd: ROOT, args: ['dist/src/cli.js'] };
   const results: PairResult[] = [];
   for (const pair of PAIRS) {
     const lab: NatLab = createNatLab(pair.nat);
     try {
+      await startInPub(lab, 'turnserver', coturnArgs({ listeningIp: TRACKER_IP, listeningPort: RELAY_PORT, minPort: 49152, maxPort: 49999,
+        secret: RELAY_SECRET, realm: 'sobani.bench', allowLoopbackPeers: false }), RELAY_PORT);
       await startInPub(lab, process.execPath, [...cli.args, '--host', TRACKER_IP, '--port', String(PORT), '--stun-other-host', TRACKER_OTHER_IP,
-        '--shards', '2', '--log-level', 'warn'], PORT, ROOT);
+        '--turn-url', `turn:${TRACKER_IP}:${RELAY_PORT}`, '--turn-secret', RELAY_SECRET, '--shards', '2', '--log-level', 'warn'], PORT, ROOT);
       const got: RunResult[] = [];
       for (let i = 0; i < runs; i++) {
         process.stderr.write(`\r${pair.name}: run ${i + 1}/${runs}   `);
@@ -109,7 +115,7 @@ async function main(): Promise<void> {
 export function render(results: PairResult[], runs: number): string {
   const pct = (n: number) => `${(n * 100).toFixed(n === 1 || n === 0 ? 0 : 1)} %`;
   const lines = [
-    `NAT pairs through real nftables NATs in network namespaces, ${runs} runs per pair (each: discovery, announce, push, connect, 1 s of 50 datagrams/s each way).`,
+    `NAT pairs through real nftables NATs in network namespaces, the tracker with a second address and coturn as its relay, ${runs} runs per pair (each: two fresh \`punch\` processes: discovery, announce, push, connect, then 1 s of 50 datagrams/s each way).`,
     '',
     '| pair | connected | path | strategies (announcer/pusher) | time to connect p50 | p95 | probes p50 (both sides) | exchange loss | failures |',
     '| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |',

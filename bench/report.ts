@@ -10,6 +10,7 @@ import { cores, f, k, mb, pct, x } from './format.js';
 import { renderAmplification, type AmpResult } from './amplification.js';
 import { renderDirectory, type DirectoryResult } from './directory.js';
 import { renderStun, type StunResult } from './stun.js';
+import { renderRelayCosts, type RelayCosts } from './relay.js';
 
 export interface ServerResult {
   name: string;
@@ -61,6 +62,7 @@ export interface BenchResults {
   directoryError?: string;
   stun?: StunResult;
   stunError?: string;
+  relay?: RelayCosts;
   scale?: ScaleResult;
   scaleError?: string;
   targets: Target[];
@@ -247,6 +249,7 @@ export function renderTable(r: BenchResults): string {
   if (r.servers.some((s) => (s.median?.unknownSession ?? 0) > 0)) out.push('', '⚠ some pulses were answered with status "1" (session unknown to the server).');
   if (r.stun) out.push('', renderStun(r.stun));
   if (r.stunError) out.push('', `STUN phase: ${r.stunError.split('\n')[0]}`);
+  if (r.relay) out.push('', renderRelayCosts(r.relay));
   if (r.amplification) out.push('', renderAmplification(r.amplification));
   if (r.directory) out.push('', renderDirectory(r.directory));
   if (r.directoryError) out.push('', `several-instances phase failed: ${r.directoryError.split('\n')[0]}`);

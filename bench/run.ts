@@ -15,6 +15,7 @@ import { runAmplification, type AmpResult } from './amplification.js';
 import { renderSoak, runSoak, writeSoak } from './soak.js';
 import { redisServerMissing, runDirectory, type DirectoryResult } from './directory.js';
 import { runStun, type StunResult } from './stun.js';
+import { runRelayCosts } from './relay.js';
 
 const opts = parseOptions(process.argv.slice(2));
 
@@ -38,7 +39,7 @@ const kinds: ServerKind[] = [
 ];
 const withDirectory = opts.directorySessions > 0 && redisServerMissing() === null;
 if (opts.directorySessions > 0 && !withDirectory) process.stderr.write(`several-instances phase skipped: ${redisServerMissing()}\n`);
-const progress = new Progress(1 + opts.rounds * kinds.length * 2 + opts.stunRounds * 2 + (opts.amp > 0 ? 2 : 0) + (withDirectory ? 2 : 0) + (opts.peers > 0 ? SCALE_STEPS : 0));
+const progress = new Progress(1 + opts.rounds * kinds.length * 2 + opts.stunRounds * 2 + 1 + (opts.amp > 0 ? 2 : 0) + (withDirectory ? 2 : 0) + (opts.peers > 0 ? SCALE_STEPS : 0));
 
 // Every server runs for the whole comparison; only the one under test gets load.
 progress.start('starting servers');
@@ -100,6 +101,9 @@ if (opts.stunRounds > 0) {
   }
 }
 
+progress.start('relay costs on one core');
+const relay = runRelayCosts();
+
 let amplification: AmpResult | undefined;
 if (opts.amp > 0) {
   amplification = await runAmplification(opts.amp, (server) => progress.start(`amplification table · ${server}`));
@@ -135,6 +139,7 @@ const results: BenchResults = {
   servers: servers.map((s) => s.result),
   ...(stun ? { stun } : {}),
   ...(stunError ? { stunError } : {}),
+  relay,
   ...(amplification ? { amplification } : {}),
   ...(directory ? { directory } : {}),
   ...(directoryError ? { directoryError } : {}),
