@@ -31,8 +31,9 @@ const PORT_2 = 3488;
 const REDIS_PORT = 6390;
 /** coturn's own STUN server, for the natdiscovery comparison: both public IPs, port 3490 (and 3491). */
 const COTURN_PORT = 3490;
-/** --exchange: seconds of 50 datagrams a second each way. */
+/** --exchange: seconds of 50 datagrams a second each way (10 through the relay). */
 const EXCHANGE_S = 2;
+const RELAY_EXCHANGE_S = 10;
 /** The relay: coturn on the public segment (its own port, relayed ports 49152-49251), sharing a secret with the tracker. */
 const RELAY_PORT = 3492;
 const RELAY_SECRET = 'nat-test-turn-secret';
@@ -86,9 +87,11 @@ function withLab(nat: { a: NatKind; b: NatKind }, instances: 1 | 2 = 1): () => N
 }
 
 const CLI: Cli = { cwd: ROOT, args: ['--import', 'tsx', 'src/cli.ts'] };
-const pair = (lab: NatLab, announcer: Side, opts: { timeoutS?: number; exchange?: boolean; trackers?: Record<Side, string> } = {}): Promise<PairRun> =>
+/** One pair; `exchange`: true for EXCHANGE_S seconds of --exchange, or the seconds. */
+const pair = (lab: NatLab, announcer: Side, opts: { timeoutS?: number; exchange?: boolean | number; trackers?: Record<Side, string> } = {}): Promise<PairRun> =>
   punchPair(lab, CLI, announcer, opts.trackers ?? { a: TRACKER, b: TRACKER },
-    [...(opts.exchange ? ['--exchange', String(EXCHANGE_S)] : []), '--timeout', String(opts.timeoutS ?? 10)]);
+    [...(opts.exchange === undefined || opts.exchange === false ? [] : ['--exchange', String(opts.exchange === true ? EXCHANGE_S : opts.exchange)]),
+      '--timeout', String(opts.timeoutS ?? 10)]);
 const line = eventLine;
 
 /** Both peers printed `connected` and exited 0; their `connected` lines. */
@@ -102,12 +105,12 @@ function bothConnected(run: PairRun) {
 }
 
 /** Both sides' --exchange: at least 99 % of each side's datagrams reached the other. */
-function exchangedBothWays(run: PairRun): string {
+function exchangedBothWays(run: PairRun, seconds = EXCHANGE_S): string {
   const a = line(run.announcer, 'exchanged') as { sent: number; received: number } | undefined;
   const p = line(run.pusher, 'exchanged') as { sent: number; received: number } | undefined;
   assert.ok(a && p, `exchanged lines: ${JSON.stringify(run.announcer.lines)} ${JSON.stringify(run.pusher.lines)}`);
-  assert.equal(a.sent, EXCHANGE_S * 50);
-  assert.equal(p.sent, EXCHANGE_S * 50);
+  assert.equal(a.sent, seconds * 50);
+  assert.equal(p.sent, seconds * 50);
   assert.ok(p.received >= 0.99 * a.sent, `the pusher got ${p.received} of the announcer's ${a.sent}`);
   assert.ok(a.received >= 0.99 * p.sent, `the announcer got ${a.received} of the pusher's ${p.sent}`);
   return `exchanged: announcer got ${a.received}/${p.sent}, pusher got ${p.received}/${a.sent}`;
@@ -187,8 +190,8 @@ describe('a cone NAT and a symmetric NAT', { skip }, () => {
 describe('two symmetric NATs', { skip }, () => {
   const lab = withLab({ a: 'symmetric', b: 'symmetric' });
 
-  test('no direct path: they connect through the relay (coturn), and the path carries traffic both ways', { skip: skipCoturn }, async (t) => {
-    const run = await pair(lab(), 'b', { exchange: true });
+  test('no direct path: they connect through the relay (coturn), and the path carries 10 s of traffic both ways', { skip: skipCoturn, timeout: 60_000 }, async (t) => {
+    const run = await pair(lab(), 'b', { exchange: RELAY_EXCHANGE_S });
     const { connA, connP } = bothConnected(run);
     for (const [name, c] of [['announcer', connA], ['pusher', connP]] as const) {
       assert.equal(c.path, 'relay', `${name}: ${JSON.stringify(c)}`);
@@ -197,7 +200,7 @@ describe('two symmetric NATs', { skip }, () => {
     // both talk to coturn's relayed address, not to each other's NAT
     assert.equal(parsePeerAddr(String(connA.peeraddr)).host, TRACKER_IP, 'the announcer sends to the relayed address');
     assert.equal(parsePeerAddr(String(connP.peeraddr)).host, NAT_WAN.b, 'the pusher\'s channel leads to the announcer\'s NAT');
-    t.diagnostic(`connected after ${String(connP.ms)} ms (pusher) / ${String(connA.ms)} ms (announcer); ${exchangedBothWays(run)}`);
+    t.diagnostic(`connected after ${String(connP.ms)} ms (pusher) / ${String(connA.ms)} ms (announcer); ${exchangedBothWays(run, RELAY_EXCHANGE_S)}`);
   });
 
   test('without a relay on the tracker, both sides see there is no direct path, and fail clearly within their timeouts', async (t) => {
@@ -231,11 +234,25 @@ describe('two cone NATs, each peer on its own tracker instance', { skip: skipRed
 describe('two symmetric NATs, each peer on its own tracker instance', { skip: skipRedis || skipCoturn }, () => {
   const lab = withLab({ a: 'symmetric', b: 'symmetric' }, 2);
 
-  test('credentials minted by one instance, the relayed address carried across instances: they connect through the relay', async (t) => {
-    const run = await pair(lab(), 'b', { exchange: true, trackers: { a: `${TRACKER_IP}:${PORT_2}`, b: TRACKER } });
+  test('credentials minted by one instance, the relayed address carried across instances: they connect through the relay', { timeout: 60_000 }, async (t) => {
+    const run = await pair(lab(), 'b', { exchange: RELAY_EXCHANGE_S, trackers: { a: `${TRACKER_IP}:${PORT_2}`, b: TRACKER } });
     const { connA, connP } = bothConnected(run);
     assert.equal(connA.path, 'relay');
     assert.equal(connP.path, 'relay');
-    t.diagnostic(`connected after ${String(connP.ms)} ms (pusher) / ${String(connA.ms)} ms (announcer); ${exchangedBothWays(run)}`);
+    t.diagnostic(`connected after ${String(connP.ms)} ms (pusher) / ${String(connA.ms)} ms (announcer); ${exchangedBothWays(run, RELAY_EXCHANGE_S)}`);
+  });
+});
+
+describe('two cone NATs with a firewall between them', { skip: skipCoturn }, () => {
+  const lab = withLab({ a: 'cone', b: 'cone' });
+  before(() => lab().blockBetweenNats());
+
+  test('the plain punch finds nothing in its window: the requester falls back to the relay, and the target follows', async (t) => {
+    const run = await pair(lab(), 'b', { exchange: true });
+    const { connA, connP } = bothConnected(run);
+    assert.equal(line(run.pusher, 'peer')?.strategy, 'direct', 'both NATs are easy: a plain punch first');
+    assert.equal(connA.path, 'relay');
+    assert.equal(connP.path, 'relay');
+    t.diagnostic(`connected after ${String(connP.ms)} ms (pusher) / ${String(connA.ms)} ms (announcer), ${String(connP.probes)} probes first; ${exchangedBothWays(run)}`);
   });
 });

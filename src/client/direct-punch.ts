@@ -4,7 +4,9 @@
 // our outbound probe before the peer's arrives, and lets the peer's in.
 //
 // A datagram from the peer's address, or a probe that carries the peer's shareId
-// (its NAT may have moved it to another port), opens the path.
+// from another port of its IP (its NAT may have moved it), opens the path. A probe
+// from anywhere else is not direct: the peer's probes through a relay (relay-punch.ts)
+// arrive from the relay's address.
 import type { RemoteInfo } from 'node:dgram';
 import { probePeer, probeSender, socketPath, type PeerPath, type PunchContext } from './peer-path.js';
 
@@ -12,7 +14,7 @@ export function directPunch(ctx: PunchContext): Promise<PeerPath> {
   return new Promise((resolve) => {
     const { peer } = ctx;
     const fromPeer = (msg: Buffer, from: RemoteInfo): boolean =>
-      (from.address === peer.host && from.port === peer.port) || (peer.shareId !== undefined && probeSender(msg) === peer.shareId);
+      from.address === peer.host && (from.port === peer.port || (peer.shareId !== undefined && probeSender(msg) === peer.shareId));
     const opened = (from: RemoteInfo): void => {
       stopProbing();
       stopListening();

@@ -95,6 +95,11 @@ export interface NatLab {
   spawnIn(ns: string, cmd: string, args: string[], opts?: SpawnOptionsWithoutStdio): ChildProcessWithoutNullStreams;
   /** Resolves once something listens on UDP `port` inside `ns`. */
   waitForUdpPort(ns: string, port: number, timeoutMs?: number): Promise<void>;
+  /**
+   * A firewall between the two NATs: each drops what its host sends to the other
+   * NAT's address (the tracker and coturn stay reachable), so no punch gets through.
+   */
+  blockBetweenNats(): void;
   /** Kills what spawnIn started, deletes the namespaces. Safe to call twice, and after a half-built lab. */
   destroy(): Promise<void>;
 }
@@ -139,6 +144,11 @@ export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
         if (out.trim() !== '') return;
         if (Date.now() > deadline) throw new Error(`nothing listens on udp :${port} in ${where} after ${timeoutMs} ms`);
         await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    blockBetweenNats() {
+      for (const [nat, other] of [[ns.natA, NAT_WAN.b], [ns.natB, NAT_WAN.a]] as const) {
+        run('ip', ['netns', 'exec', nat, 'nft', 'add', 'rule', 'inet', 'filter', 'forward', 'oifname', 'wan', 'ip', 'daddr', other, 'drop']);
       }
     },
     async destroy() {
