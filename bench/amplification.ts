@@ -6,7 +6,8 @@
 // credit never pays for another's. What a row needs first (a session, a push
 // target) is set up before its counters start: only the N requests are counted.
 import dgram from 'node:dgram';
-import { loopbackIp, PADDED_ANNOUNCE, PLAIN_PULSE, proofPulse, shareIdOf } from './loadgen/types.js';
+import { loopbackIp, PADDED_ANNOUNCE, PLAIN_PULSE, proofPulse, shareIdOf, STUN_BINDING } from './loadgen/types.js';
+import { ATTR, MessageBuilder } from '../src/stun/codec.js';
 import { dropDelta, dropTotals } from './child-ipc.js';
 import { ServerHandle, serverName, trackerIo, type ServerKind } from './servers.js';
 
@@ -131,6 +132,12 @@ export const KINDS: Kind[] = [
   { kind: 'push → live id, desktop', request: '{"shareId":"<id>","action":"push"}', session: true, target: true, make: (_, t) => `{"shareId":"${t}","action":"push"}` },
   { kind: 'push → unknown id', request: 'push, unknown shareId', session: true, make: (own) => `{"action":"push","shareId":"${own.slice(1) + own[0]}"}` },
   { kind: 'push, no session', request: 'push from an address with no session', session: false, target: true, unverifiedOnly: true, make: (_, t) => `{"action":"push","shareId":"${t}"}` },
+  { kind: 'STUN Binding', request: 'STUN Binding request (20 B)', session: false, make: () => STUN_BINDING },
+  { kind: 'STUN Binding, PADDING', request: 'Binding asking for 200 B of PADDING (224 B)', session: false,
+    make: () => new MessageBuilder(STUN_BINDING.readUInt16BE(0), Buffer.from('sobani-bench')).add(ATTR.PADDING, Buffer.alloc(200)).build() },
+  { kind: 'STUN Binding, CHANGE-REQUEST', request: 'Binding with CHANGE-REQUEST (28 B; no second address here: 420)', session: false,
+    make: () => new MessageBuilder(STUN_BINDING.readUInt16BE(0), Buffer.from('sobani-bench')).addUint32(ATTR.CHANGE_REQUEST, 6).build() },
+  { kind: 'relay', request: '{"action":"relay"} (18 B)', session: true, make: () => '{"action":"relay"}' },
   { kind: 'junk (not JSON)', request: '`hello tracker` (13 B)', session: false, make: () => 'hello tracker' },
   { kind: 'oversized', request: `${OVERSIZED.length} B datagram`, session: false, make: () => OVERSIZED },
 ];

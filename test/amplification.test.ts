@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PADDED_ANNOUNCE, WirePeer, withTracker, wireBytes } from './helpers/wire.js';
+import { WirePeer, withTracker, wireBytes } from './helpers/wire.js';
 import { addressBucket, shardOfBucket } from '../src/routing.js';
 
 const ANNOUNCE = '{"action":"announce"}';

@@ -84,9 +84,6 @@ export interface PunchContext {
   probes: { sent: number };
 }
 
-/** A strategy opens a path, or never resolves (the punch's signal ends it). */
-export type Strategy = (ctx: PunchContext) => Promise<PeerPath>;
-
 /**
  * Probes the peer's own address from the client's socket: every probeIntervalMs
  * while it proved it receives there; otherwise UNPROVEN_PROBES in all, spread out.

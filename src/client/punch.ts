@@ -17,8 +17,8 @@ import { directPunch } from './direct-punch.js';
 import type { NatType } from './messages.js';
 import { discoverNat, isEasy } from './nat-discovery.js';
 import { relayAsRequester, relayAsTarget } from './relay-punch.js';
-import { dataSeq, exchange, probe, type Peer, type PeerPath, type PunchContext, type Strategy } from './peer-path.js';
-import { formatPeerAddr } from './peer-addr.js';
+import { dataSeq, exchange, probe, type Peer, type PeerPath, type PunchContext } from './peer-path.js';
+import { formatPeerAddr, parsePeerAddr } from './peer-addr.js';
 import type { IncomeEvent, PushResult, TrackerClient } from './tracker-client.js';
 import { TrackerError } from './tracker-client.js';
 
@@ -70,7 +70,7 @@ export function chooseStrategy(mine: NatType | undefined, theirs: NatType | unde
   return 'relay';
 }
 
-/** The punching strategies; the relay is not one of them (it needs both sides' roles, below). */
+/** The punching strategies: each opens a path, or never resolves (the punch's signal ends it). The relay is not one of them: it needs both sides' roles, below. */
 const PUNCHES: Record<Exclude<PunchStrategy, 'relay'>, (ctx: PunchContext, opts: PunchOptions) => Promise<PeerPath>> = {
   'direct': (ctx) => directPunch(ctx),
   'birthday-easy': (ctx, o) => birthdayEasy(ctx, o.birthday),
@@ -122,9 +122,11 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
   });
   const onIncome = (i: IncomeEvent): void => {
     learnPeer({ via: 'income', peer: asPeer(i) });
-    if (i.relay !== undefined) {
-      const { host, port } = hostPort(i.relay);
-      offerRelay({ host, port });
+    if (i.relay === undefined) return;
+    try {
+      offerRelay(parsePeerAddr(i.relay));
+    } catch {
+      // not an ip:port: nothing to send to (this tracker checks it; another might not)
     }
   };
   const onPushed = (r: PushResult): void => {
@@ -233,7 +235,7 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       }
       await new Promise((r) => setTimeout(r, graceMs));
       clearInterval(grace);
-      const { host, port } = hostPort(path.peeraddr);
+      const { host, port } = parsePeerAddr(path.peeraddr);
       return { ok: true, peeraddr: path.peeraddr, host, port, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}), ms, path };
     };
     return await run();
@@ -249,9 +251,4 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
     client.off('pushReceived', onPushed);
     client.off('message', onMessage);
   }
-}
-
-function hostPort(peeraddr: string): { host: string; port: number } {
-  const i = peeraddr.lastIndexOf(':');
-  return { host: peeraddr.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(peeraddr.slice(i + 1)) };
 }

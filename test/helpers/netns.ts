@@ -24,17 +24,24 @@ export const TRACKER_OTHER_IP = '10.200.0.2';
 export const NAT_WAN = { a: '10.200.0.11', b: '10.200.0.12' } as const;
 export const HOST_LAN = { a: '192.168.10.2', b: '192.168.20.2' } as const;
 
-/** Why namespaces cannot be used here, or undefined if they can. */
-export function netnsUnavailableReason(): string | undefined {
+/** Why namespaces with these tools (and root) cannot be had here, or undefined if they can. */
+function namespacesMissing(tools: string[], packages: string): string | undefined {
   if (process.platform !== 'linux') return 'network namespaces need Linux';
   if (process.getuid?.() !== 0) return 'network namespaces need root (run as root, e.g. in CI via .ci/run)';
-  for (const tool of ['ip', 'nft']) {
+  for (const tool of tools) {
     try {
       execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
     } catch {
-      return `\`${tool}\` is missing (apt-get install -y iproute2 nftables)`;
+      return `\`${tool}\` is missing (apt-get install -y ${packages})`;
     }
   }
+  return undefined;
+}
+
+/** Why namespaces cannot be used here, or undefined if they can. */
+export function netnsUnavailableReason(): string | undefined {
+  const missing = namespacesMissing(['ip', 'nft'], 'iproute2 nftables');
+  if (missing !== undefined) return missing;
   const probe = `sbt-probe-${process.pid}`;
   try {
     execFileSync('ip', ['netns', 'add', probe], { stdio: 'pipe' });
@@ -327,16 +334,7 @@ export interface SlowLink {
 
 /** Why a slow link cannot be built here, or undefined if it can. */
 export function slowLinkUnavailableReason(): string | undefined {
-  if (process.platform !== 'linux') return 'network namespaces need Linux';
-  if (process.getuid?.() !== 0) return 'network namespaces need root (run as root, e.g. in CI via .ci/run)';
-  for (const tool of ['ip', 'tc']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      return `\`${tool}\` is missing (apt-get install -y iproute2)`;
-    }
-  }
-  return undefined;
+  return namespacesMissing(['ip', 'tc'], 'iproute2');
 }
 
 export function createSlowLink(rate: string): SlowLink {
