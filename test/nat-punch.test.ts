@@ -17,6 +17,7 @@ import { parsePeerAddr } from '../src/client/index.js';
 import { HOST_LAN, NAT_WAN, TRACKER_IP, TRACKER_OTHER_IP, createNatLab, eventLine, netnsUnavailableReason, punchPair, startInPub } from './helpers/netns.js';
 import type { Cli, NatKind, NatLab, PairRun, Side } from './helpers/netns.js';
 import { redisMissing } from './helpers/redis.js';
+import { onceInNativePass } from './helpers/wire.js';
 import { coturnArgs } from './helpers/coturn.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -41,7 +42,7 @@ const RELAY = ['--turn-url', `turn:${TRACKER_IP}:${RELAY_PORT}`, '--turn-secret'
 /** A second tracker in the symmetric lab, with no relay configured. */
 const PORT_NO_RELAY = 3498;
 
-const skip = netnsUnavailableReason();
+const skip = netnsUnavailableReason() ?? onceInNativePass('the clients\' strategies through the NATs; the dgram path\'s four STUN sockets are tested in test/stun.test.ts');
 if (skip) console.log(`# nat-punch: skipped: ${skip}`);
 const skipRedis = skip || redisMissing() || false;
 const skipCoturn = skip || (spawnSync('turnserver', ['--version']).error ? 'coturn is not installed (apt-get install coturn; .ci/run does it)' : false);

@@ -11,6 +11,15 @@ import type { Config, IoChoice } from '../../src/config.js';
  */
 export const TEST_IO = (process.env.SOBANI_IO ?? 'auto') as IoChoice;
 
+/**
+ * For a test that gains nothing from a second pass (it does not exercise the
+ * tracker's datagram I/O path, or covers it elsewhere): why it skips in the dgram
+ * pass, or false. `why` says what covers the dgram path instead, if anything.
+ */
+export function onceInNativePass(why: string): string | false {
+  return TEST_IO === 'dgram' ? `SOBANI_IO=dgram: runs once, in the native pass (${why})` : false;
+}
+
 /** 48 bytes: 3x its 76 wire bytes covers announceReceived + announced (175 wire bytes with 12-character ids). */
 export const PADDED_ANNOUNCE = JSON.stringify({ action: 'announce', pad: 'x'.repeat(18) });
 
