@@ -21,7 +21,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlin
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TEST_IO, WirePeer } from './helpers/wire.js';
-import { ROOT, runCli, runTracker } from './helpers/process.js';
+import { ROOT, runCli, runTracker, type Running } from './helpers/process.js';
 import { freePort, httpGet } from './helpers/ops.js';
 import { jsonLines } from './helpers/netns.js';
 
@@ -132,12 +132,9 @@ test('npm pack, npm install -g --ignore-scripts with no compiler: the installed 
       assert.ok(!existsSync(join(pkg, 'build')), run.out);
     });
 
-    await t.test('no prebuild that fits and no compiler: the install warns and succeeds; auto serves on dgram, --io native refuses', async () => {
-      rmSync(join(pkg, 'prebuilds'), { recursive: true });
-      const run = installScript(noCompiler);
-      assert.equal(run.code, 0, run.out);
-      assert.match(run.out, /warning: sobani-tracker: native UDP addon not built \(.*see build\/native-build\.log\); the tracker will use Node dgram/);
-      const tracker = await runTracker(['--host', '127.0.0.1', '--port', '0', '--shards', '1'], userEnv, tmp, bin);
+    /** The installed bin serves one client's announce, then stops (SIGTERM). */
+    const servedOneClient = async (args: string[]): Promise<Running> => {
+      const tracker = await runTracker(['--host', '127.0.0.1', '--port', '0', '--shards', '1', ...args], userEnv, tmp, bin);
       try {
         const peer = await WirePeer.open({ address: '127.0.0.1', port: tracker.port });
         await peer.announce();
@@ -146,6 +143,15 @@ test('npm pack, npm install -g --ignore-scripts with no compiler: the installed 
         tracker.child.kill('SIGTERM');
         await tracker.exited;
       }
+      return tracker;
+    };
+
+    await t.test('no prebuild that fits and no compiler: the install warns and succeeds; auto serves on dgram, --io native refuses', async () => {
+      rmSync(join(pkg, 'prebuilds'), { recursive: true });
+      const run = installScript(noCompiler);
+      assert.equal(run.code, 0, run.out);
+      assert.match(run.out, /warning: sobani-tracker: native UDP addon not built \(.*see build\/native-build\.log\); the tracker will use Node dgram/);
+      const tracker = await servedOneClient([]);
       const lines = logLines(tracker.output());
       assert.equal(lines.find((l) => l.msg === 'sobani-tracker listening')?.io, 'dgram');
       const warnings = lines.filter((l) => l.level === 40);
@@ -160,14 +166,7 @@ test('npm pack, npm install -g --ignore-scripts with no compiler: the installed 
       const run = installScript({});
       assert.equal(run.code, 0, run.out);
       assert.match(run.out, /sobani-tracker: built build\/Release\/sobani_udp\.node\n/);
-      const tracker = await runTracker(['--host', '127.0.0.1', '--port', '0', '--shards', '1', '--io', 'native'], userEnv, tmp, bin);
-      try {
-        const peer = await WirePeer.open({ address: '127.0.0.1', port: tracker.port });
-        await peer.announce();
-        peer.close();
-      } finally {
-        tracker.child.kill('SIGTERM');
-      }
+      const tracker = await servedOneClient(['--io', 'native']);
       assert.equal((await tracker.exited).code, 0);
       assert.equal(logLines(tracker.output()).find((l) => l.msg === 'sobani-tracker listening')?.io, 'native');
     });
