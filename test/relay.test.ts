@@ -69,7 +69,11 @@ test('no session, or a session that never proved it receives: no credentials', (
   }));
 
 test('per session: asked again within relayInterval, the same credentials with less ttl; after it, new ones', () =>
-  withTracker({ ...RELAY, relayInterval: 2 }, async (tracker, target) => {
+  // The interval counts whole seconds of the credential's expiry (unix seconds, as
+  // coturn reads it): a credential minted at second T is handed out again until
+  // second T + relayInterval. With 3 s, a request 1.1 s later is always inside
+  // (second T+1 or T+2) and one 2 s after that always outside (T+3 or later).
+  withTracker({ ...RELAY, relayInterval: 3 }, async (tracker, target) => {
     const p = await WirePeer.open(target, '127.0.62.5');
     await proved(p);
     const first = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
@@ -78,7 +82,7 @@ test('per session: asked again within relayInterval, the same credentials with l
     assert.equal(again.username, first.username);
     assert.equal(again.credential, first.credential);
     assert.ok((again.ttl as number) < (first.ttl as number), `ttl ${again.ttl} after ${first.ttl}`);
-    await sleep(1200);
+    await sleep(2000);
     const fresh = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
     assert.notEqual(fresh.username, first.username);
     assert.equal(fresh.credential, hmac(fresh.username as string));
