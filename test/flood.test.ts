@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WirePeer, withTracker } from './helpers/wire.js';
+import { TEST_IO, WirePeer, withTracker } from './helpers/wire.js';
 
 // The attacker runs in its own thread (a real one is another machine): it sends a
 // mix of junk at `rate` datagrams/s for `ms`, paced every 10 ms, and reports the
@@ -42,9 +42,14 @@ for (const relay of [false, true]) test(`a flooding source cannot push honest pu
     const honest = await Promise.all(Array.from({ length: 100 }, (_, i) => WirePeer.open(target, `127.0.70.${i + 1}`)));
     const ids = await Promise.all(honest.map((p) => p.announce()));
 
-    // 40 k junk datagrams/s for 3 s: a good fraction of what the tracker answers here,
-    // bounded in count (120 k) and time.
-    const attacker = new Worker(ATTACKER, { eval: true, workerData: { port: target.port, address: target.address, rate: 40_000, ms: 3000 } });
+    // Junk for 3 s at about a third of what the I/O path answers here (the README's
+    // benchmark: ~112 k/s native, ~56 k/s dgram), bounded in count and time. Past
+    // what the path can read, the kernel drops whatever arrives while the receive
+    // buffer is full, honest or not, and no limit in the tracker can help: measured
+    // with two busy-looping processes beside this test, dgram held 100 % at 20 k/s
+    // and lost whole rounds at 30 k/s and 40 k/s.
+    const rate = TEST_IO === 'dgram' ? 20_000 : 40_000;
+    const attacker = new Worker(ATTACKER, { eval: true, workerData: { port: target.port, address: target.address, rate, ms: 3000 } });
     const report = new Promise<{ sent: number; bytesOut: number; bytesIn: number }>((resolve) => attacker.once('message', resolve));
 
     let asked = 0, answered = 0;
@@ -67,7 +72,7 @@ for (const relay of [false, true]) test(`a flooding source cannot push honest pu
       const r = await honest[(i + 1) % honest.length]!.request({ action: 'push', shareId: ids[i] }, 'pushReceived', 2000);
       assert.equal(r.data!.peerShareId, ids[i]);
     }
-    assert.ok(attack.sent > 100_000, `the attack really ran (${attack.sent} datagrams)`);
+    assert.equal(attack.sent, rate * 3, `the attack really ran (${attack.sent} datagrams)`);
     assert.ok(attack.bytesIn <= 3 * attack.bytesOut, `attacker sent ${attack.bytesOut} B, got ${attack.bytesIn} B back`);
     const stats = await tracker.stats();
     const dropped = stats.shards.reduce((n, s) => n + (s.counters.drops.rate_limited ?? 0), 0);
