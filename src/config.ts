@@ -117,7 +117,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Also save the snapshot every this many seconds (needs --snapshot). 0 = only on shutdown.' },
   // Abuse limits (see the README's "Limits"). The totals are split evenly over the shards.
   { key: 'maxSessions', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
-    doc: 'Live sessions in total; an announce past it gets TRACKER_FULL. About 150 bytes of RAM each.' },
+    doc: 'Live sessions in total; an announce past it gets TRACKER_FULL. About 190 bytes of RAM each (measured by `yarn bench`).' },
   { key: 'maxSessionsPerIp', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 4096,
     doc: 'Live sessions per source IP; an announce past it gets SESSION_LIMIT. Generous: carrier-grade NAT puts many users behind one IP.' },
   { key: 'maxTrackedIps', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
@@ -154,7 +154,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'turnTtl', type: { kind: 'int', min: 1, max: 86400 }, default: () => 600,
     doc: 'Seconds a minted TURN credential is valid. coturn checks it only when an allocation is made: it bounds when a relay may start, not how long it lasts.' },
   { key: 'relayInterval', type: { kind: 'int', min: 0, max: 86400 }, default: () => 60,
-    doc: 'Seconds during which a session that asks for relay credentials again gets the same ones (with less ttl left) instead of new ones.' },
+    doc: 'Seconds during which a session that asks for relay credentials again gets the same ones (with less ttl left) instead of new ones. Counted in the whole seconds of the credential\'s expiry, as coturn reads it: a credential minted at second T is reused until second T + this.' },
   { key: 'relayRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 4,
     doc: 'Relay requests per second per source IP (token bucket); the excess gets RELAY_RATE_LIMITED.' },
   { key: 'relayBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 16,
