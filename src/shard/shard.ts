@@ -406,7 +406,8 @@ export class Shard {
   /**
    * Relay credentials (the README's "Relay"): only for a live session that proved it
    * receives (the reply is larger than the request), at most relayRate a second per
-   * IP, and the same pair again while the last one is younger than relayInterval.
+   * IP, and the same pair again until relayInterval seconds after it was minted,
+   * counted in the whole seconds of its expiry (the unix seconds coturn reads).
    */
   private relay(port: number): void {
     const relay = this.opts.relay;
