@@ -2,6 +2,7 @@
 // Protocol tests use it (not the client library) because they check exact bytes
 // and send what no well-behaved client would.
 import dgram from 'node:dgram';
+import { randomBytes } from 'node:crypto';
 import { startTracker, type Tracker } from '../../src/tracker.js';
 import type { Config, IoChoice } from '../../src/config.js';
 
@@ -33,14 +34,37 @@ export function wireBytes(...payloads: (string | Buffer | number)[]): number {
 
 export interface Reply { action: string; data?: Record<string, unknown>; raw: string; from: string }
 
+/**
+ * How long a test waits for a datagram it expects. It only bounds how long a failing
+ * test takes: nothing is asserted about speed, so it is generous, for a loaded machine.
+ */
+export const EXPECT_MS = 10_000;
+
+/** A STUN Binding request with this transaction id (what settle() sends). */
+function bindingRequest(txid: Buffer): Buffer {
+  const b = Buffer.alloc(20);
+  b.writeUInt16BE(0x0001, 0); // Binding request, no attributes
+  b.writeUInt32BE(0x2112a442, 4);
+  txid.copy(b, 8);
+  return b;
+}
+
 export class WirePeer {
   readonly socket: dgram.Socket;
   private readonly inbox: Reply[] = [];
   private waiters: (() => void)[] = [];
+  /** The transaction id of the settle() barrier in flight, and its resolver. */
+  private barrier: { txid: Buffer; done: () => void } | null = null;
 
   private constructor(socket: dgram.Socket, private readonly target: { address: string; port: number }) {
     this.socket = socket;
     socket.on('message', (msg, rinfo) => {
+      const b = this.barrier;
+      if (b !== null && msg.length >= 20 && msg.readUInt16BE(0) === 0x0101 && msg.subarray(8, 20).equals(b.txid)) {
+        this.barrier = null;
+        b.done();
+        return;
+      }
       const raw = msg.toString('utf8');
       let parsed: { action: string; data?: Record<string, unknown> };
       try { parsed = JSON.parse(raw); } catch { parsed = { action: '<not json>' }; }
@@ -73,7 +97,7 @@ export class WirePeer {
   }
 
   /** The next datagram (optionally the next whose action matches), or throws after timeoutMs. */
-  async next(action?: string, timeoutMs = 2000): Promise<Reply> {
+  async next(action?: string, timeoutMs = EXPECT_MS): Promise<Reply> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const i = this.inbox.findIndex((r) => action === undefined || r.action === action);
@@ -85,12 +109,33 @@ export class WirePeer {
   }
 
   /** Sends and returns the first reply with the given action. */
-  async request(msg: unknown, action: string, timeoutMs = 2000): Promise<Reply> {
+  async request(msg: unknown, action: string, timeoutMs = EXPECT_MS): Promise<Reply> {
     this.send(msg);
     return this.next(action, timeoutMs);
   }
 
-  /** Everything that arrives within ms. */
+  /**
+   * Everything that arrived before the tracker answered a STUN Binding sent now: a
+   * barrier, not a wait. The tracker handles one source IP's requests in order, in
+   * one shard, and sends each batch's replies in order, so every reply to what this
+   * peer sent before (and every datagram the tracker sent before it answered the
+   * Binding) arrives first. It changes no session (the Binding is charged to this
+   * IP like any request: 20 bytes in, 44 out). Not a barrier for what another shard
+   * or instance has yet to send (a push forwarded there): wait for the reply that
+   * shows it was handled first.
+   */
+  async settle(timeoutMs = EXPECT_MS): Promise<Reply[]> {
+    const txid = randomBytes(12);
+    const arrived = new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => { this.barrier = null; reject(new Error(`the tracker did not answer the settle() Binding within ${timeoutMs} ms`)); }, timeoutMs);
+      this.barrier = { txid, done: () => { clearTimeout(t); resolve(); } };
+    });
+    this.socket.send(bindingRequest(txid), this.target.port, this.target.address);
+    await arrived;
+    return this.inbox.splice(0);
+  }
+
+  /** Everything that arrives within ms: only for datagrams that are not the tracker's (a peer's), or where no barrier applies. */
   async drain(ms = 300): Promise<Reply[]> {
     await new Promise((r) => setTimeout(r, ms));
     return this.inbox.splice(0);
