@@ -1,7 +1,7 @@
 // The results chart: hand-written SVG, no dependencies. Left panel: closed-loop
 // pulse replies/s per server (median, min–max whisker). Right: open-loop p99.
 import { f, k } from './format.js';
-import type { BenchResults } from './report.js';
+import type { BenchResults } from './results.js';
 
 export function renderSvg(r: BenchResults): string {
   const bars: { label: string; value: number; min?: number; max?: number; p99: number }[] = r.servers

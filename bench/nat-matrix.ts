@@ -18,7 +18,7 @@ import {
   TRACKER_IP, TRACKER_OTHER_IP, createNatLab, eventLine, netnsUnavailableReason, punchPair, startInPub,
   type Cli, type NatKind, type NatLab, type PairRun, type Side,
 } from '../test/helpers/netns.js';
-import { median } from './report.js';
+import { median } from './stats.js';
 import { coturnArgs, coturnUnavailableReason } from '../test/helpers/coturn.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist/bench/ -> the checkout

@@ -10,8 +10,9 @@
 // and the minting function alone (relay/credentials.ts).
 import { defaultConfig } from '../src/config.js';
 import { mintTurnCredential } from '../src/relay/credentials.js';
-import { Shard, shardOptions } from '../src/shard/shard.js';
-import { median } from './report.js';
+import { shardOptions } from '../src/shard/options.js';
+import { Shard } from '../src/shard/shard.js';
+import { median } from './stats.js';
 import { requestBatch } from '../test/helpers/batch.js';
 
 export interface RelayCosts { rounds: number; perSecond: Record<'pulse' | 'relayCredentials' | 'relayedPush' | 'mint', number> }

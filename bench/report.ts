@@ -2,127 +2,15 @@
 // README) and writes it, the JSON and the SVG chart (chart.ts) to the results folder.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Measurement } from './measure.js';
-import type { BenchOptions } from './options.js';
 import type { ScaleResult } from './scale.js';
 import { renderSvg } from './chart.js';
 import { cores, f, k, mb, pct, x } from './format.js';
-import { renderAmplification, type AmpResult } from './amplification.js';
-import { renderDirectory, type DirectoryResult } from './directory.js';
-import { renderStun, type StunResult } from './stun.js';
-import { renderRelayCosts, type RelayCosts } from './relay.js';
-
-export interface ServerResult {
-  name: string;
-  kind: 'echo' | 'native-echo' | 'naive' | 'tracker';
-  io?: 'native' | 'dgram';
-  shards?: number | 'default';
-  error?: string;
-  rounds: { closed: Measurement; open: Measurement }[];
-  median?: Summary;
-}
-
-export interface Summary {
-  rounds: number;
-  /** Closed-loop rounds the medians use: those the rest of the machine left alone. */
-  quietRounds: number;
-  closedRate: number;
-  closedRateMin: number;
-  closedRateMax: number;
-  cpuPer100k: number;
-  generatorBusy: number;
-  othersCores: number;
-  openOffered: number;
-  openRate: number;
-  loss: number;
-  p50: number;
-  p99: number;
-  p999: number;
-  rssBytes: number;
-  unknownSession: number;
-  /** The server's drops (by reason) summed over every round, setup included. */
-  drops: Record<string, number>;
-  proofFailed: number;
-}
-
-export interface Target {
-  what: string;
-  goal: string;
-  measured: string;
-  result: 'pass' | 'miss' | 'n/a' | '';
-}
-
-export interface BenchResults {
-  date: string;
-  machine: { node: string; cpus: number; cpuModel: string; platform: string };
-  options: BenchOptions;
-  servers: ServerResult[];
-  amplification?: AmpResult;
-  directory?: DirectoryResult;
-  directoryError?: string;
-  stun?: StunResult;
-  stunError?: string;
-  relay?: RelayCosts;
-  scale?: ScaleResult;
-  scaleError?: string;
-  targets: Target[];
-}
-
-export function median(xs: number[]): number {
-  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-// A shared 2-core machine: when other processes take a sizeable share of a
-// core during a measurement, both the server and the generator lose it. Such
-// measurements stay in the JSON, but the medians use only the quiet ones
-// (unless no measurement was quiet).
-export const NOISE_CORES = 0.25;
-
-type Round = ServerResult['rounds'][number];
-type One = Round['closed'];
-
-function quiet(ms: One[]): One[] {
-  const q = ms.filter((m) => !(m.othersCores > NOISE_CORES));
-  return q.length > 0 ? q : ms;
-}
-
-export function summarize(rounds: ServerResult['rounds']): Summary | undefined {
-  if (rounds.length === 0) return undefined;
-  const closed = quiet(rounds.map((r) => r.closed));
-  const open = quiet(rounds.map((r) => r.open));
-  const rates = closed.map((m) => m.load.replyRate);
-  const medC = (f: (m: One) => number) => median(closed.map(f));
-  const medO = (f: (m: One) => number) => median(open.map(f));
-  return {
-    rounds: rounds.length,
-    quietRounds: closed.length,
-    closedRate: median(rates),
-    closedRateMin: Math.min(...rates),
-    closedRateMax: Math.max(...rates),
-    cpuPer100k: medC((m) => m.cpuPer100k),
-    generatorBusy: medC((m) => m.load.generatorBusy),
-    othersCores: medC((m) => m.othersCores),
-    openOffered: medO((m) => m.load.offered),
-    openRate: medO((m) => m.load.replyRate),
-    loss: medO((m) => m.load.loss),
-    p50: medO((m) => m.load.latencyMs.p50),
-    p99: medO((m) => m.load.latencyMs.p99),
-    p999: medO((m) => m.load.latencyMs.p999),
-    rssBytes: medO((m) => m.rssBytes),
-    unknownSession: rounds.reduce((a, r) => a + r.closed.load.unknownSession + r.open.load.unknownSession, 0),
-    drops: sumDrops(rounds.flatMap((r) => [r.closed.drops, r.open.drops])),
-    proofFailed: rounds.reduce((a, r) => a + r.closed.load.proofFailed + r.open.load.proofFailed, 0),
-  };
-}
-
-function sumDrops(ds: (Record<string, number> | undefined)[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const d of ds) for (const [key, n] of Object.entries(d ?? {})) out[key] = (out[key] ?? 0) + n;
-  return out;
-}
+import { renderAmplification } from './amplification.js';
+import { renderDirectory } from './directory.js';
+import { sumDrops, type BenchResults, type ServerResult, type Target } from './results.js';
+import { NOISE_CORES } from './stats.js';
+import { renderStun } from './stun.js';
+import { renderRelayCosts } from './relay.js';
 
 const dropText = (d: Record<string, number>) => (Object.keys(d).length ? Object.entries(d).map(([key, n]) => `${key} ${n}`).join(', ') : 'none');
 

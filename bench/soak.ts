@@ -15,7 +15,7 @@ import type { Progress } from './progress.js';
 import { ServerHandle, trackerIo } from './servers.js';
 import { dropDelta, dropTotals } from './child-ipc.js';
 import type { SoakCounts, SoakSpec } from './loadgen/soak-worker.js';
-import { median } from './report.js';
+import { median } from './stats.js';
 import { f, k, mb } from './format.js';
 
 export interface SoakSample {

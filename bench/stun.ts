@@ -7,7 +7,7 @@
 import { measure, type Measurement } from './measure.js';
 import type { BenchOptions } from './options.js';
 import type { Progress } from './progress.js';
-import { median, NOISE_CORES } from './report.js';
+import { median, NOISE_CORES } from './stats.js';
 import { ServerHandle, serverName, trackerIo, type ServerKind } from './servers.js';
 
 export interface StunSide { replyRate: number; cpuPer100k: number; p50: number; p99: number; drops: Record<string, number> }

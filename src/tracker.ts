@@ -23,34 +23,21 @@
 import type { Server } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ConfigError, configWarnings, displayConfig, readSecretFile, redactUrl, resolveConfig, type Config } from './config.js';
-import type { BoundAddress, IoCounters, IoPath } from './io/datagram-io.js';
+import type { BoundAddress, IoPath } from './io/datagram-io.js';
 import { pointerTtlMs } from './directory/cadence.js';
-import { RedisDirectory, type DirectoryCounters, type DirectoryState } from './directory/redis-directory.js';
-import { RemotePushes, type RemotePushCounters } from './directory/remote-pushes.js';
-import { Dispatcher, type BatchCounters, type CrossInstance } from './io/dispatcher.js';
+import { RedisDirectory } from './directory/redis-directory.js';
+import { RemotePushes } from './directory/remote-pushes.js';
+import { Dispatcher, type CrossInstance } from './io/dispatcher.js';
 import { openDatagramIo, stunEndpoints } from './io/open-io.js';
 import { ShardLink } from './io/shard-link.js';
-import { shardOptions } from './shard/shard.js';
+import { shardOptions } from './shard/options.js';
 import type { ShardStats } from './wire/messages.js';
+import type { TrackerStats } from './ops/stats.js';
 import { createLogger, type Logger } from './log.js';
 import { checkHealth, PING_DEADLINE_MS, type Health } from './ops/health.js';
 import { closeOpsServer, startOpsServer } from './ops/http.js';
 import { createMetrics } from './ops/metrics.js';
 import { restoreSnapshot, SnapshotWriter } from './ops/snapshot.js';
-
-/** The main thread's counters: its datagram I/O's and its batching's. */
-export type MainCounters = IoCounters & BatchCounters;
-
-export interface TrackerStats {
-  peers: number;
-  mainLoopDelayMaxMs: number;
-  /** Which datagram I/O path serves (config `io`). */
-  io: IoPath;
-  main: MainCounters;
-  /** With a session directory (config `directory`). */
-  directory?: { instanceId: string; state: DirectoryState; counters: DirectoryCounters; pushes: RemotePushCounters };
-  shards: (ShardStats & { restarts: number; lostPeers: number; queueDepth: number })[];
-}
 
 export interface Tracker {
   readonly config: Config;

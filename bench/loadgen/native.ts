@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Histogram } from '../histogram.js';
-import type { LoadOptions, LoadResult } from './index.js';
+import type { LoadOptions, LoadResult } from './types.js';
 import { loopbackIp, PLAIN_PULSE, STUN_BINDING, STUN_MARKER } from './types.js';
 
 /** The bench addon's API (bench/native/bench.c); test/native-socket.test.ts tests it against these types. */

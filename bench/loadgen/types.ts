@@ -95,3 +95,56 @@ export type WorkerMessage =
   | { type: 'ready'; announced: number; announceFailed: number; proofFailed: number }
   | { type: 'progress'; replies: number }
   | { type: 'done'; counts: WorkerCounts; histogram: Float64Array };
+
+/** native: the C generator (native.ts), where built; node: worker threads of dgram sockets (worker.ts). */
+export type Generator = 'native' | 'node';
+
+export interface LoadOptions {
+  port: number;
+  mode: LoadMode;
+  threads: number;
+  clients: number;
+  window: number;
+  /** Open loop: total pulses per second offered. */
+  rate: number;
+  warmupMs: number;
+  measureMs: number;
+  drainMs: number;
+  timeoutMs: number;
+  /** Second octet of the clients' loopback source addresses (see loopbackIp). */
+  ipBlock?: number;
+  generator?: Generator;
+  /** tracker: each client announces and proves before the load; none: it just sends (an echo server). The Node generator always tries. */
+  setup: 'tracker' | 'none';
+  /** What each client sends: a pulse (default), or a STUN Binding request (the native generator only). */
+  request?: LoadRequest;
+  /** Pulse replies received so far, a few times a second. */
+  onProgress?: (replies: number) => void;
+}
+
+export interface LoadResult {
+  mode: LoadMode;
+  generator: Generator;
+  seconds: number;
+  /** The measurement window, epoch ms. */
+  window: { startMs: number; endMs: number };
+  clients: number;
+  announceFailed: number;
+  /** Clients whose proving pulse got no full reply (their session stayed unverified). */
+  proofFailed: number;
+  /** Pulses sent per second during the window (the open loop's real offered rate). */
+  offered: number;
+  /** Pulse replies received per second during the window. */
+  replyRate: number;
+  replies: number;
+  /** Share of the pulses due during the window that got no reply (or were never sent). */
+  loss: number;
+  unknownSession: number;
+  timedOut: number;
+  other: number;
+  sendErrors: number;
+  fellBehind: boolean;
+  /** How busy the generator was: event-loop utilisation of its threads (Node), CPU share of its thread (native); 1 = saturated. */
+  generatorBusy: number;
+  latencyMs: { p50: number; p99: number; p999: number; max: number; samples: number };
+}

@@ -5,7 +5,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { ServeTask } from '../shard/worker.js';
-import type { ShardOptions } from '../shard/shard.js';
+import type { ShardOptions } from '../shard/options.js';
 import { transferableBuffer } from '../wire/frame.js';
 import type { ControlOp, FromShard, ToShard } from '../wire/messages.js';
 import { BATCH_BYTES, type Batch } from './datagram-io.js';

@@ -4,7 +4,7 @@
 // only ever bump plain numbers. Counters restart from 0 when a shard is
 // replaced after a crash; Prometheus' rate() treats that as a counter reset.
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
-import type { MainCounters, TrackerStats } from '../tracker.js';
+import type { MainCounters, TrackerStats } from './stats.js';
 import { BATCH_BUCKETS, type ShardCountersSnapshot } from '../shard/counters.js';
 import { LATENCY_BUCKETS_MS } from '../directory/remote-pushes.js';
 

@@ -5,7 +5,9 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
 import type { ExportedPart, SessionBlock, ShardStats, ToShard } from '../wire/messages.js';
-import { DIRECTORY_TICK_MS, Shard, type ShardOptions } from './shard.js';
+import { DIRECTORY_TICK_MS } from './directory.js';
+import type { ShardOptions } from './options.js';
+import { Shard } from './shard.js';
 
 export interface ServeTask {
   port: MessagePort;

@@ -1,0 +1,116 @@
+// One shard's sessions: the peer table and its expiry wheel, each session's count
+// in its IP's entry, and what a session is shown as. Where a session is, and what
+// others are told of it, is decided here; the request handlers ask.
+import { ADDR_BYTES, formatIp, isV4Mapped } from '../protocol/address.js';
+import type { PeerView } from '../protocol/dialect.js';
+import { ExpiryWheel } from './expiry-wheel.js';
+import type { IpTable } from './ip-table.js';
+import type { ShardOptions } from './options.js';
+import { PeerTable, VERIFIED } from './peer-table.js';
+import { ShareIdMinter } from './share-id.js';
+
+export class Sessions {
+  readonly table: PeerTable;
+  readonly wheel: ExpiryWheel;
+  readonly minter: ShareIdMinter;
+  /** ~100 ticks per ttl, between 10 ms and 1 s: expiry lands within 1 % of the ttl. */
+  readonly tickMs: number;
+  readonly ttlTicks: number;
+
+  constructor(private readonly opts: ShardOptions, private readonly ips: IpTable, private readonly now: () => number) {
+    this.tickMs = Math.min(1000, Math.max(10, Math.floor(opts.ttlMs / 100)));
+    this.ttlTicks = Math.ceil(opts.ttlMs / this.tickMs);
+    this.table = new PeerTable(opts.shareIdLength, 1024, (cap) => this.wheel.grow(cap));
+    this.wheel = new ExpiryWheel(this.ttlTicks + 1, this.table.capacity, this.tick());
+    this.minter = new ShareIdMinter(opts.shareIdLength);
+  }
+
+  tick(): number {
+    return Math.floor(this.now() / this.tickMs);
+  }
+
+  get size(): number { return this.table.size; }
+
+  /** The live session at this address (16 bytes at key[0]) and port, or -1. */
+  at(key: Uint8Array, port: number): number {
+    return this.table.findByAddress(key, 0, port);
+  }
+
+  /** Whether the session at this address proved it receives there (a shareId came back from it). */
+  verifiedAt(key: Uint8Array, port: number): boolean {
+    const slot = this.at(key, port);
+    return slot >= 0 && (this.table.flags[slot]! & VERIFIED) !== 0;
+  }
+
+  isVerified(slot: number): boolean {
+    return (this.table.flags[slot]! & VERIFIED) !== 0;
+  }
+
+  /** A new session at key:port with a fresh shareId of `bucket`, counted in its IP's entry, live for a ttl. */
+  create(key: Uint8Array, port: number, socket: number, bucket: number): number {
+    const slot = this.table.insert(key, 0, port, socket, this.mint(bucket));
+    this.countForIp(key);
+    this.keepAlive(slot);
+    return slot;
+  }
+
+  /** Live for another ttl from now. */
+  keepAlive(slot: number): void {
+    this.wheel.schedule(slot, this.tick() + this.ttlTicks);
+  }
+
+  /** A fresh shareId for `bucket`, not live in this shard. */
+  mint(bucket: number): string {
+    return this.minter.mint(bucket, (id) => this.table.findByShareId(id) >= 0);
+  }
+
+  /** Ends a session: off the wheel, out of the table and its IP's count. */
+  remove(slot: number): void {
+    this.wheel.remove(slot);
+    this.dropFromTable(slot);
+  }
+
+  /** Expires what is due; false when the budget ran out first. */
+  expireDue(budget: number, onExpired: () => void): boolean {
+    return this.wheel.advance(this.tick(), budget, (slot) => {
+      this.dropFromTable(slot);
+      onExpired();
+    });
+  }
+
+  /** Counts a session in its IP's entry (announced, restored and synthetic sessions alike). */
+  countForIp(key: Uint8Array): void {
+    const ip = this.ips.touch(key, 0);
+    if (ip >= 0) this.ips.sessions[ip]!++;
+  }
+
+  private dropFromTable(slot: number): void {
+    const ip = this.ips.slotOf(this.table.addr, slot * ADDR_BYTES);
+    if (ip >= 0 && this.ips.sessions[ip]! > 0) this.ips.sessions[ip]!--;
+    this.table.remove(slot);
+  }
+
+  /** What a peer is shown of this session: its reported (possibly overridden) address. */
+  view(slot: number): PeerView {
+    const t = this.table;
+    const o = t.overrides.get(slot);
+    const ip = o?.ip ?? formatIp(t.addr, slot * ADDR_BYTES);
+    return {
+      ip,
+      port: o?.port || t.port[slot]!,
+      ipv6: ip.includes(':'),
+      shareId: t.shareId(slot),
+      multiaddr: o?.multiaddr ?? null,
+      nat: t.nat[slot]!,
+      // proved where others are told to send: an override of ip or port was never proved
+      verified: this.isVerified(slot) && (o === undefined || (o.ip === null && o.port === 0)),
+    };
+  }
+
+  /** The address text the session's socket sends to (IPv4 on a dual-stack socket is IPv4-mapped). */
+  sendAddress(slot: number): string {
+    const t = this.table;
+    const ip = formatIp(t.addr, slot * ADDR_BYTES);
+    return this.opts.socketTypes[t.socket[slot]!] === 'udp6' && isV4Mapped(t.addr, slot * ADDR_BYTES) ? '::ffff:' + ip : ip;
+  }
+}
