@@ -75,6 +75,12 @@ interface OptionSpec {
   doc: string;
   /** The value as logs and --print-config show it, for a setting that may hold a secret (never shown). */
   show?: (value: string) => string;
+  /**
+   * The default is worked out at each start (from the host, or at random): --print-config
+   * leaves it out unless it was given, so a saved config pins nothing that must differ
+   * between hosts or instances.
+   */
+  perStart?: true;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -84,7 +90,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Address to bind. "::" is every interface, IPv6 and IPv4 (falls back to 0.0.0.0 where IPv6 is off).' },
   { key: 'port', type: { kind: 'int', min: 0, max: 65535 }, default: () => 3000,
     doc: 'UDP port. 0 picks a free port (tests).' },
-  { key: 'shards', type: { kind: 'int', min: 1, max: 64 }, default: () => Math.max(1, availableParallelism() - 1), defaultDoc: 'cores − 1 (≥ 1)',
+  { key: 'shards', type: { kind: 'int', min: 1, max: 64 }, default: () => Math.max(1, availableParallelism() - 1), defaultDoc: 'cores − 1 (≥ 1)', perStart: true,
     doc: 'Shard worker threads; each owns a slice of the peer table. Default: CPU cores - 1, at least 1.' },
   { key: 'ttl', type: { kind: 'int', min: 1, max: 86400 }, default: () => 300,
     doc: 'Seconds a session lives without a pulse/alive.' },
@@ -135,7 +141,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Session directory shared by several tracker instances: redis://HOST:PORT (or rediss://, redis://USER:PASSWORD@HOST:PORT). Empty = one instance, no Redis. A password in it is never logged or printed.' },
   { key: 'directoryPasswordFile', type: { kind: 'path' }, default: () => '',
     doc: 'File holding the session directory\'s password (a Docker or Kubernetes secret), instead of putting it in the directory URL. Read at start; one trailing newline is ignored.' },
-  { key: 'instanceId', type: { kind: 'name' }, default: () => randomBytes(6).toString('hex'), defaultDoc: 'random per start',
+  { key: 'instanceId', type: { kind: 'name' }, default: () => randomBytes(6).toString('hex'), defaultDoc: 'random per start', perStart: true,
     doc: 'This instance\'s name in the directory (its pub/sub channel). Must differ between instances.' },
   { key: 'directoryTimeout', type: { kind: 'int', min: 50, max: 60_000 }, default: () => 1000,
     doc: 'Milliseconds a push to another instance\'s session may take (lookup and answer) before the requester gets PEER_UNREACHABLE.' },
@@ -332,8 +338,40 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
 export interface CliArgs {
   config: Config;
   configFile: string | null;
+  /** The settings given by a flag, the environment or the config file (the rest are defaults). */
+  given: ReadonlySet<keyof Config>;
   help: boolean;
-  printConfig: boolean;
+  /** --print-config: the commented form; --print-config=json: plain JSON. */
+  printConfig: false | 'commented' | 'json';
+  /** About the environment: a SOBANI_* variable that is no setting (a typo is otherwise silently ignored). */
+  warnings: string[];
+}
+
+/**
+ * SOBANI_* variables that are no setting's but are the project's own: the config file's
+ * name, and test/helpers/fault-shim.c's SOBANI_FAULT_*. (SOBANI_IO, the test passes'
+ * switch, is the `io` setting itself: it sends every tracker the tests start down that path.)
+ */
+const OTHER_ENV = /^SOBANI_(CONFIG|FAULT_[A-Z0-9_]+)$/;
+
+/** A warning for each SOBANI_* variable in env that nothing reads, with the setting it may be a typo of. */
+export function unknownEnvWarnings(env: NodeJS.ProcessEnv): string[] {
+  const known = OPTIONS.map((o) => envName(o.key));
+  return Object.keys(env).filter((k) => k.startsWith('SOBANI_') && !known.includes(k) && !OTHER_ENV.test(k)).sort().map((k) => {
+    const near = known.filter((n) => editDistance(k, n) <= 2);
+    return `${k} is set, but no setting is named so: it is ignored${near.length > 0 ? ` (did you mean ${near.join(' or ')}?)` : ''}`;
+  });
+}
+
+/** Levenshtein distance: a typo's distance from the name meant. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
 }
 
 /**
@@ -342,20 +380,29 @@ export interface CliArgs {
  */
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, cwdConfig = 'config.json'): CliArgs {
   const flags = new Map<string, string>();
-  let configFile: string | null = env.SOBANI_CONFIG ?? null;
+  let configFile: string | null = env.SOBANI_CONFIG || null; // empty is unset, as for every SOBANI_* variable
   let help = false;
-  let printConfig = false;
+  let printConfig: CliArgs['printConfig'] = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--help' || arg === '-h') { help = true; continue; }
-    if (arg === '--print-config') { printConfig = true; continue; }
+    if (arg === '--print-config') { printConfig = 'commented'; continue; }
+    if (arg.startsWith('--print-config=')) {
+      if (arg !== '--print-config=json') throw new ConfigError(`${arg}: --print-config takes no value, or =json`);
+      printConfig = 'json';
+      continue;
+    }
     if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}" (see --help)`);
     const eq = arg.indexOf('=');
     const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
-    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
-    if (value === undefined) throw new ConfigError(`--${name} needs a value`);
+    if (name !== 'config' && !OPTIONS.some((o) => flagName(o.key) === name)) throw new ConfigError(`unknown flag --${name} (see --help)`);
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[i + 1];
+    // `--port --ttl 5`: a word beginning with "-" is the next flag, not --port's value (such a value is written --port=VALUE)
+    if (value === undefined || (eq < 0 && value.startsWith('-'))) {
+      throw new ConfigError(`--${name} needs a value${value === undefined ? '' : `, not the flag ${value} (a value beginning with "-" is written --${name}=VALUE)`}`);
+    }
+    if (eq < 0) i++;
     if (name === 'config') { configFile = value; continue; }
-    if (!OPTIONS.some((o) => flagName(o.key) === name)) throw new ConfigError(`unknown flag --${name} (see --help)`);
     flags.set(name, value);
   }
   if (configFile === null && existsSync(cwdConfig)) configFile = cwdConfig;
@@ -366,8 +413,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     try { text = readFileSync(configFile, 'utf8'); } catch (e) {
       throw new ConfigError(`cannot read config file ${configFile}: ${(e as Error).message}`);
     }
+    // Whole-line // comments, as --print-config writes them, are blanked (not removed: JSON.parse's positions stay true).
+    text = text.replace(/^[ \t]*\/\/.*$/gm, (line) => ' '.repeat(line.length));
     try { file = JSON.parse(text) as Record<string, unknown>; } catch (e) {
-      throw new ConfigError(`config file ${configFile} is not valid JSON: ${(e as Error).message}`);
+      throw new ConfigError(`config file ${configFile} is not valid JSON (whole-line // comments aside): ${(e as Error).message}`);
     }
     if (file === null || typeof file !== 'object' || Array.isArray(file)) {
       throw new ConfigError(`config file ${configFile} must hold a JSON object`);
@@ -378,26 +427,50 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   }
 
   const config = {} as Record<string, unknown>;
+  const given = new Set<keyof Config>();
   for (const spec of OPTIONS) {
     const flag = flags.get(flagName(spec.key));
     const fromEnv = env[envName(spec.key)];
     if (flag !== undefined) config[spec.key] = coerce(spec, flag, `--${flagName(spec.key)}`);
     else if (fromEnv !== undefined && fromEnv !== '') config[spec.key] = coerce(spec, fromEnv, envName(spec.key));
     else if (spec.key in file) config[spec.key] = coerce(spec, file[spec.key], configFile!);
-    else config[spec.key] = spec.default();
+    else { config[spec.key] = spec.default(); continue; }
+    given.add(spec.key);
   }
-  return { config: checkConfig(config as unknown as Config), configFile, help, printConfig };
+  return { config: checkConfig(config as unknown as Config), configFile, given, help, printConfig, warnings: unknownEnvWarnings(env) };
 }
 
-/** The complete effective configuration as commented JSON-ish text (valid JSON after stripping // lines). */
-export function printConfig(config: Config): string {
+/**
+ * What --print-config writes: every setting's value, less those it must not pin.
+ * Left out (in the commented form, as a comment saying why): a default worked out at
+ * each start (perStart), and a secret, which is never printed. What is left, saved as a
+ * file, is a --config that gives the same configuration.
+ */
+function printedSettings(config: Config, given: ReadonlySet<keyof Config>): { o: OptionSpec; value: unknown; leftOut: string | null }[] {
   const shown = displayConfig(config);
-  const lines = ['{'];
-  OPTIONS.forEach((o, i) => {
-    lines.push(`  // ${o.doc}`);
-    lines.push(`  // ${describeRange(o.type)}; flag --${flagName(o.key)}, env ${envName(o.key)}`);
-    lines.push(`  ${JSON.stringify(o.key)}: ${JSON.stringify(shown[o.key])}${i < OPTIONS.length - 1 ? ',' : ''}`);
+  return OPTIONS.map((o) => {
+    const value = shown[o.key];
+    const leftOut = o.perStart && !given.has(o.key) ? `not pinned: the default (${o.defaultDoc}) is worked out at each start`
+      : value !== config[o.key] ? 'a secret is never printed: give it again' : null;
+    return { o, value, leftOut };
   });
+}
+
+/**
+ * The effective configuration as --config reads it back: JSON, each setting after
+ * `//` lines of its doc (`json`: plain JSON, no comments).
+ */
+export function printConfig(config: Config, given: ReadonlySet<keyof Config> = new Set(), form: 'commented' | 'json' = 'commented'): string {
+  const settings = printedSettings(config, given);
+  if (form === 'json') return JSON.stringify(Object.fromEntries(settings.filter((s) => s.leftOut === null).map((s) => [s.o.key, s.value])), null, 2);
+  const last = settings.filter((s) => s.leftOut === null).at(-1);
+  const lines = ['{'];
+  for (const s of settings) {
+    lines.push(`  // ${s.o.doc}`);
+    lines.push(`  // ${describeRange(s.o.type)}; flag --${flagName(s.o.key)}, env ${envName(s.o.key)}`);
+    const entry = `${JSON.stringify(s.o.key)}: ${JSON.stringify(s.value)}`;
+    lines.push(s.leftOut === null ? `  ${entry}${s === last ? '' : ','}` : `  // ${entry}   (${s.leftOut})`);
+  }
   lines.push('}');
   return lines.join('\n');
 }
@@ -424,19 +497,27 @@ function helpRow(flag: string, doc: string): string[] {
   return lines;
 }
 
-export function helpText(): string {
+/** A command besides running the tracker, as --help lists it: how it is called, and what it does. */
+export interface CommandHelp { usage: string; doc: string }
+
+export function helpText(commands: readonly CommandHelp[] = []): string {
   const arg = (t: OptionType): string =>
     t.kind === 'enum' ? t.values.join('|') : t.kind === 'int' ? 'N' : t.kind === 'path' ? 'FILE' : t.kind === 'redis-url' || t.kind === 'turn-urls' ? 'URL'
       : t.kind === 'name' ? 'NAME' : t.kind === 'text' ? 'TEXT' : 'ADDR';
   return [
     'Usage: sobani-tracker [--config FILE] [--host ADDR] [--port N] [--shards N] [--ttl SECONDS] [--log-level LEVEL] [...]',
-    '       sobani-tracker --print-config | --help',
-    '       sobani-tracker health [--metrics-host ADDR] [--metrics-port N]   exit 0 if /healthz answers 200',
+    '       sobani-tracker --print-config[=json] | --help',
+    ...(commands.length > 0 ? [
+      '       sobani-tracker COMMAND [...]        (sobani-tracker COMMAND --help: its options)',
+      '',
+      'Commands:',
+      ...commands.flatMap((c) => helpRow(`  ${c.usage}`, c.doc)),
+    ] : []),
     '',
     'Options (flags override SOBANI_* environment variables, which override the config file):',
-    ...helpRow('  --config FILE', 'JSON file of settings (default ./config.json if present; env SOBANI_CONFIG)'),
+    ...helpRow('  --config FILE', 'JSON file of settings, whole-line // comments allowed (default ./config.json if present; env SOBANI_CONFIG)'),
     ...OPTIONS.flatMap((o) => helpRow(`  --${flagName(o.key)} <${arg(o.type)}>`, o.doc)),
-    ...helpRow('  --print-config', 'Print the effective configuration with comments, then exit'),
+    ...helpRow('  --print-config[=json]', `Print the effective configuration, then exit: as a config file with every setting's doc in // comments (--config reads it back), or as plain JSON. Left out: secrets, and ${OPTIONS.filter((o) => o.perStart).map((o) => o.key).join(' and ')} unless given`),
     ...helpRow('  --help', 'This text'),
   ].join('\n');
 }

@@ -77,12 +77,78 @@ test('a bad value names the setting and the allowed range', () => {
   assert.throws(() => loadConfig(['--config', join(dir, 'missing.json')], {}, none), /cannot read config file/);
 });
 
-test('--print-config prints every setting with its doc, and parses back as the same config', () => {
-  const { config } = loadConfig(['--ttl', '77'], {}, none);
-  const text = printConfig(config);
-  for (const o of OPTIONS) assert.match(text, new RegExp(`"${o.key}"`));
-  const parsed = JSON.parse(text.split('\n').filter((l) => !l.trim().startsWith('//')).join('\n'));
-  assert.deepEqual(parsed, config);
+test('--print-config prints every setting with its doc; saved, --config reads it back as the same config', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sobani-'));
+  for (const argv of [['--ttl', '77', '--directory', 'redis://127.0.0.1:6379'], ['--ttl', '77', '--shards', '5', '--instance-id', 'tracker-2']]) {
+    const args = loadConfig(argv, {}, none);
+    const text = printConfig(args.config, args.given);
+    for (const o of OPTIONS) {
+      assert.match(text, new RegExp(`"${o.key}"`));
+      assert.ok(text.includes(`  // ${o.doc}\n`), `${o.key}: its doc`);
+    }
+    for (const form of ['commented', 'json'] as const) {
+      const file = join(dir, `printed-${form}.json`);
+      writeFileSync(file, form === 'json' ? printConfig(args.config, args.given, 'json') : text);
+      const back = loadConfig(['--config', file], {}, none).config;
+      // the same, but for instanceId when it was not given: a fresh one, so two instances started from one file differ
+      assert.deepEqual({ ...back, instanceId: '' }, { ...args.config, instanceId: '' }, `${argv.join(' ')} (${form})`);
+      assert.equal(back.instanceId === args.config.instanceId, args.given.has('instanceId'), `${form}: instanceId pinned only when given`);
+    }
+  }
+});
+
+test('--print-config pins nothing that is worked out at each start (shards from the cores, the random instanceId), unless given, nor a secret', () => {
+  const plain = loadConfig(['--print-config=json'], {}, none);
+  assert.equal(plain.printConfig, 'json');
+  const printed = JSON.parse(printConfig(plain.config, plain.given, 'json')) as Record<string, unknown>;
+  assert.ok(!('shards' in printed) && !('instanceId' in printed), Object.keys(printed).join(' '));
+  assert.equal(printed.ttl, 300, 'the other defaults are there');
+  const commented = printConfig(plain.config, plain.given);
+  assert.match(commented, /^ {2}\/\/ "shards": \d+ {3}\(not pinned: the default \(cores − 1 \(≥ 1\)\) is worked out at each start\)$/m);
+  assert.match(commented, /^ {2}\/\/ "instanceId": "[0-9a-f]{12}" {3}\(not pinned: the default \(random per start\) is worked out at each start\)$/m);
+  const given = loadConfig(['--shards', '3', '--instance-id', 'a-1'], {}, none);
+  assert.deepEqual(Object.entries(JSON.parse(printConfig(given.config, given.given, 'json')) as object).filter(([k]) => k === 'shards' || k === 'instanceId'), [['shards', 3], ['instanceId', 'a-1']]);
+  // a secret is left out, as a comment (a --config of it would name the secret "<redacted>")
+  const secret = loadConfig(['--turn-url', 'turn:127.0.0.1:3478', '--turn-secret', 'hush', '--directory', 'redis://u:pw@127.0.0.1:6379'], {}, none);
+  const json = JSON.parse(printConfig(secret.config, secret.given, 'json')) as Record<string, unknown>;
+  assert.ok(!('turnSecret' in json) && !('directory' in json) && json.turnUrl === 'turn:127.0.0.1:3478');
+  assert.match(printConfig(secret.config, secret.given), /^ {2}\/\/ "turnSecret": "<redacted>" {3}\(a secret is never printed: give it again\)$/m);
+  assert.throws(() => loadConfig(['--print-config=yaml'], {}, none), /--print-config takes no value, or =json/);
+});
+
+test('a config file may hold whole-line // comments; an error in it still names its true position', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sobani-'));
+  const file = join(dir, 'config.json');
+  writeFileSync(file, '{\n  // the port\n  "port": 4000, // not a whole-line comment\n}');
+  assert.throws(() => loadConfig(['--config', file], {}, none), (e: Error) => e instanceof ConfigError && /not valid JSON.*position 32/.test(e.message));
+  writeFileSync(file, '{\n  // the port\n  "port": 4000,\n    // "ttl": 5\n  "directory": "redis://127.0.0.1:6379"\n}');
+  const { config } = loadConfig(['--config', file], {}, none);
+  assert.equal(config.port, 4000);
+  assert.equal(config.ttl, 300, 'a commented-out setting is not set');
+  assert.equal(config.directory, 'redis://127.0.0.1:6379', '// inside a value is no comment');
+});
+
+test('a flag followed by another flag is told it needs a value (not that the next word is unexpected)', () => {
+  for (const [argv, re] of [
+    [['--port', '--ttl', '5'], /^--port needs a value, not the flag --ttl \(a value beginning with "-" is written --port=VALUE\)$/],
+    [['--port', '-h'], /^--port needs a value, not the flag -h/],
+    [['--config', '--port', '1'], /^--config needs a value/],
+    [['--ttl', '5', '--port'], /^--port needs a value$/],
+    [['--prot', '5'], /^unknown flag --prot \(see --help\)$/],
+  ] as const) assert.throws(() => loadConfig(argv, {}, none), (e: Error) => e instanceof ConfigError && re.test(e.message), argv.join(' '));
+  assert.equal(loadConfig(['--turn-url', 'turn:127.0.0.1:3478', '--turn-secret=-starts-with-a-dash'], {}, none).config.turnSecret, '-starts-with-a-dash');
+});
+
+test('an unknown SOBANI_* variable is warned about, with the setting it may be a typo of; the project\'s own are not', () => {
+  assert.deepEqual(loadConfig([], { SOBANI_PROT: '1', SOBANI_NOPE: 'x', HOME: '/root' }, none).warnings, [
+    'SOBANI_NOPE is set, but no setting is named so: it is ignored',
+    'SOBANI_PROT is set, but no setting is named so: it is ignored (did you mean SOBANI_PORT?)',
+  ]);
+  // every setting's variable, the config file's, the test passes' switch (the io setting) and the fault shim's
+  const own = Object.fromEntries([...OPTIONS.map((o) => envName(o.key)), 'SOBANI_CONFIG', 'SOBANI_FAULT_V6ONLY', 'SOBANI_FAULT_RECVMMSG'].map((k) => [k, '']));
+  assert.equal(own.SOBANI_IO, '', 'SOBANI_IO is the io setting');
+  assert.deepEqual(loadConfig([], own, none).warnings, []);
+  assert.deepEqual(loadConfig([], process.env, none).warnings, [], 'nor any the test run itself sets');
 });
 
 test('the CLI refuses a bad setting with exit code 2 and a message; --help and --print-config exit 0', async () => {
@@ -96,6 +162,9 @@ test('the CLI refuses a bad setting with exit code 2 and a message; --help and -
   assert.equal(printed.code, 0);
   assert.match(printed.stdout, /"shards": 5/);
   assert.match(printed.stdout, /"ttl": 11/);
+  const json = await runCli(['--print-config=json'], { SOBANI_TTL: '11' });
+  assert.equal(json.code, 0);
+  assert.equal((JSON.parse(json.stdout) as { ttl: number }).ttl, 11);
 });
 
 test('settings that work against each other are named at start-up: an ipRate too low for maxSessionsPerIp desktop clients', () => {

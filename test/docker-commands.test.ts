@@ -6,15 +6,18 @@
 //   the runtime stage unpacks it and installs its production dependencies, and with no
 //   compiler there the image's ENTRYPOINT serves on the native path from the package's
 //   prebuild. This machine plays the base image: the OS steps (apt-get; /data) are not run.
-// - the ENTRYPOINT with the image's SOBANI_* environment, and the HEALTHCHECK while it
-//   serves. Here they run the same CLI from source through tsx (`node --import tsx
-//   src/cli.ts`), so they need no build first.
+// - the ENTRYPOINT (docker/entrypoint.sh, which execs `node dist/src/cli.js`) with the
+//   image's SOBANI_* environment, and the HEALTHCHECK while it serves. Here they run the
+//   same CLI from source through tsx (a dist/src/cli.js that imports src/cli.ts), so they
+//   need no build first. test/docker-entrypoint.test.ts tries the entrypoint's checks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { unknownEnvWarnings } from '../src/config.js';
 import { ROOT, runTracker } from './helpers/process.js';
 import { freePort, httpGet } from './helpers/ops.js';
 import { TEST_IO, WirePeer } from './helpers/wire.js';
@@ -25,11 +28,29 @@ const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM ')); // the fina
 const env = Object.fromEntries([...runtime.matchAll(/^ENV (\w+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
 const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(runtime)![1]!) as string[];
 const healthcheck = JSON.parse(/^\s*CMD (\[.*\])$/m.exec(runtime.slice(runtime.indexOf('HEALTHCHECK')))![1]!) as string[];
+const compose = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
 
 /** `node dist/src/cli.js ...` -> the CLI args after the script. */
 function cliArgs(argv: string[]): string[] {
   assert.deepEqual(argv.slice(0, 2), ['node', 'dist/src/cli.js']);
   return argv.slice(2);
+}
+
+/** PATH with this node first: the entrypoint runs `node`. */
+const PATH = `${dirname(process.execPath)}:${process.env.PATH ?? ''}`;
+
+/**
+ * An /app whose dist/src/cli.js is this checkout's src/cli.ts (through tsx), with the
+ * entrypoint where the Dockerfile COPYs it: the image's entrypoint, run from source.
+ */
+function sourceApp(dir: string): NodeJS.ProcessEnv {
+  mkdirSync(join(dir, 'dist', 'src'), { recursive: true });
+  mkdirSync(join(dir, 'docker'));
+  cpSync(join(ROOT, 'docker', 'entrypoint.sh'), join(dir, 'docker', 'entrypoint.sh'));
+  writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+  writeFileSync(join(dir, 'dist', 'src', 'cli.js'), `import ${JSON.stringify(pathToFileURL(join(ROOT, 'src', 'cli.ts')).href)};\n`);
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  return { NODE_OPTIONS: '--import tsx', PATH };
 }
 
 function run(args: string[], extraEnv: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
@@ -43,6 +64,7 @@ function run(args: string[], extraEnv: NodeJS.ProcessEnv): Promise<{ code: numbe
 }
 
 test('the Dockerfile is what the issue asks for: multi-stage, production deps, non-root, udp port, volume, healthcheck', () => {
+  const build = dockerfile.slice(0, dockerfile.lastIndexOf('\nFROM '));
   assert.equal((dockerfile.match(/^FROM node:20-bookworm-slim/gm) ?? []).length, 2);
   assert.match(runtime, /yarn install --production --frozen-lockfile/);
   // the runtime gets the npm package the build stage packed, addon included, as an install with no scripts and no compiler does
@@ -55,23 +77,38 @@ test('the Dockerfile is what the issue asks for: multi-stage, production deps, n
   assert.match(runtime, /^VOLUME \/data$/m);
   assert.equal(env.SOBANI_METRICS_PORT, '9100');
   assert.equal(env.SOBANI_SNAPSHOT, '/data/sessions.snapshot');
-  assert.deepEqual(healthcheck, ['node', 'dist/src/cli.js', 'health', '--metrics-port', env.SOBANI_METRICS_PORT]);
-  const compose = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
-  assert.ok(compose.includes(`test: ${JSON.stringify(['CMD', ...healthcheck]).replace(/,/g, ', ')}`), 'compose runs the same healthcheck');
-  for (const [k, v] of Object.entries(env)) if (k.startsWith('SOBANI_')) assert.match(compose, new RegExp(`${k}: "?${v}"?`), k);
+  // no port of its own: the healthcheck reads SOBANI_METRICS_PORT (and _HOST), as the tracker does
+  assert.deepEqual(healthcheck, ['node', 'dist/src/cli.js', 'health']);
+  // the entrypoint checks the secrets and /data, then execs the CLI (node, PID 1, gets SIGTERM)
+  assert.deepEqual(entrypoint, ['/bin/sh', 'docker/entrypoint.sh']);
+  assert.match(runtime, /^COPY docker\/entrypoint\.sh docker\/$/m);
+  assert.equal(readFileSync(join(ROOT, 'docker', 'entrypoint.sh'), 'utf8').trimEnd().split('\n').at(-1), 'exec node dist/src/cli.js "$@"');
+  // README and LICENSE go into the package (npm pack takes them), so into the image
+  assert.ok(build.indexOf('COPY README.md LICENSE ./') >= 0 && build.indexOf('COPY README.md LICENSE ./') < build.indexOf('RUN npm pack'));
+  // compose's tracker takes the image's healthcheck (no second copy to drift) and repeats its environment
+  const tracker = compose.slice(compose.indexOf('\n  tracker:\n'), compose.indexOf('\n  coturn:\n'));
+  assert.doesNotMatch(tracker, /^\s+healthcheck:/m);
+  for (const [k, v] of Object.entries(env)) if (k.startsWith('SOBANI_')) assert.match(tracker, new RegExp(`${k}: "?${v}"?`), k);
+  // every SOBANI_* variable the image and compose set is a setting: none draws the unknown-variable warning
+  const composeEnv = Object.fromEntries([...tracker.matchAll(/^ {6}#? ?(SOBANI_\w+): /gm)].map((m) => [m[1]!, 'x']));
+  assert.ok(Object.keys(composeEnv).length >= 8, Object.keys(composeEnv).join(' '));
+  assert.deepEqual(unknownEnvWarnings({ ...env, ...composeEnv }), []);
 });
 
-test('the image\'s entrypoint serves with its env, its healthcheck passes, SIGTERM saves the snapshot', async () => {
-  // Outside the container: /data is a temp dir, and the UDP port is any free one.
+test('the image\'s entrypoint serves with its env, its healthcheck follows the metrics port set and passes, SIGTERM saves the snapshot', async () => {
+  // Outside the container: /data is a temp dir, the UDP port any free one, and the metrics
+  // port set as a user would (SOBANI_METRICS_PORT): the healthcheck must find it there.
   const data = mkdtempSync(join(tmpdir(), 'sobani-docker-'));
   const snapshot = join(data, 'sessions.snapshot');
-  const overrides = { SOBANI_SNAPSHOT: snapshot, SOBANI_PORT: '0', SOBANI_HOST: '127.0.0.1' };
-  const tracker = await runTracker(cliArgs(entrypoint), { ...env, ...overrides });
+  const overrides = { SOBANI_SNAPSHOT: snapshot, SOBANI_PORT: '0', SOBANI_HOST: '127.0.0.1', SOBANI_METRICS_PORT: String(await freePort()) };
+  const app = join(data, 'app');
+  const appEnv = sourceApp(app);
+  const tracker = await runTracker([], { ...env, ...overrides, ...appEnv }, app, entrypoint);
   try {
     const peer = await WirePeer.open({ address: '127.0.0.1', port: tracker.port });
     await peer.announce();
     peer.close();
-    const health = await run(cliArgs(healthcheck), env);
+    const health = await run(cliArgs(healthcheck), { ...env, ...overrides });
     assert.equal(health.code, 0, health.out);
     assert.match(health.out, /^ok/);
   } finally {
@@ -81,7 +118,8 @@ test('the image\'s entrypoint serves with its env, its healthcheck passes, SIGTE
   assert.ok(existsSync(snapshot));
   assert.match(tracker.output(), /"sessions":1,.*"msg":"snapshot written"/);
   // And with the tracker gone, the healthcheck fails.
-  assert.equal((await run(cliArgs(healthcheck), env)).code, 1);
+  assert.equal((await run(cliArgs(healthcheck), { ...env, ...overrides })).code, 1);
+  rmSync(data, { recursive: true, force: true });
 });
 
 // ---- the stages' own steps ---------------------------------------------------------------
@@ -153,20 +191,21 @@ test('the build and runtime stages\' commands give an /app whose entrypoint serv
     const prebuild = join(runtime, 'prebuilds', `${process.platform}-${process.arch}`, 'sobani_udp.glibc.node');
     assert.ok(existsSync(prebuild), 'the package\'s prebuild is in the image');
     assert.ok(!existsSync(join(runtime, 'build')) && !existsSync(join(runtime, 'src', 'cli.ts')), 'no addon compiled, no TypeScript sources');
+    for (const f of ['README.md', 'LICENSE']) assert.equal(readFileSync(join(runtime, f), 'utf8'), readFileSync(join(ROOT, f), 'utf8'), `${f} is in the image`);
 
     // The image's own entrypoint and healthcheck, from its /app, with its env (outside Docker: a
     // temp snapshot, any free UDP port, and a free metrics port for the image's 9100, which
-    // another test run on this machine may hold)
+    // another test run on this machine may hold: the healthcheck finds it in the environment)
     const metricsPort = await freePort();
     const overrides = { SOBANI_SNAPSHOT: join(tmp, 'sessions.snapshot'), SOBANI_PORT: '0', SOBANI_HOST: '127.0.0.1', SOBANI_METRICS_PORT: String(metricsPort) };
-    const imageEnv = { ...baseEnv, ...env, ...overrides, CC: '/bin/false', CXX: '/bin/false' };
-    const tracker = await runTracker(entrypoint.slice(1), imageEnv, runtime, [process.execPath]);
+    const imageEnv = { ...baseEnv, ...env, ...overrides, CC: '/bin/false', CXX: '/bin/false', PATH };
+    const tracker = await runTracker([], imageEnv, runtime, entrypoint);
     try {
       const peer = await WirePeer.open({ address: '127.0.0.1', port: tracker.port });
       await peer.announce();
       peer.close();
       assert.match((await httpGet(metricsPort, '/metrics')).body, /^sobani_io_path\{path="native"\} 1$/m);
-      const health = spawnSync(process.execPath, healthcheck.slice(1).map((a) => (a === env.SOBANI_METRICS_PORT ? String(metricsPort) : a)), { cwd: runtime, env: imageEnv, encoding: 'utf8' });
+      const health = spawnSync(process.execPath, healthcheck.slice(1), { cwd: runtime, env: imageEnv, encoding: 'utf8' });
       assert.equal(health.status, 0, `${health.stdout}${health.stderr}`);
     } finally {
       tracker.child.kill('SIGTERM');

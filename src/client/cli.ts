@@ -135,7 +135,10 @@ function normalizeArgv(argv: string[]): string[] {
       positionals.push(...argv.slice(i + 1));
       break;
     }
-    if (name !== undefined && (OPTIONS as Record<string, { type: string }>)[name]?.type === 'string' && i + 1 < argv.length) {
+    if (name !== undefined && (OPTIONS as Record<string, { type: string }>)[name]?.type === 'string') {
+      // `--tracker --timeout 5`: an option's name is not --tracker's value (a shareId may begin with '-', but is no option's name)
+      const next = argv[i + 1];
+      if (next === undefined || next === '-h' || (next.startsWith('--') && Object.hasOwn(OPTIONS, next.slice(2).split('=')[0]!))) throw new UsageError(`${arg} needs a value`);
       opts.push(`${arg}=${argv[++i] as string}`);
     } else if (name !== undefined || arg === '-h') {
       opts.push(arg);

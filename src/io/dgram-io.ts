@@ -57,7 +57,10 @@ async function bindSockets(config: Config, extra: readonly Endpoint[], log: Logg
     try {
       return await open('udp6', '::', port);
     } catch (err) {
-      log.warn({ err }, 'IPv6 is unavailable; listening on 0.0.0.0 (IPv4 only)');
+      // Only a host without IPv6 (as the native path reads it); a port in use is in use on 0.0.0.0 too.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EAFNOSUPPORT' && code !== 'EPROTONOSUPPORT') throw err;
+      log.warn(`IPv6 is unavailable (${code}); listening on 0.0.0.0 (IPv4 only)`);
       return open('udp4', '0.0.0.0', port);
     }
   };

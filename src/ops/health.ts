@@ -28,8 +28,14 @@ export async function checkHealth(io: Pick<DatagramIo, 'isBound'>, links: readon
   if (directory !== null && directory.state !== 'up') {
     return { ok: true, reason: `degraded: the session directory is ${directory.state === 'down' ? 'unreachable' : 'not connected yet'}; pushes to other instances' sessions fail with DIRECTORY_UNAVAILABLE` };
   }
-  return { ok: true, reason: `ok: UDP socket bound, ${links.length} shards answering${directory !== null ? ', session directory reachable' : ''}` };
+  return { ok: true, reason: `ok: UDP socket bound, ${links.length} shard${links.length === 1 ? '' : 's'} answering${directory !== null ? ', session directory reachable' : ''}` };
 }
+
+export const HEALTH_USAGE = `Usage: sobani-tracker health [--metrics-host ADDR] [--metrics-port N] [--config FILE] [...]
+GETs /healthz from the tracker's metrics listener and prints its answer: exit 0 on 200
+(healthy, or degraded), 1 otherwise, 2 on a usage error. It finds the listener through the
+same settings as the tracker (flags, SOBANI_METRICS_PORT / SOBANI_METRICS_HOST, the config
+file), so the tracker's own flags may be given; a wildcard host is reached on loopback.`;
 
 /**
  * `sobani-tracker health [--metrics-host H] [--metrics-port N]`: GETs /healthz
@@ -39,7 +45,10 @@ export async function checkHealth(io: Pick<DatagramIo, 'isBound'>, links: readon
 export async function runHealthCommand(argv: readonly string[]): Promise<number> {
   let host: string, port: number;
   try {
-    ({ metricsHost: host, metricsPort: port } = loadConfig(argv).config);
+    const args = loadConfig(argv);
+    if (args.help) { process.stdout.write(`${HEALTH_USAGE}\n`); return 0; }
+    for (const w of args.warnings) process.stderr.write(`sobani-tracker health: warning: ${w}\n`);
+    ({ metricsHost: host, metricsPort: port } = args.config);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`sobani-tracker health: ${err.message}\n`);

@@ -3,6 +3,7 @@
 // request does one stats or ping round to the shards and nothing heavier.
 import http from 'node:http';
 import type { Logger } from 'pino';
+import { ListenError } from '../io/open-io.js';
 import type { Health } from './health.js';
 import type { Metrics } from './metrics.js';
 
@@ -24,8 +25,9 @@ export async function startOpsServer(host: string, port: number, metrics: Metric
   });
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => { server.off('error', reject); resolve(); });
+    const failed = (err: Error): void => reject(ListenError.from(err, 'TCP', '--metrics-port', 'the metrics listener') ?? err);
+    server.once('error', failed);
+    server.listen(port, host, () => { server.off('error', failed); resolve(); });
   });
   server.on('error', (err) => log.warn({ err }, 'ops http server error'));
   return server;
