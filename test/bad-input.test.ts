@@ -60,10 +60,10 @@ test('errors that would amplify toward a source with no session are dropped and 
   withTracker({}, async (tracker, target) => {
     const p = await WirePeer.open(target);
     p.send('x'); // 29 bytes on the wire; the NOT_JSON error is 117: more than 3x
-    assert.deepEqual(await p.drain(300), []);
+    assert.deepEqual(await p.settle(), []);
     const q = await WirePeer.open(target, '127.0.0.2');
     q.send('{}'); // 30 bytes on the wire; the NOT_AN_OBJECT error is 148
-    assert.deepEqual(await q.drain(300), []);
+    assert.deepEqual(await q.settle(), []);
     // a long enough bad request is answered: the error is under 3x its wire bytes
     const long = 'this datagram is not JSON at all';
     assert.equal((await q.request(long, 'error')).data!.code, 'NOT_JSON');
@@ -86,8 +86,8 @@ test('garbage from one client never touches another client\'s session', () =>
       JSON.stringify({ action: 'push', shareId: victimId }), '\u0000\u0001', '{"action":"announce","shareId":"' + victimId + '"}']) {
       attacker.send(junk);
     }
-    await attacker.drain(300);
-    await victim.drain(50); // the attacker's legitimate push produced an income
+    await attacker.settle(); // every piece of junk has been handled
+    await victim.next('income'); // the attacker's legitimate push produced an income
     const r = await victim.request({ action: 'pulse' }, 'pulseReceived');
     assert.deepEqual(r.data, { status: '0', overriden: 'false', shareId: victimId });
     const pushed = await friend.request({ action: 'push', shareId: victimId }, 'pushReceived');

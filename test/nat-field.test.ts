@@ -16,7 +16,7 @@ async function announceWith(p: WirePeer, nat: string | null, { prove = true } = 
   if (nat !== null) msg.nat = nat;
   const r = await p.request(msg, 'announceReceived');
   const shareId = r.data!.shareId as string;
-  await p.drain(100); // announced, when it came too
+  await p.settle(); // announced, when it comes too
   if (prove) await p.request({ action: 'pulse', shareId }, 'pulseReceived');
   return shareId;
 }

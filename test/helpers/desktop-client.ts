@@ -156,6 +156,32 @@ export class DesktopClient {
     return this.received.filter((r) => r.from === tracker).map((r) => r.action);
   }
 
+  /** How many datagrams with this action came from the tracker. */
+  count(action: string): number {
+    return this.trackerActions().filter((a) => a === action).length;
+  }
+
+  /**
+   * The tracker's answer to each push this client sent, in the order it sent them:
+   * 'pushReceived', 'pushReceived+pushed' or 'pushed'. Which push a reply answers is
+   * read from the order of the replies, not from when they came: the tracker answers
+   * one address's requests in order. A push from a session whose dialect is not known
+   * yet always gets pushReceived (a 70-byte push earns 210 bytes of credit, more than
+   * it costs), then at once pushed if that fits too; a legacy session's push gets
+   * pushed alone; and a session only turns legacy by an alive, whose alived falls in
+   * between. So a pushed right after a pushReceived answers the same push.
+   */
+  pushAnswers(): string[] {
+    const answers: string[] = [];
+    let previous = '';
+    for (const action of this.trackerActions()) {
+      if (action === 'pushed' && previous === 'pushReceived') answers[answers.length - 1] += '+pushed';
+      else if (action === 'pushReceived' || action === 'pushed') answers.push(action);
+      previous = action;
+    }
+    return answers;
+  }
+
   close(): void {
     for (const t of this.timers) clearInterval(t);
     this.socket.close();
