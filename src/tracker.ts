@@ -46,7 +46,12 @@ export interface Tracker {
   readonly io: IoPath;
   /** Where /metrics and /healthz are served, or null when --metrics-port is 0. */
   readonly opsAddress: { address: string; port: number } | null;
-  stats(opts?: { resetLoopDelay?: boolean }): Promise<TrackerStats>;
+  /**
+   * Counters of the main thread and every shard. A shard that has not answered within
+   * `deadlineMs` (default 10 s: a loaded machine is slow, not broken) is shown with
+   * counters null; /metrics asks with a shorter one, within a scrape's timeout.
+   */
+  stats(opts?: { resetLoopDelay?: boolean; deadlineMs?: number }): Promise<TrackerStats>;
   /** Bench/test: adds synthetic live sessions through the real shard code. */
   fill(peers: number): Promise<void>;
   /** Ops/test: kills one shard's thread the way a crash would. */
@@ -117,9 +122,9 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
       const a = ops?.address();
       return a && typeof a === 'object' ? { address: a.address, port: a.port } : null;
     },
-    async stats({ resetLoopDelay = false } = {}) {
+    async stats({ resetLoopDelay = false, deadlineMs = 10_000 } = {}) {
       const shards = await Promise.all(links.map(async (l) => {
-        const s = (await l.control('stats', resetLoopDelay, 2000)) as ShardStats | null;
+        const s = (await l.control('stats', resetLoopDelay, deadlineMs)) as ShardStats | null;
         return { ...(s ?? { index: l.index, peers: 0, tableBytes: 0, loopDelayMaxMs: NaN, counters: null as never }),
           restarts: l.restarts, lostPeers: l.lostPeers, queueDepth: l.queueDepth };
       }));

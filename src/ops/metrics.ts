@@ -27,7 +27,10 @@ export interface Metrics {
   render(): Promise<string>;
 }
 
-export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Promise<TrackerStats>): Metrics {
+/** How long a scrape waits for a shard's counters: within Prometheus's default 10 s scrape timeout. */
+const SHARD_STATS_DEADLINE_MS = 2000;
+
+export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineMs: number }) => Promise<TrackerStats>): Metrics {
   const registry = new Registry();
   const counter = (name: string, help: string, labelNames: string[] = []): Counter<string> =>
     new Counter({ name, help, labelNames, registers: [registry] });
@@ -145,7 +148,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean }) => Prom
   return {
     contentType: registry.contentType,
     async render() {
-      update(await stats({ resetLoopDelay: true }));
+      update(await stats({ resetLoopDelay: true, deadlineMs: SHARD_STATS_DEADLINE_MS }));
       return registry.metrics();
     },
   };

@@ -150,7 +150,7 @@ export class WirePeer {
    */
   async announce({ verify = true } = {}): Promise<string> {
     const r = await this.request(PADDED_ANNOUNCE, 'announceReceived');
-    await this.next('announced', 500); // the legacy form, sent too by default
+    await this.next('announced'); // the legacy form, sent too by default, in the same batch
     const shareId = r.data!.shareId as string;
     if (verify) await this.request({ action: 'pulse', shareId }, 'pulseReceived');
     return shareId;
