@@ -5,6 +5,28 @@ import assert from 'node:assert/strict';
 import { withTracker } from './helpers/wire.js';
 import { freePort, httpGet } from './helpers/ops.js';
 import { runCli } from './helpers/process.js';
+import type { Tracker } from '../src/tracker.js';
+
+/**
+ * Keeps shard `index` stalled until stop(), however long what runs meanwhile takes (a CLI
+ * process starting on a loaded machine): two stalls are always queued or running, so a
+ * ping waits most of a whole stall (3 s), past its 1 s deadline. stop() resolves once the
+ * last stall is over.
+ */
+function stallUntilStopped(tracker: Tracker, index: number): { stop: () => Promise<void> } {
+  const STALL_MS = 3000;
+  let stopping = false;
+  const done = (async () => {
+    let running = tracker.stallShard(index, STALL_MS);
+    while (!stopping) {
+      const queued = tracker.stallShard(index, STALL_MS);
+      await running;
+      running = queued;
+    }
+    await running;
+  })();
+  return { stop: () => { stopping = true; return done; } };
+}
 
 test('/healthz answers 200, then 503 naming the shard while that shard is stalled, then 200 again', async () => {
   const metricsPort = await freePort();
@@ -14,15 +36,17 @@ test('/healthz answers 200, then 503 naming the shard while that shard is stalle
     assert.match(ok.body, /^ok/);
     assert.equal((await runCli(['health', '--metrics-port', String(metricsPort)])).code, 0);
 
-    const stalled = tracker.stallShard(1, 4000);
-    const bad = await httpGet(metricsPort, '/healthz');
-    assert.equal(bad.status, 503);
-    assert.match(bad.body, /unhealthy: shard 1 did not answer a ping within 1000 ms/);
-    const cli = await runCli(['health', '--metrics-port', String(metricsPort)]);
-    assert.equal(cli.code, 1);
-    assert.match(cli.stderr, /shard 1 did not answer/);
-
-    await stalled;
+    const stalled = stallUntilStopped(tracker, 1);
+    try {
+      const bad = await httpGet(metricsPort, '/healthz');
+      assert.equal(bad.status, 503);
+      assert.match(bad.body, /unhealthy: shard 1 did not answer a ping within 1000 ms/);
+      const cli = await runCli(['health', '--metrics-port', String(metricsPort)]);
+      assert.equal(cli.code, 1);
+      assert.match(cli.stderr, /shard 1 did not answer/);
+    } finally {
+      await stalled.stop();
+    }
     assert.equal((await httpGet(metricsPort, '/healthz')).status, 200);
   });
 });

@@ -3,10 +3,10 @@
 // where it is built and otherwise warns once and uses dgram.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TEST_IO, WirePeer, withTracker } from './helpers/wire.js';
+import { EXPECT_MS, TEST_IO, WirePeer, withTracker } from './helpers/wire.js';
 import { ROOT, runCli, runTracker } from './helpers/process.js';
 import { freePort, httpGet } from './helpers/ops.js';
 import { resolveConfig } from '../src/config.js';
@@ -33,13 +33,29 @@ async function udpClient(type: 'udp4' | 'udp6', address: string): Promise<{ sock
   return { socket, got };
 }
 
-const until = async (what: string, done: () => boolean, ms = 3000): Promise<void> => {
+const until = async (what: string, done: () => boolean, ms = EXPECT_MS): Promise<void> => {
   const end = Date.now() + ms;
   while (!done()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 };
+
+/** One whole turn of the event loop, its poll phase included: whatever was readable then has been read. */
+const loopTurn = (): Promise<void> => new Promise((r) => setTimeout(() => setImmediate(r), 0));
+
+/** Bytes the kernel holds, unread, in the receive buffer of the UDP socket bound to 127.0.0.1:port (/proc/net/udp rx_queue). */
+function kernelQueued(port: number): number {
+  const local = `${os.endianness() === 'LE' ? '0100007F' : '7F000001'}:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (const line of readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === local) return parseInt(f[4]!.split(':')[1]!, 16);
+  }
+  return 0;
+}
+
+const sent = (socket: dgram.Socket, payload: string, port: number, address: string): Promise<void> =>
+  new Promise((resolve, reject) => socket.send(payload, port, address, (e) => (e ? reject(e) : resolve())));
 
 test(`the path this run asks for (SOBANI_IO=${TEST_IO}) is the one that serves`, () =>
   withTracker({ shards: 2 }, async (tracker, target) => {
@@ -141,7 +157,9 @@ test('a send the kernel refuses is counted by reason, never thrown', async () =>
     };
     const out = Buffer.concat([record('255.255.255.255', '{"x":1}'), record('127.0.0.1', '{"x":2}')]);
     io.sendReplies(io.newBatch(), out);
-    await new Promise((r) => setTimeout(r, 50)); // dgram reports a send's outcome asynchronously
+    // dgram reports a send's outcome asynchronously: until both outcomes are counted
+    const outcomes = (): number => io.counters().datagramsOut + Object.values(io.counters().sendErrors).reduce((n, x) => n + x, 0);
+    await until('both sends\' outcomes', () => outcomes() >= 2);
     const c = io.counters();
     assert.deepEqual(c.sendErrors, { EACCES: 1 });
     assert.equal(c.datagramsOut, 1);
@@ -159,8 +177,17 @@ test('after stopReceiving() nothing more reaches a batch: native leaves datagram
     c.socket.send('before', io.addresses[0]!.port, '127.0.0.1');
     await until('the first datagram', () => target.batches[0]!.count === 1);
     io.stopReceiving();
-    for (let i = 0; i < 3; i++) c.socket.send('after', io.addresses[0]!.port, '127.0.0.1');
-    await new Promise((r) => setTimeout(r, 100));
+    const port = io.addresses[0]!.port;
+    for (let i = 0; i < 3; i++) await sent(c.socket, 'after', port, '127.0.0.1');
+    if (io.path === 'dgram') {
+      // dgram reads on: until it has counted them
+      await until('the 3 datagrams read and dropped', () => io.counters().datagramsIn >= 4);
+    } else {
+      // native: they are in the kernel's buffer, and the loop has polled since; they stay there
+      await until('the 3 datagrams in the kernel\'s buffer', () => kernelQueued(port) > 0);
+      await loopTurn();
+      assert.ok(kernelQueued(port) > 0, 'still in the kernel\'s buffer');
+    }
     const counters = io.counters();
     assert.equal(target.batches[0]!.count, 1);
     if (io.path === 'dgram') assert.deepEqual([counters.datagramsIn, counters.droppedAtStop], [4, 3]);
@@ -196,9 +223,11 @@ test('a REPLY naming an index past its batch\'s count is not sent (malformed): t
     };
     io.sendReplies(batch, Buffer.concat([reply(1, 'not for b'), reply(0, 'for a')]));
     await until('the reply to a', () => a.got.length === 1);
-    await new Promise((r) => setTimeout(r, 50));
+    // a barrier: what the socket sent b before this has arrived before it
+    io.sendReplies(io.newBatch(), replyBatch([0, '127.0.13.2', b.socket.address().port, 'barrier']));
+    await until('the barrier at b', () => b.got.length > 0 && b.got.at(-1)!.toString() === 'barrier');
     assert.equal(a.got[0]!.toString(), 'for a');
-    assert.equal(b.got.length, 0, 'b was in an earlier batch');
+    assert.deepEqual(b.got.map(String), ['barrier'], 'b was in an earlier batch: nothing for it but the barrier');
     assert.equal(io.counters().sendErrors.malformed, 1);
   } finally {
     a.socket.close();
@@ -274,9 +303,11 @@ test('two bound addresses on one DatagramIo: a request carries its socket\'s ind
       [7, '127.0.14.1', a.port, 'from no such socket'],
     ));
     await until('the replies', () => a.got.length === 2 && b.got.length === 2);
-    await new Promise((r) => setTimeout(r, 50));
+    // a barrier from each socket: what either sent a before this has arrived before it
+    io.sendReplies(io.newBatch(), replyBatch([0, '127.0.14.1', a.port, 'barrier'], [1, '127.0.14.1', a.port, 'barrier']));
+    await until('the barriers at a', () => a.got.filter((g) => g.text === 'barrier').length === 2);
     const seen = (c: typeof a) => c.got.map((g) => `${g.text} @${g.fromPort === port0 ? 0 : g.fromPort === port1 ? 1 : g.fromPort}`).sort();
-    assert.deepEqual(seen(a), ['reply to a @1', 'to a from socket 0 @0']);
+    assert.deepEqual(seen(a), ['barrier @0', 'barrier @1', 'reply to a @1', 'to a from socket 0 @0']);
     assert.deepEqual(seen(b), ['reply to b @0', 'to b from socket 1 @1']);
     assert.deepEqual(io.counters().sendErrors, { malformed: 1 });
   } finally {
@@ -312,8 +343,10 @@ test('socket 0 on "::" (dual-stack) and socket 1 on 127.0.0.1: each receives and
     io.sendReplies(io.newBatch(), replyBatch([1, '::1', v6.port, 'v6 from socket 1'], [0, '::1', v6.port, 'v6 from socket 0']));
     await until('the SEND_TO from socket 0', () => v6.got.length === 2);
     await until('the refused one counted', () => Object.values(io.counters().sendErrors).reduce((n, x) => n + x, 0) === before + 1);
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(v6.got.length, 2);
+    // a barrier from socket 0 (socket 1, IPv4, cannot reach v6 at all)
+    io.sendReplies(io.newBatch(), replyBatch([0, '::1', v6.port, 'barrier']));
+    await until('the barrier at v6', () => v6.got.some((g) => g.text === 'barrier'));
+    assert.equal(v6.got.length, 3);
     assert.deepEqual(v6.got.filter((g) => g.text.startsWith('v6 from')).map((g) => [g.text, g.fromPort]), [['v6 from socket 0', port0]]);
   } finally {
     v4.socket.close();
@@ -330,8 +363,7 @@ test('extra endpoints: at most 3; one that cannot be bound fails the whole open 
   const taken = await udpClientFrom('127.0.0.1');
   const primary = await udpClientFrom('127.0.0.1');
   const primaryPort = primary.port;
-  primary.socket.close(); // free a moment ago: the open must bind it, then give it back
-  await new Promise((r) => setTimeout(r, 20));
+  await new Promise<void>((r) => primary.socket.close(r)); // free a moment ago: the open must bind it, then give it back
   try {
     await assert.rejects(openDatagramIo({ ...config, port: primaryPort }, log, [any, { host: '127.0.0.1', port: taken.port }]),
       (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE');

@@ -21,6 +21,7 @@ import { BUCKETS, Histogram } from '../bench/histogram.js';
 import type { NativeUdp, UdpSocket, UdpSocketOptions } from '../src/io/native-io.js';
 import type { NativeBench } from '../bench/loadgen/native.js';
 import { faultShim } from './helpers/fault-shim.js';
+import { EXPECT_MS } from './helpers/wire.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
@@ -46,13 +47,16 @@ const bench = () => load<NativeBench>(BENCH_ADDON);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(what: string, done: () => boolean, ms = 3000): Promise<void> {
+async function waitFor(what: string, done: () => boolean, ms = EXPECT_MS): Promise<void> {
   const until = Date.now() + ms;
   while (!done()) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await sleep(5);
   }
 }
+
+/** One whole turn of the event loop, its poll phase included: a poll event already due has been handled. */
+const loopTurn = (): Promise<void> => new Promise((r) => setTimeout(() => setImmediate(r), 0));
 
 interface Client {
   socket: dgram.Socket;
@@ -603,7 +607,8 @@ for (const how of ['stopReceiving', 'close'] as const) {
         h.shipOnReceived = false; // the pending batches stay as C left them
         h.sock.startReceiving(); // the datagrams are in the kernel's buffer: one pass takes them all
         await waitFor('the stop', () => callsAtStop >= 0);
-        await sleep(50);
+        // the addon calls JS only from its poll: whatever was due for it has come by now
+        await loopTurn();
         const st = h.sock.stats();
         assert.equal(h.calls.length + h.received, callsAtStop, 'no callback after the stop');
         const taken = [...h.records(), ...h.pendingRecords()]; // parseBatch checks len/count against the records
@@ -668,9 +673,11 @@ test('a REPLY may only name a request of its own batch: an index >= count is not
     const out = Buffer.concat([replyRecord(1, Buffer.from('stale')), replyRecord(0, Buffer.from('fresh'))]);
     assert.equal(h.sock.sendReplies(out, peers, 1), 1);
     await waitFor('the reply to a', () => a.got.length === 1);
-    await sleep(50);
+    // a barrier: what the socket sent b before this has arrived before it
+    assert.equal(h.sock.sendReplies(sendToRecord(b.address, b.port, Buffer.from('barrier')), new ArrayBuffer(0), 0), 1);
+    await waitFor('the barrier at b', () => b.got.some((g) => g.msg.toString() === 'barrier'));
     assert.equal(a.got[0]!.msg.toString(), 'fresh');
-    assert.equal(b.got.length, 0, 'nothing for the client of an earlier batch');
+    assert.deepEqual(b.got.map((g) => g.msg.toString()), ['barrier'], 'nothing for the client of an earlier batch');
     assert.equal(h.sock.stats().sendErrors.malformed, 1);
   } finally {
     a.socket.close();
@@ -786,9 +793,12 @@ test('endpoints: one UdpSocket binds up to 4 addresses, address(i) each; one tha
   }
 });
 
+/** How long a child node may take: it only bounds one that hangs (a crash or a hang is what these tests look for). */
+const CHILD_MS = 5 * 60_000;
+
 /** Runs a script in a fresh node with the addon path as argv[1]; returns its exit code and output. */
 function child(script: string, env: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, ['-e', script, UDP_ADDON], { encoding: 'utf8', timeout: 10_000, env: { ...process.env, ...env } });
+  const r = spawnSync(process.execPath, ['-e', script, UDP_ADDON], { encoding: 'utf8', timeout: CHILD_MS, env: { ...process.env, ...env } });
   return { status: r.status, signal: r.signal, out: r.stdout, err: r.stderr };
 }
 
@@ -914,7 +924,7 @@ test('each addon\'s methods refuse the other addon\'s objects and plain objects 
     }
     sock.address(); echo.address(); // both still work
     sock.close(); echo.close();
-    console.log(JSON.stringify(outcomes));`, UDP_ADDON, BENCH_ADDON], { encoding: 'utf8', timeout: 10_000 });
+    console.log(JSON.stringify(outcomes));`, UDP_ADDON, BENCH_ADDON], { encoding: 'utf8', timeout: CHILD_MS });
   assert.equal(r.status, 0, `the child died: ${r.signal ?? ''} ${r.stderr}`);
   const outcomes = JSON.parse(r.stdout) as Record<string, string>;
   assert.ok(Object.keys(outcomes).length >= 4 * (6 + 3), JSON.stringify(outcomes));
@@ -953,7 +963,7 @@ test('sockets left open in worker threads that exit or are terminated: no crash,
         codes.add(how + ': ' + await exited);
       }
       console.log(JSON.stringify([...codes].sort()));
-    })();`, UDP_ADDON, BENCH_ADDON], { encoding: 'utf8', timeout: 60_000 });
+    })();`, UDP_ADDON, BENCH_ADDON], { encoding: 'utf8', timeout: CHILD_MS });
   assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), ['close, then exit: 0', 'exit: 0', 'terminate: 1']);
@@ -978,48 +988,68 @@ test('bench: EchoServer echoes every datagram to its source', { skip }, async ()
   }
 });
 
-test('bench: runLoad against the native echo (closed and open loop) returns plausible counts and a mergeable histogram', { skip }, async () => {
+test('bench: runLoad against the native echo (closed and open loop) returns counts that add up and a mergeable histogram', { skip }, async () => {
   const b = bench();
   const e = new b.EchoServer({ host: '127.0.0.1', port: 0, recvBufferSize: 1 << 20, sendBufferSize: 1 << 20 });
   try {
     const { port } = e.address();
     const sources = Array.from({ length: 16 }, (_, i) => `127.0.${1 + (i >> 3)}.${100 + i}`);
+    const measureMs = 1000;
     const common = {
       address: '127.0.0.1',
       port,
       sources,
       warmupMs: 100,
-      measureMs: 400,
+      measureMs,
       drainMs: 100,
-      timeoutMs: 500,
+      timeoutMs: EXPECT_MS, // no request is given up on within the run: none is lost on loopback
       setup: 'none' as const,
       request: Buffer.from('{"action":"pulse"}'),
       replyMarker: Buffer.from('"pulse'),
       unknownMarker: Buffer.from('"status":"1"'),
     };
+    // What is checked holds at any speed: how many requests a machine gets through is its own
+    // business (`yarn bench` measures it); that they are all accounted for is the generator's.
     const closed = await b.runLoad({ ...common, window: 2, rate: 0 });
+    const inFlight = 16 * 2; // clients x window
     assert.equal(closed.clients, 16);
-    assert.equal(closed.seconds, 0.4);
-    assert.ok(closed.repliesInWindow > 1000, `replies ${closed.repliesInWindow}`);
+    assert.equal(closed.seconds, measureMs / 1000);
     assert.equal(closed.other, 0);
     assert.equal(closed.unknownSession, 0);
     assert.equal(closed.sendErrors, 0);
     assert.equal(closed.announceFailed + closed.proofFailed, 0);
     assert.ok(closed.sent >= closed.sentInWindow && closed.sentInWindow >= closed.answeredInWindow);
-    assert.ok(closed.cpuSeconds > 0 && closed.cpuSeconds < 1);
+    assert.ok(closed.answeredInWindow > 0 && closed.answeredInWindow >= closed.sentInWindow - inFlight,
+      `nothing lost but the last window: ${closed.answeredInWindow} of ${closed.sentInWindow} answered`);
+    // replies that arrived in the window vs. those to requests sent in it: they differ at its edges only
+    assert.ok(Math.abs(closed.repliesInWindow - closed.answeredInWindow) <= 2 * inFlight, `${closed.repliesInWindow} vs ${closed.answeredInWindow}`);
+    assert.ok(closed.cpuSeconds > 0 && closed.cpuSeconds < closed.seconds + 0.1, `${closed.cpuSeconds} s of one thread's CPU in a ${closed.seconds} s window`);
     assert.ok(closed.histogram instanceof Float64Array);
     assert.equal(closed.histogram.length, BUCKETS);
     const hist = new Histogram(closed.histogram);
     assert.equal(hist.count, closed.answeredInWindow);
-    assert.ok(hist.percentile(50) > 1000 && hist.percentile(50) < 1e9, `p50 ${hist.percentile(50)} ns`);
+    assert.ok(hist.percentile(50) > 0 && hist.percentile(50) <= hist.max, `p50 ${hist.percentile(50)} ns`);
+    // The closed loop keeps every client's window full the whole time, so (Little's law) the
+    // latencies it recorded, in ns, add up to inFlight x the window, however long each took: a
+    // full 1 less what was in flight at the window's edges (the drain adds at most 0.1 more).
+    const kept = (hist.mean() * hist.count) / (measureMs * 1e6);
+    assert.ok(kept > inFlight / 2 && kept < inFlight * 1.2, `the histogram says ${kept.toFixed(1)} requests were in flight on average, the loop kept ${inFlight}`);
 
-    // one request in flight per client: 64 clients leave room for 12 ms of latency at 5000/s
+    // Open loop: one request in flight per client, sent on a fixed schedule. Every request due
+    // in the window was sent or counted as never sent; every one sent was answered (each
+    // client's last one may still be on its way at the end).
     const many = Array.from({ length: 64 }, (_, i) => `127.0.${1 + (i >> 5)}.${100 + (i & 31)}`);
     const open = await b.runLoad({ ...common, sources: many, window: 1, rate: 5000 });
-    assert.ok(Math.abs(open.sentInWindow - 2000) <= 50, `sent in window ${open.sentInWindow}`);
-    assert.ok(open.answeredInWindow >= 1900, `answered ${open.answeredInWindow}`);
-    assert.equal(open.fellBehind, false);
+    assert.ok(Math.abs(open.sentInWindow + open.neverSent - 5000 * (measureMs / 1000)) <= 2, `sent ${open.sentInWindow} + never sent ${open.neverSent}`);
+    assert.ok(open.answeredInWindow >= open.sentInWindow - many.length, `answered ${open.answeredInWindow} of ${open.sentInWindow}`);
     assert.equal(open.other, 0);
+    assert.equal(open.sendErrors, 0);
+    // It falls behind (and says so) where the machine cannot keep the rate: at 25/s its allowance
+    // of 64 requests late is 2.5 s of scheduler delay, so it keeps this schedule on any machine.
+    const slow = await b.runLoad({ ...common, sources: many, window: 1, rate: 25, measureMs: 2000 });
+    assert.equal(slow.fellBehind, false);
+    assert.ok(Math.abs(slow.sentInWindow + slow.neverSent - 50) <= 2, `sent ${slow.sentInWindow} + never sent ${slow.neverSent}`);
+    assert.ok(slow.answeredInWindow >= slow.sentInWindow - many.length);
 
     await assert.rejects(b.runLoad({ ...common, window: 1, rate: 0, sources: ['192.0.2.1'] }), (err: NodeJS.ErrnoException) => err.code === 'EADDRNOTAVAIL');
     assert.throws(() => b.runLoad({ ...common, window: 1, rate: 0, sources: [] }), TypeError);
@@ -1037,11 +1067,15 @@ test('bench: runLoad setup "tracker" announces, proves with the shareId it got, 
   server.on('error', () => {});
   const ids = new Map<string, string>();
   const proved = new Set<string>();
+  // the generator resends set-up datagrams every 500 ms until answered: a reply to a resent
+  // announce that arrives once its client is under load is "other" (a late set-up reply)
+  let announcesAgain = 0;
   server.on('message', (m, r) => {
     const text = m.toString();
     const reply = (s: string) => server.send(s, r.port, r.address);
     if (text.includes('"announce"')) {
       const id = `ID${r.address.replaceAll('.', '')}`;
+      if (ids.has(r.address)) announcesAgain++;
       ids.set(r.address, id);
       reply(`{"action":"announceReceived","data":{"shareId":"${id}"}}`);
     } else if (text.includes('"shareId"')) {
@@ -1062,9 +1096,9 @@ test('bench: runLoad setup "tracker" announces, proves with the shareId it got, 
       window: 1,
       rate: 0,
       warmupMs: 50,
-      measureMs: 300,
+      measureMs: 1000,
       drainMs: 100,
-      timeoutMs: 500,
+      timeoutMs: EXPECT_MS,
       setup: 'tracker',
       request: Buffer.from('{"action":"pulse"}'),
       replyMarker: Buffer.from('pulseReceived'),
@@ -1075,7 +1109,7 @@ test('bench: runLoad setup "tracker" announces, proves with the shareId it got, 
     assert.deepEqual([...proved].sort(), sources.sort(), 'every client proved with its own shareId');
     assert.ok(r.repliesInWindow > 0);
     assert.ok(r.unknownSession > 0 && r.unknownSession < r.sent, `unknown ${r.unknownSession}`);
-    assert.equal(r.other, 0);
+    assert.ok(r.other <= announcesAgain, `${r.other} other replies, ${announcesAgain} resent announces answered`);
   } finally {
     server.close();
   }

@@ -33,8 +33,13 @@ const skip = TEST_IO === 'dgram' && 'SOBANI_IO=dgram: the package is tested once
 const userEnv: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).map(([k, v]) => [k, /^(npm_|SOBANI_)/i.test(k) ? undefined : v]));
 const noCompiler = { CC: '/bin/false', CXX: '/bin/false' };
 
+/** How long one npm command may take: `npm pack` compiles (tsc, the prebuild), an install fetches; it only ends a hung one. */
+const NPM_MS = 20 * 60 * 1000;
+/** A punch's own give-up time (its --timeout, in seconds), and how long the test waits for its announce: they only end a failing run. */
+const PUNCH_TIMEOUT_S = 60;
+
 function npm(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): { code: number | null; out: string } {
-  const r = spawnSync('npm', args, { cwd, env: { ...userEnv, ...env }, encoding: 'utf8', timeout: 5 * 60 * 1000 });
+  const r = spawnSync('npm', args, { cwd, env: { ...userEnv, ...env }, encoding: 'utf8', timeout: NPM_MS });
   return { code: r.status, out: `${r.stdout}${r.stderr}${r.error ? String(r.error) : ''}` };
 }
 
@@ -107,9 +112,9 @@ test('npm pack, npm install -g --ignore-scripts with no compiler: the installed 
     await t.test('the installed bin\'s punch command connects two peers through the installed tracker', async () => {
       const tracker = await runTracker(['--host', '127.0.0.1', '--port', '0', '--shards', '2'], userEnv, tmp, bin);
       try {
-        const punch = (extra: string[]) => jsonLines(spawn(bin[0]!, ['punch', '--tracker', `127.0.0.1:${tracker.port}`, '--timeout', '10', ...extra], { cwd: tmp, env: userEnv }));
+        const punch = (extra: string[]) => jsonLines(spawn(bin[0]!, ['punch', '--tracker', `127.0.0.1:${tracker.port}`, '--timeout', String(PUNCH_TIMEOUT_S), ...extra], { cwd: tmp, env: userEnv }));
         const b = punch([]);
-        const announced = await b.waitFor(['announced'], 10_000);
+        const announced = await b.waitFor(['announced'], PUNCH_TIMEOUT_S * 1000);
         const a = punch(['--peer', String(announced.shareId)]);
         const [exitA, exitB] = await Promise.all([a.exited, b.exited]);
         assert.ok(a.lines.some((l) => l.event === 'connected'), `A: ${JSON.stringify(a.lines)} ${a.stderr()}`);

@@ -5,7 +5,7 @@ import { WirePeer } from './helpers/wire.js';
 import { runTracker } from './helpers/process.js';
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  test(`${signal} stops the tracker: it exits 0 within a few seconds and says so`, async () => {
+  test(`${signal} stops the tracker: it exits 0, within its own shutdown watchdog, and says so`, async () => {
     const t = await runTracker(['--host', '127.0.0.1', '--port', '0', '--shards', '2']);
     const a = await WirePeer.open({ address: '127.0.0.1', port: t.port });
     const b = await WirePeer.open({ address: '127.0.0.1', port: t.port });
@@ -13,9 +13,10 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     await b.announce();
     assert.equal((await b.request({ action: 'push', shareId: idA }, 'pushReceived')).data!.peeraddr, a.address);
     t.child.kill(signal);
-    const { code, ms } = await t.exited;
-    assert.equal(code, 0);
-    assert.ok(ms < 5000, `stopped in ${ms} ms`);
+    // No clock here: a shutdown that outlasts the tracker's 5 s watchdog exits 1 and says so.
+    const { code } = await t.exited;
+    assert.equal(code, 0, t.output());
+    assert.doesNotMatch(t.output(), /shutdown took too long/);
     assert.match(t.output(), /sobani-tracker stopped/);
     a.close(); b.close();
   });

@@ -17,13 +17,15 @@ test('killing one shard loses only its sessions; the others keep working and it 
     assert.ok(lost.length > 0 && kept.length > 0);
 
     await tracker.terminateShard(0);
+    // until the replacement is counted, however long a new worker thread takes to start (the bound only ends a failing test)
+    const deadline = Date.now() + 60_000;
     let stats = await tracker.stats();
-    for (let i = 0; i < 100 && stats.shards[0]!.restarts === 0; i++) { await sleep(50); stats = await tracker.stats(); }
+    while (stats.shards[0]!.restarts === 0 && Date.now() < deadline) { await sleep(50); stats = await tracker.stats(); }
     assert.equal(stats.shards[0]!.restarts, 1);
     assert.equal(stats.shards[0]!.lostPeers, lost.length);
 
-    for (const p of kept) assert.equal((await p.request({ action: 'pulse' }, 'pulseReceived', 5000)).data!.status, '0');
-    for (const p of lost) assert.equal((await p.request({ action: 'pulse' }, 'pulseReceived', 5000)).data!.status, '1');
+    for (const p of kept) assert.equal((await p.request({ action: 'pulse' }, 'pulseReceived')).data!.status, '0');
+    for (const p of lost) assert.equal((await p.request({ action: 'pulse' }, 'pulseReceived')).data!.status, '1');
     // The replacement shard serves: a lost peer announces again and is found.
     const again = await lost[0]!.announce();
     const viaKept = await kept[0]!.request({ action: 'push', shareId: again }, 'pushReceived');

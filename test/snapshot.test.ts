@@ -197,8 +197,10 @@ test('--snapshot-interval also writes the file while running', async () => {
     const p = await WirePeer.open({ address: '127.0.0.1', port: tracker.addresses[0]!.port });
     await p.announce();
     p.close();
+    // until a periodic write holds the session (every second; the bound only ends a failing test)
     let sessions = -1;
-    for (let i = 0; i < 100 && sessions !== 1; i++) {
+    const deadline = Date.now() + 60_000;
+    while (sessions !== 1 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
       if (existsSync(file)) sessions = decodeSnapshot(readFileSync(file), ID_LENGTH).header.sessions;
     }

@@ -9,28 +9,27 @@ export interface Running {
   child: ChildProcess;
   port: number;
   output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
-  stoppedAt: () => number;
+  /** Once the process has exited and its stdout and stderr are closed: output() then holds everything it wrote. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 /**
  * Runs `sobani-tracker ...args` (from a checkout at `cwd`; or `command`, e.g. an installed
- * bin) and resolves once its "listening" log line names the port.
+ * bin) and resolves once its "listening" log line names the port. No start-up deadline:
+ * it resolves when the process says it listens, or rejects when it exits first.
  */
 export function runTracker(args: string[], env: NodeJS.ProcessEnv = {}, cwd = ROOT, command = [process.execPath, ...CLI]): Promise<Running> {
   const child = spawn(command[0]!, [...command.slice(1), ...args], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  let signalledAt = 0;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) => {
-    child.on('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - signalledAt }));
+  // 'close', not 'exit': at 'exit' the last lines may still be in the pipes
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal }));
   });
-  const origKill = child.kill.bind(child);
-  child.kill = (sig?: NodeJS.Signals | number) => { signalledAt = Date.now(); return origKill(sig); };
   return new Promise((resolve, reject) => {
     const onData = (d: Buffer): void => {
       out += d.toString();
       const m = /"msg":"sobani-tracker listening"/.test(out) && /"addresses":\[\{"address":"[^"]+","port":(\d+)/.exec(out);
-      if (m) resolve({ child, port: Number(m[1]), output: () => out, exited, stoppedAt: () => signalledAt });
+      if (m) resolve({ child, port: Number(m[1]), output: () => out, exited });
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
@@ -47,6 +46,7 @@ export function runCli(
     let stdout = '', stderr = '';
     child.stdout.on('data', (d: Buffer) => { stdout += d; });
     child.stderr.on('data', (d: Buffer) => { stderr += d; });
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    // 'close': every byte it wrote has been read
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }

@@ -25,20 +25,26 @@ export function redisMissing(): string | null {
   return r.status === 0 && c.status === 0 ? null : 'redis-server is not installed (apt-get install redis-server; .ci/run does it)';
 }
 
+/** How long a start may take, and one redis-cli call: they only bound a failing test, so they are generous. */
+const START_MS = 60_000;
+const CLI_MS = 30_000;
+
 /** `requirepass`: clients must AUTH with this password (user "default"). */
 export async function startRedis({ requirepass }: { requirepass?: string } = {}): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess;
   const auth = requirepass === undefined ? [] : ['-a', requirepass, '--no-auth-warning'];
-  const cli = (...args: string[]): string => spawnSync('redis-cli', ['-p', String(port), ...auth, ...args], { encoding: 'utf8', timeout: 5000 }).stdout ?? '';
+  const cli = (...args: string[]): string => spawnSync('redis-cli', ['-p', String(port), ...auth, ...args], { encoding: 'utf8', timeout: CLI_MS }).stdout ?? '';
   const launch = async (): Promise<void> => {
     child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning',
       ...(requirepass === undefined ? [] : ['--requirepass', requirepass])], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
-      if (cli('ping').trim() === 'PONG') return;
+    // until it answers PING, however long it takes to start (or it exits)
+    const deadline = Date.now() + START_MS;
+    while (cli('ping').trim() !== 'PONG') {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`redis-server on port ${port} exited (${child.exitCode ?? child.signalCode}) before answering PING`);
+      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${START_MS} ms`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    throw new Error(`redis-server on port ${port} did not answer PING`);
   };
   const kill = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
