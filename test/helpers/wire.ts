@@ -76,8 +76,9 @@ export class WirePeer {
   static async open(target: { address: string; port: number }, bindAddress = '127.0.0.1', bindPort = 0): Promise<WirePeer> {
     const socket = dgram.createSocket(bindAddress.includes(':') ? 'udp6' : 'udp4');
     await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind(bindPort, bindAddress, () => { socket.off('error', reject); resolve(); });
+      // a bind that fails closes the socket, or it would keep the test file's process alive
+      socket.once('error', (err) => { socket.close(); reject(err); });
+      socket.bind(bindPort, bindAddress, () => { socket.removeAllListeners('error'); resolve(); });
     });
     socket.on('error', () => {}); // e.g. ICMP port unreachable after the tracker stops
     socket.unref(); // a test that fails before close() must not keep its file's process alive
