@@ -13,7 +13,7 @@ import { TurnClient, TurnError, socketTransport } from '../src/client/index.js';
 import { mintTurnCredential } from '../src/relay/credentials.js';
 import { coturnUnavailableReason, withCoturn } from './helpers/coturn.js';
 import { ROOT } from './helpers/process.js';
-import { onceInNativePass } from './helpers/wire.js';
+import { EXPECT_MS, onceInNativePass } from './helpers/wire.js';
 
 const skip = coturnUnavailableReason() ?? onceInNativePass('coturn\'s flags have no tracker in them');
 const SECRET = 'compose-test-secret';
@@ -36,7 +36,7 @@ async function bound(): Promise<dgram.Socket> {
   return s;
 }
 
-test('the compose file\'s coturn flags: turnserver accepts them; loopback, private and CGNAT peers are denied, public ones permitted; user-quota holds', { skip, timeout: 30_000 }, async () => {
+test('the compose file\'s coturn flags: turnserver accepts them; loopback, private and CGNAT peers are denied, public ones permitted; user-quota holds', { skip }, async () => {
   const flags = composeFlags();
   assert.ok(flags.includes(`--static-auth-secret=${SECRET}`), 'the secret comes from the compose secret');
   for (const f of ['--use-auth-secret', '--no-tcp-relay', '--user-quota=4', '--total-quota=2000', '--max-bps=32000']) assert.ok(flags.includes(f), f);
@@ -47,7 +47,7 @@ test('the compose file\'s coturn flags: turnserver accepts them; loopback, priva
     const allocate = async (): Promise<TurnClient> => {
       const s = await bound();
       sockets.push(s);
-      return TurnClient.allocate(socketTransport(s), { server: { host: coturn.host, port: coturn.port }, username: creds.username, password: creds.credential, timeoutMs: 3000 });
+      return TurnClient.allocate(socketTransport(s), { server: { host: coturn.host, port: coturn.port }, username: creds.username, password: creds.credential, timeoutMs: EXPECT_MS });
     };
     try {
       const turn = await allocate();

@@ -39,8 +39,19 @@ const RELAY_EXCHANGE_S = 10;
 const RELAY_PORT = 3492;
 const RELAY_SECRET = 'nat-test-turn-secret';
 const RELAY = ['--turn-url', `turn:${TRACKER_IP}:${RELAY_PORT}`, '--turn-secret', RELAY_SECRET];
-/** A second tracker in the symmetric lab, with no relay configured. */
+/**
+ * A second tracker in each one-instance lab, with no relay configured. A punch that finds
+ * nothing within relayAfterMs (3 s) falls back to the relay; without one, that attempt
+ * fails and the punch goes on: through this tracker the strategy a pair ends up with
+ * does not depend on how fast the machine punches.
+ */
 const PORT_NO_RELAY = 3498;
+const NO_RELAY = `${TRACKER_IP}:${PORT_NO_RELAY}`;
+/**
+ * --timeout for a pair that connects: counted from each process's start, the announcer's
+ * also covers the pusher's process start. Generous: it only bounds a failing run.
+ */
+const CONNECT_TIMEOUT_S = 60;
 
 const skip = netnsUnavailableReason() ?? onceInNativePass('the clients\' strategies through the NATs; the dgram path\'s four STUN sockets are tested in test/stun.test.ts');
 if (skip) console.log(`# nat-punch: skipped: ${skip}`);
@@ -49,9 +60,10 @@ const skipCoturn = skip || (spawnSync('turnserver', ['--version']).error ? 'cotu
 
 /**
  * Builds the lab with these NATs, and starts the tracker in the public namespace
- * (with discovery); with `instances: 2`, a second one on PORT_2 and a redis-server they share.
+ * (with discovery); with `instances: 2`, a second one on PORT_2 and a redis-server they
+ * share, both with the relay unless `relay` is false.
  */
-function withLab(nat: { a: NatKind; b: NatKind }, instances: 1 | 2 = 1): () => NatLab {
+function withLab(nat: { a: NatKind; b: NatKind }, instances: 1 | 2 = 1, { relay = true } = {}): () => NatLab {
   let lab: NatLab | undefined;
   before(async () => {
     lab = createNatLab(nat);
@@ -71,11 +83,12 @@ function withLab(nat: { a: NatKind; b: NatKind }, instances: 1 | 2 = 1): () => N
     redis.stdout.resume(); redis.stderr.resume();
     // both instances mint for the same coturn with the same secret; no discovery here
     // (the clients report "unknown" NATs unless nat says otherwise: see the symmetric case)
-    if (!skipCoturn) {
+    const withRelay = relay && !skipCoturn;
+    if (withRelay) {
       await startInPub(lab, 'turnserver', coturnArgs({ listeningIp: TRACKER_IP, listeningPort: RELAY_PORT, minPort: 49152, maxPort: 49251,
         secret: RELAY_SECRET, realm: 'sobani.test', allowLoopbackPeers: false }), RELAY_PORT);
     }
-    const shared = ['--directory', `redis://127.0.0.1:${REDIS_PORT}`, ...(skipCoturn ? [] : RELAY)];
+    const shared = ['--directory', `redis://127.0.0.1:${REDIS_PORT}`, ...(withRelay ? RELAY : [])];
     await Promise.all([
       startInPub(lab, process.execPath, trackerArgs(PORT, [...shared, ...DISCOVERY, '--instance-id', 'one']), PORT, ROOT),
       startInPub(lab, process.execPath, trackerArgs(PORT_2, [...shared, '--stun-other-host', TRACKER_OTHER_IP, '--stun-other-port', String(PORT_2 + 1), '--instance-id', 'two']), PORT_2, ROOT),
@@ -92,15 +105,19 @@ const CLI: Cli = { cwd: ROOT, args: ['--import', 'tsx', 'src/cli.ts'] };
 const pair = (lab: NatLab, announcer: Side, opts: { timeoutS?: number; exchange?: boolean | number; trackers?: Record<Side, string> } = {}): Promise<PairRun> =>
   punchPair(lab, CLI, announcer, opts.trackers ?? { a: TRACKER, b: TRACKER },
     [...(opts.exchange === undefined || opts.exchange === false ? [] : ['--exchange', String(opts.exchange === true ? EXCHANGE_S : opts.exchange)]),
-      '--timeout', String(opts.timeoutS ?? 10)]);
+      '--timeout', String(opts.timeoutS ?? CONNECT_TIMEOUT_S)]);
 const line = eventLine;
+
+/** Both sides' output, for a failure message. */
+const outputs = (run: PairRun): string =>
+  `announcer (exit ${run.exits[0]?.code}): ${JSON.stringify(run.announcer.lines)} ${run.announcer.stderr()}\npusher (exit ${run.exits[1]?.code}): ${JSON.stringify(run.pusher.lines)} ${run.pusher.stderr()}`;
 
 /** Both peers printed `connected` and exited 0; their `connected` lines. */
 function bothConnected(run: PairRun) {
   const connA = line(run.announcer, 'connected');
   const connP = line(run.pusher, 'connected');
-  assert.ok(connA, `the announcer did not connect: ${JSON.stringify(run.announcer.lines)} ${run.announcer.stderr()}`);
-  assert.ok(connP, `the pusher did not connect: ${JSON.stringify(run.pusher.lines)} ${run.pusher.stderr()}`);
+  assert.ok(connA, `the announcer did not connect:\n${outputs(run)}`);
+  assert.ok(connP, `the pusher did not connect:\n${outputs(run)}`);
   assert.deepEqual(run.exits.map((e) => e.code), [0, 0]);
   return { connA, connP };
 }
@@ -121,7 +138,7 @@ describe('two endpoint-independent (cone) NATs', { skip }, () => {
   const lab = withLab({ a: 'cone', b: 'cone' });
 
   test('discovery says endpoint-independent on both sides; they connect directly (plain punch), and the path carries traffic both ways', async (t) => {
-    const run = await pair(lab(), 'b', { exchange: true });
+    const run = await pair(lab(), 'b', { exchange: true, trackers: { a: NO_RELAY, b: NO_RELAY } });
     const { connA, connP } = bothConnected(run);
     for (const p of [run.announcer, run.pusher]) assert.equal(line(p, 'nat')?.nat, 'endpoint-independent', JSON.stringify(p.lines));
     assert.equal(connA.strategy, 'direct');
@@ -141,7 +158,7 @@ describe('a cone NAT and a symmetric NAT', { skip }, () => {
   const lab = withLab({ a: 'cone', b: 'symmetric' });
 
   test('symmetric side announcing, cone side pushing: birthday punch, direct path, traffic both ways', async (t) => {
-    const run = await pair(lab(), 'b', { exchange: true });
+    const run = await pair(lab(), 'b', { exchange: true, trackers: { a: NO_RELAY, b: NO_RELAY } });
     const { connA, connP } = bothConnected(run);
     assert.equal(line(run.announcer, 'nat')?.nat, 'address-and-port-dependent');
     assert.equal(line(run.pusher, 'nat')?.nat, 'endpoint-independent');
@@ -154,7 +171,7 @@ describe('a cone NAT and a symmetric NAT', { skip }, () => {
   });
 
   test('cone side announcing, symmetric side pushing: birthday punch, direct path, traffic both ways', async (t) => {
-    const run = await pair(lab(), 'a', { exchange: true });
+    const run = await pair(lab(), 'a', { exchange: true, trackers: { a: NO_RELAY, b: NO_RELAY } });
     const { connA, connP } = bothConnected(run);
     assert.equal(connA.strategy, 'birthday-easy');
     assert.equal(connP.strategy, 'birthday-hard');
@@ -191,7 +208,7 @@ describe('a cone NAT and a symmetric NAT', { skip }, () => {
 describe('two symmetric NATs', { skip }, () => {
   const lab = withLab({ a: 'symmetric', b: 'symmetric' });
 
-  test('no direct path: they connect through the relay (coturn), and the path carries 10 s of traffic both ways', { skip: skipCoturn, timeout: 60_000 }, async (t) => {
+  test('no direct path: they connect through the relay (coturn), and the path carries 10 s of traffic both ways', { skip: skipCoturn }, async (t) => {
     const run = await pair(lab(), 'b', { exchange: RELAY_EXCHANGE_S });
     const { connA, connP } = bothConnected(run);
     for (const [name, c] of [['announcer', connA], ['pusher', connP]] as const) {
@@ -205,14 +222,16 @@ describe('two symmetric NATs', { skip }, () => {
   });
 
   test('without a relay on the tracker, both sides see there is no direct path, and fail clearly within their timeouts', async (t) => {
-    const noRelay = `${TRACKER_IP}:${PORT_NO_RELAY}`;
-    const run = await pair(lab(), 'b', { timeoutS: 6, trackers: { a: noRelay, b: noRelay } });
+    // the announcer can only end by its timeout, which must outlast the pusher's process
+    // start, discovery and push (or it would fail as "nobody pushed"): generous, as this
+    // test lasts as long as it
+    const run = await pair(lab(), 'b', { timeoutS: 20, trackers: { a: NO_RELAY, b: NO_RELAY } });
     for (const [name, p, exit] of [['announcer', run.announcer, run.exits[0]!], ['pusher', run.pusher, run.exits[1]!]] as const) {
       assert.equal(line(p, 'nat')?.nat, 'address-and-port-dependent', `${name}: ${JSON.stringify(p.lines)}`);
       assert.equal(line(p, 'connected'), undefined, `${name} must not connect`);
       const failed = line(p, 'failed');
-      assert.ok(failed, `${name} printed no failed line: ${JSON.stringify(p.lines)} ${p.stderr()}`);
-      assert.match(String(failed.reason), name === 'pusher' ? /no direct path: both NATs map .*the relay failed: RELAY_NOT_CONFIGURED/ : /no direct path .* a relay is needed/);
+      assert.ok(failed, `${name} printed no failed line:\n${outputs(run)}`);
+      assert.match(String(failed.reason), name === 'pusher' ? /no direct path: both NATs map .*the relay failed: RELAY_NOT_CONFIGURED/ : /no direct path .* a relay is needed/, outputs(run));
       assert.notEqual(exit.code, 0);
       t.diagnostic(`${name}: ${String(failed.reason)} (exited after ${Math.round(exit.ms)} ms)`);
     }
@@ -220,7 +239,8 @@ describe('two symmetric NATs', { skip }, () => {
 });
 
 describe('two cone NATs, each peer on its own tracker instance', { skip: skipRedis }, () => {
-  const lab = withLab({ a: 'cone', b: 'cone' }, 2);
+  // no relay to fall back to after 3 s: connecting directly must not depend on the machine's speed
+  const lab = withLab({ a: 'cone', b: 'cone' }, 2, { relay: false });
 
   test('the push crosses instances through the directory, and both peers still connect directly', async (t) => {
     // B announces to instance one, A pushes through instance two
@@ -235,7 +255,7 @@ describe('two cone NATs, each peer on its own tracker instance', { skip: skipRed
 describe('two symmetric NATs, each peer on its own tracker instance', { skip: skipRedis || skipCoturn }, () => {
   const lab = withLab({ a: 'symmetric', b: 'symmetric' }, 2);
 
-  test('credentials minted by one instance, the relayed address carried across instances: they connect through the relay', { timeout: 60_000 }, async (t) => {
+  test('credentials minted by one instance, the relayed address carried across instances: they connect through the relay', async (t) => {
     const run = await pair(lab(), 'b', { exchange: RELAY_EXCHANGE_S, trackers: { a: `${TRACKER_IP}:${PORT_2}`, b: TRACKER } });
     const { connA, connP } = bothConnected(run);
     assert.equal(connA.path, 'relay');

@@ -10,7 +10,7 @@ import dgram from 'node:dgram';
 import { TrackerClient, TrackerError, TurnClient, TurnError, socketTransport, trackerTransport } from '../src/client/index.js';
 import { turnServer } from '../src/client/relay-punch.js';
 import { coturnUnavailableReason, withCoturn, type Coturn } from './helpers/coturn.js';
-import { onceInNativePass, withTracker } from './helpers/wire.js';
+import { EXPECT_MS, onceInNativePass, withTracker } from './helpers/wire.js';
 
 const skip = coturnUnavailableReason() ?? onceInNativePass('what coturn accepts does not depend on how the tracker moved the request');
 
@@ -29,7 +29,7 @@ async function withRelayTracker(coturn: Coturn, extra: Record<string, unknown>, 
 
 type Creds = { urls: string[]; username: string; credential: string };
 const allocate = (client: TrackerClient, creds: Creds) =>
-  TurnClient.allocate(trackerTransport(client), { server: turnServer(creds.urls[0]!), username: creds.username, password: creds.credential, timeoutMs: 3000 });
+  TurnClient.allocate(trackerTransport(client), { server: turnServer(creds.urls[0]!), username: creds.username, password: creds.credential, timeoutMs: EXPECT_MS });
 
 /**
  * An Allocate from a socket of its own: coturn ties a 5-tuple to the first username it
@@ -39,7 +39,7 @@ async function allocateFromFreshSocket(creds: Creds): Promise<TurnClient> {
   const socket = dgram.createSocket('udp4');
   await new Promise<void>((r) => socket.bind(0, '127.0.63.9', () => r()));
   try {
-    const turn = await TurnClient.allocate(socketTransport(socket), { server: turnServer(creds.urls[0]!), username: creds.username, password: creds.credential, timeoutMs: 3000 });
+    const turn = await TurnClient.allocate(socketTransport(socket), { server: turnServer(creds.urls[0]!), username: creds.username, password: creds.credential, timeoutMs: EXPECT_MS });
     await turn.close();
     return turn;
   } finally {
@@ -49,7 +49,7 @@ async function allocateFromFreshSocket(creds: Creds): Promise<TurnClient> {
 
 test('coturn accepts what the tracker mints: the proved session allocates a relayed address with it', { skip }, () =>
   withCoturn({}, (coturn) => withRelayTracker(coturn, {}, '127.0.63.1', async (client) => {
-    const creds = await client.relayCredentials({ timeoutMs: 2000 });
+    const creds = await client.relayCredentials({ timeoutMs: EXPECT_MS });
     assert.deepEqual(creds.urls, [`turn:${coturn.host}:${coturn.port}`]);
     const turn = await allocate(client, creds);
     assert.equal(turn.relayed.address, coturn.relayIp);
@@ -57,15 +57,28 @@ test('coturn accepts what the tracker mints: the proved session allocates a rela
     await turn.close();
   })));
 
-test('a tracker credential past its ttl is refused (401), and so is one with a character changed', { skip, timeout: 30_000 }, () =>
-  withCoturn({}, (coturn) => withRelayTracker(coturn, { turnTtl: 2, relayInterval: 0 }, '127.0.63.2', async (client) => {
-    const creds = await client.relayCredentials({ timeoutMs: 2000 });
+test('a tracker credential past its ttl is refused (401), and so is one with a character changed', { skip }, () =>
+  // a ttl of 5 s: the two Allocates below must be made before it ends, however slow the machine
+  withCoturn({}, (coturn) => withRelayTracker(coturn, { turnTtl: 5, relayInterval: 0 }, '127.0.63.2', async (client) => {
+    const askedAt = Math.floor(Date.now() / 1000);
+    const creds = await client.relayCredentials({ timeoutMs: EXPECT_MS });
+    const expiry = Number(creds.username.slice(0, creds.username.indexOf(':')));
+    assert.ok(expiry >= askedAt + 5 && expiry <= Math.floor(Date.now() / 1000) + 5, `minted to expire 5 s on: ${creds.username} (asked at ${askedAt})`);
     const tampered = { ...creds, credential: (creds.credential[0] === 'A' ? 'B' : 'A') + creds.credential.slice(1) };
     await assert.rejects(allocateFromFreshSocket(tampered), (e: unknown) => e instanceof TurnError && e.code === 401);
     await allocateFromFreshSocket(creds); // while valid, it is accepted
-    await sleep(3000);
-    await assert.rejects(allocateFromFreshSocket(creds), (e: unknown) => e instanceof TurnError && e.code === 401, 'expired');
-    const fresh = await client.relayCredentials({ timeoutMs: 2000 });
+    // past its expiry by our clock, then until coturn's (updated about once a second) is too
+    await sleep(Math.max(0, (expiry + 1) * 1000 - Date.now()));
+    for (const end = Date.now() + EXPECT_MS; ;) {
+      const err = await allocateFromFreshSocket(creds).then(() => null, (e: unknown) => e);
+      if (err !== null) {
+        assert.ok(err instanceof TurnError && err.code === 401, `expired: ${String(err)}`);
+        break;
+      }
+      assert.ok(Date.now() < end, `coturn still accepts ${creds.username} ${EXPECT_MS} ms past its expiry`);
+      await sleep(250);
+    }
+    const fresh = await client.relayCredentials({ timeoutMs: EXPECT_MS });
     assert.notEqual(fresh.username, creds.username);
     const turn = await allocate(client, fresh);
     await turn.close();
@@ -77,19 +90,20 @@ test('a session that never proved it receives gets no credential to try', { skip
     const client = new TrackerClient({ tracker: { host: target.address, port: target.port }, socket: { host: '127.0.63.3' }, dialect: 'legacy' });
     try {
       await client.announce();
-      await assert.rejects(client.relayCredentials({ timeoutMs: 2000 }), (e: unknown) => e instanceof TrackerError && e.code === 'PROOF_REQUIRED');
+      await assert.rejects(client.relayCredentials({ timeoutMs: EXPECT_MS }), (e: unknown) => e instanceof TrackerError && e.code === 'PROOF_REQUIRED');
     } finally {
       await client.close();
     }
   })));
 
-test('coturn\'s own turnutils_uclient relays with a credential the tracker minted (-u USER -w PASSWORD)', { skip, timeout: 30_000 }, () =>
+test('coturn\'s own turnutils_uclient relays with a credential the tracker minted (-u USER -w PASSWORD)', { skip }, () =>
   withCoturn({}, (coturn) => withRelayTracker(coturn, {}, '127.0.63.4', async (client) => {
-    const creds = await client.relayCredentials({ timeoutMs: 2000 });
-    // -y: the client is its own peer (two allocations talking), -m 1 client, -n 5 messages of -l 100 bytes
+    const creds = await client.relayCredentials({ timeoutMs: EXPECT_MS });
+    // -y: the client is its own peer (two allocations talking), -m 1 client, -n 5 messages of -l 100 bytes;
+    // killed after 60 s, which only bounds a failing run
     const out = await new Promise<{ code: number | null; text: string }>((resolve) => {
       const child = execFile('turnutils_uclient', ['-y', '-m', '1', '-n', '5', '-l', '100', '-e', '127.0.0.1', '-p', String(coturn.port),
-        '-u', creds.username, '-w', creds.credential, coturn.host], { timeout: 20_000 }, (err, stdout, stderr) =>
+        '-u', creds.username, '-w', creds.credential, coturn.host], { timeout: 60_000 }, (err, stdout, stderr) =>
         resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, text: `${stdout}${stderr}` }));
       void child;
     });

@@ -15,7 +15,7 @@ import { TurnClient, TurnError, socketTransport, trackerTransport, type TurnClie
 import { mintTurnCredential } from '../src/relay/credentials.js';
 import { ATTR, CLASS_ERROR, CLASS_REQUEST, attribute, decodeMessage, errorCode, fingerprint, type StunMessage } from '../src/stun/codec.js';
 import { coturnUnavailableReason, withCoturn, type Coturn } from './helpers/coturn.js';
-import { onceInNativePass, withTracker } from './helpers/wire.js';
+import { EXPECT_MS, onceInNativePass, withTracker } from './helpers/wire.js';
 
 const skip = coturnUnavailableReason() ?? onceInNativePass('the TURN client against coturn has no tracker in it');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -39,8 +39,8 @@ async function udp(address: string): Promise<Udp> {
   return { socket, address, port: socket.address().port, inbox, close: () => socket.close() };
 }
 
-/** Waits until `done()` or `ms` have passed; returns done(). */
-async function until(done: () => boolean, ms = 5000): Promise<boolean> {
+/** Waits until `done()` or `ms` have passed (EXPECT_MS: it only bounds a failing test); returns done(). */
+async function until(done: () => boolean, ms = EXPECT_MS): Promise<boolean> {
   const end = Date.now() + ms;
   while (!done() && Date.now() < end) await sleep(20);
   return done();
@@ -65,8 +65,9 @@ function recording(inner: TurnTransport): TurnTransport & { requests: StunMessag
 
 const codeOf = (m: StunMessage): number | undefined => (m.cls === CLASS_ERROR ? errorCode(m)?.code : undefined);
 
+/** A request's timeout is EXPECT_MS (not 5 s): it only bounds a failing test. */
 function options(coturn: Coturn, cred = mintTurnCredential(coturn.secret, 'share-a', 600), more: Partial<TurnClientOptions> = {}): TurnClientOptions {
-  return { server: { host: coturn.host, port: coturn.port }, username: cred.username, password: cred.credential, ...more };
+  return { server: { host: coturn.host, port: coturn.port }, username: cred.username, password: cred.credential, timeoutMs: EXPECT_MS, ...more };
 }
 
 /** A TurnClient on its own socket at `address`. */
@@ -81,6 +82,31 @@ async function refused(p: Promise<unknown>): Promise<TurnError> {
   const err = await p.then(() => assert.fail('expected a TurnError'), (e: unknown) => e);
   assert.ok(err instanceof TurnError, String(err));
   return err;
+}
+
+/**
+ * The refusal (401) of a fresh Allocate with `cred` once it has expired: first until our
+ * clock is past the expiry in the username, then again until coturn's is too (it reads
+ * a clock it updates about once a second, so later on a loaded machine).
+ */
+async function refusedOnceExpired(coturn: Coturn, cred: ReturnType<typeof mintTurnCredential>, address: string): Promise<TurnError> {
+  const expiry = Number(cred.username.slice(0, cred.username.indexOf(':')));
+  await sleep(Math.max(0, (expiry + 1) * 1000 - Date.now()));
+  const end = Date.now() + EXPECT_MS;
+  for (;;) {
+    const s = await udp(address);
+    try {
+      const turn = await TurnClient.allocate(socketTransport(s.socket), options(coturn, cred));
+      await turn.close(); // still accepted by coturn's clock
+    } catch (e) {
+      if (e instanceof TurnError && e.code === 401) return e;
+      throw e;
+    } finally {
+      s.close();
+    }
+    assert.ok(Date.now() < end, `coturn still accepts ${cred.username} ${EXPECT_MS} ms past its expiry`);
+    await sleep(250);
+  }
 }
 
 test('a minted credential allocates: the first Allocate goes without credentials, the 401 gives REALM and NONCE, the second is authenticated', { skip }, () =>
@@ -162,10 +188,12 @@ test('a peer and the client exchange datagrams through the relay both ways: Data
   }));
 
 test('Refresh: an explicit one is granted; the client refreshes before the allocation expires, and renews held permissions and channels past their lifetimes', { skip }, () =>
-  withCoturn({ extra: ['--max-allocate-lifetime=4', '--permission-lifetime=3', '--channel-lifetime=4'] }, async (coturn) => {
-    const c = await allocateOn('127.0.120.4', coturn, options(coturn, undefined, { permissionRefreshMs: 1000, channelRefreshMs: 1500 }));
-    assert.equal(c.turn.lifetime, 4, 'coturn grants at most --max-allocate-lifetime');
-    assert.equal(await c.turn.refresh(), 4);
+  // Each renewal comes seconds before its lifetime ends (the allocation's at half of its 8 s,
+  // the others every 0.5 s of 4 s and 5 s): a late timer on a loaded machine does not lose them.
+  withCoturn({ extra: ['--max-allocate-lifetime=8', '--permission-lifetime=4', '--channel-lifetime=5'] }, async (coturn) => {
+    const c = await allocateOn('127.0.120.4', coturn, options(coturn, undefined, { permissionRefreshMs: 500, channelRefreshMs: 500 }));
+    assert.equal(c.turn.lifetime, 8, 'coturn grants at most --max-allocate-lifetime');
+    assert.equal(await c.turn.refresh(), 8);
     const lost: TurnError[] = [];
     c.turn.on('lost', (e) => lost.push(e));
     const peer = await udp('127.0.120.5');
@@ -174,35 +202,60 @@ test('Refresh: an explicit one is granted; the client refreshes before the alloc
     c.turn.on('data', (d, _from, via) => got.push(`${d}/${via}`));
     await c.turn.createPermission(peer.address);
     await c.turn.bindChannel({ address: peer.address, port: peer.port });
-    await sleep(9000); // over twice every lifetime
+    const refreshes = (): number => c.transport.requests.filter((m) => m.method === 0x004 && m.cls === CLASS_REQUEST).length;
+    await sleep(17_000); // over twice every lifetime (wall-clock time: a slow machine only waits longer)
+    // the explicit one and two of the client's own (due every 4 s), however late its timers ran
+    assert.ok(await until(() => refreshes() >= 3), `${refreshes()} Refresh requests in 17 s of an 8 s lifetime`);
     peer.socket.send('on the channel', c.turn.relayed.port, c.turn.relayed.address);
     other.socket.send('by permission', c.turn.relayed.port, c.turn.relayed.address);
     c.turn.send(Buffer.from('back'), { address: peer.address, port: peer.port });
     assert.ok(await until(() => got.length === 2 && peer.inbox.length === 1), `got ${got.join(', ')}; the peer got ${peer.inbox.length}`);
     assert.deepEqual(got.sort(), ['by permission/indication', 'on the channel/channel']);
     assert.deepEqual(lost, []);
-    const refreshes = c.transport.requests.filter((m) => m.method === 0x004 && m.cls === CLASS_REQUEST).length;
-    assert.ok(refreshes >= 3, `${refreshes} Refresh requests in 9 s of a 4 s lifetime`);
     peer.close();
     other.close();
     await c.close();
   }));
 
 test('a released permission lapses: the peer\'s datagrams stop arriving', { skip }, () =>
-  withCoturn({ extra: ['--permission-lifetime=2'] }, async (coturn) => {
-    const c = await allocateOn('127.0.120.6', coturn, options(coturn, undefined, { permissionRefreshMs: 700 }));
+  withCoturn({ extra: ['--permission-lifetime=4'] }, async (coturn) => {
+    const c = await allocateOn('127.0.120.6', coturn, options(coturn, undefined, { permissionRefreshMs: 250 }));
     const peer = await udp('127.0.120.7');
+    // a peer whose permission is held throughout: coturn reads the relayed socket in order, so
+    // once its datagram sent after the peer's is in, the peer's was relayed before it, or dropped
+    // (or, on a loaded machine, delivered to coturn late: the kernel keeps no loopback order across CPUs)
+    const marker = await udp('127.0.120.35');
     const got: string[] = [];
     c.turn.on('data', (d) => got.push(d.toString()));
     const release = await c.turn.createPermission(peer.address);
+    await c.turn.createPermission(marker.address);
+    const relayedPast = async (what: string): Promise<boolean> => {
+      peer.socket.send(what, c.turn.relayed.port, c.turn.relayed.address);
+      marker.socket.send(`after ${what}`, c.turn.relayed.port, c.turn.relayed.address);
+      assert.ok(await until(() => got.includes(`after ${what}`)), `the marker's datagram after ${what} came through: ${got.join(', ')}`);
+      return got.includes(what);
+    };
     peer.socket.send('one', c.turn.relayed.port, c.turn.relayed.address);
-    assert.ok(await until(() => got.length === 1));
+    assert.ok(await until(() => got.includes('one')), 'relayed while held');
     release();
-    await sleep(4000);
-    peer.socket.send('two', c.turn.relayed.port, c.turn.relayed.address);
-    await sleep(1000);
-    assert.deepEqual(got, ['one']);
+    // unrenewed, it lapses after its 4 s (at coturn's next timer tick): until then the peer's
+    // still come; lapsed, two in a row are dropped
+    const end = Date.now() + 4000 + 2 * EXPECT_MS;
+    let n = 0;
+    for (let dropped = 0; dropped < 2;) {
+      assert.ok(Date.now() < end, 'the released permission never lapsed: still renewed?');
+      dropped = (await relayedPast(`two ${++n}`)) ? 0 : dropped + 1;
+      await sleep(250);
+    }
+    // and stays lapsed: of the peer's, one and two 1 to j came, with no gap, and nothing after
+    assert.equal(await relayedPast('three'), false, 'nothing after the lapse');
+    const fromPeer = got.filter((g) => !g.startsWith('after '));
+    const twos = fromPeer.filter((g) => g.startsWith('two ')).map((g) => Number(g.slice(4))).sort((a, b) => a - b);
+    assert.deepEqual(fromPeer.filter((g) => !g.startsWith('two ')), ['one'], fromPeer.join(', '));
+    assert.deepEqual(twos, Array.from({ length: twos.length }, (_, i) => i + 1), `relayed until the lapse, none after: ${fromPeer.join(', ')}`);
+    assert.ok(twos.length <= n - 2, `the last two were dropped: ${fromPeer.join(', ')}`);
     peer.close();
+    marker.close();
     await c.close();
   }));
 
@@ -234,21 +287,25 @@ test('close sends Refresh 0: coturn frees the allocation (the peer\'s datagrams 
     // Refresh 0 (until then it still relays, and a new Allocate gets 437); then
     // this socket may allocate again, which proves the old allocation gone
     let again: TurnClient | undefined;
-    for (let i = 0; i < 10 && again === undefined; i++) {
+    for (const end = Date.now() + EXPECT_MS; again === undefined && Date.now() < end;) {
       again = await TurnClient.allocate(socketTransport(s.socket), options(coturn)).catch(async (e: TurnError) => {
         assert.equal(e.code, 437, e.message);
-        await sleep(500);
+        await sleep(250);
         return undefined;
       });
     }
     assert.ok(again, 'allocated again on the same socket');
-    let heard = 0;
-    again.on('data', () => heard++);
+    const heard: string[] = [];
+    again.on('data', (d) => heard.push(d.toString()));
     await again.createPermission(peer.address);
     peer.socket.send('to the old relay', relayed.port, relayed.address);
-    await sleep(500);
+    peer.socket.send('to the new relay', again.relayed.port, again.relayed.address);
+    // the new one hears the old relayed address only if coturn gave the same port back (then both arrive)
+    const samePort = again.relayed.port === relayed.port;
+    const expected = samePort ? ['to the new relay', 'to the old relay'] : ['to the new relay'];
+    assert.ok(await until(() => heard.length >= expected.length), `the new allocation relays: ${heard.join(', ')}`);
     assert.equal(got, 1, 'nothing more through the closed allocation');
-    assert.equal(heard, again.relayed.port === relayed.port ? 1 : 0, 'the new one hears it only if coturn gave the same port back');
+    assert.deepEqual([...heard].sort(), expected, `same port: ${samePort}`);
     await again.close();
     peer.close();
     s.close();
@@ -264,7 +321,7 @@ test('a socket closed under a TurnClient: a request rejects (closed), renewals e
     assert.equal(err.failure, 'closed');
     assert.equal((await lost).failure, 'closed');
     assert.equal(c.turn.closed, true);
-    await sleep(500); // renewal timers would have fired by now
+    await sleep(500); // the 200 ms renewal timer is due before this one: it would have fired by now, however late both run
     await c.turn.close(); // nothing left to release, and no throw
   }));
 
@@ -277,7 +334,7 @@ test('close() while a CreatePermission and a ChannelBind are in flight: both rej
     assert.equal((await permission).failure, 'closed');
     assert.equal((await channel).failure, 'closed');
     const sent = c.transport.requests.length;
-    await sleep(500);
+    await sleep(500); // a 100 ms renewal timer still running would fire before this one
     assert.equal(c.transport.requests.length, sent, 'no renewal after close');
     c.socket.close();
   }));
@@ -285,14 +342,11 @@ test('close() while a CreatePermission and a ChannelBind are in flight: both rej
 test('a credential past its expiry is refused (401)', { skip }, () =>
   withCoturn({}, async (coturn) => {
     const cred = mintTurnCredential(coturn.secret, 'share-late', 2);
-    await sleep(3000);
-    const s = await udp('127.0.120.10');
-    const err = await refused(TurnClient.allocate(socketTransport(s.socket), options(coturn, cred)));
+    const err = await refusedOnceExpired(coturn, cred, '127.0.120.10');
     assert.equal(err.failure, 'rejected');
     assert.equal(err.code, 401);
     assert.equal(err.method, 'Allocate');
     assert.match(err.message, /credentials refused/);
-    s.close();
   }));
 
 test('a tampered credential, a tampered username and a credential minted with another secret are refused (401)', { skip }, () =>
@@ -318,18 +372,26 @@ test('a tampered credential, a tampered username and a credential minted with an
 
 test('coturn checks a credential\'s expiry only when allocating: after it, the allocation is still refreshed and gets permissions', { skip }, () =>
   withCoturn({}, async (coturn) => {
-    const c = await allocateOn('127.0.120.15', coturn, options(coturn, mintTurnCredential(coturn.secret, 'share-c', 2)));
-    await sleep(3500);
+    // 5 s: the allocation below must be made before the expiry, however slow the machine
+    const cred = mintTurnCredential(coturn.secret, 'share-c', 5);
+    const c = await allocateOn('127.0.120.15', coturn, options(coturn, cred));
+    await refusedOnceExpired(coturn, cred, '127.0.120.36'); // coturn now refuses it to a new allocation
     assert.equal(await c.turn.refresh(), 600);
     await c.turn.createPermission('127.0.120.16');
     await c.close();
   }));
 
 test('438 Stale Nonce is retried with the new nonce', { skip }, () =>
-  withCoturn({ extra: ['--stale-nonce=1'] }, async (coturn) => {
+  // 3 s: a retry must reach coturn within a nonce's lifetime, so it must be seconds
+  withCoturn({ extra: ['--stale-nonce=3'] }, async (coturn) => {
     const c = await allocateOn('127.0.120.17', coturn);
-    await sleep(2500);
-    assert.equal(await c.turn.refresh(), 600);
+    // past the nonce's 3 s by our clock; again if coturn's (ticking once a second) had not got there
+    let tries = 0;
+    do {
+      assert.ok(tries++ < 5, 'no 438 in five Refreshes 4.5 s apart');
+      await sleep(4500);
+      assert.equal(await c.turn.refresh(), 600);
+    } while (codeOf(c.transport.responses.at(-2)!) !== 438);
     const codes = c.transport.responses.map(codeOf);
     assert.deepEqual(codes.slice(-2), [438, undefined], 'a 438, then success');
     const [stale, retried] = c.transport.requests.slice(-2);
@@ -393,7 +455,9 @@ test('a server that does not answer: a timeout, as a TurnError', async () => {
     { server: { host: silent.address, port: silent.port }, username: 'u', password: 'p', timeoutMs: 600, retransmitMs: 200 }));
   assert.equal(err.failure, 'timeout');
   assert.equal(err.method, 'Allocate');
-  assert.ok(silent.inbox.length >= 2, 'retransmitted');
+  // the 200 ms retransmission is due before the 600 ms timeout, so it fires first however late
+  // both ran; it may only not have been received yet
+  assert.ok(await until(() => silent.inbox.length >= 2), 'retransmitted');
   silent.close();
   s.close();
 });
@@ -424,10 +488,10 @@ test('over a TrackerClient: the allocation shares the tracker session\'s socket,
     // the peer's NAT gave it another port towards the relay: a stranger's datagram from there is ignored, its probe moves the path
     const moved = await udp('127.0.120.26');
     moved.socket.send('stranger', turn.relayed.port, turn.relayed.address);
-    await sleep(300);
-    assert.equal(got.length, 20);
+    // sent after it from the same socket, so relayed after it: once the probe is in, the stranger was dropped
     moved.socket.send(probe('peer-share'), turn.relayed.port, turn.relayed.address);
-    assert.ok(await until(() => got.length === 21));
+    assert.ok(await until(() => got.length >= 21), `got ${got.length}`);
+    assert.deepEqual(got.slice(20), [probe('peer-share').toString()], 'the stranger\'s datagram is not the peer\'s');
     assert.equal(path.peeraddr, `${moved.address}:${moved.port}`);
     path.send(Buffer.from('to the new port'));
     assert.ok(await until(() => moved.inbox.some((x) => x.msg.toString() === 'to the new port')));
@@ -444,7 +508,7 @@ test('coturn\'s turnutils_uclient accepts credentials from the same secret: its 
     const uclient = (args: string[]): Promise<{ code: number; out: string }> => new Promise((resolve) => {
       // -y: two clients relay to each other; -c: no RTCP allocation; 1 client pair, 5 messages of 100 bytes
       execFile('turnutils_uclient', ['-y', '-c', '-m', '1', '-n', '5', '-l', '100', '-e', '127.0.0.1', '-p', String(coturn.port), ...args, coturn.host],
-        { timeout: 20_000 }, (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out: `${stdout}${stderr}` }));
+        { timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out: `${stdout}${stderr}` })); // bounds a failing run only
     });
     const relayed = (r: { code: number; out: string }): boolean => r.code === 0 && /Total lost packets 0 \(/.test(r.out) && /tot_recv_msgs=[1-9]/.test(r.out);
 

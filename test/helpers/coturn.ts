@@ -124,7 +124,8 @@ async function answersBinding(host: string, port: number): Promise<boolean> {
 
 /**
  * Starts turnserver on `host` (a loopback address by default) with free ports, and
- * resolves once it answers a STUN Binding.
+ * resolves once it answers a STUN Binding (asked again and again: the deadline only
+ * bounds a start that fails).
  */
 export async function startCoturn(opts: Partial<CoturnOptions> & { relayPorts?: number } = {}): Promise<Coturn> {
   const host = opts.listeningIp ?? '127.0.0.1';
@@ -151,7 +152,7 @@ export async function startCoturn(opts: Partial<CoturnOptions> & { relayPorts?: 
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await exited;
   };
-  for (let i = 0; i < 50; i++) {
+  for (const end = Date.now() + 60_000; Date.now() < end;) {
     if (child.exitCode !== null) break;
     if (await answersBinding(host, o.listeningPort)) {
       return { host, port: o.listeningPort, secret: o.secret, realm: o.realm, relayIp, output: () => out, stop };

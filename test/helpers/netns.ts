@@ -100,7 +100,7 @@ export interface NatLab {
   ns: { pub: string; natA: string; natB: string; hostA: string; hostB: string };
   /** Spawns `cmd args` inside namespace `ns`, tracked so destroy() kills it. */
   spawnIn(ns: string, cmd: string, args: string[], opts?: SpawnOptionsWithoutStdio): ChildProcessWithoutNullStreams;
-  /** Resolves once something listens on UDP `port` inside `ns`. */
+  /** Resolves once something listens on UDP `port` inside `ns` (a generous default deadline: it only bounds a failing start). */
   waitForUdpPort(ns: string, port: number, timeoutMs?: number): Promise<void>;
   /**
    * A firewall between the two NATs: each drops what its host sends to the other
@@ -144,7 +144,7 @@ export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
       child.once('exit', () => children.delete(child));
       return child;
     },
-    async waitForUdpPort(where, port, timeoutMs = 15_000) {
+    async waitForUdpPort(where, port, timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const out = execFileSync('ip', ['netns', 'exec', where, 'ss', '-Huln', `sport = :${port}`]).toString();
@@ -218,8 +218,9 @@ export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
 /** A child's stdout as parsed JSON lines, plus its exit. */
 export interface JsonLineProcess {
   lines: Record<string, unknown>[];
-  /** Resolves with the first line whose `event` is one of `events`. */
+  /** Resolves with the first line whose `event` is one of `events`; rejects after timeoutMs, or once the output ended without one. */
   waitFor(events: string[], timeoutMs: number): Promise<Record<string, unknown>>;
+  /** Once the child exited and its output was read to the end: every line is in `lines` by then. */
   exited: Promise<{ code: number | null; ms: number }>;
   stderr(): string;
 }
@@ -245,8 +246,9 @@ export function jsonLines(child: ChildProcessWithoutNullStreams): JsonLineProces
       }
     }
   });
+  // 'close', not 'exit': 'exit' may come before the last of stdout has been read
   const exited = new Promise<{ code: number | null; ms: number }>((resolve) =>
-    child.once('exit', (code) => resolve({ code, ms: performance.now() - started })),
+    child.once('close', (code) => resolve({ code, ms: performance.now() - started })),
   );
   return {
     lines,
@@ -267,10 +269,10 @@ export function jsonLines(child: ChildProcessWithoutNullStreams): JsonLineProces
             resolve(l);
           },
         });
-        void exited.then(() => setTimeout(() => {
+        void exited.then(() => {
           clearTimeout(timer);
           reject(new Error(`exited before a ${events.join('/')} line; got ${JSON.stringify(lines)}; stderr: ${err}`));
-        }, 50));
+        });
       });
     },
   };
@@ -305,7 +307,8 @@ export async function punchPair(lab: NatLab, cli: Cli, announcer: Side, trackers
   const punch = (s: Side, more: string[]) => jsonLines(lab.spawnIn(host(s), process.execPath,
     [...cli.args, 'punch', '--tracker', trackers[s], ...extra, ...more], { cwd: cli.cwd }));
   const waiting = punch(announcer, []);
-  const announced = await waiting.waitFor(['announced'], 15_000);
+  // a process start, NAT discovery and an announce: the deadline only bounds a failing run
+  const announced = await waiting.waitFor(['announced'], 60_000);
   const pushing = punch(pusher, ['--peer', String(announced.shareId)]);
   const exits = await Promise.all([waiting.exited, pushing.exited]);
   return { announcer: waiting, pusher: pushing, exits };
