@@ -1,6 +1,6 @@
 // The one configuration schema. Every option is declared once below, with its
 // doc beside it; defaults, config file, environment, flags, validation, --help,
-// --print-config and the README's table all come from this list.
+// --print-config and the configuration table in docs/operations.md all come from this list.
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
