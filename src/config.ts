@@ -1,6 +1,6 @@
 // The one configuration schema. Every option is declared once below, with its
 // doc beside it; defaults, config file, environment, flags, validation, --help,
-// --print-config and the README's table all come from this list.
+// --print-config and the configuration table in docs/operations.md all come from this list.
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
@@ -123,7 +123,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Also save the snapshot every this many seconds (needs --snapshot). 0 = only on shutdown.' },
   // Abuse limits (see the README's "Limits"). The totals are split evenly over the shards.
   { key: 'maxSessions', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
-    doc: 'Live sessions in total; an announce past it gets TRACKER_FULL. About 150–190 bytes of RAM each, as measured by `yarn bench` (one source IP per session).' },
+    doc: 'Live sessions in total; an announce past it gets TRACKER_FULL. About 140–230 bytes of RAM each (one source IP per session; measured: docs/benchmarks.md).' },
   { key: 'maxSessionsPerIp', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 4096,
     doc: 'Live sessions per source IP; an announce past it gets SESSION_LIMIT. Generous: carrier-grade NAT puts many users behind one IP.' },
   { key: 'maxTrackedIps', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,

@@ -1,5 +1,5 @@
 // Every error code a client can receive, with the plain-words message sent with it.
-// The README's error table is this list. Codes are stable: clients may switch on them.
+// The error table in docs/protocol.md is this list (test/docs.test.ts checks it). Codes are stable: clients may switch on them.
 
 export const ERROR_CODES = {
   DATAGRAM_TOO_LARGE: 'the datagram is larger than the tracker accepts',
