@@ -239,7 +239,6 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
       const push = pushes[0]!;
       assert.equal(push.k, 'push');
       const req = push.req;
-      assert.deepEqual(Object.keys(push.f as object).sort(), ['dialect', 'grant', 'requester', 'target', 'v6'], 'the push names no address to answer to');
       const frameTo = (port: number): Buffer => {
         const addr = Buffer.from(aim.address, 'latin1'), payload = Buffer.from('forged');
         return Buffer.concat([Buffer.from([1, 0, port >>> 8, port & 0xff, addr.length]), addr, Buffer.from([0, payload.length]), payload]);
@@ -253,6 +252,21 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
         pack({ k: 'result', from: 'mallory', req, replies: [reply] }), // the right id, from an instance it was not sent to
       ];
       for (const f of forgeries) assert.equal(await publish(bravo, f), 1);
+      // barrier 1: a real push from bravo to alpha; its result comes on bravo's channel after the forgeries
+      const x = await client(alpha), z = await client(bravo);
+      const idX = await x.announce();
+      await z.announce();
+      await pointerOf(idX);
+      z.send({ action: 'push', shareId: idX });
+      assert.equal((await z.next('pushReceived')).data!.peerShareId, idX);
+      x.close(); z.close();
+      // barrier 2: a datagram sent to the listener now arrives after anything bravo sent it before
+      const prober = dgram.createSocket('udp4');
+      prober.send('barrier', aim.port, aim.address);
+      await until('the barrier reached the listener', () => heard.includes('barrier'));
+      prober.close();
+      assert.deepEqual(heard, ['barrier'], 'no datagram went to the address the forgeries named');
+      assert.deepEqual(Object.keys(push.f as object).sort(), ['dialect', 'grant', 'requester', 'target', 'v6'], 'the push names no address to answer to');
       // the owner's real answer: only payloads, sent where bravo recorded the push came from
       await publish(bravo, pack({ k: 'result', from: 'ghost', req, replies: [reply] }));
       const r = await y.next('pushReceived');
@@ -262,13 +276,7 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
       await publish(bravo, pack({ k: 'result', from: 'ghost', req, replies: [reply] }));
       await until('bravo counted every forgery and the repeat', async () => (await invalidCount(bravo)) - countedBefore === forgeries.length + 1);
       assert.equal(await invalidCount(bravo, 'unmatched_result'), 3);
-      assert.deepEqual((await y.settle()).map((x) => x.raw), [], 'nothing more for the requester');
-      // barrier: a datagram sent to the listener now arrives after anything bravo sent it before
-      const prober = dgram.createSocket('udp4');
-      prober.send('barrier', aim.port, aim.address);
-      await until('the barrier reached the listener', () => heard.includes('barrier'));
-      prober.close();
-      assert.deepEqual(heard, ['barrier'], 'no datagram went to the address the forgeries named');
+      assert.deepEqual((await y.settle()).map((m) => m.raw), [], 'nothing more for the requester');
     } finally {
       y.close(); listener.close(); ghost.disconnect();
       redis.cli('del', 'sobani:s:GH0st0000000');
