@@ -284,6 +284,33 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
     await stillServing();
   });
 
+  test('an owner\'s replies to an unproven requester stay within the grant its own instance took: the rest are dropped and counted', async () => {
+    const ghost = new Redis(redis.url, { lazyConnect: true });
+    await ghost.connect();
+    const pushes: Record<string, any>[] = [];
+    ghost.on('messageBuffer', (_c: Buffer, m: Buffer) => pushes.push(new Unpackr({ useRecords: false }).unpack(m) as Record<string, any>));
+    await ghost.subscribe(channel('ghost2'));
+    const w = await client(bravo);
+    try {
+      await w.announce({ verify: false });
+      await w.settle();
+      const target = 'GH0st0000002';
+      redis.cli('set', `sobani:s:${target}`, 'ghost2\t192.0.2.1:5\t');
+      const before = await invalidCount(bravo, 'over_budget');
+      w.send({ action: 'push', shareId: target });
+      await until('the ghost got the push', () => pushes.length === 1);
+      const { req, f } = pushes[0]!;
+      assert.ok(f.grant > 28, `an unproven requester's push carries a grant (${f.grant})`);
+      const fits = Buffer.alloc(f.grant - 28, 0x61); // 28: IPv4 + UDP headers
+      await publish(bravo, pack({ k: 'result', from: 'ghost2', req, replies: [fits, Buffer.from('x')] }));
+      await until('over_budget counted', async () => (await invalidCount(bravo, 'over_budget')) === before + 1);
+      assert.deepEqual((await w.settle()).map((m) => m.raw), [fits.toString()], 'the reply that fits, and nothing past the grant');
+    } finally {
+      w.close(); ghost.disconnect();
+      redis.cli('del', 'sobani:s:GH0st0000002');
+    }
+  });
+
   test('fuzz: 2,000 random and mutated messages on two instances\' channels are each dropped and counted or served; both keep serving', { timeout: 120_000 }, async () => {
     // a fixed seed: a failure is reproducible
     let seed = 0x5eed;
