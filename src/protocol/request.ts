@@ -163,7 +163,7 @@ function parsePush(m: Record<string, unknown>, limits: ParseLimits): Request {
 }
 
 /** "1.2.3.4:5" or "[v6]:5" with an IP literal and a port 1-65535, canonical; else null. */
-function canonicalEndpoint(text: string): string | null {
+export function canonicalEndpoint(text: string): string | null {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(text);
   if (m === null) return null;
   const ip = canonicalIp(m[1] ?? m[2]!);

@@ -167,8 +167,8 @@ export class Shard implements ShardContext {
   }
 
   /** The requester's replies to a push from another instance, for it to send. */
-  result(from: string, req: number, out: Uint8Array): void {
-    (this.extras.results ??= []).push({ from, req, out });
+  result(from: string, req: string, replies: Uint8Array[]): void {
+    (this.extras.results ??= []).push({ from, req, replies });
   }
 
   /** Everything written since the last call: reply bytes, packed forwards per shard, packed extras. */

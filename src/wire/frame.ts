@@ -150,3 +150,21 @@ export class ReplyWriter {
     return out;
   }
 }
+
+/**
+ * The payloads of a reply batch's records, in order, without where they were to go:
+ * what a shard wrote for a requester of another instance, which sends them itself
+ * (directory/remote-pushes.ts).
+ */
+export function replyPayloads(batch: Uint8Array | null): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  if (batch === null) return out;
+  let o = 0;
+  while (o < batch.length) {
+    const at = batch[o] === REPLY ? o + 3 : o + 5 + batch[o + 4]!;
+    const len = (batch[at]! << 8) | batch[at + 1]!;
+    out.push(batch.slice(at + 2, at + 2 + len));
+    o = at + 2 + len;
+  }
+  return out;
+}
