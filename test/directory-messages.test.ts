@@ -137,7 +137,7 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
   let publisher: Redis;
   let clientIp = 1;
   const client = (i: Instance): Promise<WirePeer> => WirePeer.open({ address: i.host, port: i.port }, `127.0.31.${clientIp++}`);
-  const channel = (i: Instance | string): string => `sobani:i:${typeof i === 'string' ? i : i.id}`;
+  const channel = (i: Instance | string): string => `sobani:i2:${typeof i === 'string' ? i : i.id}`;
   const publish = async (to: Instance | string, bytes: Uint8Array): Promise<number> => publisher.publish(channel(to), Buffer.from(bytes));
 
   before(async () => {
@@ -146,7 +146,7 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
     publisher = new Redis(redis.url, { lazyConnect: true });
     await publisher.connect();
     // both are subscribed before anything is published at them
-    await until('both instances subscribed', () => /^sobani:i:alpha\n1\nsobani:i:bravo\n1$/.test(redis.cli('pubsub', 'numsub', channel(alpha), channel(bravo)).trim()));
+    await until('both instances subscribed', () => /^sobani:i2:alpha\n1\nsobani:i2:bravo\n1$/.test(redis.cli('pubsub', 'numsub', channel(alpha), channel(bravo)).trim()));
   });
   after(async () => {
     publisher?.disconnect();
@@ -196,7 +196,7 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
       await pointerOf(idX);
       const before = await invalidCount(alpha);
       const crashers = [
-        Buffer.from([0xc0]), // printf '\xc0' | redis-cli -x publish sobani:i:<id>
+        Buffer.from([0xc0]), // printf '\xc0' | redis-cli -x publish sobani:i2:<id>
         pack({ k: 'push', f: null }),
         pack({ k: 'push', f: { target: idX, address: 5 } }),
         // JSON in the fields that go into the target's income

@@ -236,7 +236,7 @@ describe('several instances on one session directory', { skip }, () => {
       doomed.proc.child.kill('SIGKILL');
       await doomed.proc.exited;
       // Redis has seen it go: nobody listens on its channel any more
-      await until('the dead instance unsubscribed', () => redis.cli('pubsub', 'numsub', 'sobani:i:doomed').trim().split('\n')[1] === '0');
+      await until('the dead instance unsubscribed', () => redis.cli('pubsub', 'numsub', 'sobani:i2:doomed').trim().split('\n')[1] === '0');
       const r = await push(y, idX, 'error');
       assert.equal(r.data!.code, 'PEER_UNREACHABLE');
       assert.equal(await metric(asking, /^sobani_remote_pushes_total\{outcome="PEER_UNREACHABLE"\} (\d+)/m), 1);

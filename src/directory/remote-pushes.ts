@@ -3,11 +3,11 @@
 //   requester's instance                          owner's instance
 //   shard: target not here -> lookup
 //   GET sobani:s:<id> -> owner
-//   PUBLISH sobani:i:<owner> {push}  ----------->  shard holding <id>: income to the
+//   PUBLISH sobani:i2:<owner> {push}  ----------->  shard holding <id>: income to the
 //                                                  target from this socket; the
 //                                                  requester's replies, within the
 //                                                  grant it carried, as payloads
-//                                     <-----------  PUBLISH sobani:i:<from> {result}
+//                                     <-----------  PUBLISH sobani:i2:<from> {result}
 //   sends them from its own socket to
 //   where it recorded the push came from
 //
