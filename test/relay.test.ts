@@ -15,7 +15,8 @@ import { freePort, httpGet, sample } from './helpers/ops.js';
 import { EXPECT_MS, PADDED_ANNOUNCE, TEST_IO, WirePeer, withTracker } from './helpers/wire.js';
 
 const SECRET = 'the-secret-coturn-has';
-const RELAY = { turnUrl: 'turn:127.0.0.1:3478,turn:[::1]:3479', turnSecret: SECRET };
+/** The relayed addresses the tests push are on 198.51.100.9 and 2001:db8::7: a relay that relays on other IPs than it listens on (relayIps). */
+const RELAY = { turnUrl: 'turn:127.0.0.1:3478,turn:[::1]:3479', turnSecret: SECRET, relayIps: '198.51.100.9, 2001:db8::7' };
 
 /** A documented session that proved it receives. */
 async function proved(p: WirePeer): Promise<string> {
