@@ -232,4 +232,6 @@ test('the relay settings: turn: URLs only, and a secret exactly when there is a 
   refused(['--turn-url', 'turn:relay:3478'], /no secret to mint its credentials with/);
   refused(['--turn-secret', 's'], /no relay to use it with/);
   refused(['--turn-url', 'turn:relay:3478', '--turn-secret', 's', '--turn-secret-file', '/f'], /both set/);
+  assert.equal(ok(['--relay-ips', '198.51.100.4,2001:db8::1']).relayIps, '198.51.100.4,2001:db8::1');
+  refused(['--relay-ips', 'relay.example.org'], /relayIps \(--relay-ips\) is "relay.example.org": it must be IPv4 or IPv6 address literals, comma-separated/);
 });

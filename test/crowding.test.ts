@@ -226,3 +226,21 @@ function keyOf(ip: string): Uint8Array {
   ip.split('.').forEach((b, i) => { k[12 + i] = Number(b); });
   return k;
 }
+
+test('restored from a snapshot, a session keeps its place: one that never kept alive lives at most announceTtl and gives way first; a proven one never', () => {
+  const a = simulated({ ttl: 300, announceTtl: 10 });
+  a.announce(43000);
+  const provenId = a.announce(43001);
+  a.reply(43001, { action: 'pulse', shareId: provenId }, 'pulseReceived');
+  const block = a.shard.exportSessions();
+  const b = simulated({ ttl: 300, announceTtl: 10, maxSessions: 2 });
+  assert.equal(b.shard.importSessions(block), 2);
+  b.announce(43002); // the table is full: the restored session that never kept alive gives way
+  assert.equal(b.shard.sessions.at(keyOf('127.0.0.1'), 43000), -1);
+  assert.equal(b.shard.counters.snapshot().evictedNeverKeptAlive, 1);
+  const c = simulated({ ttl: 300, announceTtl: 10 });
+  c.shard.importSessions(block);
+  c.wait(10_100);
+  assert.equal(c.shard.peers, 1, 'the restored never-kept-alive session lived at most announceTtl');
+  assert.equal(c.live(43001), true);
+});
