@@ -124,7 +124,7 @@ test('every flag the CLI\'s --help prints (tracker, client commands, health) is 
 
 test('the configuration table (docs/operations.md) has a row for every setting, with its flag, env var, default and doc', () => {
   const defaults = defaultConfig();
-  const rows = section('docs/operations.md', 'Configuration').split('\n').filter((l) => /^\| `[a-zA-Z]+` \|/.test(l));
+  const rows = section('docs/operations.md', 'Configuration').split('\n').filter((l) => /^\| `[a-zA-Z][a-zA-Z0-9]*` \|/.test(l));
   for (const o of OPTIONS) {
     const row = rows.find((l) => l.startsWith(`| \`${o.key}\` |`));
     assert.ok(row, `no row for ${o.key}`);
@@ -135,7 +135,7 @@ test('the configuration table (docs/operations.md) has a row for every setting, 
     else assert.ok(row.includes(`\`${JSON.stringify(defaults[o.key])}\``), `${o.key}: default`);
   }
   const keys = new Set(OPTIONS.map((o) => o.key as string));
-  assert.deepEqual(rows.map((l) => /^\| `([a-zA-Z]+)` \|/.exec(l)![1]!).filter((k) => !keys.has(k)), [], 'rows for settings config.ts does not have');
+  assert.deepEqual(rows.map((l) => /^\| `([a-zA-Z][a-zA-Z0-9]*)` \|/.exec(l)![1]!).filter((k) => !keys.has(k)), [], 'rows for settings config.ts does not have');
 });
 
 test('the error table (docs/protocol.md) is ERROR_CODES: every code, and no other', () => {

@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   RELAY_NOT_CONFIGURED: 'this tracker has no relay (TURN server) to hand out credentials for',
   PROOF_REQUIRED: 'prove that you receive at your address first: pulse with your own shareId',
   RELAY_RATE_LIMITED: 'too many relay requests from this IP address; try again in a second',
+  RELAY_NOT_ALLOWED: 'that relay address is not on a relay this tracker hands out',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

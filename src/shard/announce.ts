@@ -17,8 +17,15 @@ export function announce(s: ShardContext, req: AnnounceRequest, socket: number, 
   // An announce retried before any keep-alive (the desktop client resends every
   // second until answered) gets the same shareId again.
   if (slot < 0) {
-    if (r.ipSlot >= 0 && s.ips.sessions[r.ipSlot]! >= s.opts.maxSessionsPerIp) return r.error('SESSION_LIMIT');
-    if (t.size >= s.opts.maxSessions) return r.error('TRACKER_FULL');
+    if (r.ipSlot >= 0 && s.ips.sessions[r.ipSlot]! >= (s.ips.isIpv6Prefix(r.ipSlot) ? s.opts.maxSessionsPerIpv6Prefix : s.opts.maxSessionsPerIp)) {
+      return r.error('SESSION_LIMIT');
+    }
+    // A full table: a session that proved nothing gives way (sessions.ts evictForNew), a proven one never.
+    if (t.size >= s.opts.maxSessions) {
+      const from = sessions.evictForNew();
+      if (from < 0) return r.error('TRACKER_FULL');
+      s.counters.evicted(from);
+    }
     slot = sessions.create(r.key, r.port, socket, bucket);
     s.pointers.write(slot);
   }

@@ -18,6 +18,8 @@ export interface Override {
 export const VERIFIED = 1;
 /** flags: the session has sent a keep-alive (pulse or alive), so a new announce from its address replaces it. */
 export const KEPT_ALIVE = 2;
+/** flags: a token session (it asked for a token at announce; set by the token code). Proven once it kept alive with its token. */
+export const AUTH = 4;
 
 function fnv(h: number, byte: number): number {
   return Math.imul(h ^ byte, 0x01000193);
@@ -37,7 +39,7 @@ export class PeerTable {
   port: Uint16Array;
   socket: Uint8Array; // which of the tracker's sockets the peer talks to
   dialect: Uint8Array; // see protocol/dialect.ts
-  flags: Uint8Array; // VERIFIED | KEPT_ALIVE
+  flags: Uint8Array; // VERIFIED | KEPT_ALIVE | AUTH
   nat: Uint8Array; // protocol/nat.ts: what the client reported (0: nothing)
   relayExpiry: Uint32Array; // unix seconds the session's last relay credential expires (0: none yet)
   ids: Uint8Array; // idLength ASCII bytes per slot

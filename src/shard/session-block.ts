@@ -50,7 +50,6 @@ export function importSessions(s: ShardContext, b: SessionBlock): number {
   const relays = new DataView(b.relayExpiry.buffer, b.relayExpiry.byteOffset, b.relayExpiry.byteLength);
   const slots = new Int32Array(b.count).fill(-1);
   s.readTime();
-  const now = sessions.tick();
   let added = 0;
   for (let i = 0; i < b.count; i++) {
     const id = String.fromCharCode.apply(null, b.ids.subarray(i * idLen, (i + 1) * idLen) as unknown as number[]);
@@ -65,8 +64,7 @@ export function importSessions(s: ShardContext, b: SessionBlock): number {
     t.flags[slot] = b.flags[i]!; // a verified client stays verified
     t.nat[slot] = b.nat[i]!;
     t.relayExpiry[slot] = relays.getUint32(i * 4);
-    const ticks = Math.min(sessions.ttlTicks, Math.max(1, Math.ceil(ttls.getUint32(i * 4) / sessions.tickMs)));
-    sessions.wheel.schedule(slot, now + ticks);
+    sessions.restore(slot, ttls.getUint32(i * 4));
     slots[i] = slot;
     added++;
   }
