@@ -6,6 +6,8 @@ import { DIALECT_NAMES } from '../protocol/dialect.js';
 import type { ErrorCode } from '../protocol/errors.js';
 
 export type DropReason = 'amplification' | 'rate_limited' | 'push_rate_limited' | 'bad_source' | 'bad_forward' | 'internal_error' |
+  /** a reply longer than a frame record holds (wire/frame.ts RecordTooLong): cancelled */
+  'reply_too_long' |
   /** a datagram that is not STUN on one of the other STUN addresses, which answer STUN alone */
   'not_stun' | 'stun_malformed' | 'stun_bad_fingerprint' | 'stun_not_a_request';
 

@@ -3,7 +3,7 @@
 import type { Config } from '../config.js';
 import { pointerRefreshMs } from '../directory/cadence.js';
 
-export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceReply' | 'maxMultiaddr' |
+export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceReply' | 'maxMultiaddr' | 'maxDatagram' |
   'maxSessionsPerIp' | 'maxSessionsPerIpv6Prefix' | 'ipRate' | 'ipBurst' | 'pushRate' | 'pushBurst' | 'relayRate' | 'relayBurst'> {
   index: number;
   shards: number;
@@ -56,6 +56,7 @@ export function shardOptions(config: Config, index: number, io: { socketTypes: r
     shareIdLength: config.shareIdLength,
     announceReply: config.announceReply,
     maxMultiaddr: config.maxMultiaddr,
+    maxDatagram: config.maxDatagram, // bounds STUN responses (shard/stun.ts)
     socketTypes: io.socketTypes,
     stunEndpoints: config.stunOtherHost === '' ? [] : io.addresses.map(({ address, port }) => ({ address, port })),
     maxSessions: Math.ceil(config.maxSessions / config.shards),
