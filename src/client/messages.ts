@@ -30,10 +30,12 @@ const PULSE = Buffer.from('{"action":"pulse"}');
 
 /**
  * The legacy client's exact bytes, or the padded documented form; with `nat` (the
- * documented dialect only), the NAT type is reported from the first datagram on.
+ * documented dialect only), the NAT type is reported from the first datagram on,
+ * and with `local`, our local candidates (local-candidates.ts).
  */
-export function announceRequest(dialect: Dialect, nat?: NatType): Buffer {
+export function announceRequest(dialect: Dialect, nat?: NatType, local?: readonly string[]): Buffer {
   if (dialect === 'legacy') return ANNOUNCE;
+  if (local !== undefined) return Buffer.from(JSON.stringify({ action: 'announce', ...(nat !== undefined ? { nat } : {}), local, pad: 'x'.repeat(18) }));
   return nat === undefined ? PADDED_ANNOUNCE : Buffer.from(JSON.stringify({ action: 'announce', nat, pad: 'x'.repeat(18) }));
 }
 
@@ -42,8 +44,8 @@ export function announceRequest(dialect: Dialect, nat?: NatType): Buffer {
  * proves to the tracker that we receive at our address (so it never trims its
  * replies to us, nor holds back income), and our NAT type when we know it.
  */
-export function provingPulse(shareId: string, nat?: NatType): Buffer {
-  return Buffer.from(JSON.stringify(nat === undefined ? { action: 'pulse', shareId } : { action: 'pulse', shareId, nat }));
+export function provingPulse(shareId: string, nat?: NatType, local?: readonly string[]): Buffer {
+  return Buffer.from(JSON.stringify({ action: 'pulse', shareId, ...(nat !== undefined ? { nat } : {}), ...(local !== undefined ? { local } : {}) }));
 }
 
 /** The keep-alive of each dialect: `pulse` (documented) or `alive` (legacy). */
@@ -82,8 +84,8 @@ export type TrackerReply =
   /** `pulseReceived`, `alived` (status "0") or a legacy `expired`/`expire` (status "1"). */
   | { kind: 'pulse'; status: '0' | '1'; overriden: boolean; shareId?: string; legacyExpired: boolean; raw: RawMessage }
   /** `pushReceived` or `pushed`; `nat` and `peerVerified` come to clients that reported their own nat. */
-  | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; nat?: NatType; peerVerified?: boolean; raw: RawMessage }
-  | { kind: 'income'; peeraddr: string; peerShareId: string; nat?: NatType; peerVerified?: boolean; relay?: string; raw: RawMessage }
+  | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; nat?: NatType; peerVerified?: boolean; local?: string[]; raw: RawMessage }
+  | { kind: 'income'; peeraddr: string; peerShareId: string; nat?: NatType; peerVerified?: boolean; relay?: string; local?: string[]; raw: RawMessage }
   /** `relayReceived`: TURN credentials for the tracker's relay(s). */
   | { kind: 'relay'; urls: string[]; username: string; credential: string; ttl: number; raw: RawMessage }
   | { kind: 'error'; code: string; message: string; shareId?: string; raw: RawMessage }
@@ -100,12 +102,14 @@ function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** The optional fields about a peer's NAT, as present in `data`. */
-function aboutPeer(data: Record<string, unknown>): { nat?: NatType; peerVerified?: boolean } {
+/** The optional fields about a peer's NAT and its local candidates, as present in `data`. */
+function aboutPeer(data: Record<string, unknown>): { nat?: NatType; peerVerified?: boolean; local?: string[] } {
   const nat = NAT_TYPES.find((t) => t === data.nat);
+  const local = Array.isArray(data.local) ? data.local.filter((c): c is string => typeof c === 'string') : [];
   return {
     ...(nat !== undefined ? { nat } : {}),
     ...(typeof data.peerVerified === 'boolean' ? { peerVerified: data.peerVerified } : {}),
+    ...(local.length > 0 ? { local } : {}),
   };
 }
 

@@ -15,6 +15,8 @@ export interface Peer {
   nat?: NatType;
   /** The peer proved it receives at peeraddr (see the README's peerVerified). */
   verified: boolean;
+  /** Its local candidates, if the tracker showed us any (local-punch.ts): claims, not proofs. */
+  local?: string[];
 }
 
 /** An open path to the peer: what was proved to carry datagrams both ways. */

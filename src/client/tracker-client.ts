@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest, RELAY_ERRORS, RELAY_REQUEST } from './messages.js';
 import type { Dialect, NatType, PulseOptions, TrackerReply } from './messages.js';
 import { StunTransactions, type StunExchangeOptions, type StunReply } from './stun-transactions.js';
+import { gatherLocalCandidates } from './local-candidates.js';
 import { parsePeerAddr } from './peer-addr.js';
 import type { PeerAddr } from './peer-addr.js';
 
@@ -35,6 +36,14 @@ export interface TrackerClientOptions {
   signal?: AbortSignal;
   /** Local address to bind. Default: an ephemeral port on every address. */
   socket?: { host?: string; port?: number };
+  /**
+   * Tell the tracker our local candidates (documented dialect): the socket's port on
+   * each of this host's interface addresses (local-candidates.ts), sent with announce
+   * and pulse. The tracker shows them to the peer we pair with alone, so a peer
+   * behind the same NAT can reach us on our own network. Default true; false keeps
+   * our local addresses to ourselves (and we are shown none of the peer's).
+   */
+  shareLocal?: boolean;
 }
 
 /** Options every request method takes. */
@@ -51,6 +60,8 @@ export interface PeerNat {
   nat?: NatType;
   /** The peer proved it receives at `peeraddr` (absent: the tracker did not say, so assume it did not). */
   peerVerified?: boolean;
+  /** The peer's local candidates ("ip:port"): shown only to a client that shares its own (shareLocal). Claims, not proofs. */
+  local?: string[];
 }
 
 export interface PushResult extends PeerAddr, PeerNat {
@@ -153,6 +164,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   #closing: Promise<void> | undefined;
   /** Our NAT type, once known (reportNat): sent with announce and the proving pulse. */
   #nat: NatType | undefined;
+  /** The local candidates the tracker last heard from us (undefined: none sent yet, or not shared). */
+  #localSent: string[] | undefined;
   readonly #stun = new StunTransactions();
   #onAbort = (): void => void this.close();
 
@@ -179,6 +192,27 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   /** Our NAT type, as reported to the tracker (reportNat), if any. */
   get nat(): NatType | undefined {
     return this.#nat;
+  }
+
+  /** The local candidates we told the tracker last (undefined: none, or shareLocal is false). */
+  get localCandidates(): readonly string[] | undefined {
+    return this.#localSent;
+  }
+
+  /** Our local candidates now (re-read from the interfaces), or undefined when they are not shared. */
+  #gatherLocal(): string[] | undefined {
+    if (this.dialect !== 'documented' || this.#options.shareLocal === false || !this.#socket) return undefined;
+    const a = this.#socket.address();
+    return gatherLocalCandidates({ port: a.port, family: a.family === 'IPv6' ? 6 : 4, boundTo: a.address });
+  }
+
+  /** The candidates to put in the next announce or pulse: every time in an announce; in a pulse, when they changed. */
+  #localFor(kind: 'announce' | 'pulse'): string[] | undefined {
+    const now = this.#gatherLocal();
+    if (now === undefined) return undefined;
+    if (kind === 'pulse' && this.#localSent !== undefined && now.length === this.#localSent.length && now.every((c, i) => c === this.#localSent![i])) return undefined;
+    this.#localSent = now;
+    return now;
   }
 
   /**
@@ -259,7 +293,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     // has given up (signal / timeout), so an abandoned announce stops sending.
     if (!this.#announcing) {
       const stop = new AbortController();
-      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect, this.#nat), { signal: stop.signal })
+      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect, this.#nat, this.#localFor('announce')), { signal: stop.signal })
         .then((shareId) => this.#prove(shareId, stop.signal))
         .finally(() => {
         if (this.#announcing === state) this.#announcing = undefined;
@@ -282,7 +316,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    */
   async #prove(shareId: string, signal: AbortSignal): Promise<string> {
     if (this.dialect !== 'documented') return shareId;
-    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, this.#nat), { signal }));
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, this.#nat, this.#localSent), { signal }));
     this.#pulseChain = run.catch(() => undefined);
     await run.catch(() => undefined); // an unanswered proof only means smaller replies
     return shareId;
@@ -511,7 +545,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       // An explicit pulse() in flight already keeps the session alive.
       if (this.#first('pulse')) return;
       const shareId = this.shareId;
-      this.#sendRaw(this.dialect === 'documented' && shareId !== undefined ? provingPulse(shareId) : keepAliveRequest(this.dialect));
+      this.#sendRaw(this.dialect === 'documented' && shareId !== undefined ? provingPulse(shareId, undefined, this.#localFor('pulse')) : keepAliveRequest(this.dialect));
     };
     this.#pulseTimer = setInterval(keepAlive, this.pulseIntervalMs);
   }
@@ -540,7 +574,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
 }
 
 function peerNat(reply: PeerNat): PeerNat {
-  return { ...(reply.nat !== undefined ? { nat: reply.nat } : {}), ...(reply.peerVerified !== undefined ? { peerVerified: reply.peerVerified } : {}) };
+  return { ...(reply.nat !== undefined ? { nat: reply.nat } : {}), ...(reply.peerVerified !== undefined ? { peerVerified: reply.peerVerified } : {}),
+    ...(reply.local !== undefined ? { local: reply.local } : {}) };
 }
 
 function closedError(): TrackerError {

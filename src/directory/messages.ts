@@ -17,15 +17,10 @@ import { Packr, Unpackr } from 'msgpackr';
 import { canonicalIp } from '../protocol/address.js';
 import { DOCUMENTED, LEGACY, UNKNOWN, type PeerView } from '../protocol/dialect.js';
 import { NAT_TYPES } from '../protocol/nat.js';
+import { isLocalList } from '../protocol/local-candidates.js';
 import { canonicalEndpoint } from '../protocol/request.js';
 import { alphabetValue } from '../routing.js';
 import { MAX_PUSH_GRANT } from '../shard/requester.js';
-
-/** A peer as the owner's target is told of it (PeerView), as it crosses instances. */
-export interface RemotePeerView extends PeerView {
-  /** the requester's local candidates (spec "Local candidates"), canonical ip:port each */
-  local?: string[];
-}
 
 /** A push as it crosses instances: what the owner needs to answer it, and no address to answer to. */
 export interface RemotePush {
@@ -34,7 +29,7 @@ export interface RemotePush {
   /** the requester's dialect (protocol/dialect.ts) */
   dialect: number;
   /** what the target is told of the requester */
-  requester: RemotePeerView;
+  requester: PeerView;
   /** reply budget in wire bytes (-1: verified, no limit); the requester's instance enforces it again */
   grant: number;
   /** the requester's replies go to an IPv6 address (their IP + UDP header cost) */
@@ -74,8 +69,6 @@ export const MAX_MESSAGE_BYTES = 64 * 1024;
 export const MAX_REPLIES = 4;
 /** A pushReceived with the longest multiaddr, JSON-escaped, fits. */
 export const MAX_REPLY_BYTES = 8192;
-/** Local candidates a session may have (spec "Local candidates"). */
-export const MAX_LOCAL = 4;
 /** "[" + the longest IPv6 text + "]:65535" */
 const MAX_ENDPOINT_TEXT = 72;
 
@@ -175,14 +168,14 @@ export class DirectoryMessages {
     return out;
   }
 
-  private peer(p: unknown): RemotePeerView {
+  private peer(p: unknown): PeerView {
     if (!isPlain(p)) bad('f.requester');
     const path = 'f.requester.';
     const ip = own(p, 'ip');
     if (typeof ip !== 'string' || canonicalIp(ip) !== ip) bad(path + 'ip');
     const ipv6 = bool(p, 'ipv6', path);
     if (ipv6 !== ip.includes(':')) bad(path + 'ipv6');
-    const view: RemotePeerView = {
+    const view: PeerView = {
       ip, port: int(p, 'port', 1, 65535, path), ipv6,
       shareId: this.shareId(own(p, 'shareId'), path + 'shareId'),
       multiaddr: null,
@@ -196,8 +189,9 @@ export class DirectoryMessages {
     if (own(p, 'verified') !== undefined) view.verified = bool(p, 'verified', path);
     const local = own(p, 'local');
     if (local !== undefined) {
-      if (!Array.isArray(local) || local.length > MAX_LOCAL) bad(path + 'local');
-      view.local = local.map((l) => endpoint(l, path + 'local'));
+      // the same rules as the request field (count, canonical, no loopback or link-local, no repeats)
+      if (!isLocalList(local)) bad(path + 'local');
+      view.local = local;
     }
     return view;
   }

@@ -32,6 +32,7 @@ export function announce(s: ShardContext, req: AnnounceRequest, socket: number, 
   const told = dialectOfAnnounce(req);
   if (told !== UNKNOWN) t.dialect[slot] = told;
   if (req.nat !== NAT_NOT_REPORTED) t.nat[slot] = req.nat;
+  if (req.local !== undefined) sessions.setLocal(slot, req.local);
   r.dialect = t.dialect[slot]!;
   sessions.keepAlive(slot);
   for (const reply of announceReplies(s.opts.announceReply, t.dialect[slot]!, t.shareId(slot))) r.sendFirstFitting(reply);

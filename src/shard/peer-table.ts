@@ -44,6 +44,8 @@ export class PeerTable {
   relayExpiry: Uint32Array; // unix seconds the session's last relay credential expires (0: none yet)
   ids: Uint8Array; // idLength ASCII bytes per slot
   readonly overrides = new Map<number, Override>();
+  /** The local candidates a session reported (protocol/local-candidates.ts): sparse, as overrides. */
+  readonly local = new Map<number, readonly string[]>();
 
   private byAddr: Int32Array;
   private byId: Int32Array;
@@ -153,6 +155,7 @@ export class PeerTable {
     indexErase(this.byAddr, slot, (s) => this.addrHash(this.addr, s * ADDR_BYTES, this.port[s]!));
     indexErase(this.byId, slot, (s) => this.idHashOfSlot(s));
     this.overrides.delete(slot);
+    this.local.delete(slot);
     this.freeSlots[this.freeTop++] = slot;
     this.size--;
   }

@@ -147,12 +147,20 @@ export class Sessions {
     this.table.remove(slot);
   }
 
+  /** Keeps the session's local candidates ([] forgets them). */
+  setLocal(slot: number, local: readonly string[]): void {
+    if (local.length === 0) this.table.local.delete(slot);
+    else this.table.local.set(slot, local);
+  }
+
   /** What a peer is shown of this session: its reported (possibly overridden) address. */
   view(slot: number): PeerView {
     const t = this.table;
     const o = t.overrides.get(slot);
     const ip = o?.ip ?? formatIp(t.addr, slot * ADDR_BYTES);
+    const local = t.local.get(slot);
     return {
+      ...(local !== undefined ? { local } : {}),
       ip,
       port: o?.port || t.port[slot]!,
       ipv6: ip.includes(':'),

@@ -88,6 +88,8 @@ export interface SessionBlock {
   ttlMs: Uint8Array;
   /** sparse: [session index, ip, port (0 = none), multiaddr] */
   overrides: [number, string | null, number, string | null][];
+  /** sparse: [session index, local candidates (protocol/local-candidates.ts)]; from format version 3 */
+  local: [number, string[]][];
 }
 
 /** shard -> main */
