@@ -34,6 +34,9 @@ export interface ShardCountersSnapshot {
   relayMinted: number;
   relayReused: number;
   relayForwarded: number;
+  /** token sessions that moved to a new address (tokens.ts), and token requests forwarded to their session's shard */
+  moved: number;
+  tokenForwarded: number;
   expired: number;
   restored: number;
   /** STUN messages by what they are (stun/binding.ts StunVerdict), responses by result, error responses by code */
@@ -68,6 +71,8 @@ export class ShardCounters {
   relayMinted = 0;
   relayReused = 0;
   relayForwarded = 0;
+  moved = 0;
+  tokenForwarded = 0;
   expired = 0;
   restored = 0;
 
@@ -106,6 +111,8 @@ export class ShardCounters {
       relayMinted: this.relayMinted,
       relayReused: this.relayReused,
       relayForwarded: this.relayForwarded,
+      moved: this.moved,
+      tokenForwarded: this.tokenForwarded,
       expired: this.expired,
       restored: this.restored,
       stunRequests: { ...this.stunRequests },

@@ -3,7 +3,7 @@
 // main thread as failed (the requester is told why). The requester's replies go
 // where the push says, within the budget it carried.
 import { Unpackr } from 'msgpackr';
-import type { PushForward } from '../wire/messages.js';
+import type { Forward, PushForward } from '../wire/messages.js';
 import { PUSH } from './counters.js';
 import { wireOverheadOf } from './ip-table.js';
 import { resolvePush } from './push.js';
@@ -11,15 +11,24 @@ import type { ShardContext } from './context.js';
 
 const unpackr = new Unpackr({ useRecords: false });
 
-export function handleForwards(s: ShardContext, packed: Uint8Array): void {
-  let list: PushForward[];
-  try { list = unpackr.unpack(packed) as PushForward[]; } catch { s.counters.drop('bad_forward'); return; }
+type RequestForwardLike = Extract<Forward, { request: Uint8Array }>;
+
+export function handleForwards(s: ShardContext & { handleForwardedRequest(f: RequestForwardLike): void }, packed: Uint8Array): void {
+  let list: Forward[];
+  try { list = unpackr.unpack(packed) as Forward[]; } catch { s.counters.drop('bad_forward'); return; }
   s.readTime();
   const r = s.requester;
-  for (const f of list) {
+  for (const any of list) {
+    // A raw request comes from a shard of this instance only: anything from another
+    // instance is a push (it has `remote`), whatever else the message holds.
+    if ('request' in any && (any as { remote?: unknown }).remote === undefined) { s.handleForwardedRequest(any); continue; }
+    if ('request' in any) { s.counters.drop('bad_forward'); continue; }
+    const f: PushForward = any;
     const remote = f.remote !== undefined;
     r.action = PUSH; r.dialect = f.dialect;
-    r.fromForward(f.socket, f.address, f.port, wireOverheadOf(f.address), f.grant, remote ? s.remoteWriter : s.writer);
+    r.fromForward(f.socket, f.address, f.port, wireOverheadOf(f.address), f.grant, remote ? s.remoteWriter : s.writer,
+      typeof f.cap === 'number' && f.cap >= 0 ? Math.min(f.cap, f.grant < 0 ? Infinity : f.grant) : f.grant);
+    if (f.tagged === true && typeof f.requester?.shareId === 'string') r.tagWith(s.key.tagKeyOf(f.requester.shareId));
     if (f.failed !== undefined) r.error(f.failed);
     else resolvePush(s, f, -1);
     if (remote) {

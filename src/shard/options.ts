@@ -1,5 +1,6 @@
 // What a shard is told at start: the settings it uses (config.ts documents each)
 // and its own share of the totals. Built on the main thread, cloned into the shard.
+import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
 import { pointerRefreshMs } from '../directory/cadence.js';
 
@@ -23,6 +24,8 @@ export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceRe
   stunEndpoints: readonly { address: string; port: number }[];
   /** The relay whose credentials this shard mints (config turnUrl), or null: none configured. */
   relay: RelayOptions | null;
+  /** The tracker's 16-byte session key (auth/session-key.ts): tokens, tags and path challenges. */
+  sessionKey: Uint8Array;
   /** The shard's clock in ms (performance.now() unless a test simulates time). */
   now?: () => number;
 }
@@ -39,10 +42,10 @@ export interface RelayOptions {
 /**
  * Shard `index`'s options under `config`: the settings it uses, and its share of the
  * totals. `io`: the datagram I/O's sockets, by index. `turnSecret`: the secret
- * read at start, when a relay is configured.
+ * read at start, when a relay is configured. `sessionKey`: the tracker's (tracker.ts).
  */
 export function shardOptions(config: Config, index: number, io: { socketTypes: readonly ('udp4' | 'udp6')[]; addresses: readonly { address: string; port: number }[] },
-  turnSecret: string | null = null): ShardOptions {
+  turnSecret: string | null = null, sessionKey: Uint8Array = randomBytes(16)): ShardOptions {
   return {
     index,
     shards: config.shards,
@@ -64,5 +67,6 @@ export function shardOptions(config: Config, index: number, io: { socketTypes: r
     relay: config.turnUrl === '' || turnSecret === null ? null
       : { urls: config.turnUrl.split(',').map((u) => u.trim()), secret: turnSecret, ttl: config.turnTtl, interval: config.relayInterval },
     pointerRefreshMs: config.directory === '' ? 0 : pointerRefreshMs(config.ttl),
+    sessionKey,
   };
 }
