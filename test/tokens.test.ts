@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { secretOfToken, verifyTagged } from '../src/auth/tag.js';
-import { WirePeer, withTracker, type Reply } from './helpers/wire.js';
+import { WirePeer, withTracker, wireBytes, type Reply } from './helpers/wire.js';
 
 const TOKEN_ANNOUNCE = '{"action":"announce","token":true}';
 const SECRET = 'the-secret-coturn-has';
@@ -136,4 +136,63 @@ test('a token whose session ended gets NO_SESSION, tagged (pulse: status "1")', 
     assert.equal(e.data!.code, 'NO_SESSION');
     assert.ok(tagged(e, s.key));
     p.close();
+  }));
+
+test('the token survives a restart from the snapshot (the random session key is kept in it); a session key file gives the same tokens on every start', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { startTracker } = await import('../src/tracker.js');
+  const { TEST_IO } = await import('./helpers/wire.js');
+  const dir = mkdtempSync(join(tmpdir(), 'sobani-tokens-'));
+  const base = { host: '127.0.0.1', port: 0, shards: 2, logLevel: 'silent' as const, io: TEST_IO };
+  for (const keyed of [false, true]) {
+    const snapshot = join(dir, `s-${keyed}.snapshot`);
+    const keyFile = join(dir, 'session.key');
+    writeFileSync(keyFile, 'a secret of more than sixteen characters\n');
+    const config = { ...base, snapshot, ...(keyed ? { sessionKeyFile: keyFile } : {}) };
+    let tracker = await startTracker(config);
+    let p = await WirePeer.open({ address: '127.0.0.1', port: tracker.addresses[0]!.port }, '127.0.61.1');
+    const s = await tokenAnnounce(p);
+    await p.request(pulse(s.token), 'pulseReceived');
+    const port = p.port;
+    p.close();
+    await tracker.close();
+    tracker = await startTracker(config);
+    try {
+      p = await WirePeer.open({ address: '127.0.0.1', port: tracker.addresses[0]!.port }, '127.0.61.1', port);
+      const r = await p.request(pulse(s.token), 'pulseReceived');
+      assert.equal(r.data!.status, '0', keyed ? 'key file' : 'random key from the snapshot');
+      assert.equal(r.data!.shareId, s.shareId);
+      assert.ok(tagged(r, s.key));
+      // and the session is still a token session: without the token, nothing
+      assert.equal((await p.request('{"action":"pulse"}', 'error')).data!.code, 'TOKEN_REQUIRED');
+      p.close();
+    } finally {
+      await tracker.close();
+    }
+  }
+});
+
+test('forged pushes from a proven address to a session with a large multiaddr: at most 3x on the wire at the victim (issue 23, finding 2)', () =>
+  withTracker({}, async (_t, target) => {
+    const attacker = await WirePeer.open(target, '127.0.62.1');
+    const tId = await attacker.announce();
+    await attacker.request({ action: 'pulse', override: true, multiaddr: 'm'.repeat(256) }, 'pulseReceived');
+    const victim = await WirePeer.open(target, '127.0.62.2');
+    await victim.announce(); // proven: it sent its shareId back from its address
+    await victim.settle();
+    // 100 pushes to T "from" the victim's address and port
+    const forged = JSON.stringify({ action: 'push', shareId: tId });
+    for (let i = 0; i < 100; i++) victim.send(forged);
+    // T may live in another shard: its shard answers (settle() is no barrier for that), one reply per push
+    const got: Reply[] = [];
+    for (let i = 0; i < 100; i++) got.push(await victim.next('pushReceived'));
+    got.push(...await victim.settle());
+    const atVictim = wireBytes(...got.map((r) => r.raw));
+    const sent = wireBytes(...Array(100).fill(forged) as string[]);
+    assert.ok(got.length > 0, 'the pushes are answered');
+    assert.ok(atVictim <= 3 * sent, `${atVictim} B at the victim for ${sent} B forged`);
+    for (const r of got) assert.ok(wireBytes(r.raw) <= 3 * wireBytes(forged), `a ${wireBytes(r.raw)} B reply`);
+    attacker.close(); victim.close();
   }));
