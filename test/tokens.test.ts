@@ -193,6 +193,7 @@ test('forged pushes from a proven address to a session with a large multiaddr: a
     const sent = wireBytes(...Array(100).fill(forged) as string[]);
     assert.ok(got.length > 0, 'the pushes are answered');
     assert.ok(atVictim <= 3 * sent, `${atVictim} B at the victim for ${sent} B forged`);
+    if (process.env.SOBANI_SHOW_BYTES) console.log(`finding 2: ${got.length} datagrams, ${atVictim} B at the victim for ${sent} B forged`);
     for (const r of got) assert.ok(wireBytes(r.raw) <= 3 * wireBytes(forged), `a ${wireBytes(r.raw)} B reply`);
     attacker.close(); victim.close();
   }));
