@@ -51,6 +51,7 @@ export interface Config {
   relayInterval: number;
   relayRate: number;
   relayBurst: number;
+  sessionKeyFile: string;
 }
 
 interface IntOption { kind: 'int'; min: number; max: number }
@@ -176,6 +177,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Relay requests per second per source IP (token bucket); the excess gets RELAY_RATE_LIMITED.' },
   { key: 'relayBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 16,
     doc: 'Burst size of the per-IP relay request bucket.' },
+  // Session tokens (docs/security.md): the key every token, tag and path challenge is made with.
+  { key: 'sessionKeyFile', type: { kind: 'path' }, default: () => '',
+    doc: 'File holding the session key (at least 16 characters of secret; a Docker or Kubernetes secret) that session tokens are made with. Several instances on one directory must share it. Empty = a random key, kept in the snapshot (with --snapshot) so tokens survive a restart.' },
 ];
 
 export class ConfigError extends Error {}
@@ -229,6 +233,9 @@ export function configWarnings(c: Config): string[] {
   const prefixKeepAlives = Math.ceil(c.maxSessionsPerIpv6Prefix / 2);
   if (c.ipRate < prefixKeepAlives) {
     warnings.push(`ipRate (${c.ipRate}/s) cannot keep maxSessionsPerIpv6Prefix (${c.maxSessionsPerIpv6Prefix}) sessions of one IPv6 /64 alive at the desktop client's cadence (alive every 2 s): set ipRate to at least ${prefixKeepAlives}`);
+  }
+  if (c.directory !== '' && c.sessionKeyFile === '') {
+    warnings.push('directory is set but sessionKeyFile is not: each instance makes its own random session key, so a token one instance issued is refused by the others; give every instance the same --session-key-file');
   }
   return warnings;
 }

@@ -20,6 +20,7 @@
 // Ops (src/ops/, all opt-in): an HTTP listener for /metrics and /healthz, and a
 // snapshot file the sessions are restored from before the first datagram is taken
 // and saved to on close (and periodically).
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ConfigError, configWarnings, displayConfig, readSecretFile, redactUrl, resolveConfig, type Config } from './config.js';
@@ -38,7 +39,8 @@ import { createLogger, type Logger } from './log.js';
 import { checkHealth, PING_DEADLINE_MS, type Health } from './ops/health.js';
 import { closeOpsServer, startOpsServer } from './ops/http.js';
 import { createMetrics } from './ops/metrics.js';
-import { restoreSnapshot, SnapshotWriter } from './ops/snapshot.js';
+import { restoreSnapshot, snapshotSessionKey, SnapshotWriter } from './ops/snapshot.js';
+import { SessionKey } from './auth/session-key.js';
 
 export interface Tracker {
   readonly config: Config;
@@ -70,6 +72,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   // Secrets are read before anything starts, so a missing file fails the start at once.
   const directoryPassword = directoryPasswordOf(config);
   const turnSecret = config.turnSecretFile !== '' ? readSecretFile('turnSecretFile', config.turnSecretFile) : config.turnSecret !== '' ? config.turnSecret : null;
+  const keyFromFile = config.sessionKeyFile !== '' ? sessionKeyOfFile(config.sessionKeyFile) : null;
   const log = logger ?? createLogger(config.logLevel);
   for (const warning of configWarnings(config)) log.warn(warning);
   // the relays' IPs (host names looked up once, now): a push's relayed address must be on one
@@ -91,9 +94,13 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
       throw err;
     }
   }
+  // The session key: from its file, else the random one the snapshot kept (so tokens survive a restart), else a new one.
+  const randomKey = keyFromFile !== null ? null
+    : (config.snapshot !== '' ? await snapshotSessionKey(config.snapshot, config.shareIdLength) : null) ?? new SessionKey().key;
+  const sessionKey = keyFromFile ?? randomKey!;
   const dispatcher = new Dispatcher(io, config.maxShardQueue);
   const links = Array.from({ length: config.shards }, (_, index) =>
-    new ShardLink(index, shardOptions(config, index, io, turnSecret, relayIps), log, dispatcher));
+    new ShardLink(index, shardOptions(config, index, io, turnSecret, relayIps, sessionKey), log, dispatcher));
   // Every shard answers, and the saved sessions are back, before the first datagram is taken.
   await Promise.all(links.map((l) => l.control('ping')));
   if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log);
@@ -110,7 +117,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
     directory.start();
   }
 
-  const snapshots = config.snapshot !== '' ? new SnapshotWriter(config.snapshot, config.shareIdLength, links, log) : null;
+  const snapshots = config.snapshot !== '' ? new SnapshotWriter(config.snapshot, config.shareIdLength, links, log, randomKey) : null;
   snapshots?.start(config.snapshotInterval);
 
   const mainLoopDelay = monitorEventLoopDelay({ resolution: 5 });
@@ -178,4 +185,15 @@ function directoryPasswordOf(config: Config): string | undefined {
     throw new ConfigError('the directory URL holds a password and directoryPasswordFile names another: give it in one place');
   }
   return readSecretFile('directoryPasswordFile', config.directoryPasswordFile);
+}
+
+/** The session key a session key file gives (auth/session-key.ts); a ConfigError names the setting, never the contents. */
+function sessionKeyOfFile(file: string): Uint8Array {
+  let contents: Buffer;
+  try { contents = readFileSync(file); } catch (e) {
+    throw new ConfigError(`sessionKeyFile: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try { return SessionKey.fromFileContents(contents).key; } catch (e) {
+    throw new ConfigError(`sessionKeyFile: ${file}: ${(e as Error).message}`);
+  }
 }

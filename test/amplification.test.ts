@@ -80,17 +80,27 @@ test('income is never charged to the target: a client that has only just announc
     fresh.close(); friend.close();
   }));
 
-test('a pulse carrying its own shareId proves the client receives: its replies are then never cut', () =>
+test('a proven address is not exempt: its bare pulses stay within 3x each (32-character shareIds: the seed form); a token pulse from it gets the full reply', () =>
   withTracker({ shareIdLength: 32 }, async (_t, target) => {
     const p = await WirePeer.open(target, '127.0.53.1');
     const id = await p.announce();
     const proof = await p.request({ action: 'pulse', shareId: id }, 'pulseReceived');
     assert.deepEqual(proof.data, { status: '0', overriden: 'false', shareId: id });
+    // it proved it receives at its address, but a datagram from that address may be forged
     for (let i = 0; i < 30; i++) {
       const r = await p.request({ action: 'pulse' }, 'pulseReceived');
-      assert.deepEqual(r.data, { status: '0', overriden: 'false', shareId: id }, `pulse ${i}`);
+      assert.deepEqual(r.data, { status: '0', overriden: 'false' }, `pulse ${i}`);
+      assert.ok(wireBytes(r.raw) <= 3 * wireBytes('{"action":"pulse"}'));
     }
     p.close();
+    const q = await WirePeer.open(target, '127.0.53.2');
+    const a = await q.request('{"action":"announce","token":true,"nat":"endpoint-independent"}', 'announceReceived');
+    const { shareId, token } = a.data as { shareId: string; token: string };
+    for (let i = 0; i < 30; i++) {
+      const r = await q.request({ action: 'pulse', token }, 'pulseReceived');
+      assert.deepEqual(r.data, { status: '0', overriden: 'false', shareId, observed: q.address }, `token pulse ${i}`);
+    }
+    q.close();
   }));
 
 test('an unverified client\'s bare pulse gets the full reply within 3x (default shareId length)', () =>

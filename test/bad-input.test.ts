@@ -2,7 +2,7 @@
 // no session would amplify, a counted drop), and never disturbs other sessions.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WirePeer, withTracker } from './helpers/wire.js';
+import { WirePeer, withTracker, wireBytes } from './helpers/wire.js';
 
 test('each malformed request from a client with a session gets its stable error code', () =>
   withTracker({ maxDatagram: 512 }, async (_t, target) => {
@@ -27,11 +27,24 @@ test('each malformed request from a client with a session gets its stable error 
       [JSON.stringify({ action: 'push', shareId: 'A'.repeat(13) }), 'FIELD_TOO_LONG'],
       [JSON.stringify({ action: 'push', shareId: 'A'.repeat(400) }), 'FIELD_TOO_LONG'],
     ];
+    // A session that proved it receives is not exempt from the 3x budget (a datagram
+    // from its address may be forged): the message goes first (the code's own, then
+    // an empty one), and a request too small even for the code alone gets nothing.
+    let full = 0;
     for (const [bytes, code] of cases) {
-      const r = await p.request(bytes, 'error');
+      p.send(bytes);
+      const got = await p.settle();
+      const sent = wireBytes(bytes);
+      const bare = wireBytes(`{"action":"error","data":{"code":"${code}","message":""}}`);
+      if (bare > 3 * sent) { assert.deepEqual(got, [], `for ${String(bytes).slice(0, 40)}: too small to answer`); continue; }
+      assert.equal(got.length, 1, `for ${String(bytes).slice(0, 40)}`);
+      const r = got[0]!;
       assert.equal(r.data!.code, code, `for ${String(bytes).slice(0, 40)}`);
-      assert.ok(typeof r.data!.message === 'string' && (r.data!.message as string).length > 0);
+      assert.equal(typeof r.data!.message, 'string');
+      assert.ok(wireBytes(r.raw) <= 3 * sent, `${wireBytes(r.raw)} B for ${sent} B`);
+      if ((r.data!.message as string).length > 0) full++;
     }
+    assert.ok(full >= 8, `${full} errors with their message`);
     p.close();
   }));
 
@@ -59,10 +72,10 @@ test('hostile JSON (deep nesting, __proto__, huge numbers, extra fields) is answ
 test('errors that would amplify toward a source with no session are dropped and counted', () =>
   withTracker({}, async (tracker, target) => {
     const p = await WirePeer.open(target);
-    p.send('x'); // 29 bytes on the wire; the NOT_JSON error is 117: more than 3x
+    p.send(''); // 28 bytes on the wire; the NOT_JSON error is 86 even with no message: more than 3x
     assert.deepEqual(await p.settle(), []);
     const q = await WirePeer.open(target, '127.0.0.2');
-    q.send('{}'); // 30 bytes on the wire; the NOT_AN_OBJECT error is 148
+    q.send('{}'); // 30 bytes on the wire; the MISSING_ACTION error is 91 even with no message
     assert.deepEqual(await q.settle(), []);
     // a long enough bad request is answered: the error is under 3x its wire bytes
     const long = 'this datagram is not JSON at all';

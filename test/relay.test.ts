@@ -18,6 +18,12 @@ import { EXPECT_MS, PADDED_ANNOUNCE, TEST_IO, WirePeer, withTracker } from './he
 const SECRET = 'the-secret-coturn-has';
 /** The relayed addresses the tests push are on 198.51.100.9 and 2001:db8::7: a relay that relays on other IPs than it listens on (relayIps). */
 const RELAY = { turnUrl: 'turn:127.0.0.1:3478,turn:[::1]:3479', turnSecret: SECRET, relayIps: '198.51.100.9, 2001:db8::7' };
+/**
+ * A relay request as a client without a token sends it: padded, since relayReceived
+ * is larger than 3x a bare `{"action":"relay"}`, and no reply to an unauthenticated
+ * request may be (a proven address is not exempt: a datagram from it can be forged).
+ */
+const RELAY_REQ = { action: 'relay', pad: 'x'.repeat(64) };
 
 /** A documented session that proved it receives. */
 async function proved(p: WirePeer): Promise<string> {
@@ -42,7 +48,7 @@ test('without a relay configured, a relay request gets RELAY_NOT_CONFIGURED', ()
   withTracker({}, async (_t, target) => {
     const p = await WirePeer.open(target, '127.0.62.1');
     await proved(p);
-    const r = await p.request({ action: 'relay' }, 'error');
+    const r = await p.request(RELAY_REQ, 'error');
     assert.equal(r.data!.code, 'RELAY_NOT_CONFIGURED');
     p.close();
   }));
@@ -52,7 +58,7 @@ test('a proved session gets credentials coturn\'s use-auth-secret checks: "<expi
     const p = await WirePeer.open(target, '127.0.62.2');
     const shareId = await proved(p);
     const before = Math.floor(Date.now() / 1000);
-    const r = await p.request({ action: 'relay' }, 'relayReceived');
+    const r = await p.request(RELAY_REQ, 'relayReceived');
     const after = Math.floor(Date.now() / 1000); // the tracker minted it between the two
     const d = r.data as { urls: string[]; username: string; credential: string; ttl: number };
     assert.deepEqual(d.urls, ['turn:127.0.0.1:3478', 'turn:[::1]:3479']);
@@ -61,16 +67,19 @@ test('a proved session gets credentials coturn\'s use-auth-secret checks: "<expi
     assert.ok(Number(expiry) >= before + 600 && Number(expiry) <= after + 600, `expiry ${expiry}, asked at ${before}, answered at ${after}`);
     assert.equal(d.credential, hmac(d.username));
     assert.equal(d.ttl, 600);
+    // bare, the request is too small for its reply: nothing is sent (counted as an amplification drop)
+    p.send('{"action":"relay"}');
+    assert.deepEqual(await p.settle(), []);
     p.close();
   }));
 
 test('no session, or a session that never proved it receives: no credentials', () =>
   withTracker(RELAY, async (_t, target) => {
     const stranger = await WirePeer.open(target, '127.0.62.3');
-    assert.equal((await stranger.request({ action: 'relay' }, 'error')).data!.code, 'NO_SESSION');
+    assert.equal((await stranger.request(RELAY_REQ, 'error')).data!.code, 'NO_SESSION');
     const p = await WirePeer.open(target, '127.0.62.4');
     await unproved(p);
-    const r = await p.request({ action: 'relay' }, 'error');
+    const r = await p.request(RELAY_REQ, 'error');
     assert.equal(r.data!.code, 'PROOF_REQUIRED');
     assert.ok(!r.raw.includes('credential'));
     stranger.close(); p.close();
@@ -86,15 +95,15 @@ test('per session: asked again within relayInterval, the same credentials with l
   withTracker({ ...RELAY, relayInterval: 5 }, async (tracker, target) => {
     const p = await WirePeer.open(target, '127.0.62.5');
     await proved(p);
-    const first = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
+    const first = (await p.request(RELAY_REQ, 'relayReceived')).data!;
     const minted = Number((first.username as string).split(':')[0]) - 600;
     await untilSecond(minted + 1);
-    const again = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
+    const again = (await p.request(RELAY_REQ, 'relayReceived')).data!;
     assert.equal(again.username, first.username);
     assert.equal(again.credential, first.credential);
     assert.ok((again.ttl as number) < (first.ttl as number), `ttl ${again.ttl} after ${first.ttl}`);
     await untilSecond(minted + 5);
-    const fresh = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
+    const fresh = (await p.request(RELAY_REQ, 'relayReceived')).data!;
     assert.notEqual(fresh.username, first.username);
     assert.equal(fresh.credential, hmac(fresh.username as string));
     const c = (await tracker.stats()).shards.reduce((n, s) => ({ minted: n.minted + s.counters.relayMinted, reused: n.reused + s.counters.relayReused }), { minted: 0, reused: 0 });
@@ -110,13 +119,13 @@ test('per IP: past relayRate (with its burst) a request gets RELAY_RATE_LIMITED'
     await proved(b);
     // Sent back to back, the three are served together (one batch, one reading of the
     // clock), so no token comes back in between, however slow the machine.
-    a.send({ action: 'relay' }); b.send({ action: 'relay' }); a.send({ action: 'relay' });
+    a.send(RELAY_REQ); b.send(RELAY_REQ); a.send(RELAY_REQ);
     await a.next('relayReceived');
     await b.next('relayReceived');
     const limited = await a.next('error');
     assert.equal(limited.data!.code, 'RELAY_RATE_LIMITED');
     await sleep(1100); // a token comes back
-    await b.request({ action: 'relay' }, 'relayReceived');
+    await b.request(RELAY_REQ, 'relayReceived');
     a.close(); b.close();
   }));
 
@@ -167,7 +176,7 @@ test('the relay state of a session survives a restart from a snapshot', async ()
   const first = await startTracker(config);
   const p = await WirePeer.open({ address: '127.0.0.1', port: first.addresses[0]!.port }, '127.0.62.12');
   await proved(p);
-  const before = (await p.request({ action: 'relay' }, 'relayReceived')).data!;
+  const before = (await p.request(RELAY_REQ, 'relayReceived')).data!;
   const port = p.port;
   p.close();
   await first.close();
@@ -175,7 +184,7 @@ test('the relay state of a session survives a restart from a snapshot', async ()
   const second = await startTracker(config);
   try {
     const q = await WirePeer.open({ address: '127.0.0.1', port: second.addresses[0]!.port }, '127.0.62.12', port);
-    const after = (await q.request({ action: 'relay' }, 'relayReceived')).data!;
+    const after = (await q.request(RELAY_REQ, 'relayReceived')).data!;
     assert.equal(after.username, before.username, 'within relayInterval: the same credentials, across the restart');
     q.close();
   } finally {
@@ -190,8 +199,8 @@ test('/metrics counts relay credentials minted and reused, and relayed addresses
     const b = await WirePeer.open(target, '127.0.62.14');
     const idA = await proved(a);
     await proved(b);
-    await b.request({ action: 'relay' }, 'relayReceived');
-    await b.request({ action: 'relay' }, 'relayReceived');
+    await b.request(RELAY_REQ, 'relayReceived');
+    await b.request(RELAY_REQ, 'relayReceived');
     await b.request({ action: 'push', shareId: idA, relay: '198.51.100.9:49160' }, 'pushReceived');
     await a.next('income');
     const m = (await httpGet(metricsPort, '/metrics')).body;

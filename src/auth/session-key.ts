@@ -41,6 +41,48 @@ export class SessionKey {
     return o;
   }
 
+  private labelledBytes(label: Uint8Array, src: Uint8Array, at: number, n: number): number {
+    this.msg.set(label, 0);
+    let o = label.length;
+    for (let i = 0; i < n; i++) this.msg[o++] = src[at + i]!;
+    return o;
+  }
+
+  /** Like verify, for a token's characters at chars[at, at+length) (a datagram's bytes: no string is made). */
+  verifyChars(chars: Uint8Array, at: number, length: number, idLength: number): boolean {
+    if (length !== idLength + 1 + SECRET_CHARS || chars[at + idLength] !== 46 /* . */) return false;
+    const n = this.labelledBytes(TOKEN_LABEL, chars, at, idLength);
+    siphash128(this.words, this.msg, 0, n, this.secret, 0);
+    encodeInto(this.secret, 0, SECRET_BYTES, this.chars, 0);
+    let diff = 0;
+    for (let i = 0; i < SECRET_CHARS; i++) diff |= this.chars[i]! ^ chars[at + idLength + 1 + i]!;
+    return diff === 0;
+  }
+
+  /** The tag key of the session whose shareId is ids[at, at+n) (scratch, valid until the next call). */
+  tagKeyOfBytes(ids: Uint8Array, at: number, n: number): SipKey {
+    const len = this.labelledBytes(TOKEN_LABEL, ids, at, n);
+    siphash128(this.words, this.msg, 0, len, this.secret, 0);
+    return sipKey(this.secret, 0, this.secretWords);
+  }
+
+  /** Like challenge, for the shareId ids[at, at+n). */
+  challengeOfBytes(ids: Uint8Array, at: number, n: number, addr: Uint8Array, addrAt: number, port: number, dst: Uint8Array, dstAt: number): void {
+    let o = this.labelledBytes(PATH_LABEL, ids, at, n);
+    for (let i = 0; i < 16; i++) this.msg[o++] = addr[addrAt + i]!;
+    this.msg[o++] = port >>> 8;
+    this.msg[o++] = port & 0xff;
+    siphash64(this.words, this.msg, 0, o, this.mac, 0);
+    encodeInto(this.mac, 0, 8, dst, dstAt);
+  }
+
+  /** Like checkChallenge, for the shareId ids[at, at+n). */
+  checkChallengeOfBytes(ids: Uint8Array, at: number, n: number, addr: Uint8Array, addrAt: number, port: number, text: string): boolean {
+    if (text.length !== TAG_CHARS) return false;
+    this.challengeOfBytes(ids, at, n, addr, addrAt, port, this.expected, 0);
+    return asciiEquals(this.expected, 0, text, 0, TAG_CHARS);
+  }
+
   /** The session's secret (16 bytes, in a scratch buffer valid until the next call). */
   secretOf(shareId: string): Uint8Array {
     const n = this.labelled(TOKEN_LABEL, shareId);

@@ -72,7 +72,8 @@ export function pushRequest(shareId: string, relay?: string): Buffer {
   return Buffer.from(JSON.stringify(relay === undefined ? { action: 'push', shareId } : { action: 'push', shareId, relay }));
 }
 
-export const RELAY_REQUEST = Buffer.from('{"action":"relay"}');
+// Padded: relayReceived is larger than 3x a bare relay request, the most the tracker sends an unauthenticated request.
+export const RELAY_REQUEST = Buffer.from(JSON.stringify({ action: 'relay', pad: 'x'.repeat(64) }));
 
 /** The error codes that answer a relay request (errors carry no request id). */
 export const RELAY_ERRORS: ReadonlySet<string> = new Set(['RELAY_NOT_CONFIGURED', 'PROOF_REQUIRED', 'RELAY_RATE_LIMITED']);

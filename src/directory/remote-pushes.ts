@@ -102,6 +102,7 @@ export class RemotePushes {
         const remote: RemotePush = {
           target: f.target, dialect: f.dialect, requester: f.requester, grant: f.grant,
           v6: wireOverheadOf(f.address) === WIRE_OVERHEAD_V6, ...(f.relay !== undefined ? { relay: f.relay } : {}),
+          ...(f.cap !== undefined ? { cap: f.cap } : {}), ...(f.tagged === true ? { tagged: true } : {}),
         };
         this.directory.publish(owner, this.messages.encode({ k: 'push', from: this.directory.instanceId, req, f: remote })).then(
           (receivers) => { if (receivers === 0) this.settle(req, 'PEER_UNREACHABLE'); },
@@ -130,6 +131,7 @@ export class RemotePushes {
         target: f.target, dialect: f.dialect, requester: f.requester, grant: f.grant,
         socket: 0, address: '', port: 0, remote: { from: m.from, req: m.req, v6: f.v6 },
         ...(f.relay !== undefined ? { relay: f.relay } : {}),
+        ...(f.cap !== undefined ? { cap: f.cap } : {}), ...(f.tagged === true ? { tagged: true } : {}),
       });
       return;
     }

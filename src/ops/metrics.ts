@@ -55,6 +55,8 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
     lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
     relayCredentials: counter('sobani_relay_credentials_total', 'Relay (TURN) credentials handed out, by result: minted, or reused (asked again within relayInterval).', ['result']),
     relayForwarded: counter('sobani_relay_forwarded_total', 'Pushes that carried a relayed address to their target (in income).'),
+    moved: counter('sobani_moved_total', 'Token sessions that moved to a new address (their token and the path challenge came from it).'),
+    tokenForwarded: counter('sobani_token_forwarded_total', 'Token requests forwarded to the shard that holds their session (it moved to an IP that routes elsewhere).'),
     stunRequests: counter('sobani_stun_requests_total', 'STUN messages received, by kind: binding, indication, bad-request (answered 400), unknown-attributes (answered 420), not-a-request, malformed, bad-fingerprint (the last three dropped).', ['kind']),
     stunResponses: counter('sobani_stun_responses_total', 'STUN responses sent, by result (success, error).', ['result']),
     stunErrors: counter('sobani_stun_errors_total', 'STUN error responses sent, by code (400, 420).', ['code']),
@@ -92,7 +94,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
 
   const update = (s: TrackerStats): void => {
     for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.evicted, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
-      m.stunRequests, m.stunResponses, m.stunErrors, m.relayCredentials, m.relayForwarded,
+      m.stunRequests, m.stunResponses, m.stunErrors, m.relayCredentials, m.relayForwarded, m.moved, m.tokenForwarded,
       m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served, m.dirInvalid]) c.reset();
     for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp, m.sendQueueDepth, m.sendQueueBytes]) g.reset();
     const d = s.directory;
@@ -136,6 +138,8 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
     m.relayCredentials.inc({ result: 'minted' }, sums.relayMinted);
     m.relayCredentials.inc({ result: 'reused' }, sums.relayReused);
     m.relayForwarded.inc(sums.relayForwarded);
+    m.moved.inc(sums.moved);
+    m.tokenForwarded.inc(sums.tokenForwarded);
     m.expired.inc(sums.expired);
     m.evicted.inc({ session: 'never_kept_alive' }, sums.evictedNeverKeptAlive);
     m.evicted.inc({ session: 'not_proven' }, sums.evictedNotProven);
@@ -165,12 +169,12 @@ function incAll(c: Counter<string>, counts: Record<string, number>, labels: (key
 
 type Sums = Pick<ShardCountersSnapshot, 'datagramsIn' | 'datagramsOut' | 'errors' | 'drops' | 'unknownSession' | 'batchSizes' |
   'stunRequests' | 'stunResponses' | 'stunErrors'> &
-  { expired: number; evictedNeverKeptAlive: number; evictedNotProven: number; forwarded: number; restored: number; batchedDatagrams: number; relayMinted: number; relayReused: number; relayForwarded: number };
+  { expired: number; evictedNeverKeptAlive: number; evictedNotProven: number; forwarded: number; restored: number; batchedDatagrams: number; relayMinted: number; relayReused: number; relayForwarded: number; moved: number; tokenForwarded: number };
 
 /** Totals over shards; a shard that did not answer (null counters) adds nothing. */
 function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
   const s: Sums = { datagramsIn: {}, datagramsOut: {}, errors: {}, drops: {}, unknownSession: {}, stunRequests: {}, stunResponses: {}, stunErrors: {},
-    batchSizes: BATCH_BUCKETS.map(() => 0), expired: 0, evictedNeverKeptAlive: 0, evictedNotProven: 0, forwarded: 0, restored: 0, batchedDatagrams: 0, relayMinted: 0, relayReused: 0, relayForwarded: 0 };
+    batchSizes: BATCH_BUCKETS.map(() => 0), expired: 0, evictedNeverKeptAlive: 0, evictedNotProven: 0, forwarded: 0, restored: 0, batchedDatagrams: 0, relayMinted: 0, relayReused: 0, relayForwarded: 0, moved: 0, tokenForwarded: 0 };
   const add = (into: Record<string, number>, from: Record<string, number>): void => {
     for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
   };
@@ -182,6 +186,7 @@ function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
     c.batchSizes.forEach((n, i) => { s.batchSizes[i]! += n; });
     s.expired += c.expired; s.evictedNeverKeptAlive += c.evictedNeverKeptAlive; s.evictedNotProven += c.evictedNotProven; s.forwarded += c.forwarded; s.restored += c.restored; s.batchedDatagrams += c.batchedDatagrams;
     s.relayMinted += c.relayMinted; s.relayReused += c.relayReused; s.relayForwarded += c.relayForwarded;
+    s.moved += c.moved ?? 0; s.tokenForwarded += c.tokenForwarded ?? 0;
   }
   return s;
 }

@@ -5,11 +5,14 @@
 // File layout: concatenated msgpackr values (no shared record structures, so any
 // later reader can decode it):
 //   1. header: { format: 'sobani-tracker-snapshot', version: 3, writtenAt (ms since
-//      the epoch), shareIdLength, sessions (total), parts }
+//      the epoch), shareIdLength, sessions (total), parts, sessionKey? (16 bytes: the
+//      random session key of a tracker without --session-key-file, so the tokens it
+//      issued survive the restart; never a key read from a file) }
 //   2. `parts` SessionBlocks (wire/messages.ts), one per shard of the writer, in shard
 //      order. Remaining ttls are counted from writtenAt.
 // Versions read: 3; 2 and 1 (the releases before), upgraded as they are read (upgrade).
-// Version 3 added each session's local candidates (a sparse list beside the overrides).
+// Version 3 added each session's local candidates (a sparse list beside the overrides)
+// and the session key.
 // Shards pack their own block (off the main thread); the main thread only writes
 // the bytes, to FILE.<pid>.tmp, then renames it over FILE so a reader never sees
 // half a file.
@@ -41,6 +44,8 @@ export interface SnapshotHeader {
   shareIdLength: number;
   sessions: number;
   parts: number;
+  /** version 3: the tracker's random session key (absent when it came from a file) */
+  sessionKey?: Uint8Array;
 }
 
 /** The part of a ShardLink this module uses. */
@@ -57,7 +62,7 @@ export class SnapshotError extends Error {}
 export interface WriteResult { sessions: number; bytes: number; ms: number; missingShards: number[] }
 
 /** Asks every shard for its packed sessions and writes them as one file. */
-export async function writeSnapshot(file: string, shareIdLength: number, links: readonly ShardControl[]): Promise<WriteResult> {
+export async function writeSnapshot(file: string, shareIdLength: number, links: readonly ShardControl[], sessionKey: Uint8Array | null = null): Promise<WriteResult> {
   const started = performance.now();
   const writtenAt = Date.now();
   const exported = (await Promise.all(links.map((l) => l.control('export', undefined, EXPORT_TIMEOUT_MS)))) as (ExportedPart | null)[];
@@ -66,6 +71,7 @@ export async function writeSnapshot(file: string, shareIdLength: number, links: 
   const missingShards = links.filter((_, i) => exported[i] === null).map((l) => l.index);
   const sessions = got.reduce((n, p) => n + p.count, 0);
   const header: SnapshotHeader = { format: SNAPSHOT_FORMAT, version: SNAPSHOT_VERSION, writtenAt, shareIdLength, sessions, parts: parts.length };
+  if (sessionKey !== null) header.sessionKey = sessionKey;
   const frames = [Uint8Array.prototype.slice.call(new Packr({ useRecords: false }).pack(header)), ...parts];
   await writeAtomically(file, frames);
   return { sessions, bytes: frames.reduce((n, f) => n + f.length, 0), ms: performance.now() - started, missingShards };
@@ -99,6 +105,7 @@ export class SnapshotWriter {
     private readonly shareIdLength: number,
     private readonly links: readonly ShardControl[],
     private readonly log: Logger,
+    private readonly sessionKey: Uint8Array | null = null,
   ) {}
 
   /** Writes every intervalS seconds (0 = never) until stop(). */
@@ -119,7 +126,7 @@ export class SnapshotWriter {
   write(reason: 'interval' | 'shutdown'): Promise<void> {
     const run = (async () => {
       try {
-        const r = await writeSnapshot(this.file, this.shareIdLength, this.links);
+        const r = await writeSnapshot(this.file, this.shareIdLength, this.links, this.sessionKey);
         const fields = { file: this.file, reason, sessions: r.sessions, bytes: r.bytes, ms: Math.round(r.ms) };
         if (r.missingShards.length > 0) {
           this.log.warn({ ...fields, missingShards: r.missingShards }, 'snapshot written WITHOUT the sessions of shards that did not answer');
@@ -174,7 +181,8 @@ function checkHeader(v: unknown, shareIdLength: number): SnapshotHeader {
   if (h.shareIdLength !== shareIdLength) {
     throw new SnapshotError(`its shareIds are ${String(h.shareIdLength)} characters, this tracker's are ${shareIdLength} (--share-id-length)`);
   }
-  if (!isCount(h.sessions) || !isCount(h.parts) || typeof h.writtenAt !== 'number' || !Number.isFinite(h.writtenAt)) {
+  if (!isCount(h.sessions) || !isCount(h.parts) || typeof h.writtenAt !== 'number' || !Number.isFinite(h.writtenAt) ||
+    (h.sessionKey !== undefined && !(h.sessionKey instanceof Uint8Array && h.sessionKey.length === 16))) {
     throw new SnapshotError('the header is corrupt');
   }
   return h as SnapshotHeader;
@@ -262,6 +270,25 @@ function copySessions(from: SessionBlock, target: Int32Array, to: SessionBlock[]
   }
   for (const [i, local] of from.local) {
     if (target[i]! >= 0) to[target[i]!]!.local.push([newIndex[i]!, local]);
+  }
+}
+
+/**
+ * The random session key a snapshot file keeps (version 3), or null: no file, an
+ * older version, a key from a file, or anything wrong with it (restoreSnapshot
+ * says what, once).
+ */
+export async function snapshotSessionKey(file: string, shareIdLength: number): Promise<Uint8Array | null> {
+  try {
+    let header: SnapshotHeader | null = null;
+    // the header alone: the sessions are read once, by restoreSnapshot
+    new Unpackr({ useRecords: false }).unpackMultiple(await readFile(file), (value: unknown) => {
+      header = checkHeader(value, shareIdLength);
+      return false;
+    });
+    return (header as SnapshotHeader | null)?.sessionKey ?? null;
+  } catch {
+    return null;
   }
 }
 

@@ -23,6 +23,9 @@ export const ERROR_CODES = {
   PROOF_REQUIRED: 'prove that you receive at your address first: pulse with your own shareId',
   RELAY_RATE_LIMITED: 'too many relay requests from this IP address; try again in a second',
   RELAY_NOT_ALLOWED: 'that relay address is not on a relay this tracker hands out',
+  TOKEN_INVALID: 'the token is not one this tracker issued (or its session key changed): announce again',
+  TOKEN_REQUIRED: 'this session uses a token: send it',
+  CHALLENGE_REQUIRED: 'your session is at another address: send this again from here with this challenge to move it here',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

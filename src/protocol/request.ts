@@ -6,6 +6,23 @@ import { canonicalIp, formatPeerAddr } from './address.js';
 import type { ErrorCode } from './errors.js';
 import { parseLocalField } from './local-candidates.js';
 import { NAT_FIELD_ERROR, NAT_NOT_REPORTED, natCode } from './nat.js';
+import { alphabetValue } from '../routing.js';
+import { SECRET_CHARS, TAG_CHARS } from '../auth/tag.js';
+
+/**
+ * A session token as a request carried it: its characters at chars[at, at + length)
+ * (`<shareId>.<22 base64url characters>`, checked for form only: the MAC is the
+ * shard's to check). On the fast path `chars` is the datagram itself: no string is made.
+ */
+export interface TokenField { chars: Uint8Array; at: number; length: number }
+
+/** What a token-bearing request may carry besides its own fields (docs/security.md). */
+export interface Authenticated {
+  /** The session token, or null: the request locates its session by source address. */
+  readonly token: TokenField | null;
+  /** The path challenge the tracker sent to this source address (a move, docs/security.md), or null. */
+  readonly challenge: string | null;
+}
 
 export interface AnnounceRequest {
   readonly action: 'announce';
@@ -15,9 +32,11 @@ export interface AnnounceRequest {
   readonly nat: number;
   /** The `local` field (local-candidates.ts), canonical; [] clears; absent: unchanged. */
   readonly local?: readonly string[];
+  /** `"token":true`: the client asks for a session token (documented dialect). */
+  readonly wantsToken: boolean;
 }
 export interface AliveRequest { readonly action: 'alive' }
-export interface PulseRequest {
+export interface PulseRequest extends Authenticated {
   readonly action: 'pulse';
   readonly override: boolean;
   readonly ip: string | null; // canonical text
@@ -31,13 +50,13 @@ export interface PulseRequest {
   /** The `local` field (local-candidates.ts), canonical; [] clears; absent: unchanged. */
   readonly local?: readonly string[];
 }
-export interface PushRequest {
+export interface PushRequest extends Authenticated {
   readonly action: 'push';
   readonly shareId: string;
   /** A relayed address ("ip:port", canonical) the requester allocated for this pair (the README's "Relay"), or null. */
   readonly relay: string | null;
 }
-export interface RelayRequest { readonly action: 'relay' }
+export interface RelayRequest extends Authenticated { readonly action: 'relay' }
 export interface InvalidRequest { readonly action: 'invalid'; readonly code: ErrorCode; readonly message?: string }
 
 export type Request = AnnounceRequest | AliveRequest | PulseRequest | PushRequest | RelayRequest | InvalidRequest;
@@ -47,11 +66,22 @@ export interface ParseLimits {
   readonly maxMultiaddr: number;
 }
 
-const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: false, nat: NAT_NOT_REPORTED });
-const DESKTOP_ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: true, nat: NAT_NOT_REPORTED });
+const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: false, nat: NAT_NOT_REPORTED, wantsToken: false });
+const DESKTOP_ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: true, nat: NAT_NOT_REPORTED, wantsToken: false });
 const ALIVE: AliveRequest = Object.freeze({ action: 'alive' });
-const RELAY: RelayRequest = Object.freeze({ action: 'relay' });
-const PLAIN_PULSE: PulseRequest = Object.freeze({ action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: null, nat: NAT_NOT_REPORTED });
+const RELAY: RelayRequest = Object.freeze({ action: 'relay', token: null, challenge: null });
+const PLAIN_PULSE: PulseRequest = Object.freeze({
+  action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: null, nat: NAT_NOT_REPORTED, token: null, challenge: null,
+});
+
+// `{"action":"pulse","token":"<token>"}`, the token client's keep-alive: matched by
+// its constant prefix and suffix, its token read in place into the one mutable
+// request below (valid until the next parse; the shard handles a request before
+// it parses the next), so it costs no object and no string either.
+const TOKEN_PULSE_PREFIX = Buffer.from('{"action":"pulse","token":"');
+const TOKEN_PULSE_SUFFIX = Buffer.from('"}');
+const tokenInPlace: TokenField = { chars: new Uint8Array(0), at: 0, length: 0 };
+const TOKEN_PULSE: PulseRequest = { ...PLAIN_PULSE, token: tokenInPlace };
 
 // The exact bytes real clients send for the hot verbs; matched before JSON.parse
 // so a keep-alive costs a byte comparison, not an object allocation.
@@ -82,8 +112,48 @@ function flag(v: unknown): boolean | null {
   return null;
 }
 
+/** Whether chars[at, at+n) is a token in form: shareId characters, '.', 22 base64url characters. */
+function tokenInForm(chars: Uint8Array, at: number, n: number, idLength: number): boolean {
+  if (n !== idLength + 1 + SECRET_CHARS || chars[at + idLength] !== 46 /* . */) return false;
+  for (let i = 0; i < idLength; i++) if (alphabetValue(chars[at + i]!) < 0) return false;
+  // the shareId alphabet is base64url's own characters, in another order
+  for (let i = idLength + 1; i < n; i++) if (alphabetValue(chars[at + i]!) < 0) return false;
+  return true;
+}
+
+const TOKEN_FORM = '"token" must be the token the announce reply gave (shareId, ".", 22 characters)';
+
+/** The token field of a parsed message: null when absent, undefined when not in form. */
+function tokenOf(m: Record<string, unknown>, limits: ParseLimits): TokenField | null | undefined {
+  const t = m.token;
+  if (t === undefined || t === null) return null;
+  if (typeof t !== 'string' || t.length !== limits.shareIdLength + 1 + SECRET_CHARS) return undefined;
+  const chars = Buffer.from(t, 'latin1');
+  return tokenInForm(chars, 0, chars.length, limits.shareIdLength) ? { chars, at: 0, length: chars.length } : undefined;
+}
+
+/** The challenge field: null when absent, undefined when not 11 base64url characters. */
+function challengeOf(m: Record<string, unknown>): string | null | undefined {
+  const c = m.challenge;
+  if (c === undefined || c === null) return null;
+  if (typeof c !== 'string' || c.length !== TAG_CHARS) return undefined;
+  for (let i = 0; i < c.length; i++) if (alphabetValue(c.charCodeAt(i)) < 0) return undefined;
+  return c;
+}
+
+const CHALLENGE_FORM = '"challenge" must be the 11 characters of the challenge the tracker sent';
+
 export function parseRequest(buf: Uint8Array, off: number, len: number, limits: ParseLimits): Request {
   for (const [bytes, req] of FAST) if (bytesEqual(buf, off, len, bytes)) return req;
+  const tokenLen = limits.shareIdLength + 1 + SECRET_CHARS;
+  if (len === TOKEN_PULSE_PREFIX.length + tokenLen + TOKEN_PULSE_SUFFIX.length &&
+    bytesEqual(buf, off, TOKEN_PULSE_PREFIX.length, TOKEN_PULSE_PREFIX) &&
+    bytesEqual(buf, off + len - TOKEN_PULSE_SUFFIX.length, TOKEN_PULSE_SUFFIX.length, TOKEN_PULSE_SUFFIX)) {
+    const at = off + TOKEN_PULSE_PREFIX.length;
+    if (!tokenInForm(buf, at, tokenLen, limits.shareIdLength)) return invalid('INVALID_FIELD', TOKEN_FORM);
+    tokenInPlace.chars = buf; tokenInPlace.at = at; tokenInPlace.length = tokenLen;
+    return TOKEN_PULSE;
+  }
 
   let msg: unknown;
   try {
@@ -101,7 +171,12 @@ export function parseRequest(buf: Uint8Array, off: number, len: number, limits: 
     case 'alive': return ALIVE;
     case 'pulse': return withLocal(m, parsePulse(m, limits));
     case 'push': return parsePush(m, limits);
-    case 'relay': return RELAY;
+    case 'relay': {
+      const token = tokenOf(m, limits), challenge = challengeOf(m);
+      if (token === undefined) return invalid('INVALID_FIELD', TOKEN_FORM);
+      if (challenge === undefined) return invalid('INVALID_FIELD', CHALLENGE_FORM);
+      return token === null && challenge === null ? RELAY : { action: 'relay', token, challenge };
+    }
     default: return invalid('UNKNOWN_ACTION');
   }
 }
@@ -114,13 +189,20 @@ function natOf(m: Record<string, unknown>): number {
 function parseAnnounce(m: Record<string, unknown>): Request {
   const nat = natOf(m);
   if (nat < 0) return invalid('INVALID_FIELD', NAT_FIELD_ERROR);
-  if (nat === NAT_NOT_REPORTED) return m.id !== undefined ? DESKTOP_ANNOUNCE : ANNOUNCE;
-  return { action: 'announce', desktopId: m.id !== undefined, nat };
+  const wantsToken = m.token === undefined || m.token === null ? false : m.token;
+  if (typeof wantsToken !== 'boolean') {
+    return invalid('INVALID_FIELD', 'in announce, "token" must be true (to get a session token) or false; later requests carry the token itself');
+  }
+  if (nat === NAT_NOT_REPORTED && !wantsToken) return m.id !== undefined ? DESKTOP_ANNOUNCE : ANNOUNCE;
+  return { action: 'announce', desktopId: m.id !== undefined, nat, wantsToken };
 }
 
 function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
   const nat = natOf(m);
   if (nat < 0) return invalid('INVALID_FIELD', NAT_FIELD_ERROR);
+  const token = tokenOf(m, limits), challenge = challengeOf(m);
+  if (token === undefined) return invalid('INVALID_FIELD', TOKEN_FORM);
+  if (challenge === undefined) return invalid('INVALID_FIELD', CHALLENGE_FORM);
   const override = flag(m.override);
   if (override === null) return invalid('INVALID_FIELD', '"override" must be true or false');
   // shareId: true mints a new id; the session's own id (a string of the id's
@@ -130,7 +212,10 @@ function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
   if (regenerate === null) {
     return invalid('INVALID_FIELD', 'in pulse, "shareId" must be true or false (true mints a new shareId), or your own shareId');
   }
-  if (!override) return regenerate || proof !== null || nat !== NAT_NOT_REPORTED ? { ...PLAIN_PULSE, regenerate, proof, nat } : PLAIN_PULSE;
+  if (!override) {
+    return regenerate || proof !== null || nat !== NAT_NOT_REPORTED || token !== null || challenge !== null
+      ? { ...PLAIN_PULSE, regenerate, proof, nat, token, challenge } : PLAIN_PULSE;
+  }
 
   let ip: string | null = null;
   if (m.ip !== undefined && m.ip !== null) {
@@ -153,7 +238,7 @@ function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
     }
     multiaddr = m.multiaddr;
   }
-  return { action: 'pulse', override: true, ip, port, multiaddr, regenerate, proof, nat };
+  return { action: 'pulse', override: true, ip, port, multiaddr, regenerate, proof, nat, token, challenge };
 }
 
 /** An announce or pulse with its `local` field (documented dialect), if it has one. */
@@ -168,10 +253,13 @@ function parsePush(m: Record<string, unknown>, limits: ParseLimits): Request {
   if (id === undefined || id === null) return invalid('INVALID_FIELD', 'push needs "shareId", the shareId of the peer to reach');
   if (typeof id !== 'string') return invalid('INVALID_FIELD', '"shareId" must be a string');
   if (id.length > limits.shareIdLength) return invalid('FIELD_TOO_LONG', `"shareId" is longer than ${limits.shareIdLength} characters`);
-  if (m.relay === undefined || m.relay === null) return { action: 'push', shareId: id, relay: null };
+  const token = tokenOf(m, limits), challenge = challengeOf(m);
+  if (token === undefined) return invalid('INVALID_FIELD', TOKEN_FORM);
+  if (challenge === undefined) return invalid('INVALID_FIELD', CHALLENGE_FORM);
+  if (m.relay === undefined || m.relay === null) return { action: 'push', shareId: id, relay: null, token, challenge };
   const relay = typeof m.relay === 'string' && m.relay.length <= 72 ? canonicalEndpoint(m.relay) : null;
   if (relay === null) return invalid('INVALID_FIELD', '"relay" must be the relayed address as "ip:port" (or "[ipv6]:port")');
-  return { action: 'push', shareId: id, relay };
+  return { action: 'push', shareId: id, relay, token, challenge };
 }
 
 /** "1.2.3.4:5" or "[v6]:5" with an IP literal and a port 1-65535, canonical; else null. */

@@ -1,7 +1,8 @@
 // What a request handler may use of its shard (shard.ts is the one implementation):
 // the sessions, the per-IP budgets, the requester (where replies go, what they may
 // cost), the counters, and the outbox for what leaves the shard besides replies.
-import type { PushForward } from '../wire/messages.js';
+import type { SessionKey } from '../auth/session-key.js';
+import type { Forward, PushForward } from '../wire/messages.js';
 import type { ReplyWriter } from '../wire/frame.js';
 import type { ShardCounters } from './counters.js';
 import type { DirectoryPointers } from './directory.js';
@@ -21,10 +22,16 @@ export interface ShardContext {
   readonly writer: ReplyWriter;
   /** Replies to a push from another instance: written here, sent by that instance. */
   readonly remoteWriter: ReplyWriter;
+  /** The tracker's session key: tokens, tags, path challenges (tokens.ts). */
+  readonly key: SessionKey;
+  /** The socket the request being handled came in on. */
+  readonly socket: number;
   /** Reads the clock for the piece of work about to start. */
   readTime(): void;
   /** A push for a target in shard `shard` of this instance, sent with this batch's reply. */
-  forward(shard: number, f: PushForward): void;
+  forward(shard: number, f: Forward): void;
+  /** The request being handled goes to shard `shard` of this instance, raw, to be handled there as if it had arrived there. */
+  forwardRequest(shard: number): void;
   /** A push whose target no shard here holds: the main thread asks the directory. */
   lookup(f: PushForward): void;
   /** The requester's replies to a push from another instance, for it to send. */

@@ -36,6 +36,9 @@ export interface ShardCountersSnapshot {
   relayMinted: number;
   relayReused: number;
   relayForwarded: number;
+  /** token sessions that moved to a new address (tokens.ts), and token requests forwarded to their session's shard */
+  moved: number;
+  tokenForwarded: number;
   expired: number;
   /** sessions that gave way to a new announce in a full table, by list (give-way.ts): never kept alive, kept alive but not proven */
   evictedNeverKeptAlive: number;
@@ -73,6 +76,8 @@ export class ShardCounters {
   relayMinted = 0;
   relayReused = 0;
   relayForwarded = 0;
+  moved = 0;
+  tokenForwarded = 0;
   expired = 0;
   evictedNeverKeptAlive = 0;
   evictedNotProven = 0;
@@ -115,6 +120,8 @@ export class ShardCounters {
       relayMinted: this.relayMinted,
       relayReused: this.relayReused,
       relayForwarded: this.relayForwarded,
+      moved: this.moved,
+      tokenForwarded: this.tokenForwarded,
       expired: this.expired,
       evictedNeverKeptAlive: this.evictedNeverKeptAlive,
       evictedNotProven: this.evictedNotProven,

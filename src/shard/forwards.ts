@@ -1,15 +1,17 @@
-// Pushes that reach this shard from elsewhere: from another shard of this
+// What reaches this shard from elsewhere: pushes from another shard of this
 // instance, from another instance (through the directory, checked by
 // directory/messages.ts), or sent back by the main thread as failed (the requester
-// is told why). The requester's replies go where this instance recorded the push
-// came from, within the budget it carried; for a push from another instance, back
-// to that instance as bare payloads, which it sends where it recorded.
+// is told why); and token requests another shard of this instance received for a
+// session of this one (handled as if they had arrived here). The requester's
+// replies go where this instance recorded the request came from, within the budget
+// it carried; for a push from another instance, back to that instance as bare
+// payloads, which it sends where it recorded.
 //
 // A forward that makes a handler throw costs that one forward (counted as
 // drops{reason="bad_forward"}), never the shard and the sessions it holds.
 import { Unpackr } from 'msgpackr';
 import { replyPayloads } from '../wire/frame.js';
-import type { PushForward } from '../wire/messages.js';
+import type { Forward, PushForward } from '../wire/messages.js';
 import { PUSH } from './counters.js';
 import { WIRE_OVERHEAD_V4, WIRE_OVERHEAD_V6, wireOverheadOf } from './ip-table.js';
 import { resolvePush } from './push.js';
@@ -17,15 +19,21 @@ import type { ShardContext } from './context.js';
 
 const unpackr = new Unpackr({ useRecords: false });
 
-export function handleForwards(s: ShardContext, packed: Uint8Array): void {
+type RequestForwardLike = Extract<Forward, { request: Uint8Array }>;
+
+export function handleForwards(s: ShardContext & { handleForwardedRequest(f: RequestForwardLike): void }, packed: Uint8Array): void {
   let list: unknown;
   try { list = unpackr.unpack(packed); } catch { s.counters.drop('bad_forward'); return; }
   if (!Array.isArray(list)) { s.counters.drop('bad_forward'); return; }
   s.readTime();
-  for (const f of list as PushForward[]) {
+  for (const any of list as Forward[]) {
     const at = s.writer.position;
     try {
-      handleForward(s, f);
+      // A raw request comes from a shard of this instance only: anything from another
+      // instance is a push (it has `remote`), whatever else the message holds.
+      if ('request' in any && (any as { remote?: unknown }).remote === undefined) s.handleForwardedRequest(any);
+      else if ('request' in any) s.counters.drop('bad_forward');
+      else handleForward(s, any);
     } catch {
       // what this forward began writing goes too: the batch's other records stay whole
       s.writer.cancel(at);
@@ -39,12 +47,14 @@ function handleForward(s: ShardContext, f: PushForward): void {
   const r = s.requester;
   const remote = f.remote;
   r.action = PUSH; r.dialect = f.dialect;
+  const cap = typeof f.cap === 'number' && f.cap >= 0 ? Math.min(f.cap, f.grant < 0 ? Infinity : f.grant) : f.grant;
   if (remote !== undefined) {
     // no address: the requester's instance sends the replies where it recorded the push came from
-    r.fromForward(0, '', 0, remote.v6 ? WIRE_OVERHEAD_V6 : WIRE_OVERHEAD_V4, f.grant, s.remoteWriter);
+    r.fromForward(0, '', 0, remote.v6 ? WIRE_OVERHEAD_V6 : WIRE_OVERHEAD_V4, f.grant, s.remoteWriter, cap);
   } else {
-    r.fromForward(f.socket, f.address, f.port, wireOverheadOf(f.address), f.grant, s.writer);
+    r.fromForward(f.socket, f.address, f.port, wireOverheadOf(f.address), f.grant, s.writer, cap);
   }
+  if (f.tagged === true && typeof f.requester?.shareId === 'string') r.tagWith(s.key.tagKeyOf(f.requester.shareId));
   if (f.failed !== undefined) r.error(f.failed);
   else resolvePush(s, f, -1);
   if (remote !== undefined) {

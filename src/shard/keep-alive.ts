@@ -6,24 +6,30 @@ import {
 } from '../protocol/dialect.js';
 import { NAT_NOT_REPORTED } from '../protocol/nat.js';
 import type { PulseRequest } from '../protocol/request.js';
-import { KEPT_ALIVE, VERIFIED, type PeerTable } from './peer-table.js';
+import { SECRET_CHARS } from '../auth/tag.js';
+import { AUTH, KEPT_ALIVE, VERIFIED, type PeerTable } from './peer-table.js';
 import type { ShardContext } from './context.js';
+import { observedLength, writeObserved } from './tokens.js';
 
-export function keepAlive(s: ShardContext, action: 'pulse' | 'alive', pulse: PulseRequest | null): void {
+const TOKEN_MEMBER = Buffer.from('","token":"', 'latin1');
+
+/** `known`: the session a token pulse is for (tokens.ts), or -1: the one at the source address. */
+export function keepAlive(s: ShardContext, action: 'pulse' | 'alive', pulse: PulseRequest | null, known = -1): void {
   const r = s.requester, sessions = s.sessions, t = sessions.table;
-  const slot = sessions.at(r.key, r.port);
+  const slot = known >= 0 ? known : sessions.at(r.key, r.port);
   if (slot < 0) {
     s.counters.unknownSession(action);
     r.send(keepAliveNoSession(action));
     return;
   }
+  // a token session is kept alive, changed or proved only with its token
+  if (known < 0 && (t.flags[slot]! & AUTH) !== 0) return r.error('TOKEN_REQUIRED');
   t.dialect[slot] = dialectOfKeepAlive(action);
   t.flags[slot]! |= KEPT_ALIVE;
   sessions.keepAlive(slot);
   if (pulse?.proof != null && t.shareIdEquals(slot, pulse.proof)) t.flags[slot]! |= VERIFIED;
   if (pulse !== null && pulse.nat !== NAT_NOT_REPORTED) t.nat[slot] = pulse.nat;
   if (pulse?.local !== undefined) sessions.setLocal(slot, pulse.local);
-  r.verified = sessions.isVerified(slot);
   if (pulse === null) {
     r.send(ALIVED);
     return;
@@ -31,7 +37,9 @@ export function keepAlive(s: ShardContext, action: 'pulse' | 'alive', pulse: Pul
   const overridden = pulse.override && applyOverride(t, slot, pulse);
   const idLen = t.idLength;
   const prefix = overridden ? PULSE_OVERRIDDEN_PREFIX : PULSE_OK_PREFIX;
-  const full = prefix.length + idLen + PULSE_OK_SUFFIX.length;
+  // a token pulse's reply also says what the tracker sees (a client notices a move), and after a regeneration the new token
+  const tokenExtra = known < 0 ? 0 : (pulse.regenerate ? TOKEN_MEMBER.length + idLen + 1 + SECRET_CHARS : 0) + 14 + observedLength(r.key, r.port);
+  const full = prefix.length + idLen + tokenExtra + PULSE_OK_SUFFIX.length;
   if (pulse.regenerate) {
     // A new shareId the client could not be told would strand it: only mint one
     // when the reply that carries it can go out (the client retries otherwise).
@@ -48,8 +56,12 @@ export function keepAlive(s: ShardContext, action: 'pulse' | 'alive', pulse: Pul
   const w = r.begin();
   w.bytes(prefix);
   w.bytes(t.ids, slot * idLen, idLen);
+  if (known >= 0) {
+    if (pulse.regenerate) { w.bytes(TOKEN_MEMBER); w.text(s.key.tokenOf(t.shareId(slot))); }
+    writeObserved(w, r.key, r.port);
+  }
   w.bytes(PULSE_OK_SUFFIX);
-  w.end();
+  r.end();
 }
 
 /** Sets what push reports for this peer; never where the tracker sends. False when the pulse cleared every override. */

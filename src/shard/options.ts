@@ -1,5 +1,6 @@
 // What a shard is told at start: the settings it uses (config.ts documents each)
 // and its own share of the totals. Built on the main thread, cloned into the shard.
+import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
 import { pointerRefreshMs } from '../directory/cadence.js';
 
@@ -27,6 +28,8 @@ export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceRe
   relay: RelayOptions | null;
   /** The IPs a push's relayed address may be on, canonical (relay/allowed.ts): config relayIps, or turnUrl's hosts. Empty: none is. */
   relayIps: readonly string[];
+  /** The tracker's 16-byte session key (auth/session-key.ts): tokens, tags and path challenges. */
+  sessionKey: Uint8Array;
   /** The shard's clock in ms (performance.now() unless a test simulates time). */
   now?: () => number;
 }
@@ -44,10 +47,10 @@ export interface RelayOptions {
  * Shard `index`'s options under `config`: the settings it uses, and its share of the
  * totals. `io`: the datagram I/O's sockets, by index. `turnSecret`: the secret
  * read at start, when a relay is configured. `relayIps`: the relays' IPs, worked out
- * at start (relay/allowed.ts relayIpsOf).
+ * at start (relay/allowed.ts relayIpsOf). `sessionKey`: the tracker's (tracker.ts).
  */
 export function shardOptions(config: Config, index: number, io: { socketTypes: readonly ('udp4' | 'udp6')[]; addresses: readonly { address: string; port: number }[] },
-  turnSecret: string | null = null, relayIps: readonly string[] = []): ShardOptions {
+  turnSecret: string | null = null, relayIps: readonly string[] = [], sessionKey: Uint8Array = randomBytes(16)): ShardOptions {
   return {
     index,
     shards: config.shards,
@@ -73,5 +76,6 @@ export function shardOptions(config: Config, index: number, io: { socketTypes: r
       : { urls: config.turnUrl.split(',').map((u) => u.trim()), secret: turnSecret, ttl: config.turnTtl, interval: config.relayInterval },
     relayIps,
     pointerRefreshMs: config.directory === '' ? 0 : pointerRefreshMs(config.ttl),
+    sessionKey,
   };
 }

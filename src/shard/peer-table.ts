@@ -18,7 +18,12 @@ export interface Override {
 export const VERIFIED = 1;
 /** flags: the session has sent a keep-alive (pulse or alive), so a new announce from its address replaces it. */
 export const KEPT_ALIVE = 2;
-/** flags: a token session (it asked for a token at announce; set by the token code). Proven once it kept alive with its token. */
+/**
+ * flags: a token session (docs/security.md): it asked for a token at announce. Requests
+ * that locate it by source address without the token change nothing (TOKEN_REQUIRED),
+ * and everything sent to it is tagged. Once it kept alive with its token it is proven:
+ * it never gives way to another (give-way.ts).
+ */
 export const AUTH = 4;
 
 function fnv(h: number, byte: number): number {
@@ -117,6 +122,35 @@ export class PeerTable {
       if (cell === EMPTY) return -1;
       if (this.shareIdEquals(cell - 1, id)) return cell - 1;
     }
+  }
+
+  /** The slot whose shareId is chars[at, at + idLength), or -1 (no string is made). */
+  findByShareIdBytes(chars: Uint8Array, at: number): number {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < this.idLength; i++) h = fnv(h, chars[at + i]!);
+    const mask = this.byId.length - 1;
+    for (let i = mix(h) & mask; ; i = (i + 1) & mask) {
+      const cell = this.byId[i]!;
+      if (cell === EMPTY) return -1;
+      const o = (cell - 1) * this.idLength;
+      let same = true;
+      for (let j = 0; j < this.idLength; j++) if (this.ids[o + j] !== chars[at + j]) { same = false; break; }
+      if (same) return cell - 1;
+    }
+  }
+
+  /** Whether the session in `slot` is at this address (16 bytes at key[off]) and port. */
+  isAt(slot: number, key: Uint8Array, off: number, port: number): boolean {
+    return this.port[slot] === port && this.sameAddress(slot, key, off);
+  }
+
+  /** Moves a live session to another address and port (which no session here is at): the old one stops resolving. */
+  move(slot: number, key: Uint8Array, off: number, port: number, socket: number): void {
+    indexErase(this.byAddr, slot, (s) => this.addrHash(this.addr, s * ADDR_BYTES, this.port[s]!));
+    this.addr.set(key.subarray(off, off + ADDR_BYTES), slot * ADDR_BYTES);
+    this.port[slot] = port;
+    this.socket[slot] = socket;
+    indexPut(this.byAddr, this.addrHash(key, off, port), slot);
   }
 
   /** Whether `id` is this slot's shareId (no string is made). */

@@ -7,13 +7,15 @@ import { relayAllowed } from '../relay/allowed.js';
 import { shardOfBucket } from '../routing.js';
 import type { PushForward } from '../wire/messages.js';
 import { INCOME } from './counters.js';
+import { AUTH } from './peer-table.js';
 import type { ShardContext } from './context.js';
 
-export function push(s: ShardContext, targetId: string, relay: string | null): void {
+/** `known`: the session a token push is for (tokens.ts), or -1: the one at the source address. */
+export function push(s: ShardContext, targetId: string, relay: string | null, known = -1): void {
   const r = s.requester, sessions = s.sessions, t = sessions.table;
   // Every push spends a push token, so guessing shareIds is slow (and counted).
   if (r.ipSlot >= 0 && !s.ips.takePushToken(r.ipSlot)) { s.counters.drop('push_rate_limited'); return; }
-  const slot = sessions.at(r.key, r.port);
+  const slot = known >= 0 ? known : sessions.at(r.key, r.port);
   if (slot < 0) {
     s.counters.unknownSession('push');
     // the sender's dialect is unknown: told in both forms (the error, then the legacy "expired")
@@ -22,10 +24,11 @@ export function push(s: ShardContext, targetId: string, relay: string | null): v
     r.sendFirstFitting(expired!);
     return;
   }
+  // no push as a token session without its token
+  if (known < 0 && (t.flags[slot]! & AUTH) !== 0) return r.error('TOKEN_REQUIRED');
   r.dialect = t.dialect[slot]!;
-  r.verified = sessions.isVerified(slot);
   // A relayed address sends the target there: only a requester that proved where it is may name one.
-  if (relay !== null && !r.verified) return r.error('PROOF_REQUIRED');
+  if (relay !== null && !sessions.isVerified(slot)) return r.error('PROOF_REQUIRED');
   // ... and only an address on a relay the operator configured (relay/allowed.ts), not one of its own.
   if (relay !== null && !relayAllowed(s.opts.relayIps, relay)) return r.error('RELAY_NOT_ALLOWED');
   const bucket = sessions.minter.bucketOf(targetId);
@@ -42,6 +45,8 @@ export function push(s: ShardContext, targetId: string, relay: string | null): v
     target: targetId, socket: t.socket[slot]!, address: sessions.sendAddress(slot), port: r.port,
     dialect: t.dialect[slot]!, requester: sessions.view(slot), grant: r.takeGrant(), ...withRelay,
   };
+  if (f.grant >= 0) f.cap = r.replyCap;
+  if (r.tagged) f.tagged = true;
   if (target === s.opts.index) s.lookup(f);
   else s.forward(target, f);
 }
@@ -73,9 +78,11 @@ export function resolvePush(s: ShardContext, f: Pick<PushForward, 'target' | 'di
   // charged to anyone's reply budget: the push names the target's shareId, which
   // the tracker only ever sent to the target's own address, so the pusher got it
   // from the target; the pusher's push-rate limit bounds how often it comes.
+  // to a token session it is tagged, with the target's own secret
   s.writer.toAddress(table.socket[t]!, sessions.sendAddress(t), table.port[t]!);
   s.writer.text(plan.toTarget);
-  s.writer.end();
+  if ((table.flags[t]! & AUTH) !== 0) s.writer.endTagged(s.key.tagKeyOfBytes(table.ids, t * table.idLength, table.idLength));
+  else s.writer.end();
   s.counters.out(INCOME, table.dialect[t]!);
   s.counters.incomes++;
 }

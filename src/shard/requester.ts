@@ -3,19 +3,35 @@
 // handlers write every reply through it, so the amplification rule is applied in
 // one place.
 //
-// The rule: a requester that has not proved it receives at its address gets
-// replies only from its IP's credit (3x the wire bytes the IP sent, ip-table.ts),
-// or from a fixed grant (an IP the table has no room for; a push forwarded from
-// another shard or instance). A reply of `bytes` payload costs its wire bytes.
+// The rule: no reply costs more than 3x its own request's wire bytes, and every
+// reply is paid from its IP's credit (3x the wire bytes the IP sent, ip-table.ts),
+// or from a fixed grant (an IP the table has no room for; a request forwarded from
+// another shard or instance). A reply of `bytes` payload costs its wire bytes. So
+// over any stretch of time an IP gets at most 3x what it sent, and no single
+// datagram to it is larger than 3x the request that caused it. (The replies to one
+// request may sum past 3x it from credit banked before: the desktop client's
+// announce is answered in both forms on a resend, which it relies on.)
+// Only an authenticated request is exempt: one that carried its session's token
+// from the session's own (validated) address (tokens.ts). A source address that
+// once proved it receives is not: a datagram from it may be forged.
+//
+// Tags: the replies to a request that carried a valid token end with a tag made
+// with that session's secret (auth/tag.ts); they are written through end(), which
+// adds it, so no handler builds a tag.
 import { ADDR_BYTES } from '../protocol/address.js';
 import type { ReplyForms } from '../protocol/dialect.js';
 import { ERROR_CODES, errorJson, type ErrorCode } from '../protocol/errors.js';
 import type { ReplyWriter } from '../wire/frame.js';
+import { TAG_CHARS, TAG_END, TAG_MEMBER } from '../auth/tag.js';
+import type { SipKey } from '../auth/siphash.js';
 import type { ShardCounters } from './counters.js';
 import { AMPLIFICATION_FACTOR, type IpTable } from './ip-table.js';
 
 /** Most reply credit (wire bytes) a push carries to another shard: a pushReceived plus a pushed fit. */
 export const MAX_PUSH_GRANT = 1024;
+
+/** What a tag adds to a message: `,"tag":"` + 11 characters + `"}` in place of its closing `}`. */
+export const TAG_BYTES = TAG_MEMBER.length + TAG_CHARS + TAG_END.length - 1;
 
 function payloadBytes(payload: Uint8Array | string): number {
   return typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
@@ -39,9 +55,15 @@ export class Requester {
 
   // The budget: the IP's entry (-1: untracked), a fixed grant (-1: none), and the IP + UDP header bytes every reply costs.
   private ip = -1;
-  verified = false;
+  /** The request is authenticated (a valid token from its session's address): its replies are not charged. */
+  exempt = false;
   private grant = -1;
+  /** The most one reply to this request may cost on the wire: 3x the request's own wire bytes. */
+  private cap = 0;
   overhead = 0;
+  /** The tag key of the session this request's replies are for (its token was valid), or null: untagged. */
+  private tagKey: SipKey | null = null;
+  private readonly tagWords: SipKey = new Uint32Array(4);
 
   constructor(private readonly ips: IpTable, private readonly counters: ShardCounters, private readonly batchWriter: ReplyWriter) {
     this.writer = batchWriter;
@@ -53,10 +75,22 @@ export class Requester {
     this.port = port;
     this.overhead = overhead;
     this.writer = this.batchWriter;
+    this.tagKey = null;
   }
 
-  /** A push handled away from its requester: replies go to address:port from `socket`, into `writer`, within `grant` (-1: verified, no limit). */
-  fromForward(socket: number, address: string, port: number, overhead: number, grant: number, writer: ReplyWriter): void {
+  /** From now on this request's replies are tagged with this key (copied: the caller's may be scratch). */
+  tagWith(key: SipKey): void {
+    this.tagWords.set(key);
+    this.tagKey = this.tagWords;
+  }
+
+  get tagged(): boolean { return this.tagKey !== null; }
+
+  /** Extra payload bytes every reply to this request carries (its tag). */
+  private get extra(): number { return this.tagKey === null ? 0 : TAG_BYTES; }
+
+  /** A request handled away from its requester: replies go to address:port from `socket`, into `writer`, within `grant` (-1: exempt, no limit). */
+  fromForward(socket: number, address: string, port: number, overhead: number, grant: number, writer: ReplyWriter, cap = grant): void {
     this.index = -1;
     this.socket = socket;
     this.address = address;
@@ -65,7 +99,9 @@ export class Requester {
     this.writer = writer;
     this.ip = -1;
     this.grant = grant;
-    this.verified = grant < 0;
+    this.cap = grant < 0 ? Infinity : cap;
+    this.exempt = grant < 0;
+    this.tagKey = null;
   }
 
   /** The IP's entry in the IP table, or -1 (untracked, or a forwarded push). */
@@ -78,10 +114,11 @@ export class Requester {
    * get that much back for this request alone.
    */
   admit(wireBytes: number): boolean {
-    this.verified = false;
+    this.exempt = false;
+    this.cap = AMPLIFICATION_FACTOR * wireBytes;
     this.ip = this.ips.touch(this.key, 0);
     if (this.ip < 0) {
-      this.grant = AMPLIFICATION_FACTOR * wireBytes;
+      this.grant = this.cap;
       return true;
     }
     this.grant = -1;
@@ -92,31 +129,34 @@ export class Requester {
 
   /** Spends the wire bytes of a reply of `bytes` payload, if the budget allows. */
   allow(bytes: number): boolean {
-    if (this.verified) return true;
-    const wire = bytes + this.overhead;
+    if (this.exempt) return true;
+    const wire = bytes + this.extra + this.overhead;
+    if (wire > this.cap) return false;
     if (this.grant >= 0) {
       if (wire > this.grant) return false;
       this.grant -= wire;
-      return true;
-    }
-    return this.ips.spend(this.ip, wire);
+    } else if (!this.ips.spend(this.ip, wire)) return false;
+    return true;
   }
 
   /** Whether a reply of `bytes` payload fits, without spending. */
   affords(bytes: number): boolean {
-    if (this.verified) return true;
-    const wire = bytes + this.overhead;
-    return this.grant >= 0 ? wire <= this.grant : this.ips.credit[this.ip]! >= wire;
+    if (this.exempt) return true;
+    const wire = bytes + this.extra + this.overhead;
+    return wire <= this.cap && (this.grant >= 0 ? wire <= this.grant : this.ips.credit[this.ip]! >= wire);
   }
 
-  /** Budget handed to another shard with a forwarded push, taken from this IP's credit now; -1: verified. */
+  /** Budget handed to another shard with a forwarded request, taken from this IP's credit now; -1: exempt. */
   takeGrant(): number {
-    if (this.verified) return -1;
+    if (this.exempt) return -1;
     if (this.grant >= 0) { const g = this.grant; this.grant = 0; return g; }
     const g = Math.min(MAX_PUSH_GRANT, this.ips.credit[this.ip]!);
     this.ips.credit[this.ip]! -= g;
     return g;
   }
+
+  /** The most one reply may cost, for a forwarded request to take along (with takeGrant). */
+  get replyCap(): number { return this.cap; }
 
   /** Opens a reply record (counted as a datagram out); the caller writes the payload and ends it. */
   begin(): ReplyWriter {
@@ -130,12 +170,18 @@ export class Requester {
   get batch(): ReplyWriter { return this.batchWriter; }
   get recordIndex(): number { return this.index; }
 
+  /** Ends the reply record begun last: tagged when this request's replies are (the payload's closing `}` becomes the tag member). */
+  end(): void {
+    if (this.tagKey === null) this.writer.end();
+    else this.writer.endTagged(this.tagKey);
+  }
+
   /** Sends one reply if the budget allows; else a counted drop. */
   send(payload: Uint8Array | string): boolean {
     if (!this.allow(payloadBytes(payload))) { this.counters.drop('amplification'); return false; }
     const w = this.begin();
     if (typeof payload === 'string') w.text(payload); else w.bytes(payload);
-    w.end();
+    this.end();
     return true;
   }
 
@@ -149,6 +195,10 @@ export class Requester {
 
   /** An error reply; counted by code when it is sent (the counters say what clients were told). */
   error(code: ErrorCode, message?: string): void {
-    if (this.send(errorJson(code, message ?? ERROR_CODES[code]))) this.counters.error(code);
+    // The message is the optional part: when the reply would cost more than 3x its
+    // request, the code's own shorter message goes, and at last an empty one.
+    const full = errorJson(code, message ?? ERROR_CODES[code]);
+    const forms = message !== undefined && message !== ERROR_CODES[code] ? [full, errorJson(code), errorJson(code, '')] : [full, errorJson(code, '')];
+    if (this.sendFirstFitting(forms)) this.counters.error(code);
   }
 }

@@ -140,6 +140,23 @@ export class Sessions {
     if (ip >= 0) this.ips.sessions[ip]!++;
   }
 
+  /**
+   * Moves a session to the address key:port (a token session that proved it receives
+   * there, tokens.ts): same shareId, nat, override and relay state; the old address
+   * stops resolving, and the session is counted in its new IP's entry. A session
+   * still at that address here is gone: its address now belongs to the mover.
+   */
+  moveTo(slot: number, key: Uint8Array, port: number, socket: number): void {
+    const t = this.table;
+    const there = t.findByAddress(key, 0, port);
+    if (there >= 0 && there !== slot) this.remove(there);
+    const old = this.ips.slotOf(t.addr, slot * ADDR_BYTES);
+    if (old >= 0 && this.ips.sessions[old]! > 0) this.ips.sessions[old]!--;
+    t.move(slot, key, 0, port, socket);
+    this.countForIp(key);
+    t.flags[slot]! |= VERIFIED;
+  }
+
   private dropFromTable(slot: number): void {
     this.giveWay.remove(slot);
     const ip = this.ips.slotOf(this.table.addr, slot * ADDR_BYTES);

@@ -16,14 +16,17 @@ import { parseRequest, type ParseLimits } from '../protocol/request.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { looksLikeStun } from '../stun/codec.js';
 import { RecordTooLong, ReplyWriter } from '../wire/frame.js';
-import type { PushForward, SessionBlock, ShardExtras } from '../wire/messages.js';
+import type { Forward, PushForward, RequestForward, SessionBlock, ShardExtras } from '../wire/messages.js';
+import { SessionKey } from '../auth/session-key.js';
+import { DOCUMENTED } from '../protocol/dialect.js';
+import { authenticate } from './tokens.js';
 import { announce } from './announce.js';
 import type { ShardContext } from './context.js';
 import { ShardCounters, actionIndex } from './counters.js';
 import { DirectoryPointers } from './directory.js';
 import type { ExpiryWheel } from './expiry-wheel.js';
 import { handleForwards } from './forwards.js';
-import { IpTable, wireOverhead } from './ip-table.js';
+import { IpTable, wireOverhead, wireOverheadOf } from './ip-table.js';
 import { keepAlive } from './keep-alive.js';
 import type { ShardOptions } from './options.js';
 import type { PeerTable } from './peer-table.js';
@@ -57,7 +60,16 @@ export class Shard implements ShardContext {
   private readonly readClock: () => number;
   /** opts.now at the start of the current piece of work: read once per batch, not once per request. */
   clock: number;
-  private forwards: (PushForward[] | null)[];
+  private forwards: (Forward[] | null)[];
+  readonly key: SessionKey;
+  /** The request being handled: the socket it came in on, and (to forward it raw) where its source address and payload are. */
+  socket = 0;
+  private source: Uint8Array = new Uint8Array(0);
+  private sourceAt = 0;
+  private sourceLen = 0;
+  private requestBuf: Uint8Array = new Uint8Array(0);
+  private payloadAt = 0;
+  private payloadLen = 0;
   private extras: ShardExtras = {};
   private readonly packr = new Packr({ useRecords: false });
 
@@ -75,7 +87,8 @@ export class Shard implements ShardContext {
     this.requester = new Requester(this.ips, this.counters, this.writer);
     this.pointers = new DirectoryPointers(this.sessions, opts.pointerRefreshMs, (p) => (this.extras.pointers ??= []).push(p));
     this.limits = { shareIdLength: opts.shareIdLength, maxMultiaddr: opts.maxMultiaddr };
-    this.forwards = new Array<PushForward[] | null>(opts.shards).fill(null);
+    this.forwards = new Array<Forward[] | null>(opts.shards).fill(null);
+    this.key = new SessionKey(opts.sessionKey);
     this.stunResponder = new StunResponder(opts.stunEndpoints, this.requester.key, opts.maxDatagram);
   }
 
@@ -112,7 +125,10 @@ export class Shard implements ShardContext {
       const mark = this.writer.position;
       try {
         if (looksLikeStun(buf, payloadAt, payloadLen)) this.stunResponder.respond(this, socket, family, buf, addrAt, addrLen, payloadAt, payloadLen);
-        else if (socket === 0) this.handleRequest(socket, bucket, buf, payloadAt, payloadLen);
+        else if (socket === 0) {
+          this.source = buf; this.sourceAt = addrAt; this.sourceLen = addrLen;
+          this.handleRequest(socket, bucket, buf, payloadAt, payloadLen, false);
+        }
         else this.counters.drop('not_stun'); // the other STUN addresses answer STUN alone
       } catch (err) {
         // A bug must cost one request, not the shard and every session in it.
@@ -125,28 +141,66 @@ export class Shard implements ShardContext {
     this.counters.batch(index);
   }
 
-  private handleRequest(socket: number, bucket: number, buf: Uint8Array, at: number, len: number): void {
+  /** One request; `forwarded`: it came from another shard, which found its token's session lives here. */
+  private handleRequest(socket: number, bucket: number, buf: Uint8Array, at: number, len: number, forwarded: boolean): void {
     const r = this.requester;
     const req = parseRequest(buf, at, len, this.limits);
+    this.socket = socket;
+    this.requestBuf = buf; this.payloadAt = at; this.payloadLen = len;
     this.counters.request(req.action);
     r.action = actionIndex(req.action);
     r.dialect = UNKNOWN; // handlers refine it once they know the session
+    // -1: the handler finds the session by source address; else the token's session (tokens.ts)
+    let slot = -1;
+    if ((req.action === 'pulse' || req.action === 'push' || req.action === 'relay') && req.token !== null) {
+      slot = authenticate(this, req.action, req, forwarded);
+      if (slot < 0) { this.counters.in(r.action, r.dialect); return; }
+    }
     switch (req.action) {
       case 'pulse':
       case 'alive':
         r.dialect = dialectOfKeepAlive(req.action);
-        keepAlive(this, req.action, req.action === 'pulse' ? req : null);
+        keepAlive(this, req.action, req.action === 'pulse' ? req : null, slot);
         break;
       case 'announce': announce(this, req, socket, bucket); break;
-      case 'push': push(this, req.shareId, req.relay); break;
-      case 'relay': relay(this); break;
-      case 'invalid':
-        // a session that proved itself gets the error in full
-        r.verified = this.sessions.verifiedAt(r.key, r.port);
-        r.error(req.code, req.message);
-        break;
+      case 'push': push(this, req.shareId, req.relay, slot); break;
+      case 'relay': relay(this, slot); break;
+      case 'invalid': r.error(req.code, req.message); break;
     }
     this.counters.in(r.action, r.dialect);
+  }
+
+  /** The request being handled, raw, to shard `shard`: its token's session lives there. */
+  forwardRequest(shard: number): void {
+    const r = this.requester;
+    const f: RequestForward = {
+      request: Uint8Array.prototype.slice.call(this.requestBuf, this.payloadAt, this.payloadAt + this.payloadLen),
+      socket: this.socket,
+      address: Buffer.from(this.source.buffer, this.source.byteOffset + this.sourceAt, this.sourceLen).toString('latin1'),
+      port: r.port,
+      grant: r.takeGrant(),
+      cap: r.replyCap,
+    };
+    this.forward(shard, f);
+  }
+
+
+  /** A token request another shard forwarded here (forwardRequest): handled as if it had arrived here. */
+  handleForwardedRequest(f: RequestForward): void {
+    const r = this.requester;
+    const text = Buffer.from(f.address, 'latin1');
+    const family = parseIp(text, 0, text.length, r.key, 0);
+    if (family === 0 || !(f.request instanceof Uint8Array)) { this.counters.drop('bad_forward'); return; }
+    r.fromForward(f.socket, f.address, f.port, wireOverheadOf(f.address), f.grant, this.writer, f.cap);
+    this.source = text; this.sourceAt = 0; this.sourceLen = text.length;
+    const mark = this.writer.position;
+    try {
+      this.handleRequest(f.socket, 0, f.request, 0, f.request.length, true);
+    } catch (err) {
+      this.writer.cancel(mark);
+      this.counters.drop('internal_error');
+      this.onInternalError?.(err);
+    }
   }
 
   /** Pushes forwarded from other shards, from other instances, or sent back by the main thread as failed (msgpackr-packed PushForward[]). */
@@ -156,8 +210,8 @@ export class Shard implements ShardContext {
 
   // ------------------------------------------------------------------ outbox
 
-  /** A push for a target in shard `shard` of this instance, sent with this batch's reply. */
-  forward(shard: number, f: PushForward): void {
+  /** A push (or a token request) for shard `shard` of this instance, sent with this batch's reply. */
+  forward(shard: number, f: Forward): void {
     (this.forwards[shard] ??= []).push(f);
     this.counters.forwarded++;
   }

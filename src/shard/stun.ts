@@ -56,8 +56,7 @@ export class StunResponder {
       case 'not-a-request': s.counters.drop('stun_not_a_request'); return;
       default: break;
     }
-    // The session of this address, if it proved it receives, is not charged.
-    r.verified = s.sessions.verifiedAt(r.key, r.port);
+    // Within 3x the request's wire bytes, as every reply to an unauthenticated request.
     const w = r.batch;
     if (verdict !== 'binding') {
       const code = verdict === 'bad-request' ? 400 : 420;

@@ -18,6 +18,9 @@
 // its request's socket.
 // Multi-byte integers are big-endian.
 
+import type { SipKey } from '../auth/siphash.js';
+import { TAG_CHARS, TAG_END, TAG_MEMBER, writeTag } from '../auth/tag.js';
+
 export const REPLY = 0;
 export const SEND_TO = 1;
 
@@ -158,6 +161,25 @@ export class ReplyWriter {
     }
     this.buf[this.lenAt] = len >>> 8; this.buf[this.lenAt + 1] = len & 0xff;
     this.lenAt = -1;
+  }
+
+  /**
+   * Ends the record begun last as a tagged message (auth/tag.ts): its payload, a
+   * JSON object, loses its closing `}`, the tag of the bytes before `,"tag":"` is
+   * computed with `key`, and `,"tag":"<tag>"}` ends it.
+   */
+  endTagged(key: SipKey): void {
+    const start = this.lenAt + 2;
+    if (this.pos <= start || this.buf[this.pos - 1] !== 0x7d /* } */) throw new Error('a tagged message is a JSON object');
+    this.pos--;
+    const bodyLen = this.pos - start;
+    this.ensure(TAG_MEMBER.length + TAG_CHARS + TAG_END.length);
+    const b = this.buf;
+    b.set(TAG_MEMBER, this.pos);
+    writeTag(key, b, start, bodyLen, b, this.pos + TAG_MEMBER.length);
+    b.set(TAG_END, this.pos + TAG_MEMBER.length + TAG_CHARS);
+    this.pos += TAG_MEMBER.length + TAG_CHARS + TAG_END.length;
+    this.end();
   }
 
   /** Abandons the record begun last (e.g. when a guard decides not to answer). */

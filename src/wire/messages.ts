@@ -24,8 +24,12 @@ export interface PushForward {
   dialect: number;
   /** what the target is told of the requester */
   requester: PeerView;
-  /** reply budget in wire bytes, taken from the requester's IP credit; -1: verified, no limit */
+  /** reply budget in wire bytes, taken from the requester's IP credit; -1: authenticated, no limit */
   grant: number;
+  /** the most one reply may cost, in wire bytes: 3x the push's own (absent: the grant) */
+  cap?: number;
+  /** the push carried the requester's valid token: its replies are tagged with the secret of requester.shareId */
+  tagged?: boolean;
   /** set by the main thread when the push cannot reach its target: the requester is told this */
   failed?: ErrorCode;
   /** the push came from another instance: the requester's replies go back to it; v6: they cost IPv6 headers */
@@ -33,6 +37,27 @@ export interface PushForward {
   /** a relayed address the requester allocated for this pair, for the target's income */
   relay?: string;
 }
+
+/**
+ * A token request whose session lives in another shard of this instance (it moved
+ * to an IP that routes elsewhere, shard/tokens.ts): handled there as if it had
+ * arrived there. Between threads only, never over Redis.
+ */
+export interface RequestForward {
+  /** the request's payload, as it arrived */
+  request: Uint8Array;
+  /** where it came from, as the socket reported it: where replies go */
+  socket: number;
+  address: string;
+  port: number;
+  /** reply budget in wire bytes, taken from the requester's IP credit; -1: no limit */
+  grant: number;
+  /** the most one reply may cost, in wire bytes: 3x the request's own */
+  cap: number;
+}
+
+/** What one shard forwards to another. */
+export type Forward = PushForward | RequestForward;
 
 /** A pointer the session directory should hold: shareId -> this instance, and what push reports. */
 export type PointerWrite = [shareId: string, peeraddr: string, multiaddr: string | null];
