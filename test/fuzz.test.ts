@@ -65,7 +65,7 @@ for (const relay of [false, true]) test(`a shard fed any batch of any datagrams 
     ip: fc.constantFrom('127.0.0.1', '10.0.0.2', '10.0.0.3', '::1', 'not an ip'),
     port: fc.integer({ min: 1, max: 4 }),
     payload: fc.oneof(jsonish, fc.constantFrom(...['{"action":"announce"}', '{"action":"pulse"}', '{"action":"alive"}', '{"action":"pulse","shareId":true}',
-      '{"action":"relay"}'].map((s) => Buffer.from(s)))),
+      '{"action":"relay"}', '{"action":"announce","token":true}', '{"action":"pulse","token":"AAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA"}'].map((s) => Buffer.from(s)))),
   });
   fc.assert(fc.property(fc.array(record, { maxLength: 40 }), (records) => {
     const buf = requestBatch(records);
@@ -85,5 +85,7 @@ for (const relay of [false, true]) test(`a shard fed any batch of any datagrams 
   // afterwards the shard serves a new proved session as ever, relay credentials included
   const id = (JSON.parse(from('10.9.9.9', '{"action":"announce","pad":"xxxxxxxxxxxxxxxxxx"}')[0]!.payload) as { data: { shareId: string } }).data.shareId;
   from('10.9.9.9', `{"action":"pulse","shareId":"${id}"}`);
-  assert.equal((JSON.parse(from('10.9.9.9', '{"action":"relay"}')[0]!.payload) as { action: string }).action, relay ? 'relayReceived' : 'error');
+  // (padded: relayReceived is more than 3x a bare relay request, and a proved address is not exempt)
+  const relayReq = JSON.stringify({ action: 'relay', pad: 'x'.repeat(64) });
+  assert.equal((JSON.parse(from('10.9.9.9', relayReq)[0]!.payload) as { action: string }).action, relay ? 'relayReceived' : 'error');
 });
