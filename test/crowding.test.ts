@@ -207,7 +207,9 @@ test('who gives way in a full table: never kept alive, oldest first; then the le
   // every session is proven now: nobody gives way
   const full = s.ask(fresh + 9, PADDED_ANNOUNCE);
   assert.equal(full[0]!.data!.code, 'TRACKER_FULL');
-  for (const port of [proven, token, fresh + 3, fresh + 7, fresh + 8]) assert.equal(s.live(port), true, `port ${port} kept its session`);
+  for (const port of [proven, fresh + 3, fresh + 7, fresh + 8]) assert.equal(s.live(port), true, `port ${port} kept its session`);
+  // a token session answers a keep-alive without its token with TOKEN_REQUIRED: asked of the table instead
+  assert.ok(at(token) >= 0, 'the token session kept its session');
   assert.equal(s.shard.counters.snapshot().errors.TRACKER_FULL, 1);
 });
 

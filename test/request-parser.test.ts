@@ -9,13 +9,13 @@ const parse = (s: string | Uint8Array) => { const b = typeof s === 'string' ? Bu
 test('the exact bytes clients send take the fast path and parse like JSON does', () => {
   assert.deepEqual(parse('{"action":"pulse"}'), parse('{ "action": "pulse" }'));
   assert.deepEqual(parse('{"action":"alive"}'), { action: 'alive' });
-  assert.deepEqual(parse('{"action":"announce"}'), { action: 'announce', desktopId: false, nat: 0 });
+  assert.deepEqual(parse('{"action":"announce"}'), { action: 'announce', desktopId: false, nat: 0, wantsToken: false });
   assert.deepEqual(parse('{"action":"announce"}'), parse('{ "action": "announce" }'));
 });
 
 test('an announce with an "id" field (the desktop client\'s v0.1.2) says so; no other field does', () => {
-  assert.deepEqual(parse('{"id":"0123abcd","action":"announce"}'), { action: 'announce', desktopId: true, nat: 0 });
-  assert.deepEqual(parse('{"action":"announce","pad":"xxxx"}'), { action: 'announce', desktopId: false, nat: 0 });
+  assert.deepEqual(parse('{"id":"0123abcd","action":"announce"}'), { action: 'announce', desktopId: true, nat: 0, wantsToken: false });
+  assert.deepEqual(parse('{"action":"announce","pad":"xxxx"}'), { action: 'announce', desktopId: false, nat: 0, wantsToken: false });
 });
 
 test('parses a request inside a larger buffer at an offset', () => {
@@ -24,13 +24,13 @@ test('parses a request inside a larger buffer at an offset', () => {
 });
 
 test('pulse flags accept booleans and the strings "true"/"false"', () => {
-  assert.deepEqual(parse('{"action":"pulse","override":"true","port":"80"}'), { action: 'pulse', override: true, ip: null, port: 80, multiaddr: null, regenerate: false, proof: null, nat: 0 });
+  assert.deepEqual(parse('{"action":"pulse","override":"true","port":"80"}'), { action: 'pulse', override: true, ip: null, port: 80, multiaddr: null, regenerate: false, proof: null, nat: 0, token: null, challenge: null });
   assert.equal((parse('{"action":"pulse","shareId":"true"}') as { regenerate: boolean }).regenerate, true);
   assert.equal((parse('{"action":"pulse","override":false,"ip":"x"}') as { override: boolean }).override, false);
 });
 
 test('pulse shareId: a string of the id length is a proof of receipt, not a regeneration', () => {
-  assert.deepEqual(parse('{"action":"pulse","shareId":"abcdefghijkl"}'), { action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: 'abcdefghijkl', nat: 0 });
+  assert.deepEqual(parse('{"action":"pulse","shareId":"abcdefghijkl"}'), { action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: 'abcdefghijkl', nat: 0, token: null, challenge: null });
   assert.equal((parse('{"action":"pulse","shareId":"abc"}') as { code: string }).code, 'INVALID_FIELD');
 });
 
@@ -63,8 +63,8 @@ test('invalid UTF-8 is NOT_JSON, not a replacement-character string', () => {
 });
 
 test('nat on announce and pulse: one of the four values, or a clear error', () => {
-  assert.deepEqual(parse('{"action":"announce","nat":"address-and-port-dependent"}'), { action: 'announce', desktopId: false, nat: 4 });
-  assert.deepEqual(parse('{"action":"announce","nat":"unknown"}'), { action: 'announce', desktopId: false, nat: 1 });
+  assert.deepEqual(parse('{"action":"announce","nat":"address-and-port-dependent"}'), { action: 'announce', desktopId: false, nat: 4, wantsToken: false });
+  assert.deepEqual(parse('{"action":"announce","nat":"unknown"}'), { action: 'announce', desktopId: false, nat: 1, wantsToken: false });
   assert.equal((parse('{"action":"pulse","nat":"endpoint-independent"}') as { nat: number }).nat, 2);
   assert.equal((parse('{"action":"pulse","override":true,"port":9,"nat":"address-dependent"}') as { nat: number }).nat, 3);
   assert.equal((parse('{"action":"pulse","nat":null}') as { nat: number }).nat, 0);
