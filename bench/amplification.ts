@@ -212,7 +212,7 @@ export function renderAmplification(a: AmpResult): string {
   const out = (c: AmpCell | null | undefined) => (c ? `${c.bytesOut}${c.toOthers ? ` (+${c.toOthers} to target)` : ''}` : '—');
   const ratio = (c: AmpCell | null | undefined) => (c ? `${c.ratio.toFixed(2)}` : '—');
   const lines = [
-    `Amplification: ${a.perKind} requests of each kind per source, and the bytes the server sent back, all counted on the wire (payload + 28 bytes of IPv4 and UDP headers per datagram). A row's setup (its session, a push target) is not counted. unverified: a new source IP (for pulse/alive/push, a session that announced bare and pulsed without proof); verified: a session that proved it receives. The tracker's limit for unverified sources: ratio ≤ 3. income to a push target is charged to nobody (see the README), and shown apart.`,
+    `Amplification: ${a.perKind} requests of each kind per source, and the bytes the server sent back, all counted on the wire (payload + 28 bytes of IPv4 and UDP headers per datagram). A row's setup (its session, a push target) is not counted. unverified: a new source IP (for pulse/alive/push, a session that announced bare and pulsed without proof); verified: a session that proved it receives. The tracker's limit for unverified sources: ratio ≤ 3. income to a push target is charged to nobody (see docs/protocol.md), and shown apart.`,
     '',
     row(['request', 'wire bytes in', 'tracker, unverified: out', 'ratio', 'tracker, verified: out', 'ratio', 'naive: out', 'ratio']),
     row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),

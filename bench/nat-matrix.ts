@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   TRACKER_IP, TRACKER_OTHER_IP, createNatLab, eventLine, netnsUnavailableReason, punchPair, startInPub,
-  type Cli, type NatKind, type NatLab, type PairRun, type Side,
+  type Cli, type LabLayout, type NatKind, type NatLab, type PairRun, type Side,
 } from '../test/helpers/netns.js';
 import { median } from './stats.js';
 import { coturnArgs, coturnUnavailableReason } from '../test/helpers/coturn.js';
@@ -24,12 +24,16 @@ import { coturnArgs, coturnUnavailableReason } from '../test/helpers/coturn.js';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist/bench/ -> the checkout
 const PORT = 3478;
 
-interface Pair { name: string; nat: { a: NatKind; b: NatKind }; announcer: Side; expect: 'direct' | 'relay' }
+interface Pair { name: string; nat: { a: NatKind; b: NatKind }; layout?: LabLayout; announcer: Side; expect: 'direct' | 'relay' }
 const PAIRS: Pair[] = [
   { name: 'cone ↔ cone', nat: { a: 'cone', b: 'cone' }, announcer: 'b', expect: 'direct' },
   { name: 'cone ↔ symmetric (cone announces)', nat: { a: 'symmetric', b: 'cone' }, announcer: 'b', expect: 'direct' },
   { name: 'symmetric ↔ cone (symmetric announces)', nat: { a: 'cone', b: 'symmetric' }, announcer: 'b', expect: 'direct' },
   { name: 'symmetric ↔ symmetric', nat: { a: 'symmetric', b: 'symmetric' }, announcer: 'b', expect: 'relay' },
+  // local candidates (issue 25): one non-hairpinning NAT for both; a home cone NAT behind a carrier NAT
+  { name: 'same cone NAT (no hairpinning)', nat: { a: 'cone', b: 'cone' }, layout: { sameNat: true }, announcer: 'b', expect: 'direct' },
+  { name: 'home cone behind carrier cone ↔ cone', nat: { a: 'cone', b: 'cone' }, layout: { carrier: 'cone' }, announcer: 'b', expect: 'direct' },
+  { name: 'home cone behind carrier symmetric ↔ cone', nat: { a: 'cone', b: 'cone' }, layout: { carrier: 'symmetric' }, announcer: 'b', expect: 'direct' },
 ];
 /** coturn on the public segment, the tracker's relay (as in test/nat-punch.test.ts). */
 const RELAY_PORT = 3492;
@@ -66,10 +70,10 @@ function read(run: PairRun): RunResult {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ args: process.argv.slice(2), options: {
-    runs: { type: 'string', default: '20' }, out: { type: 'string', default: 'bench/results' }, help: { type: 'boolean', default: false },
+    runs: { type: 'string', default: '20' }, out: { type: 'string', default: 'bench/results' }, pair: { type: 'string' }, help: { type: 'boolean', default: false },
   } });
   if (values.help) {
-    process.stdout.write('yarn bench:nat [--runs N (default 20)] [--out DIR]\n');
+    process.stdout.write('yarn bench:nat [--runs N (default 20)] [--out DIR] [--pair TEXT (only the pairs whose name contains it)]\n');
     return;
   }
   const why = netnsUnavailableReason() ?? coturnUnavailableReason();
@@ -77,8 +81,8 @@ async function main(): Promise<void> {
   const runs = Math.max(1, Number(values.runs));
   const cli: Cli = { cwd: ROOT, args: ['dist/src/cli.js'] };
   const results: PairResult[] = [];
-  for (const pair of PAIRS) {
-    const lab: NatLab = createNatLab(pair.nat);
+  for (const pair of PAIRS.filter((p) => values.pair === undefined || p.name.includes(values.pair!))) {
+    const lab: NatLab = createNatLab(pair.nat, pair.layout);
     try {
       await startInPub(lab, 'turnserver', coturnArgs({ listeningIp: TRACKER_IP, listeningPort: RELAY_PORT, minPort: 49152, maxPort: 49999,
         secret: RELAY_SECRET, realm: 'sobani.bench', allowLoopbackPeers: false }), RELAY_PORT);

@@ -90,43 +90,69 @@ function row(cells: string[]): string {
   return `| ${cells.join(' | ')} |`;
 }
 
+/** Cores the server kept busy at its closed-loop rate: replies/s × CPU s per reply. */
+const busyCores = (rate: number, cpuPer100k: number) => (rate * cpuPer100k) / 100_000;
+
+/**
+ * The sizing table: the native tracker by shard count, what each shard added, and
+ * the CPU an instance burns at that rate. The row where replies/s stops rising is
+ * where one main thread caps an instance, and another instance is the answer.
+ */
+export function renderSizing(r: BenchResults): string {
+  const rows = r.servers
+    .filter((s) => s.kind === 'tracker' && s.io === 'native' && typeof s.shards === 'number' && s.median)
+    .sort((a, b) => (a.shards as number) - (b.shards as number));
+  const lines = [row(['shards per instance', 'replies/s', 'vs. the row above', 'CPU cores at that rate', 'CPU s per 100 k replies']), row(['---:', '---:', '---:', '---:', '---:'])];
+  rows.forEach((s, i) => {
+    const m = s.median!;
+    const prev = rows[i - 1]?.median;
+    const gain = prev ? `${m.closedRate >= prev.closedRate ? '+' : '−'}${Math.abs((m.closedRate / prev.closedRate - 1) * 100).toFixed(0)} %` : '';
+    lines.push(row([String(s.shards), k(m.closedRate), gain, f(busyCores(m.closedRate, m.cpuPer100k)), f(m.cpuPer100k)]));
+  });
+  return lines.join('\n');
+}
+
 export function renderTable(r: BenchResults): string {
   const base = (kind: string) => r.servers.find((s) => s.kind === kind)?.median;
   const echo = base('echo');
-  const nativeEcho = base('native-echo');
-  const head = ['server', 'quiet rounds', 'closed: replies/s', '÷ Node echo', '÷ native echo', 'CPU s / 100 k', 'CPU ÷ Node echo', 'gen. CPU', 'other procs',
-    'open: offered/s', 'loss', 'p50 ms', 'p99 ms', 'p99.9 ms', 'RSS'];
+  const head = ['server', 'replies/s', '÷ Node echo', 'CPU s / 100 k', 'cores busy', 'half load: p99 ms', 'loss', 'RSS'];
   const lines = [row(head), row(head.map((_, i) => (i === 0 ? '---' : '---:')))];
-  const cells = (name: string, rounds: string, closedRate: number, cpu: number, gen: number, others: number,
-    offered: number, loss: number, lat: { p50: number; p99: number; p999: number }, rss: number): string =>
-    row([name, rounds, k(closedRate), x(closedRate / (echo?.closedRate ?? NaN)), x(closedRate / (nativeEcho?.closedRate ?? NaN)), f(cpu),
-      x(cpu / (echo?.cpuPer100k ?? NaN)), pct(gen), cores(others), k(offered), pct(loss), f(lat.p50, 3), f(lat.p99, 3), f(lat.p999, 3), mb(rss)]);
+  const cells = (name: string, closedRate: number, cpu: number, offered: number, loss: number, p99: number, rss: number): string =>
+    row([name, k(closedRate), x(closedRate / (echo?.closedRate ?? NaN)), f(cpu), f(busyCores(closedRate, cpu)), `${f(p99, 3)} (at ${k(offered)}/s)`, pct(loss), mb(rss)]);
+  const quality: string[] = [];
   for (const s of r.servers) {
     const m = s.median;
     if (!m) {
-      lines.push(row([s.name, '0', `not run: ${(s.error ?? '').split('\n')[0]!.slice(0, 80)}`, ...head.slice(3).map(() => '')]));
+      lines.push(row([s.name, `not run: ${(s.error ?? '').split('\n')[0]!.slice(0, 80)}`, ...head.slice(2).map(() => '')]));
       continue;
     }
     const flag = m.unknownSession > 0 || Object.keys(m.drops).length > 0 ? ' ⚠' : '';
-    lines.push(cells(s.name + flag, `${m.quietRounds}/${m.rounds}`, m.closedRate, m.cpuPer100k, m.generatorBusy, m.othersCores, m.openOffered, m.loss, m, m.rssBytes));
+    lines.push(cells(s.name + flag, m.closedRate, m.cpuPer100k, m.openOffered, m.loss, m.p99, m.rssBytes));
+    quality.push(`${s.name}: ${m.quietRounds}/${m.rounds} quiet, generator ${pct(m.generatorBusy)}, others ${cores(m.othersCores)}`);
   }
   const sc = r.scale;
   if (sc) {
     const c = sc.closed;
     const o = sc.open;
-    lines.push(cells(`tracker, ${sc.io}, default shards, ${sc.peers.toLocaleString('en')} peers`, '1 run', c.load.replyRate, c.cpuPer100k, c.load.generatorBusy, c.othersCores,
-      o.load.offered, o.load.loss, o.load.latencyMs, o.rssBytes));
+    lines.push(cells(`tracker, ${sc.io}, default shards, ${sc.peers.toLocaleString('en')} peers`, c.load.replyRate, c.cpuPer100k, o.load.offered, o.load.loss, o.load.latencyMs.p99, o.rssBytes));
+    quality.push(`${sc.peers.toLocaleString('en')} peers: 1 run, generator ${pct(c.load.generatorBusy)}, others ${cores(c.othersCores)}`);
   }
   const o = r.options;
   const gen = o.generator === 'native'
     ? 'The load generator is the C one (bench/native/bench.c): one thread, epoll, recvmmsg/sendmmsg.'
     : 'The load generator is Node (worker threads of dgram sockets); it needs about a core itself.';
   const out = [
-    `Pulses over loopback, medians of ${o.rounds} interleaved rounds of ${o.seconds} s. ${gen} Every client has its own source IP (127.0.X.Y); against a tracker it announces, proves it receives with one pulse carrying its shareId, then sends plain pulses. Closed loop: ${o.clients} clients × ${o.window} in flight. Open loop: ${o.rate > 0 ? `${k(o.rate)} pulses/s offered` : 'each server is offered half the closed-loop rate it sustained in the same round'}. ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}.`,
+    `Pulses over loopback, medians of ${o.rounds} interleaved rounds of ${o.seconds} s. ${gen} Every client has its own source IP (127.0.X.Y); against a tracker it announces, proves it receives with one pulse carrying its shareId, then sends plain pulses. Closed loop: ${o.clients} clients × ${o.window} in flight. Open loop: ${o.rate > 0 ? `${k(o.rate)} pulses/s offered` : 'each server is offered half the closed-loop rate it sustained in the same round'}. ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}, ${r.date.slice(0, 10)}.`,
     '',
     ...lines,
     '',
-    `quiet rounds: the medians use only measurements during which other processes took less than ${NOISE_CORES} of a core (all of them if none was quiet). closed: the sustained reply rate with every client keeping its window of pulses in flight. CPU s / 100 k: the server\'s CPU time, all threads, per 100 k replies. gen. CPU: how busy the load generator was (near 100 % means the generator, not the server, set the limit). other procs: CPU used by the rest of the machine meanwhile (noise). open: a fixed offered rate; loss and latency (from the scheduled send to the reply) of the pulses due in the window. ÷ columns compare medians.`,
+    `replies/s: the sustained closed-loop rate (the capacity). CPU s / 100 k: the server\'s CPU time, all threads, per 100 k replies; cores busy: the same at the closed-loop rate. half load: the open loop at half that rate, p99 latency from the scheduled send to the reply, and the pulses lost. RSS: the server\'s resident memory after the run.`,
+    '',
+    `Measurement quality (quiet: rounds in which other processes took less than ${NOISE_CORES} of a core; the medians use those, or all rounds if none was quiet; a generator near 100 % set the limit itself): ${quality.join('; ')}.`,
+    '',
+    'By shard count (native path):',
+    '',
+    renderSizing(r),
     '',
     row(['target', 'goal', 'measured', 'result']),
     row(['---', '---', '---', '---']),

@@ -1,6 +1,6 @@
 // The one configuration schema. Every option is declared once below, with its
 // doc beside it; defaults, config file, environment, flags, validation, --help,
-// --print-config and the README's table all come from this list.
+// --print-config and the configuration table in docs/operations.md all come from this list.
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
@@ -15,6 +15,7 @@ export interface Config {
   port: number;
   shards: number;
   ttl: number;
+  announceTtl: number;
   logLevel: LogLevel;
   shareIdLength: number;
   announceReply: AnnounceReply;
@@ -30,6 +31,7 @@ export interface Config {
   snapshotInterval: number;
   maxSessions: number;
   maxSessionsPerIp: number;
+  maxSessionsPerIpv6Prefix: number;
   maxTrackedIps: number;
   ipRate: number;
   ipBurst: number;
@@ -42,6 +44,7 @@ export interface Config {
   stunOtherHost: string;
   stunOtherPort: number;
   turnUrl: string;
+  relayIps: string;
   turnSecret: string;
   turnSecretFile: string;
   turnTtl: number;
@@ -64,7 +67,9 @@ interface NameOption { kind: 'name' }
 interface TurnUrlsOption { kind: 'turn-urls' }
 /** Any text (a secret: never shown, see OptionSpec.show); "" means unset. */
 interface TextOption { kind: 'text' }
-type OptionType = IntOption | EnumOption | HostOption | PathOption | RedisUrlOption | NameOption | TurnUrlsOption | TextOption;
+/** IP literals, comma-separated; "" means unset. */
+interface IpListOption { kind: 'ip-list' }
+type OptionType = IntOption | EnumOption | HostOption | PathOption | RedisUrlOption | NameOption | TurnUrlsOption | TextOption | IpListOption;
 
 interface OptionSpec {
   key: keyof Config;
@@ -94,6 +99,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Shard worker threads; each owns a slice of the peer table. Default: CPU cores - 1, at least 1.' },
   { key: 'ttl', type: { kind: 'int', min: 1, max: 86400 }, default: () => 300,
     doc: 'Seconds a session lives without a pulse/alive.' },
+  { key: 'announceTtl', type: { kind: 'int', min: 1, max: 86400 }, default: () => 120,
+    doc: 'Seconds a new session lives until its first pulse/alive (from then on, ttl). At most ttl: a larger value is taken as ttl. A forged announce makes such a session, so it is short-lived and the first to give way when the table is full.' },
   { key: 'logLevel', type: { kind: 'enum', values: LOG_LEVELS }, default: () => 'info',
     doc: 'pino log level. Nothing is logged per datagram at info.' },
   { key: 'shareIdLength', type: { kind: 'int', min: 8, max: 32 }, default: () => 12,
@@ -123,13 +130,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Also save the snapshot every this many seconds (needs --snapshot). 0 = only on shutdown.' },
   // Abuse limits (see the README's "Limits"). The totals are split evenly over the shards.
   { key: 'maxSessions', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
-    doc: 'Live sessions in total; an announce past it gets TRACKER_FULL. About 150–190 bytes of RAM each, as measured by `yarn bench` (one source IP per session).' },
+    doc: 'Live sessions in total. A new announce past it ends a session that proved nothing (first one that never sent a keep-alive, oldest first; then the least recently kept alive that never proved it receives at its address or used its token); when every session has proved itself, it gets TRACKER_FULL. About 140–230 bytes of RAM each (one source IP per session; measured: docs/benchmarks.md).' },
   { key: 'maxSessionsPerIp', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 4096,
-    doc: 'Live sessions per source IP; an announce past it gets SESSION_LIMIT. Generous: carrier-grade NAT puts many users behind one IP.' },
+    doc: 'Live sessions per source IPv4 address; an announce past it gets SESSION_LIMIT. Generous: carrier-grade NAT puts many users behind one IP.' },
+  { key: 'maxSessionsPerIpv6Prefix', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 4096,
+    doc: 'Live sessions per IPv6 /64 (one host may hold a whole /64); an announce past it gets SESSION_LIMIT. The request and push rates and the reply credit are per /64 too. Counted per shard: a /64 whose addresses route to several shards gets this many in each.' },
   { key: 'maxTrackedIps', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
     doc: 'Source IPs whose rate limits and reply credit are tracked; past it, new IPs are served statelessly (each reply within 3x its request).' },
   { key: 'ipRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 4096,
-    doc: 'Requests per second per source IP (token bucket); the excess is dropped and counted. Keep it at least maxSessionsPerIp / 2: desktop clients send alive every 2 s.' },
+    doc: 'Requests per second per source IP (IPv6: per /64) (token bucket); the excess is dropped and counted. Keep it at least maxSessionsPerIp / 2: desktop clients send alive every 2 s.' },
   { key: 'ipBurst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 8192,
     doc: 'Burst size of the per-IP request bucket.' },
   { key: 'pushRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 256,
@@ -153,6 +162,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   // The relay (see the README's "Relay"): the tracker mints credentials, coturn relays.
   { key: 'turnUrl', type: { kind: 'turn-urls' }, default: () => '',
     doc: 'TURN relay(s) the tracker hands out credentials for: turn:HOST:PORT, comma-separated (coturn with use-auth-secret). Empty = no relay: relay requests get RELAY_NOT_CONFIGURED.' },
+  { key: 'relayIps', type: { kind: 'ip-list' }, default: () => '', defaultDoc: 'the IPs of turnUrl\'s hosts',
+    doc: 'IP addresses a relayed address in a push may be on (comma-separated); a push naming another gets RELAY_NOT_ALLOWED. Empty = the IPs of turnUrl\'s hosts (host names looked up once at start). Set it when the relay relays on other IPs than it listens on (coturn --relay-ip). With neither, every relayed address is refused.' },
   { key: 'turnSecret', type: { kind: 'text' }, default: () => '', show: (v) => (v === '' ? '' : REDACTED),
     doc: 'The secret shared with coturn (its static-auth-secret), to mint credentials with. Never logged or printed; prefer --turn-secret-file.' },
   { key: 'turnSecretFile', type: { kind: 'path' }, default: () => '',
@@ -215,6 +226,10 @@ export function configWarnings(c: Config): string[] {
   if (c.ipRate < keepAlives) {
     warnings.push(`ipRate (${c.ipRate}/s) cannot keep maxSessionsPerIp (${c.maxSessionsPerIp}) sessions of one IP alive at the desktop client's cadence (alive every 2 s): set ipRate to at least ${keepAlives}`);
   }
+  const prefixKeepAlives = Math.ceil(c.maxSessionsPerIpv6Prefix / 2);
+  if (c.ipRate < prefixKeepAlives) {
+    warnings.push(`ipRate (${c.ipRate}/s) cannot keep maxSessionsPerIpv6Prefix (${c.maxSessionsPerIpv6Prefix}) sessions of one IPv6 /64 alive at the desktop client's cadence (alive every 2 s): set ipRate to at least ${prefixKeepAlives}`);
+  }
   return warnings;
 }
 
@@ -254,6 +269,7 @@ function describeRange(t: OptionType): string {
   if (t.kind === 'name') return '1 to 64 characters of A-Z a-z 0-9 . _ -';
   if (t.kind === 'turn-urls') return 'turn:HOST:PORT URLs, comma-separated (empty for none)';
   if (t.kind === 'text') return 'any text (empty for none)';
+  if (t.kind === 'ip-list') return 'IPv4 or IPv6 address literals, comma-separated (empty for none)';
   return t.optional ? 'an IPv4 or IPv6 address literal (empty for none)' : 'an IPv4 or IPv6 address literal';
 }
 
@@ -290,6 +306,10 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): Config[keyof Co
     return raw;
   }
   if (t.kind === 'text') return raw;
+  if (t.kind === 'ip-list') {
+    if (raw !== '' && !raw.split(',').every((ip) => isIpLiteral(ip.trim()))) fail();
+    return raw;
+  }
   if (!(t.optional && raw === '') && !isIpLiteral(raw)) fail();
   return raw;
 }
@@ -503,7 +523,7 @@ export interface CommandHelp { usage: string; doc: string }
 export function helpText(commands: readonly CommandHelp[] = []): string {
   const arg = (t: OptionType): string =>
     t.kind === 'enum' ? t.values.join('|') : t.kind === 'int' ? 'N' : t.kind === 'path' ? 'FILE' : t.kind === 'redis-url' || t.kind === 'turn-urls' ? 'URL'
-      : t.kind === 'name' ? 'NAME' : t.kind === 'text' ? 'TEXT' : 'ADDR';
+      : t.kind === 'name' ? 'NAME' : t.kind === 'text' ? 'TEXT' : t.kind === 'ip-list' ? 'ADDRS' : 'ADDR';
   return [
     'Usage: sobani-tracker [--config FILE] [--host ADDR] [--port N] [--shards N] [--ttl SECONDS] [--log-level LEVEL] [...]',
     '       sobani-tracker --print-config[=json] | --help',

@@ -30,6 +30,7 @@ import { RemotePushes } from './directory/remote-pushes.js';
 import { Dispatcher, type CrossInstance } from './io/dispatcher.js';
 import { openDatagramIo, stunEndpoints } from './io/open-io.js';
 import { ShardLink } from './io/shard-link.js';
+import { relayIpsOf } from './relay/allowed.js';
 import { shardOptions } from './shard/options.js';
 import type { ShardStats } from './wire/messages.js';
 import type { TrackerStats } from './ops/stats.js';
@@ -71,6 +72,8 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   const turnSecret = config.turnSecretFile !== '' ? readSecretFile('turnSecretFile', config.turnSecretFile) : config.turnSecret !== '' ? config.turnSecret : null;
   const log = logger ?? createLogger(config.logLevel);
   for (const warning of configWarnings(config)) log.warn(warning);
+  // the relays' IPs (host names looked up once, now): a push's relayed address must be on one
+  const relayIps = await relayIpsOf(config, (w) => log.warn(w));
   // config host:port, and with NAT behaviour discovery the STUN server's three other addresses.
   const io = await openDatagramIo(config, log, stunEndpoints(config));
   // The ops listener comes up first so a taken port fails the start before any
@@ -90,7 +93,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
   }
   const dispatcher = new Dispatcher(io, config.maxShardQueue);
   const links = Array.from({ length: config.shards }, (_, index) =>
-    new ShardLink(index, shardOptions(config, index, io, turnSecret), log, dispatcher));
+    new ShardLink(index, shardOptions(config, index, io, turnSecret, relayIps), log, dispatcher));
   // Every shard answers, and the saved sessions are back, before the first datagram is taken.
   await Promise.all(links.map((l) => l.control('ping')));
   if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log);
@@ -102,7 +105,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
     const directory = new RedisDirectory({ url: config.directory, password: directoryPassword, shown: redactUrl(config.directory) }, config.instanceId, pointerTtlMs(config.ttl), config.directoryTimeout, log,
       (message) => cross!.pushes.onMessage(message),
       () => { for (const l of links) void l.control('reregister'); });
-    cross = { directory, pushes: new RemotePushes(directory, dispatcher, config.directoryTimeout) };
+    cross = { directory, pushes: new RemotePushes(directory, dispatcher, config.directoryTimeout, { shareIdLength: config.shareIdLength, maxMultiaddr: config.maxMultiaddr }, log) };
     dispatcher.cross = cross;
     directory.start();
   }

@@ -169,10 +169,14 @@ test('the CLI refuses a bad setting with exit code 2 and a message; --help and -
 
 test('settings that work against each other are named at start-up: an ipRate too low for maxSessionsPerIp desktop clients', () => {
   assert.deepEqual(configWarnings(defaultConfig()), [], 'the defaults fit each other');
-  const warnings = configWarnings({ ...defaultConfig(), maxSessionsPerIp: 4096, ipRate: 2000 });
+  const warnings = configWarnings({ ...defaultConfig(), maxSessionsPerIp: 4096, maxSessionsPerIpv6Prefix: 1024, ipRate: 2000 });
   assert.equal(warnings.length, 1);
   assert.match(warnings[0]!, /ipRate \(2000\/s\) cannot keep maxSessionsPerIp \(4096\).*at least 2048/);
   assert.deepEqual(configWarnings({ ...defaultConfig(), maxSessionsPerIp: 4096, ipRate: 2048 }), []);
+  // an IPv6 /64 has a cap of its own, and the same need
+  const v6 = configWarnings({ ...defaultConfig(), maxSessionsPerIp: 1024, maxSessionsPerIpv6Prefix: 8192, ipRate: 4000 });
+  assert.equal(v6.length, 1);
+  assert.match(v6[0]!, /ipRate \(4000\/s\) cannot keep maxSessionsPerIpv6Prefix \(8192\).*IPv6 \/64.*at least 4096/);
 });
 
 test('--help: every description starts in its column, wrapped, even after a long list of values', () => {
@@ -228,4 +232,6 @@ test('the relay settings: turn: URLs only, and a secret exactly when there is a 
   refused(['--turn-url', 'turn:relay:3478'], /no secret to mint its credentials with/);
   refused(['--turn-secret', 's'], /no relay to use it with/);
   refused(['--turn-url', 'turn:relay:3478', '--turn-secret', 's', '--turn-secret-file', '/f'], /both set/);
+  assert.equal(ok(['--relay-ips', '198.51.100.4,2001:db8::1']).relayIps, '198.51.100.4,2001:db8::1');
+  refused(['--relay-ips', 'relay.example.org'], /relayIps \(--relay-ips\) is "relay.example.org": it must be IPv4 or IPv6 address literals, comma-separated/);
 });

@@ -114,7 +114,9 @@ describe('several instances on one session directory', { skip }, () => {
 
   before(async () => {
     redis = await startRedis();
-    [a, b, c] = await Promise.all([startInstance(redis, 'a', '127.0.0.2'), startInstance(redis, 'b', '127.0.0.3'), startInstance(redis, 'c', '127.0.0.4')]);
+    // the relay a relayed address in a push must be on (config relayIps)
+    const relay = ['--relay-ips', '198.51.100.9'];
+    [a, b, c] = await Promise.all([startInstance(redis, 'a', '127.0.0.2', relay), startInstance(redis, 'b', '127.0.0.3', relay), startInstance(redis, 'c', '127.0.0.4', relay)]);
   });
   after(async () => {
     await Promise.all([a, b, c].filter(Boolean).map(stopInstance));
@@ -236,7 +238,7 @@ describe('several instances on one session directory', { skip }, () => {
       doomed.proc.child.kill('SIGKILL');
       await doomed.proc.exited;
       // Redis has seen it go: nobody listens on its channel any more
-      await until('the dead instance unsubscribed', () => redis.cli('pubsub', 'numsub', 'sobani:i:doomed').trim().split('\n')[1] === '0');
+      await until('the dead instance unsubscribed', () => redis.cli('pubsub', 'numsub', 'sobani:i2:doomed').trim().split('\n')[1] === '0');
       const r = await push(y, idX, 'error');
       assert.equal(r.data!.code, 'PEER_UNREACHABLE');
       assert.equal(await metric(asking, /^sobani_remote_pushes_total\{outcome="PEER_UNREACHABLE"\} (\d+)/m), 1);

@@ -236,6 +236,40 @@ test('a REPLY naming an index past its batch\'s count is not sent (malformed): t
   }
 });
 
+test('a record that runs past the end of its reply batch is not sent, nor read past the end: counted malformed, what came before it is sent', async () => {
+  const io = await openDatagramIo(resolveConfig({ host: '127.0.0.1', port: 0, shards: 1, io: TEST_IO }), createLogger('silent'));
+  const a = await udpClient('udp4', '127.0.13.3');
+  try {
+    const target = new KeepingTarget(io, 1);
+    const batch = target.batches[0]!;
+    io.start(target);
+    a.socket.send('a1', io.addresses[0]!.port, '127.0.0.1');
+    await until('a1', () => batch.count === 1);
+    const good = replyBatch([0, 'ok']);
+    const to = replyBatch([0, '127.0.13.3', a.socket.address().port, 'sent-to']);
+    const cut = [
+      good.subarray(0, 3), // a REPLY header cut short
+      Buffer.concat([good.subarray(0, 3), Buffer.from([0xff, 0xff]), Buffer.from('short')]), // a REPLY whose length runs past the end
+      to.subarray(0, 4), // a SEND_TO header cut short
+      to.subarray(0, 5 + 10 + 1), // its address and length cut
+      Buffer.concat([to.subarray(0, 5 + 10), Buffer.from([0xff, 0xff]), Buffer.from('short')]), // its payload runs past the end
+      Buffer.from([7, 0, 0, 0, 0, 0]), // no such kind
+    ];
+    for (const [i, c] of cut.entries()) {
+      assert.doesNotThrow(() => io.sendReplies(batch, Buffer.concat([good, c])), `case ${i}`);
+      await until(`the good record of case ${i}`, () => a.got.length === i + 1);
+    }
+    // a barrier: anything the socket sent before this has arrived before it
+    io.sendReplies(io.newBatch(), to);
+    await until('the barrier', () => a.got.length > 0 && a.got.at(-1)!.toString() === 'sent-to');
+    assert.deepEqual(a.got.map(String), [...cut.map(() => 'ok'), 'sent-to'], 'each good record was sent, nothing of the cut ones');
+    assert.equal(io.counters().sendErrors.malformed, cut.length);
+  } finally {
+    a.socket.close();
+    await io.close();
+  }
+});
+
 // ---- several bound addresses on one DatagramIo (what a STUN server needs) ----
 
 /** A reply batch (wire/frame.ts) from records: [index, payload] is a REPLY, [socket, address, port, payload] a SEND_TO. */

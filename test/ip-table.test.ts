@@ -66,3 +66,35 @@ test('at capacity new IPs are not tracked; the table grows below it', () => {
   assert.equal(t.touch(ip(5000), 0), -1);
   for (let n = 0; n < 3000; n += 97) assert.ok(t.slotOf(ip(n), 0) >= 0, `ip ${n} still found after growth`);
 });
+
+/** The 16 bytes of an IPv6 address given as 8 groups. */
+function v6(...groups: number[]): Uint8Array {
+  const k = new Uint8Array(16);
+  groups.forEach((g, i) => { k[2 * i] = g >> 8; k[2 * i + 1] = g & 255; });
+  return k;
+}
+
+test('an IPv6 client is counted by its /64: every address of one /64 shares one entry (budgets and sessions); IPv4 stays per address', () => {
+  const t = new IpTable(limits, () => 0);
+  const a = t.touch(v6(0x2001, 0xdb8, 1, 2, 0, 0, 0, 1), 0);
+  const b = t.touch(v6(0x2001, 0xdb8, 1, 2, 0xdead, 0xbeef, 7, 9), 0);
+  assert.equal(b, a, 'two addresses of 2001:db8:1:2::/64: one entry');
+  assert.equal(t.size, 1);
+  assert.equal(t.isIpv6Prefix(a), true);
+  t.sessions[a] = 3;
+  assert.equal(t.sessions[t.slotOf(v6(0x2001, 0xdb8, 1, 2, 1, 1, 1, 1), 0)], 3, 'its session count, found from any address in it');
+  // the request bucket is the /64's: 5 requests from five addresses spend it
+  for (let i = 0; i < 5; i++) assert.equal(t.admit(t.touch(v6(0x2001, 0xdb8, 1, 2, 0, 0, 0, 100 + i), 0), 10), true);
+  assert.equal(t.admit(t.touch(v6(0x2001, 0xdb8, 1, 2, 0, 0, 0, 200), 0), 10), false);
+  // another /64 (one bit apart in the prefix) is another entry
+  const c = t.touch(v6(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1), 0);
+  assert.notEqual(c, a);
+  // IPv4 (IPv4-mapped) is per address, though ::ffff:0:0/96 lies in ::/64; ::1 is in ::/64 and keyed so
+  const v4a = t.touch(ip(1), 0), v4b = t.touch(ip(2), 0);
+  assert.notEqual(v4a, v4b);
+  assert.equal(t.isIpv6Prefix(v4a), false);
+  const loop = t.touch(v6(0, 0, 0, 0, 0, 0, 0, 1), 0);
+  assert.notEqual(loop, v4a);
+  assert.equal(t.touch(v6(0, 0, 0, 0, 0, 0, 0, 2), 0), loop);
+  assert.equal(t.size, 5);
+});

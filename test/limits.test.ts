@@ -168,3 +168,19 @@ test('with the default limits, an IP at its session cap keeps every session aliv
   }
   assert.equal(shard.counters.snapshot().drops.rate_limited, undefined, 'no request was rate-limited');
 });
+
+test('sessions per IPv6 /64: the addresses of one /64 share maxSessionsPerIpv6Prefix; another /64 and IPv4 keep their own caps', () => {
+  const shard = new Shard(shardOptions({ ...defaultConfig(), shards: 1, maxSessionsPerIp: 2, maxSessionsPerIpv6Prefix: 3 }, 0, ONE_UDP4_SOCKET));
+  const announce = (ip: string, port = 5000): string => {
+    const buf = requestBatch([{ ip, port, payload: PADDED_ANNOUNCE }]);
+    shard.handleBatch(buf, buf.length);
+    const first = JSON.parse(readReplies(shard.finishBatch().out)[0]!.payload) as { action: string; data: { code?: string } };
+    return first.action === 'error' ? first.data.code! : first.action;
+  };
+  // four hosts of 2001:db8:0:1::/64 (each its own /128, as one host holding the /64 could be)
+  assert.deepEqual(['::1', '::2', ':a:b:c:d', '::4'].map((h) => announce(`2001:db8:0:1${h}`)),
+    ['announceReceived', 'announceReceived', 'announceReceived', 'SESSION_LIMIT']);
+  assert.equal(announce('2001:db8:0:2::1'), 'announceReceived', 'another /64');
+  assert.deepEqual([announce('192.0.2.1', 1), announce('192.0.2.1', 2), announce('192.0.2.1', 3), announce('192.0.2.2')],
+    ['announceReceived', 'announceReceived', 'SESSION_LIMIT', 'announceReceived'], 'IPv4: per address, maxSessionsPerIp');
+});

@@ -10,12 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTracker } from '../src/tracker.js';
+import { relayAllowed, relayIpsOf } from '../src/relay/allowed.js';
 import { TrackerClient, TrackerError, type IncomeEvent } from '../src/client/index.js';
 import { freePort, httpGet, sample } from './helpers/ops.js';
 import { EXPECT_MS, PADDED_ANNOUNCE, TEST_IO, WirePeer, withTracker } from './helpers/wire.js';
 
 const SECRET = 'the-secret-coturn-has';
-const RELAY = { turnUrl: 'turn:127.0.0.1:3478,turn:[::1]:3479', turnSecret: SECRET };
+/** The relayed addresses the tests push are on 198.51.100.9 and 2001:db8::7: a relay that relays on other IPs than it listens on (relayIps). */
+const RELAY = { turnUrl: 'turn:127.0.0.1:3478,turn:[::1]:3479', turnSecret: SECRET, relayIps: '198.51.100.9, 2001:db8::7' };
 
 /** A documented session that proved it receives. */
 async function proved(p: WirePeer): Promise<string> {
@@ -222,3 +224,62 @@ test('the client library: relayCredentials(), push with relay, and income carryi
       await a.close(); await b.close();
     }
   }));
+
+test('a push\'s relayed address must be on a relay the tracker hands out (turnUrl\'s hosts by default): another gets RELAY_NOT_ALLOWED, and the target hears nothing', () =>
+  withTracker({ turnUrl: 'turn:127.0.0.1:3478', turnSecret: SECRET }, async (_t, target) => {
+    const t = await WirePeer.open(target, '127.0.62.20');
+    const r = await WirePeer.open(target, '127.0.62.21');
+    const idT = await proved(t);
+    await proved(r);
+    // on the relay's IP: forwarded
+    await r.request({ action: 'push', shareId: idT, relay: '127.0.0.1:49160' }, 'pushReceived');
+    assert.equal((await t.next('income')).data!.relay, '127.0.0.1:49160');
+    // the requester's own address, or any other: refused before anything is sent to the target
+    for (const own of ['127.0.62.21:40000', '198.51.100.9:49160', '[::1]:49160']) {
+      const e = await r.request({ action: 'push', shareId: idT, relay: own }, 'error');
+      assert.equal(e.data!.code, 'RELAY_NOT_ALLOWED', own);
+      assert.equal(e.data!.message, 'that relay address is not on a relay this tracker hands out');
+    }
+    const heard = [...await t.settle(), ...await t.settle()];
+    assert.equal(heard.filter((x) => x.action === 'income').length, 0, 'the target heard nothing of them');
+    t.close(); r.close();
+  }));
+
+test('relayIps replaces turnUrl\'s hosts; without any relay, every relayed address is refused', async () => {
+  await withTracker(RELAY, async (_t, target) => {
+    const t = await WirePeer.open(target, '127.0.62.22');
+    const r = await WirePeer.open(target, '127.0.62.23');
+    const idT = await proved(t);
+    await proved(r);
+    assert.equal((await r.request({ action: 'push', shareId: idT, relay: '127.0.0.1:49160' }, 'error')).data!.code, 'RELAY_NOT_ALLOWED');
+    await r.request({ action: 'push', shareId: idT, relay: '198.51.100.9:49160' }, 'pushReceived');
+    t.close(); r.close();
+  });
+  await withTracker({}, async (_t, target) => {
+    const t = await WirePeer.open(target, '127.0.62.24');
+    const r = await WirePeer.open(target, '127.0.62.25');
+    const idT = await proved(t);
+    await proved(r);
+    assert.equal((await r.request({ action: 'push', shareId: idT, relay: '198.51.100.9:49160' }, 'error')).data!.code, 'RELAY_NOT_ALLOWED');
+    // a push without a relayed address is served as ever
+    await r.request({ action: 'push', shareId: idT }, 'pushReceived');
+    t.close(); r.close();
+  });
+});
+
+test('the relay IPs: relayIps as given, else turnUrl\'s hosts, literals as they are and names looked up once', async () => {
+  assert.deepEqual(await relayIpsOf({ relayIps: '', turnUrl: '' }), []);
+  assert.deepEqual(await relayIpsOf({ relayIps: '', turnUrl: 'turn:198.51.100.4,turn:[2001:DB8:0::1]:3479?transport=udp,turn:198.51.100.4:3480' }), ['198.51.100.4', '2001:db8::1']);
+  assert.deepEqual(await relayIpsOf({ relayIps: ' 203.0.113.5,2001:db8::9 ', turnUrl: 'turn:198.51.100.4' }), ['203.0.113.5', '2001:db8::9']);
+  const named = await relayIpsOf({ relayIps: '', turnUrl: 'turn:localhost:3478' });
+  assert.ok(named.includes('127.0.0.1'), `localhost resolved: ${named.join(', ')}`);
+  const warnings: string[] = [];
+  assert.deepEqual(await relayIpsOf({ relayIps: '', turnUrl: 'turn:no-such-relay.invalid:3478,turn:198.51.100.4' }, (w) => warnings.push(w)), ['198.51.100.4']);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /no-such-relay\.invalid does not resolve.*RELAY_NOT_ALLOWED until relayIps is set/);
+  await assert.rejects(relayIpsOf({ relayIps: '1.2.3.400', turnUrl: '' }), /relayIps: "1\.2\.3\.400" is not an IP address literal/);
+  assert.equal(relayAllowed(['198.51.100.4', '2001:db8::1'], '[2001:db8::1]:5'), true);
+  assert.equal(relayAllowed(['198.51.100.4', '2001:db8::1'], '198.51.100.4:5'), true);
+  assert.equal(relayAllowed(['198.51.100.4'], '198.51.100.40:5'), false);
+  assert.equal(relayAllowed([], '198.51.100.4:5'), false);
+});

@@ -172,7 +172,7 @@ test('a truncated snapshot: one line, an empty start', async () => {
 
 test('a snapshot from a future version, or with another shareId length: one line, an empty start', async () => {
   const good = await goodSnapshot();
-  await expectSkipped(reheader(good, { version: 3 }), /snapshot skipped: it is format version 3, written by a newer sobani-tracker; this one reads version 2/);
+  await expectSkipped(reheader(good, { version: 4 }), /snapshot skipped: it is format version 4, written by a newer sobani-tracker; this one reads version 3/);
   await expectSkipped(reheader(good, { version: 0 }), /snapshot skipped: format version 0 is not supported/);
   await expectSkipped(reheader(good, { format: 'something-else' }), new RegExp(`not a ${SNAPSHOT_FORMAT} file`));
   await expectSkipped(good, /snapshot skipped: its shareIds are 12 characters, this tracker's are 16/, { shareIdLength: 16 });
@@ -247,4 +247,80 @@ test('a snapshot written by the previous release (format version 1) restores eve
   } finally {
     await tracker.close();
   }
+});
+
+// test/fixtures/snapshot-v2.bin was written by the release before local candidates (format
+// version 2, commit 3db787c) from three clients: 127.0.90.1:40001 documented, nat
+// endpoint-independent, proved, with a multiaddr override; 127.0.90.2:40002 legacy, kept
+// alive; 127.0.90.3:40003 announced only.
+const V2 = { documented: '8rD2daVTzk5K', legacy: 'nighxyhaSQDJ', unknown: 'pV83T1IyLcTm' };
+
+test('a snapshot written by the release before local candidates (format version 2) restores every session as it was', async () => {
+  const file = newFile();
+  writeFileSync(file, reheader(readFileSync(new URL('./fixtures/snapshot-v2.bin', import.meta.url)), { writtenAt: Date.now() }));
+  const { tracker, lines } = await start({ snapshot: file });
+  const target = { address: '127.0.0.1', port: tracker.addresses[0]!.port };
+  const bound = (ip: string, port: number) => WirePeer.open(target, ip, port);
+  try {
+    assert.equal(restoreLine(lines)[0]!.restored, 3);
+    const documented = await bound('127.0.90.1', 40001);
+    const legacy = await bound('127.0.90.2', 40002);
+    const unknown = await bound('127.0.90.3', 40003);
+    const pulse = await documented.request({ action: 'pulse' }, 'pulseReceived');
+    assert.equal(pulse.data!.shareId, V2.documented);
+    const pushed = await legacy.request({ action: 'push', shareId: V2.documented }, 'pushed');
+    assert.equal(pushed.data!.peerShareId, V2.documented);
+    assert.equal((await documented.next('income')).data!.peerShareId, V2.legacy);
+    // the nat it reported and its override survive; no local candidates (version 2 had none)
+    await unknown.request({ action: 'pulse', nat: 'endpoint-independent', local: ['10.0.90.3:40003'] }, 'pulseReceived');
+    const pushReceived = await unknown.request({ action: 'push', shareId: V2.documented }, 'pushReceived');
+    assert.equal(pushReceived.data!.multiaddr, '/ip4/1.2.3.4/udp/5');
+    assert.equal(pushReceived.data!.nat, 'endpoint-independent');
+    assert.equal(pushReceived.data!.local, undefined);
+    const renewed = await legacy.request('{"action":"announce"}', 'announceReceived');
+    assert.notEqual(renewed.data!.shareId, V2.legacy);
+    for (const p of [documented, legacy, unknown]) p.close();
+  } finally {
+    await tracker.close();
+  }
+});
+
+test('local candidates survive a restart: the restored session still shows them to its paired peer', async () => {
+  const file = newFile();
+  const a = await start({ snapshot: file, shards: 3 });
+  const target = (t: Tracker) => ({ address: '127.0.0.1', port: t.addresses[0]!.port });
+  const first = await WirePeer.open(target(a.tracker), '127.0.91.1', 40011);
+  const r = await first.request({ action: 'announce', local: ['10.0.91.1:40011', '[2001:db8::91]:40011'], pad: 'x'.repeat(18) }, 'announceReceived');
+  const id = r.data!.shareId as string;
+  await first.request({ action: 'pulse', shareId: id }, 'pulseReceived');
+  first.close();
+  await a.tracker.close();
+  const written = decodeSnapshot(readFileSync(file), ID_LENGTH);
+  assert.equal(written.header.version, 3);
+  assert.deepEqual(written.blocks.flatMap((b) => b.local.map(([, l]) => l)), [['10.0.91.1:40011', '[2001:db8::91]:40011']]);
+
+  const b = await start({ snapshot: file, shards: 2 });
+  try {
+    const again = await WirePeer.open(target(b.tracker), '127.0.91.1', 40011);
+    const peer = await WirePeer.open(target(b.tracker), '127.0.91.2', 40012);
+    const rp = await peer.request({ action: 'announce', local: ['10.0.91.2:40012'], pad: 'x'.repeat(18) }, 'announceReceived');
+    await peer.request({ action: 'pulse', shareId: rp.data!.shareId }, 'pulseReceived');
+    const pushed = await peer.request({ action: 'push', shareId: id }, 'pushReceived');
+    assert.deepEqual(pushed.data!.local, ['10.0.91.1:40011', '[2001:db8::91]:40011']);
+    assert.deepEqual((await again.next('income')).data!.local, ['10.0.91.2:40012']);
+    again.close(); peer.close();
+  } finally {
+    await b.tracker.close();
+  }
+});
+
+test('a version 3 snapshot whose local candidates are not ones this tracker would keep: one line, an empty start', async () => {
+  const good = await goodSnapshot();
+  const { header, blocks } = decodeSnapshot(good, ID_LENGTH);
+  const bad = (local: unknown): Buffer => Buffer.concat([Buffer.from(packr.pack(header)),
+    ...blocks.map((b, i) => Buffer.from(packr.pack(i === 0 ? { ...b, local } : b)))]);
+  await expectSkipped(bad([[0, ['127.0.0.1:5']]]), /snapshot skipped: the file is corrupt: part 0 is not a session block/);
+  await expectSkipped(bad([[0, ['10.0.0.1:5', '10.0.0.1:5']]]), /part 0 is not a session block/);
+  await expectSkipped(bad([[-1, ['10.0.0.1:5']]]), /part 0 is not a session block/);
+  await expectSkipped(bad(undefined), /part 0 is not a session block/);
 });

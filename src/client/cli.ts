@@ -14,16 +14,20 @@ export const CLIENT_USAGE = `Client commands (each prints JSON lines on stdout):
            [--regenerate] [--skip-announce]  announce, then pulse, print the replies
   push     --tracker HOST:PORT SHAREID      announce, then push to SHAREID, print the replies
                                             (or --share-id=SHAREID)
-  punch    --tracker HOST:PORT [--peer SHAREID] [--timeout SECONDS] [--exchange SECONDS] [--no-discover]
+  punch    --tracker HOST:PORT [--peer SHAREID] [--timeout SECONDS] [--exchange SECONDS] [--no-discover] [--no-local]
                                             learn our NAT type from the tracker's STUN, announce,
                                             (push,) open a direct path with the strategy that fits
                                             both NATs; prints {"event":"nat"|"announced"|"peer"|
                                             "connected"|"exchanged"|"failed",...}; --exchange: then
-                                            send 50 numbered datagrams/s each way over the path
+                                            send 50 numbered datagrams/s each way over the path;
+                                            a peer on our own network is reached on its local
+                                            addresses (see docs/local-candidates.md)
 Common options:
   --dialect documented|legacy   what to send (default documented)
   --bind [HOST:]PORT            local address of the client socket (default: any, ephemeral)
   --timeout SECONDS             give up after this long (default 5; punch: 10)
+  --no-local                    do not tell the tracker this host's local addresses (documented
+                                dialect; then a peer behind the same NAT cannot reach us directly)
 Exit status: 0 done, 1 failed or timed out, 2 usage error.`;
 
 export interface ClientCommandIo {
@@ -117,6 +121,7 @@ const OPTIONS = {
   'skip-announce': { type: 'boolean' },
   exchange: { type: 'string' },
   'no-discover': { type: 'boolean' },
+  'no-local': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -160,7 +165,7 @@ function parse(cmd: ClientCommand, argv: string[]) {
   if (!values.tracker) throw new UsageError('--tracker HOST:PORT is required');
   const dialect = (values.dialect ?? 'documented') as Dialect;
   if (dialect !== 'documented' && dialect !== 'legacy') throw new UsageError('--dialect must be documented or legacy');
-  const client: TrackerClientOptions = { tracker: parseHostPort(values.tracker), dialect };
+  const client: TrackerClientOptions = { tracker: parseHostPort(values.tracker), dialect, ...(values['no-local'] ? { shareLocal: false } : {}) };
   if (values.bind !== undefined) {
     client.socket = /^\d+$/.test(values.bind) ? { port: Number(values.bind) } : (({ host, port }) => ({ host, port }))(parseHostPort(values.bind));
   }

@@ -12,6 +12,8 @@ export type {
 export { punch, chooseStrategy } from './punch.js';
 export type { PunchEvent, PunchOptions, PunchResult, PunchStats, PunchStrategy } from './punch.js';
 export { discoverNat, isEasy } from './nat-discovery.js';
+export { gatherLocalCandidates } from './local-candidates.js';
+export type { GatherOptions } from './local-candidates.js';
 export type { NatDiscovery } from './nat-discovery.js';
 export type { Peer, PeerPath } from './peer-path.js';
 export { TurnClient, TurnError, socketTransport, trackerTransport } from './turn-client.js';

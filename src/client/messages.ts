@@ -31,13 +31,16 @@ const PULSE = Buffer.from('{"action":"pulse"}');
 /**
  * The legacy client's exact bytes, or the padded documented form; with `nat` (the
  * documented dialect only), the NAT type is reported from the first datagram on;
- * with `token`, the documented announce asks for a session token (docs/security.md).
+ * with `local`, our local candidates (local-candidates.ts); with `token`, the
+ * documented announce asks for a session token (docs/security.md).
  */
-export function announceRequest(dialect: Dialect, nat?: NatType, token = false): Buffer {
+export function announceRequest(dialect: Dialect, opts: { nat?: NatType; local?: readonly string[]; token?: boolean } = {}): Buffer {
   if (dialect === 'legacy') return ANNOUNCE;
-  if (!token) return nat === undefined ? PADDED_ANNOUNCE : Buffer.from(JSON.stringify({ action: 'announce', nat, pad: 'x'.repeat(18) }));
+  const { nat, local, token } = opts;
+  if (nat === undefined && local === undefined && token !== true) return PADDED_ANNOUNCE;
   // the token reply (shareId, token, observed, tag) is ~150 bytes: the padding keeps it within 3x
-  return Buffer.from(JSON.stringify(nat === undefined ? { action: 'announce', token: true, pad: 'x'.repeat(18) } : { action: 'announce', token: true, nat, pad: 'x'.repeat(18) }));
+  return Buffer.from(JSON.stringify({ action: 'announce', ...(token === true ? { token } : {}), ...(nat !== undefined ? { nat } : {}),
+    ...(local !== undefined ? { local } : {}), pad: 'x'.repeat(18) }));
 }
 
 /**
@@ -47,11 +50,10 @@ export function announceRequest(dialect: Dialect, nat?: NatType, token = false):
  * session sends its token instead (it names the shareId, and proves more), and
  * answers a path challenge with it (`challenge`, spec "Paths").
  */
-export function provingPulse(shareId: string, nat?: NatType, token?: string, challenge?: string): Buffer {
-  const msg: Record<string, unknown> = token === undefined ? { action: 'pulse', shareId } : { action: 'pulse', token };
-  if (nat !== undefined) msg.nat = nat;
-  if (challenge !== undefined) msg.challenge = challenge;
-  return Buffer.from(JSON.stringify(msg));
+export function provingPulse(shareId: string, opts: { nat?: NatType; local?: readonly string[]; token?: string; challenge?: string } = {}): Buffer {
+  const { nat, local, token, challenge } = opts;
+  return Buffer.from(JSON.stringify({ action: 'pulse', ...(token === undefined ? { shareId } : { token }), ...(nat !== undefined ? { nat } : {}),
+    ...(local !== undefined ? { local } : {}), ...(challenge !== undefined ? { challenge } : {}) }));
 }
 
 /** The keep-alive of each dialect: `pulse` (documented) or `alive` (legacy). */
@@ -91,6 +93,8 @@ export function relayRequest(token?: string): Buffer {
 
 /** The error a token client acts on only when no tagged reply came for a whole session timeout (it is never tagged). */
 export const TOKEN_INVALID = 'TOKEN_INVALID';
+/** A token request from an address the session has not moved to yet: the reply's challenge, echoed in a pulse from here, moves it. */
+export const CHALLENGE_REQUIRED = 'CHALLENGE_REQUIRED';
 
 /** The error codes that answer a relay request (errors carry no request id). */
 export const RELAY_ERRORS: ReadonlySet<string> = new Set(['RELAY_NOT_CONFIGURED', 'PROOF_REQUIRED', 'RELAY_RATE_LIMITED']);
@@ -102,8 +106,8 @@ export type TrackerReply =
   /** `pulseReceived`, `alived` (status "0") or a legacy `expired`/`expire` (status "1"). */
   | { kind: 'pulse'; status: '0' | '1'; overriden: boolean; shareId?: string; token?: string; observed?: string; challenge?: string; legacyExpired: boolean; raw: RawMessage }
   /** `pushReceived` or `pushed`; `nat` and `peerVerified` come to clients that reported their own nat. */
-  | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; nat?: NatType; peerVerified?: boolean; raw: RawMessage }
-  | { kind: 'income'; peeraddr: string; peerShareId: string; nat?: NatType; peerVerified?: boolean; relay?: string; raw: RawMessage }
+  | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; nat?: NatType; peerVerified?: boolean; local?: string[]; raw: RawMessage }
+  | { kind: 'income'; peeraddr: string; peerShareId: string; nat?: NatType; peerVerified?: boolean; relay?: string; local?: string[]; raw: RawMessage }
   /** `relayReceived`: TURN credentials for the tracker's relay(s). */
   | { kind: 'relay'; urls: string[]; username: string; credential: string; ttl: number; raw: RawMessage }
   | { kind: 'error'; code: string; message: string; shareId?: string; raw: RawMessage }
@@ -120,12 +124,14 @@ function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** The optional fields about a peer's NAT, as present in `data`. */
-function aboutPeer(data: Record<string, unknown>): { nat?: NatType; peerVerified?: boolean } {
+/** The optional fields about a peer's NAT and its local candidates, as present in `data`. */
+function aboutPeer(data: Record<string, unknown>): { nat?: NatType; peerVerified?: boolean; local?: string[] } {
   const nat = NAT_TYPES.find((t) => t === data.nat);
+  const local = Array.isArray(data.local) ? data.local.filter((c): c is string => typeof c === 'string') : [];
   return {
     ...(nat !== undefined ? { nat } : {}),
     ...(typeof data.peerVerified === 'boolean' ? { peerVerified: data.peerVerified } : {}),
+    ...(local.length > 0 ? { local } : {}),
   };
 }
 

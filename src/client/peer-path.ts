@@ -21,6 +21,8 @@ export interface Peer {
    * message may be forged: no spray, and UNPROVEN_PROBES to the peer in all.
    */
   authenticated: boolean;
+  /** Its local candidates, if the tracker showed us any (local-punch.ts): claims, not proofs. */
+  local?: string[];
 }
 
 /** An open path to the peer: what was proved to carry datagrams both ways. */

@@ -6,6 +6,11 @@
 //   one hard (address(-and-port)-dependent), one easy    birthday punch  birthday-punch.ts
 //   both hard                                            relay           relay-punch.ts
 //
+// Beside any of them, a peer that showed us its local candidates gets a few probes
+// on each (local-punch.ts): two hosts behind one NAT meet there. When both sides show
+// one public IP, the local probes go first, and the public punch and the relay wait
+// until no candidate answered: a LAN path wins over both.
+//
 // Both sides choose alike, since each is told the other's NAT type (the tracker's
 // `nat` field). A punch that finds nothing within relayAfterMs falls back to the
 // relay too: the requester allocates and hands the target its relayed address,
@@ -21,6 +26,7 @@
 import type { RemoteInfo } from 'node:dgram';
 import { birthdayEasy, birthdayHard, type BirthdayOptions } from './birthday-punch.js';
 import { directPunch } from './direct-punch.js';
+import { describeCandidates, localPunch, type LocalPunch } from './local-punch.js';
 import type { NatType } from './messages.js';
 import { discoverNat, isEasy } from './nat-discovery.js';
 import { relayAsRequester, relayAsTarget } from './relay-punch.js';
@@ -54,13 +60,15 @@ export interface PunchOptions {
   onEvent?: (event: PunchEvent) => void;
 }
 
-export type PunchStrategy = 'direct' | 'birthday-easy' | 'birthday-hard' | 'relay';
+/** 'local': the path opened on a local candidate (the pair is on one network). */
+export type PunchStrategy = 'direct' | 'birthday-easy' | 'birthday-hard' | 'relay' | 'local';
 
 export type PunchEvent =
   | { event: 'nat'; nat: NatType; mapped: string | null; reason?: string }
   | { event: 'announced'; shareId: string }
   /** `ms`: since the start, as for connected (the time to connect is connected.ms - peer.ms) */
-  | { event: 'peer'; via: 'pushReceived' | 'income'; peeraddr: string; peerShareId?: string; nat?: NatType; peerVerified: boolean; strategy: PunchStrategy; ms: number }
+  /** `local`: the peer's local candidates, when the tracker showed us any */
+  | { event: 'peer'; via: 'pushReceived' | 'income'; peeraddr: string; peerShareId?: string; nat?: NatType; peerVerified: boolean; local?: string[]; strategy: PunchStrategy; ms: number }
   | { event: 'connected'; path: PeerPath['kind']; strategy: PunchStrategy; peeraddr: string; peerShareId?: string; ms: number; probes: number }
   | { event: 'exchanged'; sent: number; received: number }
   | { event: 'failed'; reason: string; probes?: number };
@@ -85,7 +93,7 @@ export const EARLY_SENDERS = 4;
 export const EARLY_SEQS = 1024;
 
 /** The strategy for a pair, from each side's NAT type (the same choice on both sides). */
-export function chooseStrategy(mine: NatType | undefined, theirs: NatType | undefined): PunchStrategy {
+export function chooseStrategy(mine: NatType | undefined, theirs: NatType | undefined): Exclude<PunchStrategy, 'local'> {
   const meEasy = isEasy(mine), peerEasy = isEasy(theirs);
   if (meEasy && peerEasy) return 'direct';
   if (meEasy) return 'birthday-easy';
@@ -94,7 +102,7 @@ export function chooseStrategy(mine: NatType | undefined, theirs: NatType | unde
 }
 
 /** The punching strategies: each opens a path, or never resolves (the punch's signal ends it). The relay is not one of them: it needs both sides' roles, below. */
-const PUNCHES: Record<Exclude<PunchStrategy, 'relay'>, (ctx: PunchContext, opts: PunchOptions) => Promise<PeerPath>> = {
+const PUNCHES: Record<Exclude<PunchStrategy, 'relay' | 'local'>, (ctx: PunchContext, opts: PunchOptions) => Promise<PeerPath>> = {
   'direct': (ctx) => directPunch(ctx),
   'birthday-easy': (ctx, o) => birthdayEasy(ctx, o.birthday),
   'birthday-hard': (ctx, o) => birthdayHard(ctx, o.birthday),
@@ -136,6 +144,13 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
 
   let stage = 'discovering' as 'discovering' | 'announcing' | 'waiting' | 'probing';
   let strategy: PunchStrategy | null = null;
+  /** Our public address as the tracker's STUN saw it (discovery), and the local punch, once they are known. */
+  let mapped: string | null = null;
+  let local: LocalPunch | null = null;
+  const samePublicIp = (): boolean => {
+    if (mapped === null || peerInfo === null) return false;
+    try { return parsePeerAddr(mapped).host === peerInfo.host; } catch { return false; }
+  };
   let probes: ProbeBudget = { sent: 0, left: 0 };
   let peerInfo: Peer | null = null;
   /** The peer, from the first message that named it (peerInfo is set a tick later). */
@@ -151,7 +166,7 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
   let offerRelay!: (at: { host: string; port: number }) => void;
   const relayOffered = new Promise<{ host: string; port: number }>((resolve) => { offerRelay = resolve; });
   const asPeer = (p: PushResult | IncomeEvent): Peer => ({
-    host: p.host, port: p.port, peeraddr: p.peeraddr, verified: p.peerVerified === true, authenticated: p.authenticated,
+    host: p.host, port: p.port, peeraddr: p.peeraddr, verified: p.peerVerified === true, authenticated: p.authenticated, ...(p.local !== undefined ? { local: p.local } : {}),
     ...(p.peerShareId !== undefined ? { shareId: p.peerShareId } : {}), ...(p.nat !== undefined ? { nat: p.nat } : {}),
   });
   const onIncome = (i: IncomeEvent): void => {
@@ -184,6 +199,12 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
     }
     const where = peerInfo?.peeraddr ?? '?';
     const relay = relayError === null ? '' : `; the relay failed: ${relayError}`;
+    if (samePublicIp()) {
+      const tried = local === null || local.candidates.length === 0
+        ? (peerInfo?.local === undefined ? 'the peer showed no local candidates' : 'none of its local candidates is one we can send to')
+        : `none of its local candidates (${describeCandidates(local.candidates)}) answered`;
+      return `no datagram from the peer at ${where} within ${s} s: it is behind the same NAT as we are (public IP ${peerInfo!.host}), which does not hairpin, and ${tried}: no local path${relay}`;
+    }
     if (strategy === 'relay') {
       return opts.peer !== undefined ? `no datagram through the relay from the peer at ${where} within ${s} s${relay}`
         : `no direct path (both NATs map each destination to its own port), and the peer handed us no relay within ${s} s: a relay is needed`;
@@ -205,6 +226,7 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       if (opts.discover !== false && client.dialect === 'documented') {
         const found = await Promise.race([discoverNat(client, { timeoutMs: 1000, signal: overall.signal }), aborted]);
         emit({ event: 'nat', nat: found.nat, mapped: found.mapped, ...(found.reason !== undefined ? { reason: found.reason } : {}) });
+        mapped = found.mapped;
         await client.reportNat(found.nat, { signal: overall.signal });
       }
       stage = 'announcing';
@@ -220,7 +242,8 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       probes = probeBudget(peer);
       strategy = chooseStrategy(client.nat, peer.nat);
       emit({ event: 'peer', via, peeraddr: peer.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}),
-        ...(peer.nat !== undefined ? { nat: peer.nat } : {}), peerVerified: peer.verified, strategy, ms: Math.round(performance.now() - started) });
+        ...(peer.nat !== undefined ? { nat: peer.nat } : {}), peerVerified: peer.verified, ...(peer.local !== undefined ? { local: peer.local } : {}),
+        strategy, ms: Math.round(performance.now() - started) });
       stage = 'probing';
       // Each way in gets its own signal: the first that opens a path stops the others.
       const attempts = new AbortController();
@@ -234,6 +257,11 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
         early: () => seen.slice(),
       };
       const never = new Promise<never>(() => undefined);
+      // The peer's local candidates first; when it shows our public IP, what follows waits until none answered.
+      const family = client.trackerAddress !== undefined && client.trackerAddress.address.includes(':') ? 6 : 4;
+      local = localPunch(ctx, family, client.localCandidates ?? []);
+      const afterLocal = samePublicIp() ? local.exhausted : Promise.resolve();
+      const noLocalAnswer = local.exhausted;
       // The requester relays when no punch fits, or when the punch has found nothing in
       // relayAfterMs; a failed relay leaves the punch running (and is told at the end).
       const relay = (): Promise<PeerPath> => relayAsRequester(client, ctx).catch((err: unknown) => {
@@ -241,13 +269,15 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
         if (strategy === 'relay') throw new Error(`no direct path: both NATs map each destination to its own port (ours ${client.nat}, the peer's ${peer.nat}); and the relay failed: ${relayError}`);
         return never;
       });
-      const ways: Promise<{ path: PeerPath; via: PunchStrategy }>[] = [];
-      if (strategy !== 'relay') ways.push(PUNCHES[strategy](ctx, opts).then((path) => ({ path, via: strategy! })));
+      const ways: Promise<{ path: PeerPath; via: PunchStrategy }>[] = [local.path.then((path) => ({ path, via: 'local' as const }))];
+      const chosen = strategy;
+      if (chosen !== 'relay') ways.push(afterLocal.then(() => PUNCHES[chosen](ctx, opts)).then((path) => ({ path, via: chosen })));
       if (opts.peer !== undefined) {
-        const after = strategy === 'relay' ? Promise.resolve() : new Promise<void>((resolve) => {
+        // the relay fallback timer starts only once no local candidate answered
+        const after = noLocalAnswer.then(() => strategy === 'relay' ? undefined : new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, opts.relayAfterMs ?? 3000);
           attempts.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
-        });
+        }));
         ways.push(after.then(relay).then((path) => ({ path, via: 'relay' as const })));
       } else {
         ways.push(Promise.race([relayOffered, aborted]).then((at) => relayAsTarget(ctx, at)).then((path) => ({ path, via: 'relay' as const })));

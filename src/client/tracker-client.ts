@@ -6,9 +6,10 @@ import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { secretOfToken, verifyTagged } from '../auth/tag.js';
 import type { SipKey } from '../auth/siphash.js';
-import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest, RELAY_ERRORS, relayRequest, TOKEN_INVALID, tokenFields } from './messages.js';
+import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest, RELAY_ERRORS, relayRequest, CHALLENGE_REQUIRED, TOKEN_INVALID, tokenFields } from './messages.js';
 import type { Dialect, NatType, PulseOptions, TrackerReply } from './messages.js';
 import { StunTransactions, type StunExchangeOptions, type StunReply } from './stun-transactions.js';
+import { gatherLocalCandidates } from './local-candidates.js';
 import { parsePeerAddr } from './peer-addr.js';
 import type { PeerAddr } from './peer-addr.js';
 
@@ -50,6 +51,14 @@ export interface TrackerClientOptions {
    * reply has come for this long: then the client announces again.
    */
   sessionTimeoutMs?: number;
+  /**
+   * Tell the tracker our local candidates (documented dialect): the socket's port on
+   * each of this host's interface addresses (local-candidates.ts), sent with announce
+   * and pulse. The tracker shows them to the peer we pair with alone, so a peer
+   * behind the same NAT can reach us on our own network. Default true; false keeps
+   * our local addresses to ourselves (and we are shown none of the peer's).
+   */
+  shareLocal?: boolean;
 }
 
 /** Options every request method takes. */
@@ -66,6 +75,8 @@ export interface PeerNat {
   nat?: NatType;
   /** The peer proved it receives at `peeraddr` (absent: the tracker did not say, so assume it did not). */
   peerVerified?: boolean;
+  /** The peer's local candidates ("ip:port"): shown only to a client that shares its own (shareLocal). Claims, not proofs. */
+  local?: string[];
 }
 
 export interface PushResult extends PeerAddr, PeerNat {
@@ -177,6 +188,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   #closing: Promise<void> | undefined;
   /** Our NAT type, once known (reportNat): sent with announce and the proving pulse. */
   #nat: NatType | undefined;
+  /** The local candidates the tracker last heard from us (undefined: none sent yet, or not shared). */
+  #localSent: string[] | undefined;
   readonly #stun = new StunTransactions();
   /** Our session token and its secret (the tag key), once the tracker gave us one. */
   #token: string | undefined;
@@ -230,6 +243,27 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     return this.#nat;
   }
 
+  /** The local candidates we told the tracker last (undefined: none, or shareLocal is false). */
+  get localCandidates(): readonly string[] | undefined {
+    return this.#localSent;
+  }
+
+  /** Our local candidates now (re-read from the interfaces), or undefined when they are not shared. */
+  #gatherLocal(): string[] | undefined {
+    if (this.dialect !== 'documented' || this.#options.shareLocal === false || !this.#socket) return undefined;
+    const a = this.#socket.address();
+    return gatherLocalCandidates({ port: a.port, family: a.family === 'IPv6' ? 6 : 4, boundTo: a.address });
+  }
+
+  /** The candidates to put in the next announce or pulse: every time in an announce; in a pulse, when they changed. */
+  #localFor(kind: 'announce' | 'pulse'): string[] | undefined {
+    const now = this.#gatherLocal();
+    if (now === undefined) return undefined;
+    if (kind === 'pulse' && this.#localSent !== undefined && now.length === this.#localSent.length && now.every((c, i) => c === this.#localSent![i])) return undefined;
+    this.#localSent = now;
+    return now;
+  }
+
   /**
    * Reports our NAT type (learned with discoverNat, nat-discovery.ts) to the tracker,
    * documented dialect only: with the next announce, or at once in a pulse when
@@ -241,7 +275,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     this.#nat = nat;
     const shareId = this.#shareId;
     if (!this.#live || shareId === undefined) return;
-    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, nat, this.#token), opts));
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, { nat, token: this.#token }), opts));
     this.#pulseChain = run.catch(() => undefined);
     await run;
   }
@@ -308,7 +342,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     // has given up (signal / timeout), so an abandoned announce stops sending.
     if (!this.#announcing) {
       const stop = new AbortController();
-      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect, this.#nat, this.#asksToken), { signal: stop.signal })
+      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect, { nat: this.#nat, local: this.#localFor('announce'), token: this.#asksToken }), { signal: stop.signal })
         .then((shareId) => this.#prove(shareId, stop.signal))
         .finally(() => {
         if (this.#announcing === state) this.#announcing = undefined;
@@ -331,7 +365,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    */
   async #prove(shareId: string, signal: AbortSignal): Promise<string> {
     if (this.dialect !== 'documented') return shareId;
-    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, this.#nat, this.#token), { signal }));
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, { nat: this.#nat, local: this.#localSent, token: this.#token }), { signal }));
     this.#pulseChain = run.catch(() => undefined);
     await run.catch(() => undefined); // an unanswered proof only means smaller replies
     return shareId;
@@ -514,7 +548,10 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       }
       case 'error': {
         const err = new TrackerError(reply.code, reply.message || reply.code);
-        if (reply.code === 'NO_SESSION' && this.#reannounceEnabled) {
+        if (reply.code === CHALLENGE_REQUIRED) {
+          // we moved: the challenge pulse went out (#onTagged), and the request's next
+          // retry comes from the session's new address
+        } else if (reply.code === 'NO_SESSION' && this.#reannounceEnabled) {
           // Our session is gone (expired, or never announced): get a new one;
           // pending pushes keep retrying and succeed once it exists.
           this.#reannounce();
@@ -598,7 +635,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     // its challenge from here, at once, so the session follows us (spec "Paths").
     if (challenge !== undefined && challenge !== this.#answered && this.#token !== undefined && this.#shareId !== undefined) {
       this.#answered = challenge;
-      this.#sendRaw(provingPulse(this.#shareId, this.#nat, this.#token, challenge));
+      this.#sendRaw(provingPulse(this.#shareId, { nat: this.#nat, local: this.#localSent, token: this.#token, challenge }));
     }
   }
 
@@ -630,7 +667,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       // An explicit pulse() in flight already keeps the session alive.
       if (this.#first('pulse')) return;
       const shareId = this.shareId;
-      this.#sendRaw(this.dialect === 'documented' && shareId !== undefined ? provingPulse(shareId, undefined, this.#token) : keepAliveRequest(this.dialect));
+      this.#sendRaw(this.dialect === 'documented' && shareId !== undefined ? provingPulse(shareId, { local: this.#localFor('pulse'), token: this.#token }) : keepAliveRequest(this.dialect));
     };
     this.#pulseTimer = setInterval(keepAlive, this.pulseIntervalMs);
   }
@@ -659,7 +696,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
 }
 
 function peerNat(reply: PeerNat): PeerNat {
-  return { ...(reply.nat !== undefined ? { nat: reply.nat } : {}), ...(reply.peerVerified !== undefined ? { peerVerified: reply.peerVerified } : {}) };
+  return { ...(reply.nat !== undefined ? { nat: reply.nat } : {}), ...(reply.peerVerified !== undefined ? { peerVerified: reply.peerVerified } : {}),
+    ...(reply.local !== undefined ? { local: reply.local } : {}) };
 }
 
 function closedError(): TrackerError {

@@ -28,7 +28,8 @@
 // ":" realm ":" password)), and 438 Stale Nonce is retried with the new nonce.
 // Every success response must carry a valid MESSAGE-INTEGRITY under that key, or it
 // is refused: only the server that knows the password can hand us a relayed
-// address. The credentials are minted by the tracker (relay/credentials.ts) in
+// address. Only what that MESSAGE-INTEGRITY covers is read: the codec leaves out
+// any attribute after it (RFC 8489 14.5; stun/codec.ts decodeMessage). The credentials are minted by the tracker (relay/credentials.ts) in
 // coturn's shared-secret scheme.
 //
 // What it keeps alive, and how:

@@ -5,7 +5,7 @@
 // written when a session is created, regenerated or overridden, and refreshed by
 // the shards about once per pointer ttl / 3 (shard.ts pointerRefreshMs), pipelined.
 // A pointer expires by itself, so a dead instance's pointers vanish.
-// Each instance listens on its own pub/sub channel, sobani:i:<instanceId>, for
+// Each instance listens on its own pub/sub channel, sobani:i2:<instanceId>, for
 // pushes to its sessions and for the answers to its own (remote-pushes.ts).
 //
 // Nothing on the hot path waits for Redis: writes are fire-and-forget, and a
@@ -32,7 +32,7 @@ export interface DirectoryCounters {
 }
 
 const KEY = (shareId: string): string => `sobani:s:${shareId}`;
-export const CHANNEL = (instanceId: string): string => `sobani:i:${instanceId}`;
+export const CHANNEL = (instanceId: string): string => `sobani:i2:${instanceId}`;
 /** How often the connection is checked (PING) while nothing else is said. */
 const PING_MS = 1000;
 

@@ -3,26 +3,31 @@
 //   requester's instance                          owner's instance
 //   shard: target not here -> lookup
 //   GET sobani:s:<id> -> owner
-//   PUBLISH sobani:i:<owner> {push}  ----------->  shard holding <id>: income to the
+//   PUBLISH sobani:i2:<owner> {push}  ----------->  shard holding <id>: income to the
 //                                                  target from this socket; the
 //                                                  requester's replies, within the
-//                                                  grant it carried, written for
-//                                     <-----------  PUBLISH sobani:i:<from> {result}
-//   sends the replies from its own socket
+//                                                  grant it carried, as payloads
+//                                     <-----------  PUBLISH sobani:i2:<from> {result}
+//   sends them from its own socket to
+//   where it recorded the push came from
+//
+// Every message is checked by messages.ts before use. A result is taken only for a
+// request pending here (an unguessable id) with the instance it was sent to, once;
+// its replies go to the address this instance recorded, within the grant this
+// instance took: nothing in a message says where a datagram goes.
 //
 // Each side's NAT mapping only exists toward the instance it talks to, so each
 // peer hears from its own instance. Every failure reaches the requester as an
 // error written by a shard, within the same reply budget as any reply:
 // UNKNOWN_SHARE_ID (no pointer), PEER_UNREACHABLE (the owner is gone or did not
 // answer within directoryTimeout), DIRECTORY_UNAVAILABLE (Redis cannot answer).
-import { Packr, Unpackr } from 'msgpackr';
+import type { Logger } from '../log.js';
 import type { ErrorCode } from '../protocol/errors.js';
+import { WIRE_OVERHEAD_V6, wireOverheadOf } from '../shard/ip-table.js';
+import { ReplyWriter } from '../wire/frame.js';
 import type { PushForward } from '../wire/messages.js';
+import { DirectoryMessages, mintReqId, type InvalidReason, type MessageLimits, type RemotePush } from './messages.js';
 import type { RedisDirectory } from './redis-directory.js';
-
-type Message =
-  | { k: 'push'; from: string; req: number; f: PushForward }
-  | { k: 'result'; req: number; out: Uint8Array };
 
 /** Upper bounds (ms) of the remote push latency histogram. */
 export const LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
@@ -35,6 +40,8 @@ export interface RemotePushCounters {
   /** answered pushes by latency (non-cumulative counts per LATENCY_BUCKETS_MS bound, the last: above) and their sum */
   latencyBuckets: number[];
   latencySumMs: number;
+  /** messages on this instance's channel that were dropped, by reason (messages.ts InvalidReason) */
+  invalid: Partial<Record<InvalidReason, number>>;
 }
 
 /** What the pushes need from the rest of the main thread (io/dispatcher.ts). */
@@ -47,37 +54,56 @@ export interface PushRouter {
   send(out: Uint8Array): void;
 }
 
+interface Pending {
+  shard: number;
+  /** the push as this instance's shard wrote it: where the requester's replies go, and their grant */
+  f: PushForward;
+  /** the instance the push was published to; null until the lookup answers */
+  owner: string | null;
+  timer: NodeJS.Timeout;
+  startedAt: number;
+}
+
 export class RemotePushes {
   readonly counters: RemotePushCounters = {
     outcomes: { answered: 0 } as RemotePushCounters['outcomes'],
     served: 0,
     latencyBuckets: new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0),
     latencySumMs: 0,
+    invalid: {},
   };
-  private readonly packr = new Packr({ useRecords: false });
-  private readonly unpackr = new Unpackr({ useRecords: false });
-  private nextReq = 1;
-  private readonly pending = new Map<number, { shard: number; f: PushForward; timer: NodeJS.Timeout; startedAt: number }>();
+  private readonly messages: DirectoryMessages;
+  private readonly writer = new ReplyWriter(1024);
+  private readonly pending = new Map<string, Pending>();
 
   constructor(
     private readonly directory: RedisDirectory,
     private readonly router: PushRouter,
     private readonly timeoutMs: number,
-  ) {}
+    limits: MessageLimits,
+    private readonly log?: Logger,
+  ) {
+    this.messages = new DirectoryMessages(limits);
+  }
 
   /** A push from shard `shard` whose target no shard here holds. */
   push(shard: number, f: PushForward): void {
     if (this.directory.state !== 'up') return this.fail(shard, f, 'DIRECTORY_UNAVAILABLE');
-    const req = this.nextReq++;
+    const req = mintReqId();
     const timer = setTimeout(() => this.settle(req, 'PEER_UNREACHABLE'), this.timeoutMs);
-    this.pending.set(req, { shard, f, timer, startedAt: performance.now() });
+    const p: Pending = { shard, f, owner: null, timer, startedAt: performance.now() };
+    this.pending.set(req, p);
     this.directory.lookup(f.target).then(
       (owner) => {
         if (!this.pending.has(req)) return;
         // No pointer, or one to this very instance: the session is gone (expired, replaced).
         if (owner === null || owner === this.directory.instanceId) return this.settle(req, 'UNKNOWN_SHARE_ID');
-        const message: Message = { k: 'push', from: this.directory.instanceId, req, f };
-        this.directory.publish(owner, this.pack(message)).then(
+        p.owner = owner;
+        const remote: RemotePush = {
+          target: f.target, dialect: f.dialect, requester: f.requester, grant: f.grant,
+          v6: wireOverheadOf(f.address) === WIRE_OVERHEAD_V6, ...(f.relay !== undefined ? { relay: f.relay } : {}),
+        };
+        this.directory.publish(owner, this.messages.encode({ k: 'push', from: this.directory.instanceId, req, f: remote })).then(
           (receivers) => { if (receivers === 0) this.settle(req, 'PEER_UNREACHABLE'); },
           () => this.settle(req, 'DIRECTORY_UNAVAILABLE'),
         );
@@ -86,40 +112,67 @@ export class RemotePushes {
     );
   }
 
-  /** The answer (replies for our requester) a shard here wrote for another instance's push. */
-  answer(from: string, req: number, out: Uint8Array): void {
-    const message: Message = { k: 'result', req, out };
-    this.directory.publish(from, this.pack(message)).catch(() => {}); // the requester times out and says so
+  /** The answer (reply payloads for its requester) a shard here wrote for another instance's push. */
+  answer(from: string, req: string, replies: Uint8Array[]): void {
+    const message = this.messages.encode({ k: 'result', from: this.directory.instanceId, req, replies });
+    this.directory.publish(from, message).catch(() => {}); // the requester times out and says so
   }
 
   /** A message on this instance's channel. */
-  onMessage(raw: Buffer): void {
-    let m: Message;
-    try { m = this.unpackr.unpack(raw) as Message; } catch { return; }
+  onMessage(raw: Uint8Array): void {
+    const m = this.messages.decode(raw);
+    if ('invalid' in m) return this.invalid(m.invalid, m.field);
     if (m.k === 'push') {
       this.counters.served++;
-      this.router.toShard(this.router.shardOf(m.f.target), { ...m.f, remote: { from: m.from, req: m.req } });
-    } else if (m.k === 'result') {
-      const p = this.pending.get(m.req);
-      if (p === undefined) return; // too late: the requester was told PEER_UNREACHABLE
-      this.done(m.req, p);
-      this.counters.outcomes.answered++;
-      const ms = performance.now() - p.startedAt;
-      const i = LATENCY_BUCKETS_MS.findIndex((b) => ms <= b);
-      this.counters.latencyBuckets[i < 0 ? LATENCY_BUCKETS_MS.length : i]!++;
-      this.counters.latencySumMs += ms;
-      if (m.out.length > 0) this.router.send(m.out);
+      const f = m.f;
+      // No address to answer to: the replies go back to m.from as payloads (shard/forwards.ts).
+      this.router.toShard(this.router.shardOf(f.target), {
+        target: f.target, dialect: f.dialect, requester: f.requester, grant: f.grant,
+        socket: 0, address: '', port: 0, remote: { from: m.from, req: m.req, v6: f.v6 },
+        ...(f.relay !== undefined ? { relay: f.relay } : {}),
+      });
+      return;
     }
+    const p = this.pending.get(m.req);
+    // too late (the requester was told PEER_UNREACHABLE), answered already, or not ours
+    if (p === undefined || p.owner !== m.from) return this.invalid('unmatched_result');
+    this.done(m.req, p);
+    this.counters.outcomes.answered++;
+    const ms = performance.now() - p.startedAt;
+    const i = LATENCY_BUCKETS_MS.findIndex((b) => ms <= b);
+    this.counters.latencyBuckets[i < 0 ? LATENCY_BUCKETS_MS.length : i]!++;
+    this.counters.latencySumMs += ms;
+    // To where this instance recorded the request came from, within the grant it took.
+    const { socket, address, port, grant } = p.f;
+    const overhead = wireOverheadOf(address);
+    let budget = grant;
+    for (const reply of m.replies) {
+      if (budget >= 0) {
+        if (reply.length + overhead > budget) { this.invalid('over_budget'); break; }
+        budget -= reply.length + overhead;
+      }
+      this.writer.toAddress(socket, address, port);
+      this.writer.bytes(reply);
+      this.writer.end();
+    }
+    const out = this.writer.take();
+    if (out !== null) this.router.send(out);
   }
 
-  private settle(req: number, code: ErrorCode): void {
+  private invalid(reason: InvalidReason, field?: string): void {
+    const n = this.counters.invalid[reason] = (this.counters.invalid[reason] ?? 0) + 1;
+    // the first of each reason is logged; the counter tells the rest
+    if (n === 1) this.log?.warn({ reason, ...(field !== undefined ? { field } : {}) }, 'dropped a message from the session directory (counted in sobani_directory_invalid_total)');
+  }
+
+  private settle(req: string, code: ErrorCode): void {
     const p = this.pending.get(req);
     if (p === undefined) return;
     this.done(req, p);
     this.fail(p.shard, p.f, code);
   }
 
-  private done(req: number, p: { timer: NodeJS.Timeout }): void {
+  private done(req: string, p: { timer: NodeJS.Timeout }): void {
     clearTimeout(p.timer);
     this.pending.delete(req);
   }
@@ -128,11 +181,6 @@ export class RemotePushes {
   private fail(shard: number, f: PushForward, code: ErrorCode): void {
     this.counters.outcomes[code] = (this.counters.outcomes[code] ?? 0) + 1;
     this.router.toShard(shard, { ...f, failed: code });
-  }
-
-  private pack(m: Message): Uint8Array {
-    // pack() returns a view into msgpackr's own buffer: copy it before it leaves
-    return Uint8Array.prototype.slice.call(this.packr.pack(m));
   }
 
   close(): void {

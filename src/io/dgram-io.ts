@@ -7,7 +7,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { errorJson } from '../protocol/errors.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
-import { REPLY } from '../wire/frame.js';
+import { REPLY, SEND_TO } from '../wire/frame.js';
 import { Batch, BATCH_BYTES, type BatchTarget, type BoundAddress, type DatagramIo, type Endpoint, type IoCounters } from './datagram-io.js';
 
 const TOO_LARGE = Buffer.from(errorJson('DATAGRAM_TOO_LARGE'));
@@ -179,33 +179,48 @@ export class DgramIo implements DatagramIo {
 
   sendReplies(batch: Batch, out: Buffer): void {
     const b = batch as DgramBatch;
+    const end = out.length;
     let o = 0;
-    while (o < out.length) {
+    // A record that runs past the batch's end (a header, an address or a payload) is
+    // malformed, and so is all after it: counted, never read past the end (as udp.c does).
+    while (o < end) {
       if (out[o] === REPLY) {
+        if (o + 5 > end) { this.malformed(); return; }
         const i = (out[o + 1]! << 8) | out[o + 2]!;
         const len = (out[o + 3]! << 8) | out[o + 4]!;
+        if (o + 5 + len > end) { this.malformed(); return; }
         // only a request of this batch: past count, the arrays still hold an earlier batch's sources
         if (i < b.count) this.send(b.sockets[i]!, out, o + 5, len, b.ports[i]!, b.addrs[i]!);
-        else this.c.sendErrors.malformed = (this.c.sendErrors.malformed ?? 0) + 1;
+        else this.malformed();
         o += 5 + len;
-      } else { // SEND_TO: a third party (income) or a requester in another shard's batch
+      } else if (out[o] === SEND_TO) { // a third party (income) or a requester in another shard's batch
+        if (o + 5 > end) { this.malformed(); return; }
         const socket = out[o + 1]!;
         const port = (out[o + 2]! << 8) | out[o + 3]!;
         const alen = out[o + 4]!;
-        const address = out.toString('latin1', o + 5, o + 5 + alen);
         const at = o + 5 + alen;
+        if (at + 2 > end) { this.malformed(); return; }
         const len = (out[at]! << 8) | out[at + 1]!;
-        if (socket < this.sockets.length) this.send(socket, out, at + 2, len, port, address);
-        else this.c.sendErrors.malformed = (this.c.sendErrors.malformed ?? 0) + 1; // no such socket
+        if (at + 2 + len > end) { this.malformed(); return; }
+        if (socket < this.sockets.length) this.send(socket, out, at + 2, len, port, out.toString('latin1', o + 5, at));
+        else this.malformed(); // no such socket
         o = at + 2 + len;
+      } else {
+        this.malformed(); // no such kind: nothing after it can be framed
+        return;
       }
     }
+  }
+
+  private malformed(): void {
+    this.c.sendErrors.malformed = (this.c.sendErrors.malformed ?? 0) + 1;
   }
 
   private send(socketIndex: number, buf: Buffer, offset: number, len: number, port: number, address: string): void {
     // A callback is the only way Node reports a failed send (without one it is
     // dropped silently); one shared function, so no closure per datagram.
-    this.sockets[socketIndex]!.send(buf, offset, len, port, address, this.onSent);
+    // What dgram refuses before sending (port 0, say) throws instead: counted the same way.
+    try { this.sockets[socketIndex]!.send(buf, offset, len, port, address, this.onSent); } catch (err) { this.onSent(err as Error, 0); }
   }
 
   private readonly onSent = (err: Error | null, bytes: number): void => {

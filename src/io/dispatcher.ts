@@ -103,7 +103,7 @@ export class Dispatcher implements BatchTarget, ShardLinkHost, PushRouter {
     if (cross === null) return; // only a shard with a directory produces extras
     if (e.pointers !== undefined) cross.directory.writePointers(e.pointers);
     if (e.lookups !== undefined) for (const f of e.lookups) cross.pushes.push(link.index, f);
-    if (e.results !== undefined) for (const r of e.results) cross.pushes.answer(r.from, r.req, r.out);
+    if (e.results !== undefined) for (const r of e.results) cross.pushes.answer(r.from, r.req, r.replies);
   }
 
   toShard(shard: number, f: PushForward): void {

@@ -48,6 +48,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
     drops: counter('sobani_drops_total', 'Datagrams dropped unanswered, by reason.', ['reason']),
     unknown: counter('sobani_unknown_session_total', 'Keep-alives and pushes from an address with no live session, by action.', ['action']),
     expired: counter('sobani_expired_total', 'Sessions that expired (no keep-alive within the ttl).'),
+    evicted: counter('sobani_sessions_evicted_total', 'Sessions that gave way to a new announce when the table was full, by which: never_kept_alive (announced, no keep-alive since), not_proven (kept alive, never proved anything). A proven session never gives way.', ['session']),
     forwarded: counter('sobani_forwarded_pushes_total', 'Pushes whose target lives in another shard.'),
     restored: counter('sobani_restored_sessions_total', 'Sessions restored from a snapshot at start.'),
     restarts: counter('sobani_shard_restarts_total', 'Shard threads replaced after a crash.', ['shard']),
@@ -70,6 +71,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
     dirErrors: counter('sobani_directory_errors_total', 'Directory failures, by reason (timeout, connection).', ['reason']),
     remote: counter('sobani_remote_pushes_total', 'Pushes to sessions of other instances, by outcome (answered, or the error the requester got).', ['outcome']),
     served: counter('sobani_remote_pushes_served_total', 'Pushes from other instances to sessions held here.'),
+    dirInvalid: counter('sobani_directory_invalid_total', 'Messages on this instance\'s directory channel that were dropped, by reason: too_large, undecodable, bad_kind, bad_field (directory/messages.ts), unmatched_result (no request pending with that instance: late, answered already, or forged), over_budget (replies past the request\'s grant; those that fit are sent).', ['reason']),
     main: new Map<string, Counter<string>>(),
   };
   const batchSizes = new AbsoluteHistogram('sobani_shard_batch_datagrams', 'Datagrams per batch a shard handled.', BATCH_BUCKETS);
@@ -89,9 +91,9 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
   };
 
   const update = (s: TrackerStats): void => {
-    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
+    for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.evicted, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
       m.stunRequests, m.stunResponses, m.stunErrors, m.relayCredentials, m.relayForwarded,
-      m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served]) c.reset();
+      m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served, m.dirInvalid]) c.reset();
     for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp, m.sendQueueDepth, m.sendQueueBytes]) g.reset();
     const d = s.directory;
     if (d !== undefined) {
@@ -102,6 +104,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
       incAll(m.dirErrors, d.counters.errors, (reason) => ({ reason }));
       incAll(m.remote, d.pushes.outcomes, (outcome) => ({ outcome }));
       m.served.inc(d.pushes.served);
+      incAll(m.dirInvalid, d.pushes.invalid, (reason) => ({ reason }));
       remoteLatency.set(d.pushes.latencyBuckets, d.pushes.latencySumMs / 1000);
     }
     m.io.set({ path: s.io }, 1);
@@ -134,6 +137,8 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
     m.relayCredentials.inc({ result: 'reused' }, sums.relayReused);
     m.relayForwarded.inc(sums.relayForwarded);
     m.expired.inc(sums.expired);
+    m.evicted.inc({ session: 'never_kept_alive' }, sums.evictedNeverKeptAlive);
+    m.evicted.inc({ session: 'not_proven' }, sums.evictedNotProven);
     m.forwarded.inc(sums.forwarded);
     m.restored.inc(sums.restored);
     for (const [field, value] of Object.entries(s.main)) {
@@ -160,12 +165,12 @@ function incAll(c: Counter<string>, counts: Record<string, number>, labels: (key
 
 type Sums = Pick<ShardCountersSnapshot, 'datagramsIn' | 'datagramsOut' | 'errors' | 'drops' | 'unknownSession' | 'batchSizes' |
   'stunRequests' | 'stunResponses' | 'stunErrors'> &
-  { expired: number; forwarded: number; restored: number; batchedDatagrams: number; relayMinted: number; relayReused: number; relayForwarded: number };
+  { expired: number; evictedNeverKeptAlive: number; evictedNotProven: number; forwarded: number; restored: number; batchedDatagrams: number; relayMinted: number; relayReused: number; relayForwarded: number };
 
 /** Totals over shards; a shard that did not answer (null counters) adds nothing. */
 function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
   const s: Sums = { datagramsIn: {}, datagramsOut: {}, errors: {}, drops: {}, unknownSession: {}, stunRequests: {}, stunResponses: {}, stunErrors: {},
-    batchSizes: BATCH_BUCKETS.map(() => 0), expired: 0, forwarded: 0, restored: 0, batchedDatagrams: 0, relayMinted: 0, relayReused: 0, relayForwarded: 0 };
+    batchSizes: BATCH_BUCKETS.map(() => 0), expired: 0, evictedNeverKeptAlive: 0, evictedNotProven: 0, forwarded: 0, restored: 0, batchedDatagrams: 0, relayMinted: 0, relayReused: 0, relayForwarded: 0 };
   const add = (into: Record<string, number>, from: Record<string, number>): void => {
     for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
   };
@@ -175,7 +180,7 @@ function sumShards(all: readonly (ShardCountersSnapshot | null)[]): Sums {
     add(s.errors, c.errors); add(s.drops, c.drops); add(s.unknownSession, c.unknownSession);
     add(s.stunRequests, c.stunRequests); add(s.stunResponses, c.stunResponses); add(s.stunErrors, c.stunErrors);
     c.batchSizes.forEach((n, i) => { s.batchSizes[i]! += n; });
-    s.expired += c.expired; s.forwarded += c.forwarded; s.restored += c.restored; s.batchedDatagrams += c.batchedDatagrams;
+    s.expired += c.expired; s.evictedNeverKeptAlive += c.evictedNeverKeptAlive; s.evictedNotProven += c.evictedNotProven; s.forwarded += c.forwarded; s.restored += c.restored; s.batchedDatagrams += c.batchedDatagrams;
     s.relayMinted += c.relayMinted; s.relayReused += c.relayReused; s.relayForwarded += c.relayForwarded;
   }
   return s;

@@ -4,11 +4,12 @@
 //
 // File layout: concatenated msgpackr values (no shared record structures, so any
 // later reader can decode it):
-//   1. header: { format: 'sobani-tracker-snapshot', version: 2, writtenAt (ms since
+//   1. header: { format: 'sobani-tracker-snapshot', version: 3, writtenAt (ms since
 //      the epoch), shareIdLength, sessions (total), parts }
 //   2. `parts` SessionBlocks (wire/messages.ts), one per shard of the writer, in shard
 //      order. Remaining ttls are counted from writtenAt.
-// Versions read: 2, and 1 (the release before), upgraded as it is read (upgradeV1).
+// Versions read: 3; 2 and 1 (the releases before), upgraded as they are read (upgrade).
+// Version 3 added each session's local candidates (a sparse list beside the overrides).
 // Shards pack their own block (off the main thread); the main thread only writes
 // the bytes, to FILE.<pid>.tmp, then renames it over FILE so a reader never sees
 // half a file.
@@ -22,11 +23,12 @@ import type { Logger } from 'pino';
 import type { ControlOp, ExportedPart, SessionBlock } from '../wire/messages.js';
 import { ADDR_BYTES } from '../protocol/address.js';
 import { UNKNOWN } from '../protocol/dialect.js';
+import { isLocalList } from '../protocol/local-candidates.js';
 import { KEPT_ALIVE } from '../shard/peer-table.js';
 import { alphabetValue, shardOfBucket } from '../routing.js';
 
 export const SNAPSHOT_FORMAT = 'sobani-tracker-snapshot';
-export const SNAPSHOT_VERSION = 2;
+export const SNAPSHOT_VERSION = 3;
 /** The oldest format version this release restores. */
 const OLDEST_VERSION = 1;
 /** How long one shard may take to pack its sessions. */
@@ -188,7 +190,8 @@ function checkBlock(v: unknown, idLen: number, part: number, version: number): S
     column(b.addr, ADDR_BYTES) && column(b.port, 2) && column(b.dialect, 1) && column(b.flags, 1) && column(b.ids, idLen) && column(b.ttlMs, 4) &&
     (version === 1 || (column(b.nat, 1) && column(b.relayExpiry, 4))) &&
     Array.isArray(b.overrides) && b.overrides.every((o) => Array.isArray(o) && Number.isInteger(o[0]) && o[0] >= 0 &&
-      o[0] < b.count! && isOptString(o[1]) && Number.isInteger(o[2]) && o[2] >= 0 && o[2] <= 65535 && isOptString(o[3]));
+      o[0] < b.count! && isOptString(o[1]) && Number.isInteger(o[2]) && o[2] >= 0 && o[2] <= 65535 && isOptString(o[3])) &&
+    (version < 3 || (Array.isArray(b.local) && b.local.every((l) => Array.isArray(l) && Number.isInteger(l[0]) && l[0] >= 0 && l[0] < b.count! && isLocalList(l[1]))));
   if (!ok) throw new SnapshotError(`the file is corrupt: part ${part} is not a session block`);
   return b as SessionBlock;
 }
@@ -197,9 +200,10 @@ function checkBlock(v: unknown, idLen: number, part: number, version: number): S
  * A block as this release's shards import it, from any version read. Version 1
  * had no KEPT_ALIVE flag (a session's dialect was only ever learned from its
  * keep-alive then, so a known dialect means it had sent one) and no `nat` column
- * (no client had reported one).
+ * (no client had reported one). Versions 1 and 2 had no local candidates.
  */
 function upgrade(b: SessionBlock, version: number): SessionBlock {
+  if (version < 3) b.local = [];
   if (version !== 1) return b;
   for (let i = 0; i < b.count; i++) if (b.dialect[i] !== UNKNOWN) b.flags[i]! |= KEPT_ALIVE;
   b.nat = new Uint8Array(b.count);
@@ -229,7 +233,7 @@ export function routeSessions(blocks: readonly SessionBlock[], shards: number, i
   for (const t of plans) for (let i = 0; i < t.length; i++) if (t[i]! >= 0) counts[t[i]!]!++;
   const perShard = counts.map((n): SessionBlock => ({
     count: 0, addr: new Uint8Array(n * ADDR_BYTES), port: new Uint8Array(n * 2), dialect: new Uint8Array(n),
-    flags: new Uint8Array(n), nat: new Uint8Array(n), relayExpiry: new Uint8Array(n * 4), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
+    flags: new Uint8Array(n), nat: new Uint8Array(n), relayExpiry: new Uint8Array(n * 4), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [], local: [],
   }));
   const ttlViews = perShard.map((b) => new DataView(b.ttlMs.buffer));
   blocks.forEach((b, k) => copySessions(b, plans[k]!, perShard, ttlViews, idLen, elapsedMs));
@@ -255,6 +259,9 @@ function copySessions(from: SessionBlock, target: Int32Array, to: SessionBlock[]
   }
   for (const [i, ip, port, multiaddr] of from.overrides) {
     if (target[i]! >= 0) to[target[i]!]!.overrides.push([newIndex[i]!, ip, port, multiaddr]);
+  }
+  for (const [i, local] of from.local) {
+    if (target[i]! >= 0) to[target[i]!]!.local.push([newIndex[i]!, local]);
   }
 }
 

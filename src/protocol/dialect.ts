@@ -41,8 +41,8 @@ export function dialectOfKeepAlive(action: 'pulse' | 'alive'): Dialect {
  * `pushReceived`, and the budget may not fit both).
  */
 export function dialectOfAnnounce(req: AnnounceRequest): Dialect {
-  // `nat` exists only in the documented dialect
-  return req.desktopId ? LEGACY : req.nat !== NAT_NOT_REPORTED ? DOCUMENTED : UNKNOWN;
+  // `nat` and `local` exist only in the documented dialect
+  return req.desktopId ? LEGACY : req.nat !== NAT_NOT_REPORTED || req.local !== undefined ? DOCUMENTED : UNKNOWN;
 }
 
 const bytes = (s: string): Uint8Array => Buffer.from(s, 'utf8');
@@ -97,6 +97,8 @@ export interface PeerView {
   nat?: number;
   /** the client proved it receives at this very address (its shareId came back from it, and no override moved ip or port) */
   verified?: boolean;
+  /** local-candidates.ts: the addresses the client reported on its own network (absent: none) */
+  local?: readonly string[];
 }
 
 /**
@@ -109,6 +111,17 @@ function natFields(viewer: PeerView, peer: PeerView): string {
   if ((viewer.nat ?? NAT_NOT_REPORTED) === NAT_NOT_REPORTED) return '';
   const nat = natName(peer.nat ?? NAT_NOT_REPORTED);
   return `${nat === null ? '' : `,"nat":"${nat}"`},"peerVerified":${peer.verified === true}`;
+}
+
+/**
+ * The peer's local candidates (local-candidates.ts), for a documented-dialect
+ * viewer whose own session reported some: only the paired peer ever sees them,
+ * and only a client whose own requests carried candidates of its own, so a reply
+ * that shows them stays within what its requests cost it. Others see nothing new.
+ */
+function localField(viewerDialect: number, viewer: PeerView, peer: PeerView): string {
+  if (viewerDialect !== DOCUMENTED || viewer.local === undefined || viewer.local.length === 0 || peer.local === undefined || peer.local.length === 0) return '';
+  return `,"local":${JSON.stringify(peer.local)}`;
 }
 
 export interface PushPlan {
@@ -140,13 +153,20 @@ export function pushPlan(requesterDialect: number, requester: PeerView, targetDi
   // allows; without it the reply is still complete.
   const documented: ReplyForms = target.multiaddr === null ? [pushReceived]
     : [`{"action":"pushReceived","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}","multiaddr":${JSON.stringify(target.multiaddr)}${aboutTarget}}}`, pushReceived];
+  const withLocal = localForms(documented, localField(requesterDialect, requester, target));
   const legacy: ReplyForms = [`{"action":"pushed","data":{"peeraddr":"${peeraddr}","peerShareId":"${target.shareId}"}}`];
-  const toRequester = requesterDialect === DOCUMENTED ? [documented]
+  const toRequester = requesterDialect === DOCUMENTED ? [withLocal]
     : requesterDialect === LEGACY ? [legacy]
     : target.ipv6 ? [documented] : [documented, legacy];
   const relayField = relay !== null && targetDialect !== LEGACY ? `,"relay":"${relay}"` : '';
-  const toTarget = `{"action":"income","data":{"peeraddr":"${formatPeerAddr(requester.ip, requester.port)}","peerShareId":"${requester.shareId}"${natFields(target, requester)}${relayField}}}`;
+  const toTarget = `{"action":"income","data":{"peeraddr":"${formatPeerAddr(requester.ip, requester.port)}","peerShareId":"${requester.shareId}"${natFields(target, requester)}${relayField}${localField(targetDialect, target, requester)}}}`;
   return { toRequester, toTarget };
+}
+
+/** A documented reply's forms with `local` added to each (fullest first), then without it: the budget drops it first. */
+function localForms(forms: ReplyForms, local: string): ReplyForms {
+  if (local === '') return forms;
+  return [...forms.map((f) => `${(f as string).slice(0, -2)}${local}}}`), ...forms];
 }
 
 // ---- relay credentials (documented dialect only: the desktop client cannot relay)

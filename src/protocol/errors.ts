@@ -1,5 +1,5 @@
 // Every error code a client can receive, with the plain-words message sent with it.
-// The README's error table is this list. Codes are stable: clients may switch on them.
+// The error table in docs/protocol.md is this list (test/docs.test.ts checks it). Codes are stable: clients may switch on them.
 
 export const ERROR_CODES = {
   DATAGRAM_TOO_LARGE: 'the datagram is larger than the tracker accepts',
@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   RELAY_NOT_CONFIGURED: 'this tracker has no relay (TURN server) to hand out credentials for',
   PROOF_REQUIRED: 'prove that you receive at your address first: pulse with your own shareId',
   RELAY_RATE_LIMITED: 'too many relay requests from this IP address; try again in a second',
+  RELAY_NOT_ALLOWED: 'that relay address is not on a relay this tracker hands out',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

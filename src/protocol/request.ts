@@ -4,6 +4,7 @@
 // (see dialect.ts).
 import { canonicalIp, formatPeerAddr } from './address.js';
 import type { ErrorCode } from './errors.js';
+import { parseLocalField } from './local-candidates.js';
 import { NAT_FIELD_ERROR, NAT_NOT_REPORTED, natCode } from './nat.js';
 
 export interface AnnounceRequest {
@@ -12,6 +13,8 @@ export interface AnnounceRequest {
   readonly desktopId: boolean;
   /** The `nat` field (protocol/nat.ts natCode), or NAT_NOT_REPORTED. */
   readonly nat: number;
+  /** The `local` field (local-candidates.ts), canonical; [] clears; absent: unchanged. */
+  readonly local?: readonly string[];
 }
 export interface AliveRequest { readonly action: 'alive' }
 export interface PulseRequest {
@@ -25,6 +28,8 @@ export interface PulseRequest {
   readonly proof: string | null;
   /** The `nat` field (protocol/nat.ts natCode), or NAT_NOT_REPORTED. */
   readonly nat: number;
+  /** The `local` field (local-candidates.ts), canonical; [] clears; absent: unchanged. */
+  readonly local?: readonly string[];
 }
 export interface PushRequest {
   readonly action: 'push';
@@ -92,9 +97,9 @@ export function parseRequest(buf: Uint8Array, off: number, len: number, limits: 
   if (action === undefined) return invalid('MISSING_ACTION');
   if (typeof action !== 'string') return invalid('INVALID_FIELD', '"action" must be a string');
   switch (action) {
-    case 'announce': return parseAnnounce(m);
+    case 'announce': return withLocal(m, parseAnnounce(m));
     case 'alive': return ALIVE;
-    case 'pulse': return parsePulse(m, limits);
+    case 'pulse': return withLocal(m, parsePulse(m, limits));
     case 'push': return parsePush(m, limits);
     case 'relay': return RELAY;
     default: return invalid('UNKNOWN_ACTION');
@@ -151,6 +156,13 @@ function parsePulse(m: Record<string, unknown>, limits: ParseLimits): Request {
   return { action: 'pulse', override: true, ip, port, multiaddr, regenerate, proof, nat };
 }
 
+/** An announce or pulse with its `local` field (documented dialect), if it has one. */
+function withLocal(m: Record<string, unknown>, req: Request): Request {
+  if (m.local === undefined || m.local === null || req.action === 'invalid') return req;
+  const local = parseLocalField(m.local);
+  return Array.isArray(local) ? { ...req, local } as Request : invalid(local.code, local.message);
+}
+
 function parsePush(m: Record<string, unknown>, limits: ParseLimits): Request {
   const id = m.shareId;
   if (id === undefined || id === null) return invalid('INVALID_FIELD', 'push needs "shareId", the shareId of the peer to reach');
@@ -163,7 +175,7 @@ function parsePush(m: Record<string, unknown>, limits: ParseLimits): Request {
 }
 
 /** "1.2.3.4:5" or "[v6]:5" with an IP literal and a port 1-65535, canonical; else null. */
-function canonicalEndpoint(text: string): string | null {
+export function canonicalEndpoint(text: string): string | null {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(text);
   if (m === null) return null;
   const ip = canonicalIp(m[1] ?? m[2]!);

@@ -17,14 +17,22 @@ export function announce(s: ShardContext, req: AnnounceRequest, socket: number, 
   // An announce retried before any keep-alive (the desktop client resends every
   // second until answered) gets the same shareId again.
   if (slot < 0) {
-    if (r.ipSlot >= 0 && s.ips.sessions[r.ipSlot]! >= s.opts.maxSessionsPerIp) return r.error('SESSION_LIMIT');
-    if (t.size >= s.opts.maxSessions) return r.error('TRACKER_FULL');
+    if (r.ipSlot >= 0 && s.ips.sessions[r.ipSlot]! >= (s.ips.isIpv6Prefix(r.ipSlot) ? s.opts.maxSessionsPerIpv6Prefix : s.opts.maxSessionsPerIp)) {
+      return r.error('SESSION_LIMIT');
+    }
+    // A full table: a session that proved nothing gives way (sessions.ts evictForNew), a proven one never.
+    if (t.size >= s.opts.maxSessions) {
+      const from = sessions.evictForNew();
+      if (from < 0) return r.error('TRACKER_FULL');
+      s.counters.evicted(from);
+    }
     slot = sessions.create(r.key, r.port, socket, bucket);
     s.pointers.write(slot);
   }
   const told = dialectOfAnnounce(req);
   if (told !== UNKNOWN) t.dialect[slot] = told;
   if (req.nat !== NAT_NOT_REPORTED) t.nat[slot] = req.nat;
+  if (req.local !== undefined) sessions.setLocal(slot, req.local);
   r.dialect = t.dialect[slot]!;
   sessions.keepAlive(slot);
   for (const reply of announceReplies(s.opts.announceReply, t.dialect[slot]!, t.shareId(slot))) r.sendFirstFitting(reply);

@@ -28,5 +28,5 @@ export interface ShardContext {
   /** A push whose target no shard here holds: the main thread asks the directory. */
   lookup(f: PushForward): void;
   /** The requester's replies to a push from another instance, for it to send. */
-  result(from: string, req: number, out: Uint8Array): void;
+  result(from: string, req: string, replies: Uint8Array[]): void;
 }

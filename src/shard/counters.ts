@@ -6,6 +6,8 @@ import { DIALECT_NAMES } from '../protocol/dialect.js';
 import type { ErrorCode } from '../protocol/errors.js';
 
 export type DropReason = 'amplification' | 'rate_limited' | 'push_rate_limited' | 'bad_source' | 'bad_forward' | 'internal_error' |
+  /** a reply longer than a frame record holds (wire/frame.ts RecordTooLong): cancelled */
+  'reply_too_long' |
   /** a datagram that is not STUN on one of the other STUN addresses, which answer STUN alone */
   'not_stun' | 'stun_malformed' | 'stun_bad_fingerprint' | 'stun_not_a_request';
 
@@ -35,6 +37,9 @@ export interface ShardCountersSnapshot {
   relayReused: number;
   relayForwarded: number;
   expired: number;
+  /** sessions that gave way to a new announce in a full table, by list (give-way.ts): never kept alive, kept alive but not proven */
+  evictedNeverKeptAlive: number;
+  evictedNotProven: number;
   restored: number;
   /** STUN messages by what they are (stun/binding.ts StunVerdict), responses by result, error responses by code */
   stunRequests: Record<string, number>;
@@ -69,6 +74,8 @@ export class ShardCounters {
   relayReused = 0;
   relayForwarded = 0;
   expired = 0;
+  evictedNeverKeptAlive = 0;
+  evictedNotProven = 0;
   restored = 0;
 
   request(action: string): void { this.requests[action]!++; }
@@ -76,6 +83,8 @@ export class ShardCounters {
   in(action: number, dialect: number): void { this.inByKind[action * DIALECTS + dialect]++; }
   /** One datagram out. */
   out(action: number, dialect: number): void { this.outByKind[action * DIALECTS + dialect]++; }
+  /** A session gave way to a new announce; `list`: give-way.ts NEVER_KEPT_ALIVE (0) or NOT_PROVEN (1). */
+  evicted(list: number): void { if (list === 0) this.evictedNeverKeptAlive++; else this.evictedNotProven++; }
   unknownSession(action: string): void { bump(this.unknownSessions, action); }
   error(code: ErrorCode): void { bump(this.errors, code); }
   drop(reason: DropReason): void { bump(this.drops, reason); }
@@ -107,6 +116,8 @@ export class ShardCounters {
       relayReused: this.relayReused,
       relayForwarded: this.relayForwarded,
       expired: this.expired,
+      evictedNeverKeptAlive: this.evictedNeverKeptAlive,
+      evictedNotProven: this.evictedNotProven,
       restored: this.restored,
       stunRequests: { ...this.stunRequests },
       stunResponses: { ...this.stunResponses },

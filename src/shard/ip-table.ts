@@ -3,6 +3,12 @@
 // shards by source IP (routing.ts), so everything about one IP lives here, in
 // one shard, and no other thread needs to agree on it.
 //
+// An IPv6 client is counted by its /64 (the key is the address with its last 64
+// bits zeroed), since one host may hold a whole /64: the budgets and the session
+// count are per /64, with a session cap of its own. IPv4 (and IPv4-mapped) is
+// counted per address. Routing hashes the whole address (routing.ts), so the
+// addresses of one /64 spread over the shards: each shard counts its own share.
+//
 // Struct-of-arrays like the peer table; entries idle for `idleMs` with no live
 // session are evicted by their own expiry wheel. At `capacity` new IPs are not
 // tracked: their requests are still answered, under a per-request 3x rule.
@@ -54,6 +60,12 @@ function mix(h: number): number {
   return h >>> 0;
 }
 
+/** Whether the 16 bytes at b[o] are an IPv6 address (not IPv4-mapped): keyed by its /64. */
+function isIpv6(b: Uint8Array, o: number): boolean {
+  for (let i = 0; i < 10; i++) if (b[o + i] !== 0) return true;
+  return b[o + 10] !== 0xff || b[o + 11] !== 0xff;
+}
+
 export class IpTable {
   size = 0;
   private cap: number;
@@ -69,6 +81,8 @@ export class IpTable {
   private freeSlots: Int32Array;
   private freeTop: number;
   private readonly wheel: ExpiryWheel;
+  /** The key of the address being looked up: the address, or an IPv6 address's /64 (no allocation per request). */
+  private readonly probe = new Uint8Array(ADDR_BYTES);
 
   constructor(readonly limits: IpLimits, private readonly now: () => number, initial = 1024) {
     this.cap = initial;
@@ -96,30 +110,39 @@ export class IpTable {
     return mix(h);
   }
 
-  /** The entry whose key is the 16 bytes at addr[off], or -1. */
-  private find(addr: Uint8Array, off: number): number {
-    const mask = this.index.length - 1;
-    for (let i = this.hash(addr, off) & mask; ; i = (i + 1) & mask) {
+  /** Writes the key of the address at addr[off] into probe: the address, or (IPv6) its /64 with the rest zero. */
+  private keyOf(addr: Uint8Array, off: number): Uint8Array {
+    const k = this.probe;
+    const v6 = isIpv6(addr, off);
+    for (let j = 0; j < ADDR_BYTES; j++) k[j] = v6 && j >= 8 ? 0 : addr[off + j]!;
+    return k;
+  }
+
+  /** The entry whose key is the probe's, or -1. */
+  private find(): number {
+    const k = this.probe, mask = this.index.length - 1;
+    for (let i = this.hash(k, 0) & mask; ; i = (i + 1) & mask) {
       const cell = this.index[i]!;
       if (cell === EMPTY) return -1;
       const o = (cell - 1) * ADDR_BYTES;
       let same = true;
-      for (let j = 0; j < ADDR_BYTES; j++) if (this.keys[o + j] !== addr[off + j]) { same = false; break; }
+      for (let j = 0; j < ADDR_BYTES; j++) if (this.keys[o + j] !== k[j]) { same = false; break; }
       if (same) return cell - 1;
     }
   }
 
   /**
-   * The entry for the IP of this address, created on first sight (full token
-   * buckets, no credit), or -1 when the table is at capacity. Refreshes its idle timer.
+   * The entry for the IP (IPv6: the /64) of this address, created on first sight (full
+   * token buckets, no credit), or -1 when the table is at capacity. Refreshes its idle timer.
    */
   touch(addr: Uint8Array, off: number): number {
-    let slot = this.find(addr, off);
+    const key = this.keyOf(addr, off);
+    let slot = this.find();
     if (slot < 0) {
       if (this.size >= this.limits.capacity) return -1;
       if (this.freeTop === 0) this.grow();
       slot = this.freeSlots[--this.freeTop]!;
-      for (let j = 0; j < ADDR_BYTES; j++) this.keys[slot * ADDR_BYTES + j] = addr[off + j]!;
+      for (let j = 0; j < ADDR_BYTES; j++) this.keys[slot * ADDR_BYTES + j] = key[j]!;
       this.credit[slot] = 0;
       this.tokens[slot] = this.limits.burst;
       this.pushTokens[slot] = this.limits.pushBurst;
@@ -169,7 +192,13 @@ export class IpTable {
 
   /** The entry of an address that already has one (a live session's IP always does). */
   slotOf(addr: Uint8Array, off: number): number {
-    return this.find(addr, off);
+    this.keyOf(addr, off);
+    return this.find();
+  }
+
+  /** Whether the entry counts an IPv6 /64 (else an IPv4 address). */
+  isIpv6Prefix(slot: number): boolean {
+    return isIpv6(this.keys, slot * ADDR_BYTES);
   }
 
   /** Evicts entries idle past idleMs that hold no live session. */

@@ -22,6 +22,7 @@ export function keepAlive(s: ShardContext, action: 'pulse' | 'alive', pulse: Pul
   sessions.keepAlive(slot);
   if (pulse?.proof != null && t.shareIdEquals(slot, pulse.proof)) t.flags[slot]! |= VERIFIED;
   if (pulse !== null && pulse.nat !== NAT_NOT_REPORTED) t.nat[slot] = pulse.nat;
+  if (pulse?.local !== undefined) sessions.setLocal(slot, pulse.local);
   r.verified = sessions.isVerified(slot);
   if (pulse === null) {
     r.send(ALIVED);

@@ -3,11 +3,13 @@
 import type { Config } from '../config.js';
 import { pointerRefreshMs } from '../directory/cadence.js';
 
-export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceReply' | 'maxMultiaddr' |
-  'maxSessionsPerIp' | 'ipRate' | 'ipBurst' | 'pushRate' | 'pushBurst' | 'relayRate' | 'relayBurst'> {
+export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceReply' | 'maxMultiaddr' | 'maxDatagram' |
+  'maxSessionsPerIp' | 'maxSessionsPerIpv6Prefix' | 'ipRate' | 'ipBurst' | 'pushRate' | 'pushBurst' | 'relayRate' | 'relayBurst'> {
   index: number;
   shards: number;
   ttlMs: number;
+  /** How long a session lives until its first keep-alive (config announceTtl, at most the ttl). */
+  announceTtlMs: number;
   /** this shard's share of the configured totals */
   maxSessions: number;
   maxTrackedIps: number;
@@ -23,6 +25,8 @@ export interface ShardOptions extends Pick<Config, 'shareIdLength' | 'announceRe
   stunEndpoints: readonly { address: string; port: number }[];
   /** The relay whose credentials this shard mints (config turnUrl), or null: none configured. */
   relay: RelayOptions | null;
+  /** The IPs a push's relayed address may be on, canonical (relay/allowed.ts): config relayIps, or turnUrl's hosts. Empty: none is. */
+  relayIps: readonly string[];
   /** The shard's clock in ms (performance.now() unless a test simulates time). */
   now?: () => number;
 }
@@ -39,21 +43,25 @@ export interface RelayOptions {
 /**
  * Shard `index`'s options under `config`: the settings it uses, and its share of the
  * totals. `io`: the datagram I/O's sockets, by index. `turnSecret`: the secret
- * read at start, when a relay is configured.
+ * read at start, when a relay is configured. `relayIps`: the relays' IPs, worked out
+ * at start (relay/allowed.ts relayIpsOf).
  */
 export function shardOptions(config: Config, index: number, io: { socketTypes: readonly ('udp4' | 'udp6')[]; addresses: readonly { address: string; port: number }[] },
-  turnSecret: string | null = null): ShardOptions {
+  turnSecret: string | null = null, relayIps: readonly string[] = []): ShardOptions {
   return {
     index,
     shards: config.shards,
     ttlMs: config.ttl * 1000,
+    announceTtlMs: Math.min(config.announceTtl, config.ttl) * 1000,
     shareIdLength: config.shareIdLength,
     announceReply: config.announceReply,
     maxMultiaddr: config.maxMultiaddr,
+    maxDatagram: config.maxDatagram, // bounds STUN responses (shard/stun.ts)
     socketTypes: io.socketTypes,
     stunEndpoints: config.stunOtherHost === '' ? [] : io.addresses.map(({ address, port }) => ({ address, port })),
     maxSessions: Math.ceil(config.maxSessions / config.shards),
     maxSessionsPerIp: config.maxSessionsPerIp, // exact: all of an IP's sessions live in one shard
+    maxSessionsPerIpv6Prefix: config.maxSessionsPerIpv6Prefix, // per shard: a /64's addresses route to any shard (routing.ts hashes the whole IP)
     maxTrackedIps: Math.ceil(config.maxTrackedIps / config.shards),
     ipRate: config.ipRate,
     ipBurst: config.ipBurst,
@@ -63,6 +71,7 @@ export function shardOptions(config: Config, index: number, io: { socketTypes: r
     relayBurst: config.relayBurst,
     relay: config.turnUrl === '' || turnSecret === null ? null
       : { urls: config.turnUrl.split(',').map((u) => u.trim()), secret: turnSecret, ttl: config.turnTtl, interval: config.relayInterval },
+    relayIps,
     pointerRefreshMs: config.directory === '' ? 0 : pointerRefreshMs(config.ttl),
   };
 }

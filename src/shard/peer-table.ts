@@ -18,6 +18,8 @@ export interface Override {
 export const VERIFIED = 1;
 /** flags: the session has sent a keep-alive (pulse or alive), so a new announce from its address replaces it. */
 export const KEPT_ALIVE = 2;
+/** flags: a token session (it asked for a token at announce; set by the token code). Proven once it kept alive with its token. */
+export const AUTH = 4;
 
 function fnv(h: number, byte: number): number {
   return Math.imul(h ^ byte, 0x01000193);
@@ -37,11 +39,13 @@ export class PeerTable {
   port: Uint16Array;
   socket: Uint8Array; // which of the tracker's sockets the peer talks to
   dialect: Uint8Array; // see protocol/dialect.ts
-  flags: Uint8Array; // VERIFIED | KEPT_ALIVE
+  flags: Uint8Array; // VERIFIED | KEPT_ALIVE | AUTH
   nat: Uint8Array; // protocol/nat.ts: what the client reported (0: nothing)
   relayExpiry: Uint32Array; // unix seconds the session's last relay credential expires (0: none yet)
   ids: Uint8Array; // idLength ASCII bytes per slot
   readonly overrides = new Map<number, Override>();
+  /** The local candidates a session reported (protocol/local-candidates.ts): sparse, as overrides. */
+  readonly local = new Map<number, readonly string[]>();
 
   private byAddr: Int32Array;
   private byId: Int32Array;
@@ -151,6 +155,7 @@ export class PeerTable {
     indexErase(this.byAddr, slot, (s) => this.addrHash(this.addr, s * ADDR_BYTES, this.port[s]!));
     indexErase(this.byId, slot, (s) => this.idHashOfSlot(s));
     this.overrides.delete(slot);
+    this.local.delete(slot);
     this.freeSlots[this.freeTop++] = slot;
     this.size--;
   }

@@ -3,6 +3,7 @@
 // in another shard, or (with a directory) in another instance, gets the push
 // forwarded with where the requester's replies go and the budget they may use.
 import { PUSH_NO_SESSION, pushPlan } from '../protocol/dialect.js';
+import { relayAllowed } from '../relay/allowed.js';
 import { shardOfBucket } from '../routing.js';
 import type { PushForward } from '../wire/messages.js';
 import { INCOME } from './counters.js';
@@ -25,6 +26,8 @@ export function push(s: ShardContext, targetId: string, relay: string | null): v
   r.verified = sessions.isVerified(slot);
   // A relayed address sends the target there: only a requester that proved where it is may name one.
   if (relay !== null && !r.verified) return r.error('PROOF_REQUIRED');
+  // ... and only an address on a relay the operator configured (relay/allowed.ts), not one of its own.
+  if (relay !== null && !relayAllowed(s.opts.relayIps, relay)) return r.error('RELAY_NOT_ALLOWED');
   const bucket = sessions.minter.bucketOf(targetId);
   if (bucket < 0) return r.error('UNKNOWN_SHARE_ID');
   const target = shardOfBucket(bucket, s.opts.shards);
@@ -59,6 +62,8 @@ export function resolvePush(s: ShardContext, f: Pick<PushForward, 'target' | 'di
     return r.error('UNKNOWN_SHARE_ID');
   }
   if (t === requesterSlot) return r.error('SELF_PUSH');
+  // A push from another instance was checked there; its relayed address is checked here too, as anything from Redis.
+  if (f.relay !== undefined && f.remote !== undefined && !relayAllowed(s.opts.relayIps, f.relay)) return r.error('RELAY_NOT_ALLOWED');
   const plan = pushPlan(f.dialect, f.requester, table.dialect[t]!, sessions.view(t), f.relay ?? null);
   if (f.relay !== undefined && plan.toTarget !== null) s.counters.relayForwarded++;
   let told = false;

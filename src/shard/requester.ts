@@ -15,7 +15,7 @@ import type { ShardCounters } from './counters.js';
 import { AMPLIFICATION_FACTOR, type IpTable } from './ip-table.js';
 
 /** Most reply credit (wire bytes) a push carries to another shard: a pushReceived plus a pushed fit. */
-const MAX_PUSH_GRANT = 1024;
+export const MAX_PUSH_GRANT = 1024;
 
 function payloadBytes(payload: Uint8Array | string): number {
   return typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;

@@ -12,7 +12,7 @@ export function exportSessions(s: ShardContext): SessionBlock {
   const n = t.size, idLen = t.idLength;
   const block: SessionBlock = {
     count: n, addr: new Uint8Array(n * ADDR_BYTES), port: new Uint8Array(n * 2), dialect: new Uint8Array(n),
-    flags: new Uint8Array(n), nat: new Uint8Array(n), relayExpiry: new Uint8Array(n * 4), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [],
+    flags: new Uint8Array(n), nat: new Uint8Array(n), relayExpiry: new Uint8Array(n * 4), ids: new Uint8Array(n * idLen), ttlMs: new Uint8Array(n * 4), overrides: [], local: [],
   };
   const ports = new DataView(block.port.buffer), ttls = new DataView(block.ttlMs.buffer), relays = new DataView(block.relayExpiry.buffer);
   s.readTime();
@@ -33,6 +33,8 @@ export function exportSessions(s: ShardContext): SessionBlock {
     ttls.setUint32(i * 4, Math.max(0, (due - now) * s.sessions.tickMs));
     const o = t.overrides.get(slot);
     if (o !== undefined) block.overrides.push([i, o.ip, o.port, o.multiaddr]);
+    const local = t.local.get(slot);
+    if (local !== undefined) block.local.push([i, [...local]]);
     i++;
   }
   return block;
@@ -50,7 +52,6 @@ export function importSessions(s: ShardContext, b: SessionBlock): number {
   const relays = new DataView(b.relayExpiry.buffer, b.relayExpiry.byteOffset, b.relayExpiry.byteLength);
   const slots = new Int32Array(b.count).fill(-1);
   s.readTime();
-  const now = sessions.tick();
   let added = 0;
   for (let i = 0; i < b.count; i++) {
     const id = String.fromCharCode.apply(null, b.ids.subarray(i * idLen, (i + 1) * idLen) as unknown as number[]);
@@ -65,14 +66,17 @@ export function importSessions(s: ShardContext, b: SessionBlock): number {
     t.flags[slot] = b.flags[i]!; // a verified client stays verified
     t.nat[slot] = b.nat[i]!;
     t.relayExpiry[slot] = relays.getUint32(i * 4);
-    const ticks = Math.min(sessions.ttlTicks, Math.max(1, Math.ceil(ttls.getUint32(i * 4) / sessions.tickMs)));
-    sessions.wheel.schedule(slot, now + ticks);
+    sessions.restore(slot, ttls.getUint32(i * 4));
     slots[i] = slot;
     added++;
   }
   for (const [i, ip, port, multiaddr] of b.overrides) {
     const slot = slots[i] ?? -1;
     if (slot >= 0) t.overrides.set(slot, { ip, port, multiaddr });
+  }
+  for (const [i, local] of b.local) {
+    const slot = slots[i] ?? -1;
+    if (slot >= 0) sessions.setLocal(slot, local);
   }
   if (added > 0) s.pointers.reregister(); // restored sessions point at this instance now
   s.counters.restored += added;

@@ -6,7 +6,8 @@ import type { PeerView } from '../protocol/dialect.js';
 import { ExpiryWheel } from './expiry-wheel.js';
 import type { IpTable } from './ip-table.js';
 import type { ShardOptions } from './options.js';
-import { PeerTable, VERIFIED } from './peer-table.js';
+import { GiveWayQueues, NEVER_KEPT_ALIVE, NOT_PROVEN } from './give-way.js';
+import { AUTH, KEPT_ALIVE, PeerTable, VERIFIED } from './peer-table.js';
 import { ShareIdMinter } from './share-id.js';
 
 export class Sessions {
@@ -16,12 +17,18 @@ export class Sessions {
   /** ~100 ticks per ttl, between 10 ms and 1 s: expiry lands within 1 % of the ttl. */
   readonly tickMs: number;
   readonly ttlTicks: number;
+  /** How long a session lives until its first keep-alive (announceTtl, at most the ttl). */
+  readonly announceTicks: number;
+  /** Who gives way to a new announce when the table is full (give-way.ts). */
+  readonly giveWay: GiveWayQueues;
 
   constructor(private readonly opts: ShardOptions, private readonly ips: IpTable, private readonly now: () => number) {
     this.tickMs = Math.min(1000, Math.max(10, Math.floor(opts.ttlMs / 100)));
     this.ttlTicks = Math.ceil(opts.ttlMs / this.tickMs);
-    this.table = new PeerTable(opts.shareIdLength, 1024, (cap) => this.wheel.grow(cap));
+    this.announceTicks = Math.min(this.ttlTicks, Math.ceil(opts.announceTtlMs / this.tickMs));
+    this.table = new PeerTable(opts.shareIdLength, 1024, (cap) => { this.wheel.grow(cap); this.giveWay.grow(cap); });
     this.wheel = new ExpiryWheel(this.ttlTicks + 1, this.table.capacity, this.tick());
+    this.giveWay = new GiveWayQueues(this.table.capacity);
     this.minter = new ShareIdMinter(opts.shareIdLength);
   }
 
@@ -46,7 +53,17 @@ export class Sessions {
     return (this.table.flags[slot]! & VERIFIED) !== 0;
   }
 
-  /** A new session at key:port with a fresh shareId of `bucket`, counted in its IP's entry, live for a ttl. */
+  /**
+   * Whether the session proved anything, so it never gives way to a new announce: it
+   * proved it receives at its address (VERIFIED), or it is a token session that kept
+   * alive with its token (a forged announce can ask for a token too, but never learns it).
+   */
+  isProven(slot: number): boolean {
+    const f = this.table.flags[slot]!;
+    return (f & VERIFIED) !== 0 || (f & (AUTH | KEPT_ALIVE)) === (AUTH | KEPT_ALIVE);
+  }
+
+  /** A new session at key:port with a fresh shareId of `bucket`, counted in its IP's entry, live for announceTtl. */
   create(key: Uint8Array, port: number, socket: number, bucket: number): number {
     const slot = this.table.insert(key, 0, port, socket, this.mint(bucket));
     this.countForIp(key);
@@ -54,9 +71,48 @@ export class Sessions {
     return slot;
   }
 
-  /** Live for another ttl from now. */
+  /**
+   * Live for another ttl from now, or (no keep-alive yet: an announce) another
+   * announceTtl; and last in its give-way list, or off them once it is proven.
+   */
   keepAlive(slot: number): void {
+    if ((this.table.flags[slot]! & KEPT_ALIVE) === 0) {
+      this.wheel.schedule(slot, this.tick() + this.announceTicks);
+      this.giveWay.push(slot, NEVER_KEPT_ALIVE);
+      return;
+    }
     this.wheel.schedule(slot, this.tick() + this.ttlTicks);
+    if (this.isProven(slot)) this.giveWay.remove(slot);
+    else this.giveWay.push(slot, NOT_PROVEN);
+  }
+
+  /** A restored session (session-block.ts): live for what it had left, at most its ttl or announceTtl; in its give-way list. */
+  restore(slot: number, ttlMs: number): void {
+    const most = (this.table.flags[slot]! & KEPT_ALIVE) === 0 ? this.announceTicks : this.ttlTicks;
+    const ticks = Math.min(most, Math.max(1, Math.ceil(ttlMs / this.tickMs)));
+    this.wheel.schedule(slot, this.tick() + ticks);
+    if (this.isProven(slot)) this.giveWay.remove(slot);
+    else this.giveWay.push(slot, (this.table.flags[slot]! & KEPT_ALIVE) === 0 ? NEVER_KEPT_ALIVE : NOT_PROVEN);
+  }
+
+  /**
+   * Makes room for a new announce in a full table: ends the session that gives way
+   * first (one that never kept alive, the oldest first; else the least recently kept
+   * alive that never proved anything). Returns which list it came from, or -1: every
+   * session is proven, none gives way.
+   */
+  evictForNew(): number {
+    const t = this.table, q = this.giveWay;
+    for (let slot = q.head(NEVER_KEPT_ALIVE); slot >= 0; slot = q.head(NEVER_KEPT_ALIVE)) {
+      if ((t.flags[slot]! & KEPT_ALIVE) === 0) { this.remove(slot); return NEVER_KEPT_ALIVE; }
+      // flagged kept alive without a refresh: where it belongs now
+      if (this.isProven(slot)) q.remove(slot); else q.push(slot, NOT_PROVEN);
+    }
+    for (let slot = q.head(NOT_PROVEN); slot >= 0; slot = q.head(NOT_PROVEN)) {
+      if (!this.isProven(slot)) { this.remove(slot); return NOT_PROVEN; }
+      q.remove(slot); // proven since it was last refreshed
+    }
+    return -1;
   }
 
   /** A fresh shareId for `bucket`, not live in this shard. */
@@ -85,9 +141,16 @@ export class Sessions {
   }
 
   private dropFromTable(slot: number): void {
+    this.giveWay.remove(slot);
     const ip = this.ips.slotOf(this.table.addr, slot * ADDR_BYTES);
     if (ip >= 0 && this.ips.sessions[ip]! > 0) this.ips.sessions[ip]!--;
     this.table.remove(slot);
+  }
+
+  /** Keeps the session's local candidates ([] forgets them). */
+  setLocal(slot: number, local: readonly string[]): void {
+    if (local.length === 0) this.table.local.delete(slot);
+    else this.table.local.set(slot, local);
   }
 
   /** What a peer is shown of this session: its reported (possibly overridden) address. */
@@ -95,7 +158,9 @@ export class Sessions {
     const t = this.table;
     const o = t.overrides.get(slot);
     const ip = o?.ip ?? formatIp(t.addr, slot * ADDR_BYTES);
+    const local = t.local.get(slot);
     return {
+      ...(local !== undefined ? { local } : {}),
       ip,
       port: o?.port || t.port[slot]!,
       ipv6: ip.includes(':'),

@@ -15,7 +15,7 @@ import { LEGACY, UNKNOWN, dialectOfKeepAlive } from '../protocol/dialect.js';
 import { parseRequest, type ParseLimits } from '../protocol/request.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { looksLikeStun } from '../stun/codec.js';
-import { ReplyWriter } from '../wire/frame.js';
+import { RecordTooLong, ReplyWriter } from '../wire/frame.js';
 import type { PushForward, SessionBlock, ShardExtras } from '../wire/messages.js';
 import { announce } from './announce.js';
 import type { ShardContext } from './context.js';
@@ -76,7 +76,7 @@ export class Shard implements ShardContext {
     this.pointers = new DirectoryPointers(this.sessions, opts.pointerRefreshMs, (p) => (this.extras.pointers ??= []).push(p));
     this.limits = { shareIdLength: opts.shareIdLength, maxMultiaddr: opts.maxMultiaddr };
     this.forwards = new Array<PushForward[] | null>(opts.shards).fill(null);
-    this.stunResponder = new StunResponder(opts.stunEndpoints, this.requester.key);
+    this.stunResponder = new StunResponder(opts.stunEndpoints, this.requester.key, opts.maxDatagram);
   }
 
   get table(): PeerTable { return this.sessions.table; }
@@ -117,6 +117,7 @@ export class Shard implements ShardContext {
       } catch (err) {
         // A bug must cost one request, not the shard and every session in it.
         this.writer.cancel(mark);
+        if (err instanceof RecordTooLong) { this.counters.drop('reply_too_long'); continue; } // counted, not logged: a request may cause it
         this.counters.drop('internal_error');
         this.onInternalError?.(err);
       }
@@ -167,8 +168,8 @@ export class Shard implements ShardContext {
   }
 
   /** The requester's replies to a push from another instance, for it to send. */
-  result(from: string, req: number, out: Uint8Array): void {
-    (this.extras.results ??= []).push({ from, req, out });
+  result(from: string, req: string, replies: Uint8Array[]): void {
+    (this.extras.results ??= []).push({ from, req, replies });
   }
 
   /** Everything written since the last call: reply bytes, packed forwards per shard, packed extras. */

@@ -2,11 +2,14 @@
 // discovery). The response obeys the reply budget like any other: a source that
 // has not proved it receives gets at most 3x the wire bytes it sent, wherever the
 // response goes (another socket of ours for CHANGE-REQUEST, another port of the
-// same IP for RESPONSE-PORT). The bytes are stun/binding.ts's; this file decides.
+// same IP for RESPONSE-PORT). Its size is bounded too: PADDING is cut so that a
+// response fits a UDP datagram of the requester's family, a reply record, and
+// config maxDatagram. The bytes are stun/binding.ts's; this file decides.
 import { ADDR_BYTES, parseIp } from '../protocol/address.js';
 import { UNKNOWN } from '../protocol/dialect.js';
-import { BindingRequest, errorBytes, readRequest, successBytes, writeError, writeSuccess, type AddressRef, type Discovery } from '../stun/binding.js';
+import { BindingRequest, MAX_UDP_PAYLOAD, errorBytes, paddingWithin, readRequest, successBytes, writeError, writeSuccess, type AddressRef, type Discovery } from '../stun/binding.js';
 import { CHANGE_IP, CHANGE_PORT } from '../stun/codec.js';
+import { MAX_RECORD_PAYLOAD } from '../wire/frame.js';
 import { STUN } from './counters.js';
 import type { ShardContext } from './context.js';
 
@@ -19,7 +22,14 @@ export class StunResponder {
   private readonly mapped: AddressRef;
   private readonly discovery: Discovery | null;
 
-  constructor(endpoints: readonly { address: string; port: number }[], sourceKey: Uint8Array) {
+  /**
+   * The largest response, in bytes: config maxDatagram (the largest request taken),
+   * within what a reply record holds (its own ceiling, whatever config says).
+   */
+  private readonly maxResponse: number;
+
+  constructor(endpoints: readonly { address: string; port: number }[], sourceKey: Uint8Array, maxDatagram: number) {
+    this.maxResponse = Math.min(maxDatagram, MAX_RECORD_PAYLOAD);
     this.endpoints = endpoints.map(({ address, port }) => {
       const addr = new Uint8Array(ADDR_BYTES);
       const text = Buffer.from(address, 'latin1');
@@ -66,8 +76,10 @@ export class StunResponder {
     if (d !== null) { d.origin = this.endpoints[from]!; d.other = this.endpoints[socket ^ 3]!; }
     this.mapped.port = r.port;
     this.mapped.family = family;
-    // PADDING only where the budget affords it; the response is complete without.
-    const padding = req.padding > 0 && r.affords(successBytes(family, d, req.padding, req.fingerprint)) ? req.padding : 0;
+    // PADDING as asked, cut to what a datagram to the requester can carry; and only
+    // where the budget affords it: the response is complete without.
+    const asked = paddingWithin(Math.min(this.maxResponse, MAX_UDP_PAYLOAD[family]), family, d, req.padding, req.fingerprint);
+    const padding = asked > 0 && r.affords(successBytes(family, d, asked, req.fingerprint)) ? asked : 0;
     const bytes = successBytes(family, d, padding, req.fingerprint);
     if (!r.allow(bytes)) { s.counters.drop('amplification'); return; }
     s.counters.out(STUN, UNKNOWN);

@@ -135,6 +135,21 @@ export function successBytes(family: 4 | 6, discovery: Discovery | null, padding
 
 const padTo4 = (n: number): number => (n + 3) & ~3;
 
+/** The largest UDP payload by IP family: 65,535 less the IPv4 (20) and UDP (8) headers; IPv6's payload length counts the UDP header alone. */
+export const MAX_UDP_PAYLOAD = { 4: 65_507, 6: 65_527 } as const;
+
+/**
+ * The PADDING a success response carries for a request that asked for `requested`
+ * bytes: as many, or fewer (whole 4-byte words) so that the whole response is at
+ * most `limit` bytes; 0 if not even 4 fit. RFC 5780 7.6 asks for padding to test
+ * fragmentation, and a response that cannot leave tests nothing.
+ */
+export function paddingWithin(limit: number, family: 4 | 6, discovery: Discovery | null, requested: number, withFingerprint: boolean): number {
+  if (requested <= 0) return 0;
+  const room = limit - successBytes(family, discovery, 0, withFingerprint) - 4; // 4: PADDING's own header
+  return room < 4 ? 0 : Math.min(requested, room & ~3);
+}
+
 function header(out: Uint8Array, o: number, type: number, bodyLen: number, req: Uint8Array, reqAt: number): void {
   out[o] = type >>> 8; out[o + 1] = type & 0xff;
   out[o + 2] = bodyLen >>> 8; out[o + 3] = bodyLen & 0xff;

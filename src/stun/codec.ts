@@ -189,11 +189,19 @@ export type StunDecodeError = 'not-stun' | 'malformed' | 'bad-fingerprint';
 /**
  * Decodes one message: header, attributes, and (when present) a FINGERPRINT that
  * must be the last attribute and correct. Never throws.
+ *
+ * What follows MESSAGE-INTEGRITY is left out of `attributes` but MESSAGE-INTEGRITY-
+ * SHA256 and FINGERPRINT, and what follows MESSAGE-INTEGRITY-SHA256 but FINGERPRINT
+ * (RFC 8489 14.5, 14.6): the integrity does not cover it, so anyone on the path
+ * could have appended it (a second XOR-RELAYED-ADDRESS, say). It is still framed,
+ * and a FINGERPRINT after it still checked.
  */
 export function decodeMessage(raw: Buffer): StunMessage | StunDecodeError {
   if (!hasValidHeader(raw, 0, raw.length)) return 'not-stun';
   const type = typeOf(raw, 0);
   const attributes: StunAttribute[] = [];
+  /** 0: no integrity yet; 1: after MESSAGE-INTEGRITY; 2: after MESSAGE-INTEGRITY-SHA256 */
+  let sealed = 0;
   for (let o = HEADER_BYTES; o < raw.length;) {
     if (o + 4 > raw.length) return 'malformed';
     const at = raw.readUInt16BE(o), len = raw.readUInt16BE(o + 2);
@@ -203,7 +211,10 @@ export function decodeMessage(raw: Buffer): StunMessage | StunDecodeError {
       if (len !== 4 || end !== raw.length) return 'malformed';
       if (raw.readUInt32BE(o + 4) !== fingerprint(raw, 0, o)) return 'bad-fingerprint';
     }
-    attributes.push({ type: at, value: raw.subarray(o + 4, end) });
+    const covered = sealed === 0 || at === ATTR.FINGERPRINT || (sealed === 1 && at === ATTR.MESSAGE_INTEGRITY_SHA256);
+    if (covered) attributes.push({ type: at, value: raw.subarray(o + 4, end) });
+    if (covered && at === ATTR.MESSAGE_INTEGRITY) sealed = 1;
+    else if (covered && at === ATTR.MESSAGE_INTEGRITY_SHA256) sealed = 2;
     o = end + ((4 - (len & 3)) & 3);
   }
   return { type, method: methodOf(type), cls: classOf(type), transactionId: raw.subarray(8, HEADER_BYTES), attributes, raw };

@@ -27,6 +27,23 @@ export const MAX_RECORD_HEADER = 1 + 1 + 2 + 2 + 1 + 64 + 2;
 /** The largest request record header: socket + port + bucket + addrLen + 64 address bytes + len. */
 export const MAX_REQUEST_HEADER = 1 + 2 + 2 + 1 + 64 + 2;
 
+/** The longest payload a record's u16 length can say. */
+export const MAX_RECORD_PAYLOAD = 0xffff;
+
+/**
+ * A reply record longer than its length field can say. Written on, its length
+ * would wrap and the reader would take the rest of the payload for records (the
+ * bytes of whatever the payload echoes, a request's, could name any address), so
+ * end() cancels the record and throws this instead; the shard counts it
+ * (drop reason reply_too_long) and goes on.
+ */
+export class RecordTooLong extends Error {
+  constructor(readonly bytes: number) {
+    super(`a reply record of ${bytes} bytes: a record holds at most ${MAX_RECORD_PAYLOAD}`);
+    this.name = 'RecordTooLong';
+  }
+}
+
 /** A Buffer with its own ArrayBuffer (never a pooled slice), so it can be transferred. */
 export function transferableBuffer(size: number): Buffer {
   return Buffer.allocUnsafeSlow(size);
@@ -41,6 +58,8 @@ export function transferableBuffer(size: number): Buffer {
 export class ReplyWriter {
   private buf: Buffer;
   private pos = 0;
+  /** Where the record begun last starts, and where its length goes (-1: none open). */
+  private recordAt = 0;
   private lenAt = -1;
 
   constructor(initial = 64 * 1024) {
@@ -59,6 +78,7 @@ export class ReplyWriter {
   toRequest(index: number): void {
     this.ensure(5);
     const b = this.buf;
+    this.recordAt = this.pos;
     b[this.pos] = REPLY;
     b[this.pos + 1] = index >>> 8; b[this.pos + 2] = index & 0xff;
     this.pos += 3;
@@ -68,6 +88,7 @@ export class ReplyWriter {
   toAddress(socket: number, address: string, port: number): void {
     this.ensure(MAX_RECORD_HEADER);
     const b = this.buf;
+    this.recordAt = this.pos;
     b[this.pos] = SEND_TO;
     b[this.pos + 1] = socket;
     b[this.pos + 2] = port >>> 8; b[this.pos + 3] = port & 0xff;
@@ -81,6 +102,7 @@ export class ReplyWriter {
   toAddressBytes(socket: number, src: Uint8Array, at: number, len: number, port: number): void {
     this.ensure(MAX_RECORD_HEADER);
     const b = this.buf;
+    this.recordAt = this.pos;
     b[this.pos] = SEND_TO;
     b[this.pos + 1] = socket;
     b[this.pos + 2] = port >>> 8; b[this.pos + 3] = port & 0xff;
@@ -127,8 +149,13 @@ export class ReplyWriter {
     this.pos += this.buf.write(s, this.pos, 'utf8');
   }
 
+  /** Closes the record begun last; one longer than MAX_RECORD_PAYLOAD is cancelled and thrown (RecordTooLong). */
   end(): void {
     const len = this.pos - this.lenAt - 2;
+    if (len > MAX_RECORD_PAYLOAD) {
+      this.cancel(this.recordAt);
+      throw new RecordTooLong(len);
+    }
     this.buf[this.lenAt] = len >>> 8; this.buf[this.lenAt + 1] = len & 0xff;
     this.lenAt = -1;
   }
@@ -149,4 +176,22 @@ export class ReplyWriter {
     this.pos = 0;
     return out;
   }
+}
+
+/**
+ * The payloads of a reply batch's records, in order, without where they were to go:
+ * what a shard wrote for a requester of another instance, which sends them itself
+ * (directory/remote-pushes.ts).
+ */
+export function replyPayloads(batch: Uint8Array | null): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  if (batch === null) return out;
+  let o = 0;
+  while (o < batch.length) {
+    const at = batch[o] === REPLY ? o + 3 : o + 5 + batch[o + 4]!;
+    const len = (batch[at]! << 8) | batch[at + 1]!;
+    out.push(batch.slice(at + 2, at + 2 + len));
+    o = at + 2 + len;
+  }
+  return out;
 }

@@ -12,7 +12,11 @@ import type { ShardCountersSnapshot } from '../shard/counters.js';
 export interface PushForward {
   /** the target's shareId */
   target: string;
-  /** where replies to the requester go, as the requester's own instance sends them */
+  /**
+   * where replies to the requester go, from which socket: always this instance's own
+   * record of the request. A push from another instance carries none (0, '', 0): its
+   * replies go back to that instance, which sends them where it recorded.
+   */
   socket: number;
   address: string;
   port: number;
@@ -24,8 +28,8 @@ export interface PushForward {
   grant: number;
   /** set by the main thread when the push cannot reach its target: the requester is told this */
   failed?: ErrorCode;
-  /** the push came from another instance: the requester's replies go back to it */
-  remote?: { from: string; req: number };
+  /** the push came from another instance: the requester's replies go back to it; v6: they cost IPv6 headers */
+  remote?: { from: string; req: string; v6: boolean };
   /** a relayed address the requester allocated for this pair, for the target's income */
   relay?: string;
 }
@@ -38,7 +42,7 @@ export interface ShardExtras {
   /** pushes whose target no shard of this instance holds: ask the directory */
   lookups?: PushForward[];
   /** the requester's replies to pushes that came from other instances, for them to send */
-  results?: { from: string; req: number; out: Uint8Array }[];
+  results?: { from: string; req: string; replies: Uint8Array[] }[];
   pointers?: PointerWrite[];
 }
 
@@ -84,6 +88,8 @@ export interface SessionBlock {
   ttlMs: Uint8Array;
   /** sparse: [session index, ip, port (0 = none), multiaddr] */
   overrides: [number, string | null, number, string | null][];
+  /** sparse: [session index, local candidates (protocol/local-candidates.ts)]; from format version 3 */
+  local: [number, string[]][];
 }
 
 /** shard -> main */

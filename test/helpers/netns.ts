@@ -11,6 +11,14 @@
  * router does. 'cone' NATs keep the source port (endpoint-independent
  * mapping); 'symmetric' ones (`masquerade random`) pick a new port per
  * destination. All addresses exist only inside these namespaces.
+ *
+ * Other layouts (LabLayout), for local candidates (issue 25):
+ *   sameNat    hostA (10.0.1.2) and hostB (10.0.1.3) on one LAN bridge behind natA
+ *              alone (wan 10.200.0.11); like Linux masquerade, it does not hairpin
+ *   secondInterface  hostA also has 10.0.9.2 on a link to a namespace of its own,
+ *              which hostB cannot reach
+ *   carrier    natA (the home NAT, wan 100.64.0.2) sits behind a carrier NAT of this
+ *              kind (lan 100.64.0.1, wan 10.200.0.11): hostA is behind two NATs
  */
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams, SpawnOptionsWithoutStdio } from 'node:child_process';
@@ -23,6 +31,14 @@ export const TRACKER_IP = '10.200.0.1';
 export const TRACKER_OTHER_IP = '10.200.0.2';
 export const NAT_WAN = { a: '10.200.0.11', b: '10.200.0.12' } as const;
 export const HOST_LAN = { a: '192.168.10.2', b: '192.168.20.2' } as const;
+/** The hosts' addresses in the sameNat layout, and hostA's unreachable second address (secondInterface). */
+export const SAME_LAN = { a: '10.0.1.2', b: '10.0.1.3', gw: '10.0.1.1', aSecond: '10.0.9.2' } as const;
+
+export interface LabLayout {
+  sameNat?: boolean;
+  secondInterface?: boolean;
+  carrier?: NatKind;
+}
 
 /** Why namespaces with these tools (and root) cannot be had here, or undefined if they can. */
 function namespacesMissing(tools: string[], packages: string): string | undefined {
@@ -111,15 +127,16 @@ export interface NatLab {
   destroy(): Promise<void>;
 }
 
-export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
+export function createNatLab(nat: { a: NatKind; b: NatKind }, layout: LabLayout = {}): NatLab {
   const prefix = `sbt${process.pid}-${++labCount}`;
   const ns = {
     pub: `${prefix}-pub`,
     natA: `${prefix}-natA`,
-    natB: `${prefix}-natB`,
+    natB: layout.sameNat ? `${prefix}-natA` : `${prefix}-natB`,
     hostA: `${prefix}-hostA`,
     hostB: `${prefix}-hostB`,
   };
+  const extra = { carrier: `${prefix}-cgnA`, island: `${prefix}-isoA` };
   const created: string[] = [];
   const children = new Set<ChildProcessWithoutNullStreams>();
 
@@ -181,7 +198,10 @@ export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
   };
 
   try {
-    for (const name of Object.values(ns)) {
+    const names = [...new Set(Object.values(ns))];
+    if (layout.carrier !== undefined) names.push(extra.carrier);
+    if (layout.secondInterface) names.push(extra.island);
+    for (const name of names) {
       run('ip', ['netns', 'add', name]);
       created.push(name);
       run('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
@@ -190,6 +210,71 @@ export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
     run('ip', ['-n', ns.pub, 'addr', 'add', `${TRACKER_IP}/24`, 'dev', 'br0']);
     run('ip', ['-n', ns.pub, 'addr', 'add', `${TRACKER_OTHER_IP}/24`, 'dev', 'br0']);
     run('ip', ['-n', ns.pub, 'link', 'set', 'br0', 'up']);
+    if (layout.sameNat || layout.carrier !== undefined) buildLayout(ns, extra, nat, layout);
+    else buildPairOfNats(ns, nat);
+    if (layout.secondInterface) {
+      run('ip', ['-n', ns.hostA, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', extra.island]);
+      run('ip', ['-n', ns.hostA, 'addr', 'add', `${SAME_LAN.aSecond}/24`, 'dev', 'eth1']);
+      run('ip', ['-n', extra.island, 'addr', 'add', '10.0.9.1/24', 'dev', 'eth0']);
+      run('ip', ['-n', ns.hostA, 'link', 'set', 'eth1', 'up']);
+      run('ip', ['-n', extra.island, 'link', 'set', 'eth0', 'up']);
+    }
+  } catch (err) {
+    void lab.destroy();
+    throw err;
+  }
+  return lab;
+}
+
+/** A veth from `ns` (named `name`) to `peerNs` (named `peerName`), each end with its address, both up. */
+function link(ns: string, name: string, addr: string | null, peerNs: string, peerName: string, peerAddr: string | null): void {
+  run('ip', ['-n', ns, 'link', 'add', name, 'type', 'veth', 'peer', 'name', peerName, 'netns', peerNs]);
+  if (addr !== null) run('ip', ['-n', ns, 'addr', 'add', addr, 'dev', name]);
+  if (peerAddr !== null) run('ip', ['-n', peerNs, 'addr', 'add', peerAddr, 'dev', peerName]);
+  run('ip', ['-n', ns, 'link', 'set', name, 'up']);
+  run('ip', ['-n', peerNs, 'link', 'set', peerName, 'up']);
+}
+
+function natRouter(nsName: string, kind: NatKind): void {
+  run('ip', ['netns', 'exec', nsName, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  run('ip', ['netns', 'exec', nsName, 'nft', '-f', '-'], natRules(kind));
+}
+
+/** The sameNat and carrier layouts (see the top of this file). */
+function buildLayout(ns: NatLab['ns'], extra: { carrier: string }, nat: { a: NatKind; b: NatKind }, layout: LabLayout): void {
+  if (layout.sameNat) {
+    link(ns.natA, 'wan', `${NAT_WAN.a}/24`, ns.pub, 'vA', null);
+    run('ip', ['-n', ns.pub, 'link', 'set', 'vA', 'master', 'br0', 'up']);
+    run('ip', ['-n', ns.natA, 'link', 'add', 'lan', 'type', 'bridge']);
+    run('ip', ['-n', ns.natA, 'addr', 'add', `${SAME_LAN.gw}/24`, 'dev', 'lan']);
+    run('ip', ['-n', ns.natA, 'link', 'set', 'lan', 'up']);
+    for (const [host, ip, port] of [[ns.hostA, SAME_LAN.a, 'pA'], [ns.hostB, SAME_LAN.b, 'pB']] as const) {
+      link(ns.natA, port, null, host, 'eth0', `${ip}/24`);
+      run('ip', ['-n', ns.natA, 'link', 'set', port, 'master', 'lan', 'up']);
+      run('ip', ['-n', host, 'route', 'add', 'default', 'via', SAME_LAN.gw]);
+    }
+    natRouter(ns.natA, nat.a);
+    return;
+  }
+  // hostA -> natA (home) -> carrier -> pub; hostB -> natB -> pub, as in the pair of NATs
+  link(extra.carrier, 'wan', `${NAT_WAN.a}/24`, ns.pub, 'vA', null);
+  run('ip', ['-n', ns.pub, 'link', 'set', 'vA', 'master', 'br0', 'up']);
+  link(extra.carrier, 'lan', '100.64.0.1/24', ns.natA, 'wan', '100.64.0.2/24');
+  natRouter(extra.carrier, layout.carrier!);
+  link(ns.natA, 'lan', '192.168.10.1/24', ns.hostA, 'eth0', `${HOST_LAN.a}/24`);
+  run('ip', ['-n', ns.natA, 'route', 'add', 'default', 'via', '100.64.0.1']);
+  run('ip', ['-n', ns.hostA, 'route', 'add', 'default', 'via', '192.168.10.1']);
+  natRouter(ns.natA, nat.a);
+  link(ns.natB, 'wan', `${NAT_WAN.b}/24`, ns.pub, 'vB', null);
+  run('ip', ['-n', ns.pub, 'link', 'set', 'vB', 'master', 'br0', 'up']);
+  link(ns.natB, 'lan', '192.168.20.1/24', ns.hostB, 'eth0', `${HOST_LAN.b}/24`);
+  run('ip', ['-n', ns.hostB, 'route', 'add', 'default', 'via', '192.168.20.1']);
+  natRouter(ns.natB, nat.b);
+}
+
+/** The default layout: each host behind its own NAT. */
+function buildPairOfNats(ns: NatLab['ns'], nat: { a: NatKind; b: NatKind }): void {
+  {
     const sides = [
       { nat: ns.natA, host: ns.hostA, port: 'vA', wan: NAT_WAN.a, lan: HOST_LAN.a, gw: '192.168.10.1', kind: nat.a },
       { nat: ns.natB, host: ns.hostB, port: 'vB', wan: NAT_WAN.b, lan: HOST_LAN.b, gw: '192.168.20.1', kind: nat.b },
@@ -208,11 +293,7 @@ export function createNatLab(nat: { a: NatKind; b: NatKind }): NatLab {
       run('ip', ['netns', 'exec', s.nat, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
       run('ip', ['netns', 'exec', s.nat, 'nft', '-f', '-'], natRules(s.kind));
     }
-  } catch (err) {
-    void lab.destroy();
-    throw err;
   }
-  return lab;
 }
 
 /** A child's stdout as parsed JSON lines, plus its exit. */
