@@ -25,6 +25,7 @@ export const CLIENT_USAGE = `Client commands (each prints JSON lines on stdout):
 Common options:
   --dialect documented|legacy   what to send (default documented)
   --bind [HOST:]PORT            local address of the client socket (default: any, ephemeral)
+  --no-token                    documented dialect: ask for no session token (untagged replies)
   --timeout SECONDS             give up after this long (default 5; punch: 10)
   --no-local                    do not tell the tracker this host's local addresses (documented
                                 dialect; then a peer behind the same NAT cannot reach us directly)
@@ -122,6 +123,7 @@ const OPTIONS = {
   exchange: { type: 'string' },
   'no-discover': { type: 'boolean' },
   'no-local': { type: 'boolean' },
+  'no-token': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -165,7 +167,8 @@ function parse(cmd: ClientCommand, argv: string[]) {
   if (!values.tracker) throw new UsageError('--tracker HOST:PORT is required');
   const dialect = (values.dialect ?? 'documented') as Dialect;
   if (dialect !== 'documented' && dialect !== 'legacy') throw new UsageError('--dialect must be documented or legacy');
-  const client: TrackerClientOptions = { tracker: parseHostPort(values.tracker), dialect, ...(values['no-local'] ? { shareLocal: false } : {}) };
+  const client: TrackerClientOptions = { tracker: parseHostPort(values.tracker), dialect, ...(values['no-local'] ? { shareLocal: false } : {}),
+    ...(values['no-token'] ? { token: false } : {}) };
   if (values.bind !== undefined) {
     client.socket = /^\d+$/.test(values.bind) ? { port: Number(values.bind) } : (({ host, port }) => ({ host, port }))(parseHostPort(values.bind));
   }

@@ -19,7 +19,7 @@
 import type { RemoteInfo } from 'node:dgram';
 import { isIP } from 'node:net';
 import { parsePeerAddr, formatPeerAddr } from './peer-addr.js';
-import { probe, probeSender, socketPath, type PeerPath, type PunchContext } from './peer-path.js';
+import { probe, probeSender, socketPath, takeProbe, type PeerPath, type PunchContext } from './peer-path.js';
 import { MAX_LOCAL } from './local-candidates.js';
 
 /** Probes each local candidate of the peer gets. */
@@ -80,9 +80,8 @@ export function localPunch(ctx: PunchContext, family: 4 | 6, own: readonly strin
       if (round >= LOCAL_PROBES_PER_CANDIDATE) return;
       round++;
       for (const c of candidates) {
-        if (sent >= MAX_LOCAL_PROBES) break;
+        if (sent >= MAX_LOCAL_PROBES || !takeProbe(ctx.probes)) break; // a peer we could not authenticate: UNPROVEN_PROBES in all
         sent++;
-        ctx.probes.sent++;
         ctx.send(knock, c.address, c.port);
       }
       if (round >= LOCAL_PROBES_PER_CANDIDATE || sent >= MAX_LOCAL_PROBES) {

@@ -15,7 +15,9 @@
 // channel once the target's first datagram (a probe carrying its shareId) shows
 // which port it comes from. R was named by a requester the tracker saw prove
 // where it is, but R itself proved nothing: the target sends it only a few probes
-// until R answers.
+// until R answers. The target takes R only from an income for the peer it punches
+// with (punch.ts), and a token client only from a tagged one: a third party pushing
+// to it meanwhile cannot hand it its own "relay".
 import { formatPeerAddr } from './peer-addr.js';
 import { probe, socketPath, UNPROVEN_PROBES, type PeerPath, type PunchContext } from './peer-path.js';
 import { relayPath } from './relay-path.js';
