@@ -201,11 +201,11 @@ describe('documented dialect', () => {
     assert.equal(pulses, seen, 'no pulse after close');
   });
 
-  test('a lost session is noticed by the next pulse and re-announced', async () => {
+  test('a lost session is noticed by the next pulse and re-announced (a client without a token; a token client: client-tokens.test.ts)', async () => {
     const other = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, io: TEST_IO });
     const r = await relay(trackerAddr);
     try {
-      const c = client({ tracker: r.address, pulseIntervalMs: 50 });
+      const c = client({ tracker: r.address, pulseIntervalMs: 50, token: false });
       const first = await c.announce();
       // Behind the relay, the client's address now belongs to a tracker that never saw it.
       const otherAddr = other.addresses[0] as { address: string; port: number };
