@@ -35,8 +35,12 @@ export interface PunchOptions {
   graceMs?: number;
   /** Learn our NAT type from the tracker's STUN first, and report it. Default true. */
   discover?: boolean;
+  /** How long each discovery Binding waits for its answer before the NAT type is "unknown". Default 1000 ms. */
+  discoverTimeoutMs?: number;
   /** Once connected, send 50 numbered datagrams a second over the path for this many seconds, and count the peer's. */
   exchangeSeconds?: number;
+  /** After its own last exchange datagram, how long to wait at most for the peer's end of exchange (a bound: a peer that ends says so). Default 5000 ms. */
+  exchangeEndWaitMs?: number;
   /** The requester falls back to the tracker's relay when a punch has found nothing this long. Default 3000 ms. */
   relayAfterMs?: number;
   birthday?: BirthdayOptions;
@@ -165,7 +169,7 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
     aborted.catch(() => undefined); // it also rejects when all went well (the finally below)
     const run = async (): Promise<PunchResult> => {
       if (opts.discover !== false && client.dialect === 'documented') {
-        const found = await Promise.race([discoverNat(client, { timeoutMs: 1000, signal: overall.signal }), aborted]);
+        const found = await Promise.race([discoverNat(client, { timeoutMs: opts.discoverTimeoutMs ?? 1000, signal: overall.signal }), aborted]);
         emit({ event: 'nat', nat: found.nat, mapped: found.mapped, ...(found.reason !== undefined ? { reason: found.reason } : {}) });
         await client.reportNat(found.nat, { signal: overall.signal });
       }
@@ -230,7 +234,8 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       const grace = setInterval(() => path.send(knock), opts.probeIntervalMs ?? 100);
       path.send(knock);
       if (opts.exchangeSeconds !== undefined && opts.exchangeSeconds > 0) {
-        const counted = await exchange(path, opts.exchangeSeconds, early.get(path.peeraddr) ?? new Set());
+        const counted = await exchange(path, opts.exchangeSeconds, early.get(path.peeraddr) ?? new Set(),
+          opts.exchangeEndWaitMs !== undefined ? { endWaitMs: opts.exchangeEndWaitMs } : {});
         emit({ event: 'exchanged', ...counted });
       }
       await new Promise((r) => setTimeout(r, graceMs));
