@@ -14,11 +14,13 @@
 //
 // Both sides start at once: each begins on the push or income the tracker sends
 // both in the same moment. Neither sprays an address that has not proved it
-// receives (peerVerified): a spoofed push would aim those probes at a victim. To an
-// unproven peer each side only probes its address a few times (peer-path.ts).
+// receives (peerVerified), nor on the word of a message it could not authenticate
+// (no tag under our token: a forged income from the tracker's address can claim
+// peerVerified): either would aim those probes at a victim. Such a peer only gets
+// its address probed a few times (peer-path.ts).
 import dgram, { type RemoteInfo, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
-import { probe, probePeer, probeSender, socketPath, type PeerPath, type PunchContext } from './peer-path.js';
+import { maySpray, probe, probePeer, probeSender, socketPath, takeProbe, type PeerPath, type PunchContext } from './peer-path.js';
 
 export interface BirthdayOptions {
   /** Sockets the hard side opens. Default 256. */
@@ -43,7 +45,7 @@ export function birthdayEasy(ctx: PunchContext, opts: BirthdayOptions = {}): Pro
     // also the address the tracker saw, as plain probes (a few only if unproven)
     const stopPlain = probePeer(ctx);
     let spray: NodeJS.Timeout | undefined;
-    if (peer.verified) {
+    if (maySpray(peer)) {
       const total = Math.min(opts.easyProbes ?? 4096, PORTS);
       const rate = opts.easyRate ?? 1000;
       const ports = shuffledPorts();
@@ -51,10 +53,7 @@ export function birthdayEasy(ctx: PunchContext, opts: BirthdayOptions = {}): Pro
       let sent = 0;
       const tick = (): void => {
         const due = Math.min(total, Math.ceil(((performance.now() - started) / 1000) * rate));
-        for (; sent < due; sent++) {
-          ctx.probes.sent++;
-          ctx.send(knock, peer.host, ports[sent]!);
-        }
+        for (; sent < due && takeProbe(ctx.probes); sent++) ctx.send(knock, peer.host, ports[sent]!);
         if (sent >= total) clearInterval(spray);
       };
       spray = setInterval(tick, 10);
@@ -77,8 +76,9 @@ export function birthdayEasy(ctx: PunchContext, opts: BirthdayOptions = {}): Pro
 export function birthdayHard(ctx: PunchContext, opts: BirthdayOptions = {}): Promise<PeerPath> {
   const { peer } = ctx;
   return new Promise((resolve) => {
-    if (!peer.verified) {
-      // an unproven address gets a few probes from the session socket, never a socket spray
+    if (!maySpray(peer)) {
+      // an unproven address, or one named by a message we could not authenticate,
+      // gets a few probes from the session socket, never a socket spray
       const stopProbing = probePeer(ctx);
       const stopListening = ctx.messages((msg, from) => {
         if (from.address !== peer.host || from.port !== peer.port) return;
@@ -97,10 +97,7 @@ export function birthdayHard(ctx: PunchContext, opts: BirthdayOptions = {}): Pro
       for (const s of sockets) if (s !== keep) s.close();
     };
     const sendAll = (): void => {
-      for (const s of sockets) {
-        ctx.probes.sent++;
-        s.send(knock, peer.port, peer.host, () => undefined);
-      }
+      for (const s of sockets) if (takeProbe(ctx.probes)) s.send(knock, peer.port, peer.host, () => undefined);
     };
     for (let i = 0; i < (opts.hardSockets ?? 256); i++) {
       const s = dgram.createSocket(type);
@@ -117,8 +114,7 @@ export function birthdayHard(ctx: PunchContext, opts: BirthdayOptions = {}): Pro
         const subscribe = (fn: (m: Buffer, f: RemoteInfo) => void): (() => void) => { listeners.add(fn); return () => listeners.delete(fn); };
         resolve(socketPath('direct', (m, a, p) => s.send(m, p, a, () => undefined), from, subscribe, () => s.close()));
       });
-      s.bind(0, () => s.send(knock, peer.port, peer.host, () => undefined));
-      ctx.probes.sent++;
+      s.bind(0, () => { if (takeProbe(ctx.probes)) s.send(knock, peer.port, peer.host, () => undefined); });
       sockets.push(s);
     }
     const resend = setInterval(sendAll, HARD_RESEND_MS);

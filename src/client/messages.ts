@@ -30,31 +30,40 @@ const PULSE = Buffer.from('{"action":"pulse"}');
 
 /**
  * The legacy client's exact bytes, or the padded documented form; with `nat` (the
- * documented dialect only), the NAT type is reported from the first datagram on.
+ * documented dialect only), the NAT type is reported from the first datagram on;
+ * with `token`, the documented announce asks for a session token (docs/security.md).
  */
-export function announceRequest(dialect: Dialect, nat?: NatType): Buffer {
+export function announceRequest(dialect: Dialect, nat?: NatType, token = false): Buffer {
   if (dialect === 'legacy') return ANNOUNCE;
-  return nat === undefined ? PADDED_ANNOUNCE : Buffer.from(JSON.stringify({ action: 'announce', nat, pad: 'x'.repeat(18) }));
+  if (!token) return nat === undefined ? PADDED_ANNOUNCE : Buffer.from(JSON.stringify({ action: 'announce', nat, pad: 'x'.repeat(18) }));
+  // the token reply (shareId, token, observed, tag) is ~150 bytes: the padding keeps it within 3x
+  return Buffer.from(JSON.stringify(nat === undefined ? { action: 'announce', token: true, pad: 'x'.repeat(18) } : { action: 'announce', token: true, nat, pad: 'x'.repeat(18) }));
 }
 
 /**
  * The automatic documented keep-alive: a pulse carrying our own shareId, which
  * proves to the tracker that we receive at our address (so it never trims its
- * replies to us, nor holds back income), and our NAT type when we know it.
+ * replies to us, nor holds back income), and our NAT type when we know it. A token
+ * session sends its token instead (it names the shareId, and proves more), and
+ * answers a path challenge with it (`challenge`, spec "Paths").
  */
-export function provingPulse(shareId: string, nat?: NatType): Buffer {
-  return Buffer.from(JSON.stringify(nat === undefined ? { action: 'pulse', shareId } : { action: 'pulse', shareId, nat }));
+export function provingPulse(shareId: string, nat?: NatType, token?: string, challenge?: string): Buffer {
+  const msg: Record<string, unknown> = token === undefined ? { action: 'pulse', shareId } : { action: 'pulse', token };
+  if (nat !== undefined) msg.nat = nat;
+  if (challenge !== undefined) msg.challenge = challenge;
+  return Buffer.from(JSON.stringify(msg));
 }
 
 /** The keep-alive of each dialect: `pulse` (documented) or `alive` (legacy). */
-export function keepAliveRequest(dialect: Dialect, opts: PulseOptions = {}): Buffer {
+export function keepAliveRequest(dialect: Dialect, opts: PulseOptions = {}, token?: string): Buffer {
   const wantsExtras = opts.override === true || opts.regenerateShareId === true;
   if (dialect === 'legacy') {
     if (wantsExtras) throw new TypeError('override and shareId regeneration exist only in the documented dialect');
     return ALIVE;
   }
-  if (!wantsExtras) return PULSE;
+  if (!wantsExtras && token === undefined) return PULSE;
   const msg: Record<string, unknown> = { action: 'pulse' };
+  if (token !== undefined) msg.token = token;
   if (opts.override === true) {
     msg.override = true;
     if (opts.ip !== undefined) msg.ip = opts.ip;
@@ -66,11 +75,22 @@ export function keepAliveRequest(dialect: Dialect, opts: PulseOptions = {}): Buf
 }
 
 /** A push; with `relay`, the relayed address we allocated for this pair (the target is told in income). */
-export function pushRequest(shareId: string, relay?: string): Buffer {
-  return Buffer.from(JSON.stringify(relay === undefined ? { action: 'push', shareId } : { action: 'push', shareId, relay }));
+export function pushRequest(shareId: string, relay?: string, token?: string): Buffer {
+  const msg: Record<string, unknown> = { action: 'push', shareId };
+  if (relay !== undefined) msg.relay = relay;
+  if (token !== undefined) msg.token = token;
+  return Buffer.from(JSON.stringify(msg));
 }
 
 export const RELAY_REQUEST = Buffer.from('{"action":"relay"}');
+
+/** A relay request; a token session sends its token. */
+export function relayRequest(token?: string): Buffer {
+  return token === undefined ? RELAY_REQUEST : Buffer.from(JSON.stringify({ action: 'relay', token }));
+}
+
+/** The error a token client acts on only when no tagged reply came for a whole session timeout (it is never tagged). */
+export const TOKEN_INVALID = 'TOKEN_INVALID';
 
 /** The error codes that answer a relay request (errors carry no request id). */
 export const RELAY_ERRORS: ReadonlySet<string> = new Set(['RELAY_NOT_CONFIGURED', 'PROOF_REQUIRED', 'RELAY_RATE_LIMITED']);
@@ -78,9 +98,9 @@ export const RELAY_ERRORS: ReadonlySet<string> = new Set(['RELAY_NOT_CONFIGURED'
 /** A tracker reply, whichever dialect it came in. */
 export type TrackerReply =
   /** `announceReceived` or `announced`. */
-  | { kind: 'announced'; shareId: string; raw: RawMessage }
+  | { kind: 'announced'; shareId: string; token?: string; observed?: string; raw: RawMessage }
   /** `pulseReceived`, `alived` (status "0") or a legacy `expired`/`expire` (status "1"). */
-  | { kind: 'pulse'; status: '0' | '1'; overriden: boolean; shareId?: string; legacyExpired: boolean; raw: RawMessage }
+  | { kind: 'pulse'; status: '0' | '1'; overriden: boolean; shareId?: string; token?: string; observed?: string; challenge?: string; legacyExpired: boolean; raw: RawMessage }
   /** `pushReceived` or `pushed`; `nat` and `peerVerified` come to clients that reported their own nat. */
   | { kind: 'pushed'; peeraddr: string; peerShareId?: string; multiaddr?: string; nat?: NatType; peerVerified?: boolean; raw: RawMessage }
   | { kind: 'income'; peeraddr: string; peerShareId: string; nat?: NatType; peerVerified?: boolean; relay?: string; raw: RawMessage }
@@ -109,6 +129,13 @@ function aboutPeer(data: Record<string, unknown>): { nat?: NatType; peerVerified
   };
 }
 
+/** What a token session's replies add: its token (announce, a regenerated shareId), where the tracker saw us, a path challenge. */
+export function tokenFields(msg: RawMessage): { token?: string; observed?: string; challenge?: string } {
+  const data = (typeof msg.data === 'object' && msg.data !== null ? msg.data : {}) as Record<string, unknown>;
+  const token = str(data.token), observed = str(data.observed) ?? str(msg.observed), challenge = str(data.challenge) ?? str(msg.challenge);
+  return { ...(token ? { token } : {}), ...(observed ? { observed } : {}), ...(challenge && /^[A-Za-z0-9_-]{11}$/.test(challenge) ? { challenge } : {}) };
+}
+
 /** Reads one datagram from the tracker; `undefined` if it is not a JSON object with an action. */
 export function parseReply(buf: Buffer): TrackerReply | undefined {
   let raw: unknown;
@@ -124,7 +151,7 @@ export function parseReply(buf: Buffer): TrackerReply | undefined {
     case 'announceReceived':
     case 'announced': {
       const shareId = str(data.shareId);
-      return shareId ? { kind: 'announced', shareId, raw: msg } : { kind: 'unknown', raw: msg };
+      return shareId ? { kind: 'announced', shareId, ...tokenFields(msg), raw: msg } : { kind: 'unknown', raw: msg };
     }
     case 'pulseReceived': {
       const shareId = str(data.shareId);
@@ -133,6 +160,7 @@ export function parseReply(buf: Buffer): TrackerReply | undefined {
         status: str(data.status) === '0' ? '0' : '1',
         overriden: str(data.overriden) === 'true' || data.overriden === true,
         ...(shareId ? { shareId } : {}),
+        ...tokenFields(msg),
         legacyExpired: false,
         raw: msg,
       };

@@ -15,6 +15,12 @@ export interface Peer {
   nat?: NatType;
   /** The peer proved it receives at peeraddr (see the README's peerVerified). */
   verified: boolean;
+  /**
+   * The message that named the peer carried the tracker's tag for our token, so it
+   * is the tracker's. Without it (a tracker without tokens, the legacy dialect) the
+   * message may be forged: no spray, and UNPROVEN_PROBES to the peer in all.
+   */
+  authenticated: boolean;
 }
 
 /** An open path to the peer: what was proved to carry datagrams both ways. */
@@ -30,8 +36,37 @@ export interface PeerPath {
 
 /** What a probe says; `shareId` is the sender's own. The desktop client's peers send the same action. */
 export const PROBE_ACTION = 'knock';
-/** Probes a client ever sends to a peer that has not proved it receives where it is aimed at: a spoofed push must not turn it into a cannon. */
+/**
+ * Probes a client ever sends to a peer that has not proved it receives where it is
+ * aimed at, and in all to a peer named by a message it could not authenticate: a
+ * spoofed push or income must not turn it into a cannon.
+ */
 export const UNPROVEN_PROBES = 8;
+
+/** The probes of one punch: how many were sent, and how many more the peer's addresses may get. */
+export interface ProbeBudget {
+  sent: number;
+  /** Infinity for a peer an authenticated message named, UNPROVEN_PROBES otherwise. */
+  left: number;
+}
+
+/** The budget of a punch towards `peer`. */
+export function probeBudget(peer: Peer): ProbeBudget {
+  return { sent: 0, left: peer.authenticated ? Infinity : UNPROVEN_PROBES };
+}
+
+/** Takes one probe to the peer's addresses from the budget; false when it is spent. */
+export function takeProbe(probes: ProbeBudget): boolean {
+  if (probes.left <= 0) return false;
+  probes.left--;
+  probes.sent++;
+  return true;
+}
+
+/** Whether the peer may be sprayed (birthday punch): it proved it receives, and the tracker said so in a message we authenticated. */
+export function maySpray(peer: Peer): boolean {
+  return peer.verified && peer.authenticated;
+}
 
 export function probe(myShareId: string): Buffer {
   return Buffer.from(JSON.stringify({ action: PROBE_ACTION, shareId: myShareId }));
@@ -80,8 +115,8 @@ export interface PunchContext {
   probeIntervalMs: number;
   /** Aborted when the punch gives up: the strategy stops sending and cleans up. */
   signal: AbortSignal;
-  /** Datagrams sent to the peer's addresses, for the report. */
-  probes: { sent: number };
+  /** Datagrams sent to the peer's addresses (and the relay's), for the report; and what the peer may still get. */
+  probes: ProbeBudget;
 }
 
 /**
@@ -93,9 +128,8 @@ export function probePeer(ctx: PunchContext): () => void {
   const knock = probe(ctx.myShareId);
   let left = ctx.peer.verified ? Infinity : UNPROVEN_PROBES;
   const send = (): void => {
-    if (left <= 0) return;
+    if (left <= 0 || !takeProbe(ctx.probes)) return;
     left--;
-    ctx.probes.sent++;
     ctx.send(knock, ctx.peer.host, ctx.peer.port);
   };
   const timer = setInterval(send, ctx.peer.verified ? ctx.probeIntervalMs : Math.max(250, ctx.probeIntervalMs));

@@ -11,13 +11,20 @@
 // relay too: the requester allocates and hands the target its relayed address,
 // and the target, whatever it was doing, follows. Once open, the path can carry a
 // traffic test (`exchange`).
+//
+// What a message could make us send: the peer is the one the first pushReceived
+// (for the shareId we pushed) or income names; the target takes a relayed address
+// only from an income for that same peer, and from a token client's tracker only
+// if it is tagged (TrackerClient drops the rest). A peer named by a message that
+// was not authenticated gets UNPROVEN_PROBES in all and no spray (peer-path.ts).
+// What arrives from strangers while we punch is kept within fixed bounds.
 import type { RemoteInfo } from 'node:dgram';
 import { birthdayEasy, birthdayHard, type BirthdayOptions } from './birthday-punch.js';
 import { directPunch } from './direct-punch.js';
 import type { NatType } from './messages.js';
 import { discoverNat, isEasy } from './nat-discovery.js';
 import { relayAsRequester, relayAsTarget } from './relay-punch.js';
-import { dataSeq, exchange, probe, type Peer, type PeerPath, type PunchContext } from './peer-path.js';
+import { dataSeq, exchange, probe, probeBudget, type Peer, type PeerPath, type ProbeBudget, type PunchContext } from './peer-path.js';
 import { formatPeerAddr, parsePeerAddr } from './peer-addr.js';
 import type { IncomeEvent, PushResult, TrackerClient } from './tracker-client.js';
 import { TrackerError } from './tracker-client.js';
@@ -45,6 +52,8 @@ export interface PunchOptions {
   relayAfterMs?: number;
   birthday?: BirthdayOptions;
   signal?: AbortSignal;
+  /** Filled in as the punch runs (for tests and tools): what it kept of strangers' datagrams, and what it dropped. */
+  stats?: PunchStats;
   /** Called with each progress event (the CLI prints them as JSON lines). */
   onEvent?: (event: PunchEvent) => void;
 }
@@ -64,6 +73,20 @@ export type PunchResult =
   /** `path` stays open (the connection): send and listen on it, close it when done. */
   | { ok: true; peeraddr: string; host: string; port: number; peerShareId?: string; ms: number; path: PeerPath }
   | { ok: false; reason: string };
+
+/** What a punch kept and dropped of the exchange datagrams that came before its path opened. */
+export interface PunchStats {
+  earlyKept: number;
+  earlyDropped: number;
+}
+
+/**
+ * Bounds of what a punch keeps of exchange datagrams (`{"action":"data","seq":N}`)
+ * that arrive before its path opens (a peer that connected first is already
+ * sending): anyone can send them, so a fixed number of senders, and of numbers each.
+ */
+export const EARLY_SENDERS = 4;
+export const EARLY_SEQS = 1024;
 
 /** The strategy for a pair, from each side's NAT type (the same choice on both sides). */
 export function chooseStrategy(mine: NatType | undefined, theirs: NatType | undefined): PunchStrategy {
@@ -98,14 +121,18 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
   // Everything that reaches the client's socket from anyone but the tracker, from now on.
   const seen: { msg: Buffer; from: RemoteInfo }[] = [];
   const early = new Map<string, Set<number>>(); // exchange datagrams by sender, before our path opened
+  const stats: PunchStats = opts.stats ?? { earlyKept: 0, earlyDropped: 0 };
   const listeners = new Set<(msg: Buffer, from: RemoteInfo) => void>();
   const onMessage = (msg: Buffer, from: RemoteInfo): void => {
     if (seen.length < 64) seen.push({ msg, from });
     const seq = dataSeq(msg);
     if (seq >= 0) {
       const key = formatPeerAddr(from.address, from.port);
-      if (!early.has(key)) early.set(key, new Set());
-      early.get(key)!.add(seq);
+      let seqs = early.get(key);
+      if (seqs === undefined && early.size < EARLY_SENDERS) early.set(key, seqs = new Set());
+      if (seqs !== undefined && (seqs.size < EARLY_SEQS || seqs.has(seq))) {
+        if (!seqs.has(seq)) { seqs.add(seq); stats.earlyKept++; }
+      } else stats.earlyDropped++;
     }
     for (const l of [...listeners]) l(msg, from);
   };
@@ -113,20 +140,31 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
 
   let stage = 'discovering' as 'discovering' | 'announcing' | 'waiting' | 'probing';
   let strategy: PunchStrategy | null = null;
-  const probes = { sent: 0 };
+  let probes: ProbeBudget = { sent: 0, left: 0 };
   let peerInfo: Peer | null = null;
-  let learnPeer!: (p: { via: 'pushReceived' | 'income'; peer: Peer }) => void;
-  const peerKnown = new Promise<{ via: 'pushReceived' | 'income'; peer: Peer }>((resolve) => { learnPeer = resolve; });
+  /** The peer, from the first message that named it (peerInfo is set a tick later). */
+  let chosen: Peer | null = null;
+  let resolvePeer!: (p: { via: 'pushReceived' | 'income'; peer: Peer }) => void;
+  const peerKnown = new Promise<{ via: 'pushReceived' | 'income'; peer: Peer }>((resolve) => { resolvePeer = resolve; });
+  const learnPeer = (p: { via: 'pushReceived' | 'income'; peer: Peer }): void => {
+    if (chosen !== null) return;
+    chosen = p.peer;
+    resolvePeer(p);
+  };
   // A relayed address the requester hands us (an income carrying `relay`), at any time.
   let offerRelay!: (at: { host: string; port: number }) => void;
   const relayOffered = new Promise<{ host: string; port: number }>((resolve) => { offerRelay = resolve; });
   const asPeer = (p: PushResult | IncomeEvent): Peer => ({
-    host: p.host, port: p.port, peeraddr: p.peeraddr, verified: p.peerVerified === true,
+    host: p.host, port: p.port, peeraddr: p.peeraddr, verified: p.peerVerified === true, authenticated: p.authenticated,
     ...(p.peerShareId !== undefined ? { shareId: p.peerShareId } : {}), ...(p.nat !== undefined ? { nat: p.nat } : {}),
   });
   const onIncome = (i: IncomeEvent): void => {
+    // pushing to someone, only that one pushing back to us is our peer
+    if (opts.peer !== undefined && i.peerShareId !== opts.peer) return;
     learnPeer({ via: 'income', peer: asPeer(i) });
-    if (i.relay === undefined) return;
+    // a relayed address only from the peer we punch with (not a third party pushing to
+    // us meanwhile), and from a tracker that tags only in a tagged income
+    if (i.relay === undefined || chosen?.shareId !== i.peerShareId || (client.token !== undefined && !i.authenticated)) return;
     try {
       offerRelay(parsePeerAddr(i.relay));
     } catch {
@@ -183,6 +221,7 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       }
       const { via, peer } = await Promise.race([peerKnown, aborted]);
       peerInfo = peer;
+      probes = probeBudget(peer);
       strategy = chooseStrategy(client.nat, peer.nat);
       emit({ event: 'peer', via, peeraddr: peer.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}),
         ...(peer.nat !== undefined ? { nat: peer.nat } : {}), peerVerified: peer.verified, strategy, ms: Math.round(performance.now() - started) });

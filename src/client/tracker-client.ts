@@ -4,7 +4,9 @@ import { lookup } from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
-import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest, RELAY_ERRORS, RELAY_REQUEST } from './messages.js';
+import { secretOfToken, verifyTagged } from '../auth/tag.js';
+import type { SipKey } from '../auth/siphash.js';
+import { announceRequest, keepAliveRequest, parseReply, provingPulse, pushRequest, RELAY_ERRORS, relayRequest, TOKEN_INVALID, tokenFields } from './messages.js';
 import type { Dialect, NatType, PulseOptions, TrackerReply } from './messages.js';
 import { StunTransactions, type StunExchangeOptions, type StunReply } from './stun-transactions.js';
 import { parsePeerAddr } from './peer-addr.js';
@@ -35,6 +37,19 @@ export interface TrackerClientOptions {
   signal?: AbortSignal;
   /** Local address to bind. Default: an ephemeral port on every address. */
   socket?: { host?: string; port?: number };
+  /**
+   * Documented dialect: ask for a session token with the announce (default true).
+   * A tracker that issues one tags every message it sends us; from then on the
+   * client drops, and counts (`stats.untrusted`), any datagram from the tracker's
+   * address without a valid tag. A tracker without tokens answers as before.
+   */
+  token?: boolean;
+  /**
+   * How long the tracker keeps a silent session (its ttl; default 300000 ms, the
+   * tracker's default). An untagged TOKEN_INVALID is believed only when no tagged
+   * reply has come for this long: then the client announces again.
+   */
+  sessionTimeoutMs?: number;
 }
 
 /** Options every request method takes. */
@@ -54,6 +69,8 @@ export interface PeerNat {
 }
 
 export interface PushResult extends PeerAddr, PeerNat {
+  /** The reply carried a valid tag under our token: the tracker sent it, for us. False on a tracker without tokens. */
+  authenticated: boolean;
   /** The peer's public address as the tracker saw it: `ip:port` or `[v6]:port`. */
   peeraddr: string;
   /** Absent only from trackers that follow the original README to the letter. */
@@ -62,6 +79,8 @@ export interface PushResult extends PeerAddr, PeerNat {
 }
 
 export interface IncomeEvent extends PeerAddr, PeerNat {
+  /** The income carried a valid tag under our token: the tracker sent it, for us. False on a tracker without tokens. */
+  authenticated: boolean;
   /** The address of the peer that pushed to us, as the tracker saw it. */
   peeraddr: string;
   peerShareId: string;
@@ -94,8 +113,12 @@ export interface TrackerClientEvents {
   income: [income: IncomeEvent];
   pushReceived: [result: PushResult];
   pulse: [result: PulseResult];
-  /** Every datagram from the tracker, parsed (for tools that print the raw exchange). */
+  /** Every datagram from the tracker that the client accepts, parsed (for tools that print the raw exchange). */
   reply: [reply: TrackerReply];
+  /** A datagram from the tracker's address that failed its tag check (we hold a token): dropped. */
+  untrusted: [msg: Buffer, reason: string];
+  /** Where the tracker saw us (`ip:port`), from each tagged reply that says (every token pulse reply does). */
+  observed: [address: string];
   /** A datagram from anyone but the tracker: a peer, once the hole is open. */
   message: [msg: Buffer, rinfo: RemoteInfo];
   /** Socket errors and tracker `error` replies. Emitted only while someone listens, so it never crashes a process. */
@@ -137,6 +160,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   readonly dialect: Dialect;
   readonly pulseIntervalMs: number;
   readonly retryIntervalMs: number;
+  readonly sessionTimeoutMs: number;
 
   #options: TrackerClientOptions;
   #socket: Socket | undefined;
@@ -154,6 +178,15 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   /** Our NAT type, once known (reportNat): sent with announce and the proving pulse. */
   #nat: NatType | undefined;
   readonly #stun = new StunTransactions();
+  /** Our session token and its secret (the tag key), once the tracker gave us one. */
+  #token: string | undefined;
+  #secret: SipKey | undefined;
+  /** When the last tagged datagram came (performance.now()). */
+  #lastTagged = 0;
+  #observed: string | undefined;
+  /** The last path challenge we answered: each is answered once, so a tracker that keeps asking gets no ping-pong. */
+  #answered: string | undefined;
+  readonly #stats = { untrusted: 0 };
   #onAbort = (): void => void this.close();
 
   constructor(options: TrackerClientOptions) {
@@ -162,7 +195,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     this.dialect = options.dialect ?? 'documented';
     this.pulseIntervalMs = options.pulseIntervalMs ?? DEFAULT_PULSE_MS[this.dialect];
     this.retryIntervalMs = options.retryIntervalMs ?? 1000;
-    if (!(this.pulseIntervalMs > 0) || !(this.retryIntervalMs > 0)) throw new RangeError('intervals must be > 0 ms');
+    this.sessionTimeoutMs = options.sessionTimeoutMs ?? 300_000;
+    if (!(this.pulseIntervalMs > 0) || !(this.retryIntervalMs > 0) || !(this.sessionTimeoutMs > 0)) throw new RangeError('intervals must be > 0 ms');
     if (options.signal?.aborted) this.#closed = true;
     else options.signal?.addEventListener('abort', this.#onAbort, { once: true });
   }
@@ -170,6 +204,21 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   /** The shareId the tracker gave us last, if any. */
   get shareId(): string | undefined {
     return this.#shareId;
+  }
+
+  /** Our session token (`<shareId>.<secret>`), once a tracker that issues them gave us one. */
+  get token(): string | undefined {
+    return this.#token;
+  }
+
+  /** Where the tracker last said it saw us (a tagged reply's `observed`), if it said. */
+  get observed(): string | undefined {
+    return this.#observed;
+  }
+
+  /** `untrusted`: datagrams from the tracker's address dropped because their tag did not check. */
+  get stats(): { readonly untrusted: number } {
+    return { untrusted: this.#stats.untrusted };
   }
 
   get closed(): boolean {
@@ -192,7 +241,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     this.#nat = nat;
     const shareId = this.#shareId;
     if (!this.#live || shareId === undefined) return;
-    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, nat), opts));
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, nat, this.#token), opts));
     this.#pulseChain = run.catch(() => undefined);
     await run;
   }
@@ -259,7 +308,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     // has given up (signal / timeout), so an abandoned announce stops sending.
     if (!this.#announcing) {
       const stop = new AbortController();
-      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect, this.#nat), { signal: stop.signal })
+      const shared = this.#request<string>({ kind: 'announce' }, () => announceRequest(this.dialect, this.#nat, this.#asksToken), { signal: stop.signal })
         .then((shareId) => this.#prove(shareId, stop.signal))
         .finally(() => {
         if (this.#announcing === state) this.#announcing = undefined;
@@ -283,7 +332,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    */
   async #prove(shareId: string, signal: AbortSignal): Promise<string> {
     if (this.dialect !== 'documented') return shareId;
-    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, this.#nat), { signal }));
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => provingPulse(shareId, this.#nat, this.#token), { signal }));
     this.#pulseChain = run.catch(() => undefined);
     await run.catch(() => undefined); // an unanswered proof only means smaller replies
     return shareId;
@@ -295,8 +344,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    * Status '1' means the session was lost; the client re-announces by itself.
    */
   pulse(pulseOpts: PulseOptions = {}, opts: CallOptions = {}): Promise<PulseResult> {
-    const payload = keepAliveRequest(this.dialect, pulseOpts); // throws for legacy + extras
-    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => payload, opts));
+    keepAliveRequest(this.dialect, pulseOpts); // throws for legacy + extras
+    const run = this.#pulseChain.then(() => this.#request<PulseResult>({ kind: 'pulse' }, () => keepAliveRequest(this.dialect, pulseOpts, this.#token), opts));
     this.#pulseChain = run.catch(() => undefined);
     return run;
   }
@@ -307,8 +356,8 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    * a TrackerError on an `error` reply such as UNKNOWN_SHARE_ID.
    */
   push(shareId: string, opts: CallOptions & { relay?: string } = {}): Promise<PushResult> {
-    const payload = pushRequest(shareId, opts.relay);
-    return this.#request<PushResult>({ kind: 'push', target: shareId }, () => payload, opts);
+    // built per send: a re-announce in between gives a new token
+    return this.#request<PushResult>({ kind: 'push', target: shareId }, () => pushRequest(shareId, opts.relay, this.#token), opts);
   }
 
   /**
@@ -317,7 +366,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
    * RELAY_NOT_CONFIGURED when the tracker has none.
    */
   relayCredentials(opts: CallOptions = {}): Promise<RelayCredentials> {
-    return this.#request<RelayCredentials>({ kind: 'relay' }, () => RELAY_REQUEST, opts);
+    return this.#request<RelayCredentials>({ kind: 'relay' }, () => relayRequest(this.#token), opts);
   }
 
   /** Sends a raw datagram from this client's socket, e.g. a probe to a peer. */
@@ -407,7 +456,9 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       return;
     }
     const reply = parseReply(msg);
-    if (!reply) return;
+    const authenticated = this.#trust(msg, reply);
+    if (authenticated === null || !reply) return;
+    if (authenticated) this.#onTagged(reply);
     this.emit('reply', reply);
     switch (reply.kind) {
       case 'announced': {
@@ -444,6 +495,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
           ...(reply.peerShareId ? { peerShareId: reply.peerShareId } : {}),
           ...(reply.multiaddr ? { multiaddr: reply.multiaddr } : {}),
           ...peerNat(reply),
+          authenticated,
         };
         const p = (reply.peerShareId && this.#first('push', reply.peerShareId)) || this.#first('push');
         if (p) this.#settle(p, result as never);
@@ -453,7 +505,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       case 'income': {
         const addr = this.#peerAddr(reply.peeraddr);
         if (addr === null) return;
-        this.emit('income', { ...addr, peeraddr: reply.peeraddr, peerShareId: reply.peerShareId, ...peerNat(reply), ...(reply.relay !== undefined ? { relay: reply.relay } : {}) });
+        this.emit('income', { ...addr, peeraddr: reply.peeraddr, peerShareId: reply.peerShareId, ...peerNat(reply), ...(reply.relay !== undefined ? { relay: reply.relay } : {}), authenticated });
         break;
       }
       case 'relay': {
@@ -481,6 +533,73 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       }
       case 'unknown':
         break;
+    }
+  }
+
+  get #asksToken(): boolean {
+    return this.dialect === 'documented' && this.#options.token !== false;
+  }
+
+  /**
+   * Whether a datagram from the tracker's address is the tracker's, for us: true
+   * (tagged under our token, or the tagged answer to our token announce), false
+   * (we hold no token: nothing to check it with, as before tokens), or null: drop it.
+   */
+  #trust(msg: Buffer, reply: TrackerReply | undefined): boolean | null {
+    // The announce reply brings the token: its tag, under that token, shows it is whole.
+    // It is taken only while we announce, so nobody can swap our token later.
+    const offered = reply?.kind === 'announced' && this.#asksToken && this.#first('announce') ? reply : undefined;
+    if (offered?.token !== undefined) {
+      const secret = offered.token.startsWith(offered.shareId + '.') ? secretOfToken(offered.token) : null;
+      if (secret !== null && verifyTagged(msg, secret)) {
+        const token = offered.token;
+        this.#token = token;
+        this.#secret = secret;
+        this.#lastTagged = performance.now();
+        return true;
+      }
+      if (this.#secret === undefined) return this.#untrusted(msg, 'an announce reply whose tag does not match the token it carries');
+    }
+    if (this.#secret === undefined) return false;
+    if (verifyTagged(msg, this.#secret)) {
+      this.#lastTagged = performance.now();
+      return true;
+    }
+    if (reply?.kind === 'error' && reply.code === TOKEN_INVALID) {
+      // Never tagged (the tracker cannot prove anything to a wrong token), so anyone
+      // could send it: believed only when the tracker has said nothing tagged for a
+      // whole session timeout, when our session is gone anyway.
+      if (performance.now() - this.#lastTagged < this.sessionTimeoutMs) return this.#untrusted(msg, 'TOKEN_INVALID while the tracker still answers with tags');
+      this.#token = this.#secret = undefined;
+      this.#answered = undefined;
+      this.#reannounce();
+      return null;
+    }
+    return this.#untrusted(msg, 'no valid tag');
+  }
+
+  #untrusted(msg: Buffer, reason: string): null {
+    this.#stats.untrusted++;
+    if (this.listenerCount('untrusted') > 0) this.emit('untrusted', msg, reason);
+    return null;
+  }
+
+  /** What a tagged reply tells a token session: a new token (regenerated shareId), where we are seen, a path challenge. */
+  #onTagged(reply: TrackerReply): void {
+    const { token, observed, challenge } = tokenFields(reply.raw);
+    if (reply.kind === 'pulse' && token !== undefined && reply.shareId !== undefined && token.startsWith(reply.shareId + '.')) {
+      const secret = secretOfToken(token);
+      if (secret !== null) { this.#token = token; this.#secret = secret; }
+    }
+    if (observed !== undefined) {
+      this.#observed = observed;
+      this.emit('observed', observed);
+    }
+    // The tracker saw our token from an address it has not validated (we moved): echo
+    // its challenge from here, at once, so the session follows us (spec "Paths").
+    if (challenge !== undefined && challenge !== this.#answered && this.#token !== undefined && this.#shareId !== undefined) {
+      this.#answered = challenge;
+      this.#sendRaw(provingPulse(this.#shareId, this.#nat, this.#token, challenge));
     }
   }
 
@@ -512,7 +631,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
       // An explicit pulse() in flight already keeps the session alive.
       if (this.#first('pulse')) return;
       const shareId = this.shareId;
-      this.#sendRaw(this.dialect === 'documented' && shareId !== undefined ? provingPulse(shareId) : keepAliveRequest(this.dialect));
+      this.#sendRaw(this.dialect === 'documented' && shareId !== undefined ? provingPulse(shareId, undefined, this.#token) : keepAliveRequest(this.dialect));
     };
     this.#pulseTimer = setInterval(keepAlive, this.pulseIntervalMs);
   }
