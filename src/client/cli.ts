@@ -19,8 +19,10 @@ export const CLIENT_USAGE = `Client commands (each prints JSON lines on stdout):
                                             learn our NAT type from the tracker's STUN, announce,
                                             (push,) open a direct path with the strategy that fits
                                             both NATs; prints {"event":"nat"|"announced"|"peer"|
-                                            "connected"|"exchanged"|"failed",...}; --exchange: then
-                                            send 50 numbered datagrams/s each way over the path;
+                                            "connected"|"silent"|"moved"|"reconnected"|"exchanged"|
+                                            "failed",...}; --exchange: then send 50 numbered
+                                            datagrams/s each way over the path, following a
+                                            network change (exit 1 if the path broke for good);
                                             --discover-timeout: how long each STUN Binding waits
                                             (default 1) before the NAT type is "unknown"
 Common options:

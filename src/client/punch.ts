@@ -24,6 +24,7 @@ import { directPunch } from './direct-punch.js';
 import type { NatType } from './messages.js';
 import { discoverNat, isEasy } from './nat-discovery.js';
 import { relayAsRequester, relayAsTarget } from './relay-punch.js';
+import { Roaming, roamingExchange, type MigratingPath, type RoamingEvent } from './roaming.js';
 import { dataSeq, exchange, probe, probeBudget, type Peer, type PeerPath, type ProbeBudget, type PunchContext } from './peer-path.js';
 import { formatPeerAddr, parsePeerAddr } from './peer-addr.js';
 import type { IncomeEvent, PushResult, TrackerClient } from './tracker-client.js';
@@ -48,6 +49,14 @@ export interface PunchOptions {
   exchangeSeconds?: number;
   /** After its own last exchange datagram, how long to wait at most for the peer's end of exchange (a bound: a peer that ends says so). Default 5000 ms. */
   exchangeEndWaitMs?: number;
+  /**
+   * Follow the connection across network changes (roaming.ts): a move, a changed
+   * interface or the peer's silence makes it keep alive, push again and punch again,
+   * and the path moves without a close. Default true (needs the peer's shareId).
+   */
+  roam?: boolean;
+  /** Roaming: the peer's silence this long while it should be sending means a broken path. Default 500 ms. */
+  silenceMs?: number;
   /** The requester falls back to the tracker's relay when a punch has found nothing this long. Default 3000 ms. */
   relayAfterMs?: number;
   birthday?: BirthdayOptions;
@@ -66,7 +75,9 @@ export type PunchEvent =
   /** `ms`: since the start, as for connected (the time to connect is connected.ms - peer.ms) */
   | { event: 'peer'; via: 'pushReceived' | 'income'; peeraddr: string; peerShareId?: string; nat?: NatType; peerVerified: boolean; strategy: PunchStrategy; ms: number }
   | { event: 'connected'; path: PeerPath['kind']; strategy: PunchStrategy; peeraddr: string; peerShareId?: string; ms: number; probes: number }
-  | { event: 'exchanged'; sent: number; received: number }
+  /** `stoppedMs`: the longest the peer's traffic stopped; `lost`: the path broke and was not restored (roaming only) */
+  | { event: 'exchanged'; sent: number; received: number; stoppedMs?: number; lost?: boolean }
+  | RoamingEvent
   | { event: 'failed'; reason: string; probes?: number };
 
 export type PunchResult =
@@ -263,8 +274,12 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
         overall.signal.removeEventListener('abort', stopAttempts);
         attempts.abort(new Error('connected'));
       }
-      const { path } = won;
       strategy = won.via;
+      // the connection the application holds: it follows network changes (roaming.ts)
+      const roaming = opts.roam === false || peer.shareId === undefined ? undefined
+        : new Roaming({ client, silenceMs: opts.silenceMs, ...(opts.probeIntervalMs !== undefined ? { probeIntervalMs: opts.probeIntervalMs } : {}),
+          ...(opts.birthday !== undefined ? { birthday: opts.birthday } : {}), onEvent: emit });
+      const path: PeerPath = roaming === undefined ? won.path : roaming.add(peer, won.path, () => roaming.close());
       const ms = Math.round(performance.now() - started);
       emit({ event: 'connected', path: path.kind, strategy, peeraddr: path.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}), ms, probes: probes.sent });
       clearTimeout(timeout); // connected: the rest is not bounded by the punch's timeout
@@ -273,9 +288,17 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       const grace = setInterval(() => path.send(knock), opts.probeIntervalMs ?? 100);
       path.send(knock);
       if (opts.exchangeSeconds !== undefined && opts.exchangeSeconds > 0) {
-        const counted = await exchange(path, opts.exchangeSeconds, early.get(path.peeraddr) ?? new Set(),
-          opts.exchangeEndWaitMs !== undefined ? { endWaitMs: opts.exchangeEndWaitMs } : {});
+        const ended = opts.exchangeEndWaitMs !== undefined ? { endWaitMs: opts.exchangeEndWaitMs } : {};
+        const earlyData = early.get(path.peeraddr) ?? new Set<number>();
+        const counted: { sent: number; received: number; stoppedMs?: number; lost?: boolean } = roaming === undefined
+          ? await exchange(path, opts.exchangeSeconds, earlyData, ended)
+          : await roamingExchange(roaming, path as MigratingPath, peer.shareId!, opts.exchangeSeconds, earlyData, ended);
         emit({ event: 'exchanged', ...counted });
+        if (counted.lost === true) {
+          clearInterval(grace);
+          path.close();
+          throw new Error(`the path to the peer broke during the exchange and was not restored (traffic stopped for ${counted.stoppedMs} ms)`);
+        }
       }
       await new Promise((r) => setTimeout(r, graceMs));
       clearInterval(grace);

@@ -28,7 +28,7 @@ import { birthdayEasy, birthdayHard, type BirthdayOptions } from './birthday-pun
 import { directPunch } from './direct-punch.js';
 import { isEasy } from './nat-discovery.js';
 import type { NatType } from './messages.js';
-import { probe, type Peer, type PeerPath, type PunchContext } from './peer-path.js';
+import { exchange, probe, probeBudget, type Peer, type PeerPath, type PunchContext } from './peer-path.js';
 import type { IncomeEvent, PushResult, TrackerClient } from './tracker-client.js';
 
 /**
@@ -42,8 +42,11 @@ export class MigratingPath implements PeerPath {
   #unsubscribe: () => void;
   #closed = false;
 
-  constructor(first: PeerPath) {
+  readonly #onClose: (() => void) | undefined;
+
+  constructor(first: PeerPath, onClose?: () => void) {
     this.#current = first;
+    this.#onClose = onClose;
     this.#unsubscribe = this.#listen(first);
   }
 
@@ -76,6 +79,7 @@ export class MigratingPath implements PeerPath {
     this.#unsubscribe();
     this.#listeners.clear();
     this.#current.close();
+    this.#onClose?.();
   }
 
   #listen(path: PeerPath): () => void {
@@ -139,11 +143,6 @@ function strategyFor(mine: NatType | undefined, theirs: NatType | undefined): Re
   return 'relay';
 }
 
-/** The client's session token, when its tracker issues them (TrackerClient.token). */
-function tokenOf(client: TrackerClient): string | undefined {
-  return (client as { token?: string }).token;
-}
-
 /** A fingerprint of the local addresses (not the loopback ones). */
 export function interfaceFingerprint(ifaces: NodeJS.Dict<os.NetworkInterfaceInfo[]>): string {
   const out: string[] = [];
@@ -176,7 +175,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
     this.#client = opts.client;
     this.silenceMs = opts.silenceMs ?? 500;
     if (!(this.silenceMs > 0)) throw new RangeError('silenceMs must be > 0');
-    this.#observed = (opts.client as { observed?: string }).observed;
+    this.#observed = opts.client.observed;
     const readIfaces = opts.interfaces ?? os.networkInterfaces;
     this.#interfaces = interfaceFingerprint(readIfaces());
 
@@ -203,9 +202,9 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
   get observed(): string | undefined { return this.#observed; }
 
   /** Follows `path` (now a MigratingPath, returned) to the peer; the application uses what this returns. */
-  add(peer: Peer, path: PeerPath): MigratingPath {
+  add(peer: Peer, path: PeerPath, onClose?: () => void): MigratingPath {
     if (peer.shareId === undefined) throw new Error('a connection that roams needs the peer\'s shareId (the tracker did not say it)');
-    const moving = path instanceof MigratingPath ? path : new MigratingPath(path);
+    const moving = path instanceof MigratingPath ? path : new MigratingPath(path, onClose);
     const conn: Connection = {
       peer: { ...peer }, path: moving, lastData: performance.now(), expecting: false, repunch: undefined,
       brokeAt: undefined, silentReported: false, stopListening: () => undefined,
@@ -261,7 +260,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
 
   /** A reply the client accepted: a validated keep-alive reply tells where the tracker now sees us. */
   #onReply(reply: { kind: string; raw: unknown }): void {
-    if (reply.kind !== 'pulse' || tokenOf(this.#client) === undefined) return;
+    if (reply.kind !== 'pulse' || this.#client.token === undefined) return;
     const raw = reply.raw as { observed?: unknown; challenge?: unknown; data?: { observed?: unknown; challenge?: unknown } };
     const observed = raw.data?.observed ?? raw.observed;
     const challenge = raw.data?.challenge ?? raw.challenge;
@@ -298,7 +297,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
         // answers it, and the validated reply resolves `settled` (see #onReply)
         const before = this.#observed;
         await this.#client.pulse({}, { timeoutMs: this.#opts.repunchTimeoutMs ?? 10_000 }).catch(() => undefined);
-        if (tokenOf(this.#client) !== undefined && this.#challenged && this.#observed === before) {
+        if (this.#client.token !== undefined && this.#challenged && this.#observed === before) {
           moved = await Promise.race([settled, this.#delay(this.#opts.repunchTimeoutMs ?? 10_000).then(() => undefined)]);
         } else if (this.#observed !== before && before !== undefined && this.#observed !== undefined) {
           moved = { from: before, to: this.#observed };
@@ -330,10 +329,10 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
   #onPeerNamed(peerShareId: string, named: IncomeEvent | PushResult): void {
     const conn = this.#connections.get(peerShareId);
     if (conn === undefined || this.#closed) return;
-    const authenticated = (named as { authenticated?: boolean }).authenticated === true;
+    const { authenticated } = named;
     const next: Peer = {
       ...conn.peer, host: named.host, port: named.port, peeraddr: named.peeraddr, verified: named.peerVerified === true,
-      ...(named.nat !== undefined ? { nat: named.nat } : {}), ...({ authenticated } as object),
+      ...(named.nat !== undefined ? { nat: named.nat } : {}), authenticated,
     };
     if (named.peeraddr === conn.peer.peeraddr) return;
     const from = conn.peer.peeraddr;
@@ -355,12 +354,12 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
     timer.unref();
     const client = this.#client;
     const subscribe = (fn: (msg: Buffer, from: RemoteInfo) => void): (() => void) => { client.on('message', fn); return () => { client.off('message', fn); }; };
-    const ctx = {
+    const ctx: PunchContext = {
       peer, myShareId, signal: attempt.signal, probeIntervalMs: this.#opts.probeIntervalMs ?? 100,
-      probes: { sent: 0, left: (peer as { authenticated?: boolean }).authenticated === true ? Infinity : 8 },
+      probes: probeBudget(peer),
       send: (msg: Buffer, address: string, port: number) => { client.send(msg, address, port).catch(() => undefined); },
       messages: subscribe, clientMessages: subscribe, early: () => [],
-    } as PunchContext;
+    };
     const run = strategy === 'direct' ? directPunch(ctx)
       : strategy === 'birthday-easy' ? birthdayEasy(ctx, this.#opts.birthday) : birthdayHard(ctx, this.#opts.birthday);
     const aborted = new Promise<never>((_, reject) => attempt.signal.addEventListener('abort', () => reject(attempt.signal.reason as Error), { once: true }));
@@ -384,5 +383,51 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
       clearTimeout(timer);
       if (conn.repunch === attempt) conn.repunch = undefined;
     });
+  }
+}
+
+/** What an exchange over a roaming path adds to its counts. */
+export interface RoamingExchangeResult {
+  sent: number;
+  received: number;
+  /** The longest time between two of the peer's datagrams (or from its last one to our end): how long traffic stopped. */
+  stoppedMs: number;
+  /** The path broke (silence, or a move) and carried none of the peer's datagrams after that. */
+  lost: boolean;
+}
+
+/**
+ * The traffic test (peer-path.ts `exchange`) over a path that `roaming` follows:
+ * the peer is expected to send from its first datagram until our end, so its
+ * silence for silenceMs starts a recovery; reports how long traffic stopped, and
+ * whether the path was lost and not restored.
+ */
+export async function roamingExchange(roaming: Roaming, path: MigratingPath, peerShareId: string, seconds: number, early: Set<number>,
+  opts: { endWaitMs?: number } = {}): Promise<RoamingExchangeResult> {
+  let last: number | undefined;
+  let stoppedMs = 0;
+  let brokeAt: number | undefined;
+  let expecting = false;
+  const onEvent = (e: RoamingEvent): void => {
+    if ((e.event === 'silent' || (e.event === 'moved' && (e.side === 'local' || e.peerShareId === peerShareId))) && brokeAt === undefined) brokeAt = performance.now();
+  };
+  roaming.on('event', onEvent);
+  try {
+    const counted = await exchange(path, seconds, early, {
+      ...(opts.endWaitMs !== undefined ? { endWaitMs: opts.endWaitMs } : {}),
+      onData: () => {
+        const now = performance.now();
+        if (last !== undefined) stoppedMs = Math.max(stoppedMs, now - last);
+        last = now;
+        brokeAt = undefined; // traffic is back
+        if (!expecting) { expecting = true; roaming.expectTraffic(peerShareId, true); }
+      },
+    });
+    const lost = brokeAt !== undefined;
+    if (lost && last !== undefined) stoppedMs = Math.max(stoppedMs, performance.now() - last);
+    return { ...counted, stoppedMs: Math.round(stoppedMs), lost };
+  } finally {
+    roaming.expectTraffic(peerShareId, false);
+    roaming.off('event', onEvent);
   }
 }
