@@ -15,8 +15,8 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parsePeerAddr } from '../src/client/index.js';
 import { NAT_WAN, TRACKER_IP, TRACKER_OTHER_IP, createNatLab, eventLine, jsonLines, netnsUnavailableReason, startInPub } from './helpers/netns.js';
-import type { JsonLineProcess, NatKind, NatLab } from './helpers/netns.js';
-import { NAT_WAN_SWITCHED, REBOUND_PORTS, countForwardedFrom, rebindPort, switchPublicIp, untilCount } from './helpers/netns-roaming.js';
+import type { NatKind, NatLab } from './helpers/netns.js';
+import { NAT_WAN_SWITCHED, REBOUND_PORTS, rebindPort, roamingPair, switchPublicIp, type RoamRun } from './helpers/netns-roaming.js';
 import { onceInNativePass } from './helpers/wire.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -45,22 +45,9 @@ function withLab(nat: { a: NatKind; b: NatKind }): () => NatLab {
   return () => lab as NatLab;
 }
 
-interface RoamRun { a: JsonLineProcess; b: JsonLineProcess; exits: { code: number | null }[]; shareIdA: string }
-
 /** B announces and waits, A pushes to it; both exchange; `change` runs once CHANGE_AFTER of A's datagrams reached B's NAT. */
-async function roamingPair(lab: NatLab, change: () => void): Promise<RoamRun> {
-  const punch = (ns: string, more: string[]) => jsonLines(lab.spawnIn(ns, process.execPath,
-    [...CLI, 'punch', '--tracker', TRACKER, '--exchange', String(EXCHANGE_S), '--timeout', String(CONNECT_TIMEOUT_S), ...more], { cwd: ROOT }));
-  const fromA = countForwardedFrom(lab, 'b', NAT_WAN.a);
-  const b = punch(lab.ns.hostB, []);
-  const announced = await b.waitFor(['announced'], WAIT_MS);
-  const a = punch(lab.ns.hostA, ['--peer', String(announced.shareId)]);
-  await Promise.all([a.waitFor(['connected'], WAIT_MS), b.waitFor(['connected'], WAIT_MS)]);
-  await untilCount(fromA, CHANGE_AFTER, 'A\'s datagrams at B\'s NAT');
-  change();
-  const exits = await Promise.all([a.exited, b.exited]);
-  return { a, b, exits, shareIdA: String(eventLine(a, 'announced')?.shareId) };
-}
+const roamingPairHere = (lab: NatLab, change: () => void): Promise<RoamRun> =>
+  roamingPair(lab, { cwd: ROOT, args: CLI }, TRACKER, { exchangeS: EXCHANGE_S, changeAfter: CHANGE_AFTER, extra: ['--timeout', String(CONNECT_TIMEOUT_S)], waitMs: WAIT_MS, change });
 
 const outputs = (run: RoamRun): string =>
   `A (exit ${run.exits[0]?.code}): ${JSON.stringify(run.a.lines)} ${run.a.stderr()}\nB (exit ${run.exits[1]?.code}): ${JSON.stringify(run.b.lines)} ${run.b.stderr()}`;
@@ -94,7 +81,7 @@ describe('two cone NATs: A\'s NAT switches its public IP mid-exchange', { skip }
   const lab = withLab({ a: 'cone', b: 'cone' });
 
   test('both notice, A\'s session follows it, they punch again: >= 90 % of the datagrams arrive both ways, and A\'s shareId now resolves to its new address', async (t) => {
-    const run = await roamingPair(lab(), () => switchPublicIp(lab(), 'a', NAT_WAN.a, NAT_WAN_SWITCHED.a));
+    const run = await roamingPairHere(lab(), () => switchPublicIp(lab(), 'a', NAT_WAN.a, NAT_WAN_SWITCHED.a));
     const summary = survived(run);
     const moved = run.a.lines.find((l) => l.event === 'moved' && l.side === 'local');
     assert.ok(moved, `A printed no moved line\n${outputs(run)}`);
@@ -113,7 +100,7 @@ describe('two cone NATs: A\'s NAT rebinds (same public IP, new port) mid-exchang
   const lab = withLab({ a: 'cone', b: 'cone' });
 
   test('the documented client keeps its session on the new port, and the call goes on', async (t) => {
-    const run = await roamingPair(lab(), () => rebindPort(lab(), 'a', NAT_WAN.a));
+    const run = await roamingPairHere(lab(), () => rebindPort(lab(), 'a', NAT_WAN.a));
     const summary = survived(run);
     const at = parsePeerAddr(await pushFromB(lab(), run.shareIdA));
     assert.equal(at.host, NAT_WAN.a);

@@ -15,7 +15,7 @@
  * instead of sleeping.
  */
 import { execFileSync } from 'node:child_process';
-import type { NatLab, Side } from './netns.js';
+import { NAT_WAN, eventLine, jsonLines, type Cli, type JsonLineProcess, type NatLab, type Side } from './netns.js';
 
 /** A's NAT's public address after switchPublicIp (on the same public segment). */
 export const NAT_WAN_SWITCHED = { a: '10.200.0.21', b: '10.200.0.22' } as const;
@@ -68,4 +68,28 @@ export async function untilCount(count: () => number, n: number, what: string, t
     if (Date.now() > deadline) throw new Error(`${what}: ${count()} of ${n} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+export interface RoamRun { a: JsonLineProcess; b: JsonLineProcess; exits: { code: number | null }[]; shareIdA: string }
+
+/**
+ * One call through a network change: B runs `punch --exchange` and waits, A pushes to
+ * it; `change` runs once `changeAfter` of A's datagrams reached B's NAT (a point in
+ * the exchange, counted, not timed). Resolves once both exited. `a` is A's public
+ * address before the change (to count its datagrams by).
+ */
+export async function roamingPair(lab: NatLab, cli: Cli, tracker: string, o: { exchangeS: number; changeAfter: number; a?: string; extra?: string[];
+  waitMs?: number; change: () => void }): Promise<RoamRun> {
+  const waitMs = o.waitMs ?? 120_000;
+  const punch = (ns: string, more: string[]) => jsonLines(lab.spawnIn(ns, process.execPath,
+    [...cli.args, 'punch', '--tracker', tracker, '--exchange', String(o.exchangeS), ...(o.extra ?? []), ...more], { cwd: cli.cwd }));
+  const fromA = countForwardedFrom(lab, 'b', o.a ?? NAT_WAN.a);
+  const b = punch(lab.ns.hostB, []);
+  const announced = await b.waitFor(['announced'], waitMs);
+  const a = punch(lab.ns.hostA, ['--peer', String(announced.shareId)]);
+  await Promise.all([a.waitFor(['connected'], waitMs), b.waitFor(['connected'], waitMs)]);
+  await untilCount(fromA, o.changeAfter, 'A\'s datagrams at B\'s NAT', waitMs);
+  o.change();
+  const exits = await Promise.all([a.exited, b.exited]);
+  return { a, b, exits, shareIdA: String(eventLine(a, 'announced')?.shareId) };
 }
