@@ -5,13 +5,19 @@
 // test/nat-roaming.test.ts.
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { once } from 'node:events';
+import type os from 'node:os';
 import type { RemoteInfo, Socket } from 'node:dgram';
-import { after, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import { ATTR, CLASS_REQUEST, CLASS_SUCCESS, METHOD, MessageBuilder, decodeMessage, messageType } from '../src/stun/codec.js';
-import { dataEndSent, dataSeq, exchange, socketPath, type PeerPath } from '../src/client/peer-path.js';
+import { dataEndSent, dataSeq, exchange, probe, probeSender, socketPath, type Peer, type PeerPath } from '../src/client/peer-path.js';
+import { MigratingPath, Roaming, type RoamingEvent } from '../src/client/roaming.js';
+import { formatPeerAddr } from '../src/client/peer-addr.js';
+import type { IncomeEvent, TrackerClientOptions } from '../src/client/tracker-client.js';
+import { startTracker } from '../src/tracker.js';
 import { punch, type PunchEvent } from '../src/client/punch.js';
 import { TrackerClient } from '../src/client/tracker-client.js';
-import { EXPECT_MS, onceInNativePass } from './helpers/wire.js';
+import { EXPECT_MS, TEST_IO, onceInNativePass } from './helpers/wire.js';
 
 // None of this exercises the tracker's datagram I/O path.
 const skip = onceInNativePass('client-side only: no tracker I/O');
@@ -96,3 +102,137 @@ describe('NAT discovery waits as long as it is told', { skip }, () => {
     assert.match(String(nat.mapped), /^127\.0\.0\.1:\d+$/);
   });
 });
+
+describe('MigratingPath: the application holds one path while the way under it changes', { skip }, () => {
+  test('listeners stay subscribed across a move, sends follow it, the previous way is closed and the path is not', async () => {
+    const [s, p1, p2] = await Promise.all([bound(), bound(), bound()]);
+    let firstClosed = false;
+    const first = socketPath('direct', (m, a, port) => s.send(m, port, a), { address: '127.0.0.1', port: p1.address().port },
+      (fn) => { s.on('message', fn); return () => s.off('message', fn); }, () => { firstClosed = true; });
+    const path = new MigratingPath(first);
+    const got: string[] = [];
+    path.onMessage((m) => got.push(m.toString()));
+    const arrived = (n: number) => until(() => got.length >= n);
+    p1.send('one', s.address().port, '127.0.0.1');
+    await arrived(1);
+    path.migrate(pathOver(s, p2));
+    assert.equal(firstClosed, true);
+    assert.equal(path.closed, false);
+    assert.equal(path.peeraddr, `127.0.0.1:${p2.address().port}`);
+    p2.send('two', s.address().port, '127.0.0.1');
+    await arrived(2);
+    const atP2 = once(p2, 'message');
+    path.send(Buffer.from('to-two'));
+    assert.equal(String((await atP2)[0]), 'to-two');
+    assert.deepEqual(got, ['one', 'two']);
+  });
+});
+
+/** Resolves once `cond()` holds (polled; EXPECT_MS only bounds a failing test). */
+async function until(cond: () => boolean, what = 'the condition'): Promise<void> {
+  const deadline = Date.now() + EXPECT_MS;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${EXPECT_MS} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('Roaming against a tracker on loopback', { skip }, () => {
+  let tracker: Awaited<ReturnType<typeof startTracker>>;
+  let at: { host: string; port: number };
+  const clients: TrackerClient[] = [];
+  const roamings: Roaming[] = [];
+  before(async () => {
+    tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, io: TEST_IO, logLevel: 'warn' });
+    const a = tracker.addresses[0]!;
+    at = { host: a.address, port: a.port };
+  });
+  after(async () => { await tracker.close(); });
+  afterEach(async () => {
+    for (const r of roamings.splice(0)) r.close();
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+  });
+  let next = 10;
+  /** A client on a loopback address of its own (no earlier session there), announced. */
+  async function announced(opts: Partial<TrackerClientOptions> = {}): Promise<{ c: TrackerClient; id: string; addr: { address: string; port: number } }> {
+    const c = new TrackerClient({ tracker: at, retryIntervalMs: 100, autoPulse: false, socket: { host: `127.0.97.${next++}` }, ...opts });
+    clients.push(c);
+    const id = await c.announce({ timeoutMs: EXPECT_MS });
+    const { address, port } = await c.ready();
+    return { c, id, addr: { address, port } };
+  }
+  const peerOf = (id: string, addr: { address: string; port: number }): Peer =>
+    ({ host: addr.address, port: addr.port, peeraddr: formatPeerAddr(addr.address, addr.port), shareId: id, verified: true, authenticated: false });
+  const clientPath = (c: TrackerClient, to: { address: string; port: number }): PeerPath =>
+    socketPath('direct', (m, a, p) => { c.send(m, a, p).catch(() => undefined); }, to, (fn) => { c.on('message', fn); return () => c.off('message', fn); });
+  const incomeFrom = (c: TrackerClient, id: string): Promise<IncomeEvent> =>
+    new Promise((resolve) => { const on = (i: IncomeEvent): void => { if (i.peerShareId === id) { c.off('income', on); resolve(i); } }; c.on('income', on); });
+
+  test('a local interface that changed: it keeps alive at once and pushes again to the peer (the peer gets an income)', async () => {
+    const A = await announced(), B = await announced();
+    let ifaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = { eth0: [{ address: '192.0.2.1', netmask: '255.255.255.0', family: 'IPv4', mac: '00:00:00:00:00:01', internal: false, cidr: '192.0.2.1/24' }] };
+    const events: RoamingEvent[] = [];
+    const r = new Roaming({ client: A.c, interfaces: () => ifaces, interfacePollMs: 10, onEvent: (e) => events.push(e) });
+    roamings.push(r);
+    r.add(peerOf(B.id, B.addr), clientPath(A.c, B.addr));
+    const income = incomeFrom(B.c, A.id);
+    ifaces = { wlan0: [{ address: '198.51.100.7', netmask: '255.255.255.0', family: 'IPv4', mac: '00:00:00:00:00:02', internal: false, cidr: '198.51.100.7/24' }] };
+    const i = await income;
+    assert.equal(i.peeraddr, formatPeerAddr(A.addr.address, A.addr.port));
+    assert.deepEqual(events.find((e) => e.event === 'moved'), { event: 'moved', side: 'local', reason: 'interfaces' });
+  });
+
+  test('a peer that falls silent while it should be sending: reported, and we push again to it', async () => {
+    const A = await announced(), B = await announced();
+    const events: RoamingEvent[] = [];
+    const r = new Roaming({ client: A.c, silenceMs: 50, interfaces: () => ({}), onEvent: (e) => events.push(e) });
+    roamings.push(r);
+    r.add(peerOf(B.id, B.addr), clientPath(A.c, B.addr));
+    const income = incomeFrom(B.c, A.id);
+    r.expectTraffic(B.id, true); // and B sends nothing
+    await income;
+    const silent = events.find((e) => e.event === 'silent');
+    assert.ok(silent && silent.event === 'silent' && silent.peerShareId === B.id && silent.ms >= 50, JSON.stringify(events));
+    assert.equal(events.some((e) => e.event === 'moved'), false, 'silence alone is no move');
+  });
+
+  test('data from an unknown address never moves the path; the tracker naming the peer\'s new address does, after a probe from there proves it is the peer, and the application sees no close', async () => {
+    const A = await announced(), B = await announced();
+    const events: RoamingEvent[] = [];
+    const r = new Roaming({ client: B.c, interfaces: () => ({}), probeIntervalMs: 20, onEvent: (e) => events.push(e) });
+    roamings.push(r);
+    const path = r.add(peerOf(A.id, A.addr), clientPath(B.c, A.addr));
+    const got: string[] = [];
+    path.onMessage((m) => got.push(m.toString()));
+    // "A at its new address": a socket elsewhere that answers B's knocks as A would
+    const moved = dgram.createSocket('udp4');
+    moved.on('error', () => undefined);
+    await new Promise<void>((res) => moved.bind(0, '127.0.97.200', res));
+    sockets.push(moved);
+    const movedAt = moved.address();
+    // 1. datagrams from there, even a probe with A's shareId, before anyone named the address: nothing moves
+    const seenByB: string[] = [];
+    B.c.on('message', (m, from) => { if (from.port === movedAt.port) seenByB.push(m.toString()); });
+    moved.send(dataMessageText(1), B.addr.port, B.addr.address);
+    moved.send(probe(A.id), B.addr.port, B.addr.address);
+    await until(() => seenByB.length === 2, 'the stranger\'s datagrams at B');
+    assert.equal(path.peeraddr, formatPeerAddr(A.addr.address, A.addr.port));
+    assert.equal(got.length, 0);
+    assert.equal(events.length, 0, JSON.stringify(events));
+    // 2. the tracker says A is there now (an override stands in for a move on a tracker of any kind)
+    moved.on('message', (m, from) => { if (probeSender(m) === B.id) moved.send(probe(A.id), from.port, from.address); });
+    await A.c.pulse({ override: true, ip: movedAt.address, port: String(movedAt.port) }, { timeoutMs: EXPECT_MS });
+    const reconnected = new Promise<void>((res) => r.on('event', (e) => { if (e.event === 'reconnected') res(); }));
+    await B.c.push(A.id, { timeoutMs: EXPECT_MS });
+    await reconnected;
+    assert.equal(path.peeraddr, formatPeerAddr(movedAt.address, movedAt.port));
+    assert.equal(path.closed, false);
+    const peerMoved = events.find((e) => e.event === 'moved');
+    assert.ok(peerMoved && peerMoved.event === 'moved' && peerMoved.side === 'peer' && peerMoved.to === path.peeraddr, JSON.stringify(events));
+    moved.send(dataMessageText(2), B.addr.port, B.addr.address);
+    await until(() => got.includes(dataMessageText(2)), 'data over the migrated path');
+    assert.equal(got.includes(dataMessageText(1)), false, 'the stranger\'s early datagram was never delivered');
+  });
+});
+
+const dataMessageText = (seq: number): string => `{"action":"data","seq":${seq}}`;
