@@ -279,7 +279,7 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       const roaming = opts.roam === false || peer.shareId === undefined ? undefined
         : new Roaming({ client, silenceMs: opts.silenceMs, ...(opts.probeIntervalMs !== undefined ? { probeIntervalMs: opts.probeIntervalMs } : {}),
           ...(opts.birthday !== undefined ? { birthday: opts.birthday } : {}), onEvent: emit });
-      const path: PeerPath = roaming === undefined ? won.path : roaming.add(peer, won.path, () => roaming.close());
+      const path: PeerPath = roaming === undefined ? won.path : roaming.add(peer, won.path, { onClose: () => roaming.close(), requester: opts.peer !== undefined, strategy });
       const ms = Math.round(performance.now() - started);
       emit({ event: 'connected', path: path.kind, strategy, peeraddr: path.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}), ms, probes: probes.sent });
       clearTimeout(timeout); // connected: the rest is not bounded by the punch's timeout

@@ -27,6 +27,8 @@ import type { RemoteInfo } from 'node:dgram';
 import { birthdayEasy, birthdayHard, type BirthdayOptions } from './birthday-punch.js';
 import { directPunch } from './direct-punch.js';
 import { isEasy } from './nat-discovery.js';
+import { parsePeerAddr } from './peer-addr.js';
+import { relayAsRequester, relayAsTarget } from './relay-punch.js';
 import type { NatType } from './messages.js';
 import { exchange, probe, probeBudget, type Peer, type PeerPath, type PunchContext } from './peer-path.js';
 import type { IncomeEvent, PushResult, TrackerClient } from './tracker-client.js';
@@ -100,7 +102,7 @@ export type RoamingEvent =
   /** The path to the peer carries traffic again, over `peeraddr`; `ms` since the first sign of the break. */
   | { event: 'reconnected'; peerShareId: string; peeraddr: string; path: PeerPath['kind']; strategy: RepunchStrategy; ms: number };
 
-export type RepunchStrategy = 'direct' | 'birthday-easy' | 'birthday-hard';
+export type RepunchStrategy = 'direct' | 'birthday-easy' | 'birthday-hard' | 'relay';
 
 export interface RoamingOptions {
   client: TrackerClient;
@@ -126,16 +128,21 @@ interface Connection {
   /** When the last datagram from the peer arrived (performance.now()). */
   lastData: number;
   expecting: boolean;
-  /** A punch again in flight. */
+  /** A punch again in flight, and where it aims (the peer's address, and a relayed address offered). */
   repunch: AbortController | undefined;
+  aim: string | undefined;
+  /** This side asked for the connection (pushed): through a relay, it is the one that allocates. */
+  requester: boolean;
+  /** The connection went through the relay (a fallback from a punch that found nothing included): it does again. */
+  relayed: boolean;
   /** When the current break was first noticed (silence, a move), for `reconnected.ms`. */
   brokeAt: number | undefined;
   silentReported: boolean;
   stopListening: () => void;
 }
 
-/** The strategy for a pair (as punch.ts chooses; the relay is punch.ts's alone for now). */
-function strategyFor(mine: NatType | undefined, theirs: NatType | undefined): RepunchStrategy | 'relay' {
+/** The strategy for a pair (as punch.ts chooses). */
+function strategyFor(mine: NatType | undefined, theirs: NatType | undefined): RepunchStrategy {
   const meEasy = isEasy(mine), peerEasy = isEasy(theirs);
   if (meEasy && peerEasy) return 'direct';
   if (meEasy) return 'birthday-easy';
@@ -202,11 +209,12 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
   get observed(): string | undefined { return this.#observed; }
 
   /** Follows `path` (now a MigratingPath, returned) to the peer; the application uses what this returns. */
-  add(peer: Peer, path: PeerPath, onClose?: () => void): MigratingPath {
+  add(peer: Peer, path: PeerPath, opts: { onClose?: () => void; requester?: boolean; strategy?: RepunchStrategy } = {}): MigratingPath {
     if (peer.shareId === undefined) throw new Error('a connection that roams needs the peer\'s shareId (the tracker did not say it)');
-    const moving = path instanceof MigratingPath ? path : new MigratingPath(path, onClose);
+    const moving = path instanceof MigratingPath ? path : new MigratingPath(path, opts.onClose);
     const conn: Connection = {
-      peer: { ...peer }, path: moving, lastData: performance.now(), expecting: false, repunch: undefined,
+      peer: { ...peer }, path: moving, lastData: performance.now(), expecting: false, repunch: undefined, aim: undefined,
+      requester: opts.requester === true, relayed: opts.strategy === 'relay',
       brokeAt: undefined, silentReported: false, stopListening: () => undefined,
     };
     conn.stopListening = moving.onMessage(() => this.#onData(conn));
@@ -334,22 +342,39 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
       ...conn.peer, host: named.host, port: named.port, peeraddr: named.peeraddr, verified: named.peerVerified === true,
       ...(named.nat !== undefined ? { nat: named.nat } : {}), authenticated,
     };
+    const relay = 'relay' in named ? named.relay : undefined;
+    if (relay !== undefined) {
+      // the requester allocated again and hands us its new relayed address: follow it
+      // (the tracker's word: tagged, for a token client; punch.ts applies the same rule)
+      if (this.#client.token !== undefined && !authenticated) return;
+      if (conn.relayed && !conn.requester && relay !== conn.path.peeraddr) {
+        if (named.peeraddr !== conn.peer.peeraddr) this.#emit({ event: 'moved', side: 'peer', peerShareId, from: conn.peer.peeraddr, to: named.peeraddr, authenticated });
+        conn.brokeAt ??= performance.now();
+        this.#repunch(conn, next, relay);
+      }
+      return;
+    }
     if (named.peeraddr === conn.peer.peeraddr) return;
     const from = conn.peer.peeraddr;
     conn.brokeAt ??= performance.now();
     this.#emit({ event: 'moved', side: 'peer', peerShareId, from, to: named.peeraddr, authenticated });
+    // a relay target waits for the requester's new relayed address (an income with `relay`)
+    if (conn.relayed && !conn.requester) return;
     this.#repunch(conn, next);
   }
 
-  /** Punches again toward `peer`; the first path that opens replaces the connection's. */
-  #repunch(conn: Connection, peer: Peer): void {
+  /** Punches again toward `peer` (or, as a relay target, toward the relayed address offered); the first path that opens replaces the connection's. */
+  #repunch(conn: Connection, peer: Peer, relayOffer?: string): void {
+    const aim = `${peer.peeraddr} ${relayOffer ?? ''}`;
+    if (conn.repunch !== undefined && conn.aim === aim) return; // already on it (a second income, a push answer)
     conn.repunch?.abort(new Error('superseded'));
-    const strategy = strategyFor(this.#client.nat, peer.nat);
-    if (strategy === 'relay') return; // a new relay allocation: not followed yet (docs/network-changes.md)
+    const strategy: RepunchStrategy = conn.relayed ? 'relay' : strategyFor(this.#client.nat, peer.nat);
     const myShareId = (this.#opts.myShareId ?? (() => this.#client.shareId))();
     if (myShareId === undefined) return;
+    if (strategy === 'relay' && !conn.requester && relayOffer === undefined) return;
     const attempt = new AbortController();
     conn.repunch = attempt;
+    conn.aim = aim;
     const timer = setTimeout(() => attempt.abort(new Error('no path in time')), this.#opts.repunchTimeoutMs ?? 10_000);
     timer.unref();
     const client = this.#client;
@@ -361,13 +386,17 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
       messages: subscribe, clientMessages: subscribe, early: () => [],
     };
     const run = strategy === 'direct' ? directPunch(ctx)
-      : strategy === 'birthday-easy' ? birthdayEasy(ctx, this.#opts.birthday) : birthdayHard(ctx, this.#opts.birthday);
+      : strategy === 'birthday-easy' ? birthdayEasy(ctx, this.#opts.birthday)
+      : strategy === 'birthday-hard' ? birthdayHard(ctx, this.#opts.birthday)
+      // through the relay: the requester allocates again from where it is now (its old
+      // allocation belongs to its old address) and hands the target the new relayed address
+      : conn.requester ? relayAsRequester(client, ctx) : relayAsTarget(ctx, parsePeerAddr(relayOffer!));
     const aborted = new Promise<never>((_, reject) => attempt.signal.addEventListener('abort', () => reject(attempt.signal.reason as Error), { once: true }));
     aborted.catch(() => undefined);
     Promise.race([run, aborted]).then((path) => {
       clearTimeout(timer);
       attempt.abort(new Error('connected'));
-      if (conn.repunch === attempt) conn.repunch = undefined;
+      if (conn.repunch === attempt) { conn.repunch = undefined; conn.aim = undefined; }
       if (this.#closed || conn.path.closed) { path.close(); return; }
       conn.peer = peer;
       conn.path.migrate(path);
@@ -381,7 +410,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
       this.#emit({ event: 'reconnected', peerShareId: peer.shareId!, peeraddr: path.peeraddr, path: path.kind, strategy, ms });
     }, () => {
       clearTimeout(timer);
-      if (conn.repunch === attempt) conn.repunch = undefined;
+      if (conn.repunch === attempt) { conn.repunch = undefined; conn.aim = undefined; }
     });
   }
 }
