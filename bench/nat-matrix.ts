@@ -152,7 +152,7 @@ async function roamingRow(kind: (typeof ROAMING)[number], runs: number, cli: Cli
       process.stderr.write(`\rroaming ${kind.name}: run ${i + 1}/${runs}   `);
       const from = at, to = at === NAT_WAN.a ? NAT_WAN_SWITCHED.a : NAT_WAN.a;
       const run = await roamingPair(lab, cli, `${TRACKER_IP}:${PORT}`, {
-        exchangeS: ROAM_EXCHANGE_S, changeAfter: ROAM_CHANGE_AFTER, a: from, extra: ['--timeout', '8'],
+        exchangeS: ROAM_EXCHANGE_S, changeAfter: ROAM_CHANGE_AFTER, countFrom: kind.nat.a === 'symmetric' && kind.nat.b === 'symmetric' ? TRACKER_IP : from, extra: ['--timeout', '8'],
         change: () => { switchPublicIp(lab, 'a', from, to); at = to; },
       });
       const ex = [run.a, run.b].map((p) => eventLine(p, 'exchanged') as { sent: number; received: number; stoppedMs?: number } | undefined);

@@ -11,6 +11,7 @@
  * returns A's new address. Needs root, `ip` and `nft`; skips with the reason otherwise.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parsePeerAddr } from '../src/client/index.js';
@@ -18,6 +19,7 @@ import { NAT_WAN, TRACKER_IP, TRACKER_OTHER_IP, createNatLab, eventLine, jsonLin
 import type { NatKind, NatLab } from './helpers/netns.js';
 import { NAT_WAN_SWITCHED, REBOUND_PORTS, rebindPort, roamingPair, switchPublicIp, type RoamRun } from './helpers/netns-roaming.js';
 import { onceInNativePass } from './helpers/wire.js';
+import { coturnArgs } from './helpers/coturn.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PORT = 3478;
@@ -34,20 +36,30 @@ const WAIT_MS = 120_000;
 const skip = netnsUnavailableReason() ?? onceInNativePass('end to end through the NAT lab; the tracker\'s I/O paths are tested elsewhere');
 if (skip) console.log(`# nat-roaming: skipped: ${skip}`);
 
-function withLab(nat: { a: NatKind; b: NatKind }): () => NatLab {
+const skipCoturn = skip || (spawnSync('turnserver', ['--version']).error ? 'coturn is not installed (apt-get install coturn; .ci/run does it)' : false);
+/** The relay: coturn on the public segment, sharing a secret with the tracker. */
+const RELAY_PORT = 3492;
+const RELAY_SECRET = 'roaming-test-turn-secret';
+
+function withLab(nat: { a: NatKind; b: NatKind }, { relay = false } = {}): () => NatLab {
   let lab: NatLab | undefined;
   before(async () => {
     lab = createNatLab(nat);
+    if (relay) {
+      await startInPub(lab, 'turnserver', coturnArgs({ listeningIp: TRACKER_IP, listeningPort: RELAY_PORT, minPort: 49152, maxPort: 49251,
+        secret: RELAY_SECRET, realm: 'sobani.test', allowLoopbackPeers: false }), RELAY_PORT);
+    }
     await startInPub(lab, process.execPath, [...CLI, '--host', TRACKER_IP, '--port', String(PORT), '--shards', '2', '--log-level', 'warn',
-      '--stun-other-host', TRACKER_OTHER_IP], PORT, ROOT);
+      '--stun-other-host', TRACKER_OTHER_IP, ...(relay ? ['--turn-url', `turn:${TRACKER_IP}:${RELAY_PORT}`, '--turn-secret', RELAY_SECRET] : [])], PORT, ROOT);
   });
   after(async () => { await lab?.destroy(); });
   return () => lab as NatLab;
 }
 
 /** B announces and waits, A pushes to it; both exchange; `change` runs once CHANGE_AFTER of A's datagrams reached B's NAT. */
-const roamingPairHere = (lab: NatLab, change: () => void): Promise<RoamRun> =>
-  roamingPair(lab, { cwd: ROOT, args: CLI }, TRACKER, { exchangeS: EXCHANGE_S, changeAfter: CHANGE_AFTER, extra: ['--timeout', String(CONNECT_TIMEOUT_S)], waitMs: WAIT_MS, change });
+const roamingPairHere = (lab: NatLab, change: () => void, countFrom?: string): Promise<RoamRun> =>
+  roamingPair(lab, { cwd: ROOT, args: CLI }, TRACKER, { exchangeS: EXCHANGE_S, changeAfter: CHANGE_AFTER, extra: ['--timeout', String(CONNECT_TIMEOUT_S)], waitMs: WAIT_MS,
+    change, ...(countFrom !== undefined ? { countFrom } : {}) });
 
 const outputs = (run: RoamRun): string =>
   `A (exit ${run.exits[0]?.code}): ${JSON.stringify(run.a.lines)} ${run.a.stderr()}\nB (exit ${run.exits[1]?.code}): ${JSON.stringify(run.b.lines)} ${run.b.stderr()}`;
@@ -105,6 +117,32 @@ describe('two cone NATs: A\'s NAT rebinds (same public IP, new port) mid-exchang
     const at = parsePeerAddr(await pushFromB(lab(), run.shareIdA));
     assert.equal(at.host, NAT_WAN.a);
     assert.ok(at.port >= REBOUND_PORTS.first && at.port <= REBOUND_PORTS.last, `A's port after the rebinding: ${at.port}`);
+    t.diagnostic(summary);
+  });
+});
+
+describe('a cone NAT and a symmetric NAT: the cone side switches its public IP mid-exchange', { skip }, () => {
+  const lab = withLab({ a: 'cone', b: 'symmetric' });
+
+  test('the birthday punch again: >= 90 % of the datagrams arrive both ways, and A\'s shareId resolves to its new address', async (t) => {
+    const run = await roamingPairHere(lab(), () => switchPublicIp(lab(), 'a', NAT_WAN.a, NAT_WAN_SWITCHED.a));
+    const summary = survived(run);
+    assert.equal(eventLine(run.a, 'reconnected')?.strategy, 'birthday-easy');
+    assert.equal(eventLine(run.b, 'reconnected')?.strategy, 'birthday-hard');
+    assert.equal(parsePeerAddr(await pushFromB(lab(), run.shareIdA)).host, NAT_WAN_SWITCHED.a);
+    t.diagnostic(summary);
+  });
+});
+
+describe('two symmetric NATs, through the relay: A switches its public IP mid-exchange', { skip: skipCoturn }, () => {
+  const lab = withLab({ a: 'symmetric', b: 'symmetric' }, { relay: true });
+
+  test('A allocates again from its new address and B follows: >= 90 % of the datagrams arrive both ways, and A\'s shareId resolves to its new address', async (t) => {
+    // through the relay, A's datagrams reach B's NAT from the relay's address
+    const run = await roamingPairHere(lab(), () => switchPublicIp(lab(), 'a', NAT_WAN.a, NAT_WAN_SWITCHED.a), TRACKER_IP);
+    const summary = survived(run);
+    for (const p of [run.a, run.b]) assert.equal(eventLine(p, 'reconnected')?.path, 'relay', JSON.stringify(p.lines));
+    assert.equal(parsePeerAddr(await pushFromB(lab(), run.shareIdA)).host, NAT_WAN_SWITCHED.a);
     t.diagnostic(summary);
   });
 });

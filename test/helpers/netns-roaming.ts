@@ -75,15 +75,16 @@ export interface RoamRun { a: JsonLineProcess; b: JsonLineProcess; exits: { code
 /**
  * One call through a network change: B runs `punch --exchange` and waits, A pushes to
  * it; `change` runs once `changeAfter` of A's datagrams reached B's NAT (a point in
- * the exchange, counted, not timed). Resolves once both exited. `a` is A's public
- * address before the change (to count its datagrams by).
+ * the exchange, counted, not timed). Resolves once both exited. `countFrom`: the
+ * source to count at B's NAT (A's public address before the change, by default;
+ * the relay's, for a call through the relay).
  */
-export async function roamingPair(lab: NatLab, cli: Cli, tracker: string, o: { exchangeS: number; changeAfter: number; a?: string; extra?: string[];
+export async function roamingPair(lab: NatLab, cli: Cli, tracker: string, o: { exchangeS: number; changeAfter: number; countFrom?: string; extra?: string[];
   waitMs?: number; change: () => void }): Promise<RoamRun> {
   const waitMs = o.waitMs ?? 120_000;
   const punch = (ns: string, more: string[]) => jsonLines(lab.spawnIn(ns, process.execPath,
     [...cli.args, 'punch', '--tracker', tracker, '--exchange', String(o.exchangeS), ...(o.extra ?? []), ...more], { cwd: cli.cwd }));
-  const fromA = countForwardedFrom(lab, 'b', o.a ?? NAT_WAN.a);
+  const fromA = countForwardedFrom(lab, 'b', o.countFrom ?? NAT_WAN.a);
   const b = punch(lab.ns.hostB, []);
   const announced = await b.waitFor(['announced'], waitMs);
   const a = punch(lab.ns.hostA, ['--peer', String(announced.shareId)]);
