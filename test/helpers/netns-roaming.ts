@@ -88,7 +88,10 @@ export async function roamingPair(lab: NatLab, cli: Cli, tracker: string, o: { e
   const b = punch(lab.ns.hostB, []);
   const announced = await b.waitFor(['announced'], waitMs);
   const a = punch(lab.ns.hostA, ['--peer', String(announced.shareId)]);
-  await Promise.all([a.waitFor(['connected'], waitMs), b.waitFor(['connected'], waitMs)]);
+  await Promise.all([a.waitFor(['connected'], waitMs), b.waitFor(['connected'], waitMs)]).catch(async (err: Error) => {
+    await Promise.all([a.exited, b.exited]);
+    throw new Error(`${err.message}\nA: ${JSON.stringify(a.lines)} ${a.stderr()}\nB: ${JSON.stringify(b.lines)} ${b.stderr()}`);
+  });
   await untilCount(fromA, o.changeAfter, 'A\'s datagrams at B\'s NAT', waitMs);
   o.change();
   const exits = await Promise.all([a.exited, b.exited]);
