@@ -27,6 +27,7 @@ import type { RemoteInfo } from 'node:dgram';
 import { birthdayEasy, birthdayHard, type BirthdayOptions } from './birthday-punch.js';
 import { directPunch } from './direct-punch.js';
 import { isEasy } from './nat-discovery.js';
+import { provingPulse } from './messages.js';
 import { parsePeerAddr } from './peer-addr.js';
 import { relayAsRequester, relayAsTarget } from './relay-punch.js';
 import type { NatType } from './messages.js';
@@ -89,6 +90,12 @@ export class MigratingPath implements PeerPath {
   }
 }
 
+/** How often a recovery answers a path challenge in all (TrackerClient's answer, and resends a retry interval apart). */
+const ECHO_TRIES = 4;
+
+/** A peer still silent after a recovery is acted on again after this many silence thresholds. */
+const SILENCE_RETRY = 4;
+
 /** Why a client thinks it moved. */
 export type MoveReason = 'observed' | 'interfaces' | 'silence';
 
@@ -138,6 +145,8 @@ interface Connection {
   /** When the current break was first noticed (silence, a move), for `reconnected.ms`. */
   brokeAt: number | undefined;
   silentReported: boolean;
+  /** When the current silence was last acted on. */
+  silentActed: number;
   stopListening: () => void;
 }
 
@@ -215,7 +224,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
     const conn: Connection = {
       peer: { ...peer }, path: moving, lastData: performance.now(), expecting: false, repunch: undefined, aim: undefined,
       requester: opts.requester === true, relayed: opts.strategy === 'relay',
-      brokeAt: undefined, silentReported: false, stopListening: () => undefined,
+      brokeAt: undefined, silentReported: false, silentActed: 0, stopListening: () => undefined,
     };
     conn.stopListening = moving.onMessage(() => this.#onData(conn));
     this.#connections.get(peer.shareId)?.stopListening();
@@ -257,8 +266,14 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
     const now = performance.now();
     let silent = false;
     for (const [id, c] of this.#connections) {
-      if (!c.expecting || c.silentReported || now - c.lastData < this.silenceMs) continue;
+      if (!c.expecting || now - c.lastData < this.silenceMs) continue;
+      if (c.silentReported) {
+        // still silent after a recovery: try again, a few silences apart
+        if (!this.#recovering && c.repunch === undefined && now - c.silentActed >= SILENCE_RETRY * this.silenceMs) { c.silentActed = now; silent = true; }
+        continue;
+      }
       c.silentReported = true;
+      c.silentActed = now;
       c.brokeAt ??= c.lastData;
       this.#emit({ event: 'silent', peerShareId: id, ms: Math.round(now - c.lastData) });
       silent = true;
@@ -275,7 +290,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
     if (typeof observed !== 'string') return;
     if (challenge !== undefined) {
       // seen from a new address, not yet validated: we moved (TrackerClient answers the challenge)
-      if (observed !== this.#observed) { this.#challenged = true; void this.#recover('observed'); }
+      if (observed !== this.#observed && typeof challenge === 'string') { this.#challenged = challenge; void this.#recover('observed'); }
       return;
     }
     if (this.#observed === undefined) { this.#observed = observed; return; }
@@ -286,8 +301,8 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
     if (!this.#recovering) void this.#recover('observed', { from, to: observed });
   }
 
-  /** A keep-alive reply said the tracker sees us at a new address it has not validated yet. */
-  #challenged = false;
+  /** The challenge of a keep-alive reply that saw us at a new address the tracker has not validated yet. */
+  #challenged: string | undefined;
   /** Resolves a recovery's wait for the tracker to validate our new address. */
   #settled: ((from: string, to: string) => void) | undefined;
 
@@ -305,8 +320,12 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
         // answers it, and the validated reply resolves `settled` (see #onReply)
         const before = this.#observed;
         await this.#client.pulse({}, { timeoutMs: this.#opts.repunchTimeoutMs ?? 10_000 }).catch(() => undefined);
-        if (this.#client.token !== undefined && this.#challenged && this.#observed === before) {
-          moved = await Promise.race([settled, this.#delay(this.#opts.repunchTimeoutMs ?? 10_000).then(() => undefined)]);
+        if (this.#client.token !== undefined && this.#challenged !== undefined && this.#observed === before) {
+          // TrackerClient answered the challenge once; a lost answer is sent again, as a request is
+          for (let i = 0; i < ECHO_TRIES && moved === undefined && !this.#closed; i++) {
+            if (i > 0) this.#echo(this.#challenged);
+            moved = await Promise.race([settled, this.#delay(this.#client.retryIntervalMs).then(() => undefined)]);
+          }
         } else if (this.#observed !== before && before !== undefined && this.#observed !== undefined) {
           moved = { from: before, to: this.#observed };
         }
@@ -324,9 +343,16 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
         this.#client.push(id, { timeoutMs: this.#opts.repunchTimeoutMs ?? 10_000 }).catch(() => undefined)));
     } finally {
       this.#recovering = false;
-      this.#challenged = false;
+      this.#challenged = undefined;
       this.#settled = undefined;
     }
+  }
+
+  /** Answers the tracker's path challenge from where we are now (what TrackerClient sends once). */
+  #echo(challenge: string): void {
+    const { shareId, token, trackerAddress: t } = this.#client;
+    if (shareId === undefined || token === undefined || t === undefined) return;
+    this.#client.send(provingPulse(shareId, this.#client.nat, token, challenge), t.address, t.port).catch(() => undefined);
   }
 
   #delay(ms: number): Promise<void> {
