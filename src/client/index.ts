@@ -10,7 +10,7 @@ export type {
   TrackerClientOptions,
 } from './tracker-client.js';
 export { punch, chooseStrategy } from './punch.js';
-export type { PunchEvent, PunchOptions, PunchResult, PunchStrategy } from './punch.js';
+export type { PunchEvent, PunchOptions, PunchResult, PunchStats, PunchStrategy } from './punch.js';
 export { discoverNat, isEasy } from './nat-discovery.js';
 export type { NatDiscovery } from './nat-discovery.js';
 export type { Peer, PeerPath } from './peer-path.js';
