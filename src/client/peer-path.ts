@@ -32,6 +32,12 @@ export interface PeerPath {
   /** Datagrams from the peer on this path; returns a function that stops listening. */
   onMessage(fn: (msg: Buffer) => void): () => void;
   close(): void;
+  /**
+   * Stops using the path without a word to anyone (a relay allocation is not
+   * released): for a path whose own end moved, where a release sent from the new
+   * address would hit what was made from there. Absent: close() is as good.
+   */
+  abandon?(): void;
 }
 
 /** What a probe says; `shareId` is the sender's own. The desktop client's peers send the same action. */

@@ -66,14 +66,16 @@ export class MigratingPath implements PeerPath {
     return () => { this.#listeners.delete(fn); };
   }
 
-  /** Carries on over `next`; the previous way is closed. */
-  migrate(next: PeerPath): void {
+  /** Carries on over `next`; the previous way is closed (abandoned, when `abandonPrevious`: our own end moved). */
+  migrate(next: PeerPath, { abandonPrevious = false } = {}): void {
     if (this.#closed) { next.close(); return; }
     const previous = this.#current;
     this.#unsubscribe();
     this.#current = next;
     this.#unsubscribe = this.#listen(next);
-    if (previous !== next) previous.close();
+    if (previous === next) return;
+    if (abandonPrevious && previous.abandon !== undefined) previous.abandon();
+    else previous.close();
   }
 
   close(): void {
@@ -140,6 +142,8 @@ interface Connection {
   aim: string | undefined;
   /** This side asked for the connection (pushed): through a relay, it is the one that allocates. */
   requester: boolean;
+  /** We moved since the current way was made: it is abandoned, not closed, when replaced (see PeerPath.abandon). */
+  movedSince: boolean;
   /** The connection went through the relay (a fallback from a punch that found nothing included): it does again. */
   relayed: boolean;
   /** When the current break was first noticed (silence, a move), for `reconnected.ms`. */
@@ -223,7 +227,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
     const moving = path instanceof MigratingPath ? path : new MigratingPath(path, opts.onClose);
     const conn: Connection = {
       peer: { ...peer }, path: moving, lastData: performance.now(), expecting: false, repunch: undefined, aim: undefined,
-      requester: opts.requester === true, relayed: opts.strategy === 'relay',
+      requester: opts.requester === true, relayed: opts.strategy === 'relay', movedSince: false,
       brokeAt: undefined, silentReported: false, silentActed: 0, stopListening: () => undefined,
     };
     conn.stopListening = moving.onMessage(() => this.#onData(conn));
@@ -335,7 +339,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
       if (moved !== undefined || reason === 'interfaces') {
         this.#emit({ event: 'moved', side: 'local', reason, ...(moved !== undefined ? moved : {}) });
         // our NAT has a new mapping the peers' NATs never saw: punch again toward each
-        for (const c of this.#connections.values()) this.#repunch(c, c.peer);
+        for (const c of this.#connections.values()) { if (moved !== undefined) c.movedSince = true; this.#repunch(c, c.peer); }
       }
       // the push answers with the peer's address (a new one starts a punch, #onPeerNamed),
       // and tells the peer ours in its income
@@ -425,7 +429,8 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
       if (conn.repunch === attempt) { conn.repunch = undefined; conn.aim = undefined; }
       if (this.#closed || conn.path.closed) { path.close(); return; }
       conn.peer = peer;
-      conn.path.migrate(path);
+      conn.path.migrate(path, { abandonPrevious: conn.movedSince });
+      conn.movedSince = false;
       conn.lastData = performance.now();
       conn.silentReported = false;
       const ms = Math.round(performance.now() - (conn.brokeAt ?? performance.now()));
