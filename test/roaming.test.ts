@@ -236,3 +236,68 @@ describe('Roaming against a tracker on loopback', { skip }, () => {
 });
 
 const dataMessageText = (seq: number): string => `{"action":"data","seq":${seq}}`;
+
+/**
+ * An in-process NAT in front of the tracker, for one client: the client sends to
+ * `address`, the NAT forwards from its current public socket, and answers come back
+ * from `address`. `move()` replaces the public socket (a new public address; the
+ * old mapping is gone, and late answers to it are dropped).
+ */
+async function inProcessNat(tracker: { host: string; port: number }): Promise<{ address: { host: string; port: number }; publicAddr: () => string; move: () => Promise<void> }> {
+  const inside = await bound();
+  let client: RemoteInfo | undefined;
+  let outside: Socket;
+  const open = async (): Promise<void> => {
+    const s = await bound();
+    s.on('message', (msg, from) => {
+      if (s !== outside || client === undefined || from.port !== tracker.port) return;
+      inside.send(msg, client.port, client.address);
+    });
+    outside = s;
+  };
+  await open();
+  inside.on('message', (msg, from) => { client = from; outside.send(msg, tracker.port, tracker.host); });
+  return {
+    address: { host: '127.0.0.1', port: inside.address().port },
+    publicAddr: () => `127.0.0.1:${outside.address().port}`,
+    move: async () => { const old = outside; await open(); old.close(); sockets.splice(sockets.indexOf(old), 1); },
+  };
+}
+
+// through the tracker's datagram I/O path: both passes
+describe('a token session follows its client to a new public address', () => {
+  let tracker: Awaited<ReturnType<typeof startTracker>>;
+  let at: { host: string; port: number };
+  before(async () => {
+    tracker = await startTracker({ host: '127.0.0.1', port: 0, shards: 2, io: TEST_IO, logLevel: 'warn' });
+    const a = tracker.addresses[0]!;
+    at = { host: a.address, port: a.port };
+  });
+  after(async () => { await tracker.close(); });
+
+  test('the keep-alive reply names the new address, the client answers the challenge, Roaming reports the move, and a push to the same shareId returns the new address', async () => {
+    const nat = await inProcessNat(at);
+    const c = new TrackerClient({ tracker: nat.address, retryIntervalMs: 100, autoPulse: false });
+    const other = new TrackerClient({ tracker: at, retryIntervalMs: 100, autoPulse: false, socket: { host: '127.0.97.250' } });
+    try {
+      const id = await c.announce({ timeoutMs: EXPECT_MS });
+      assert.ok(c.token, 'the tracker issued a token');
+      assert.equal(c.observed, nat.publicAddr());
+      const before = nat.publicAddr();
+      const events: RoamingEvent[] = [];
+      const r = new Roaming({ client: c, interfaces: () => ({}), onEvent: (e) => events.push(e) });
+      const moved = new Promise<void>((res) => r.on('event', (e) => { if (e.event === 'moved') res(); }));
+      await nat.move();
+      await c.pulse({}, { timeoutMs: EXPECT_MS }); // the next keep-alive, from the new address
+      await moved;
+      r.close();
+      assert.deepEqual(events.filter((e) => e.event === 'moved'), [{ event: 'moved', side: 'local', reason: 'observed', from: before, to: nat.publicAddr() }]);
+      assert.equal(c.shareId, id, 'the same shareId');
+      await other.announce({ timeoutMs: EXPECT_MS });
+      const pushed = await other.push(id, { timeoutMs: EXPECT_MS });
+      assert.equal(pushed.peeraddr, nat.publicAddr());
+    } finally {
+      await Promise.all([c.close(), other.close()]);
+    }
+  });
+});
