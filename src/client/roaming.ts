@@ -108,7 +108,7 @@ export type RoamingEvent =
   | { event: 'moved'; side: 'peer'; peerShareId: string; from: string; to: string; authenticated: boolean }
   /** A connected peer sent nothing for silenceMs while it should have been sending. */
   | { event: 'silent'; peerShareId: string; ms: number }
-  /** The path to the peer carries traffic again, over `peeraddr`; `ms` since the first sign of the break. */
+  /** The path to the peer carries traffic again, over `peeraddr`; `ms` since the break began (the peer's last datagram while traffic was expected, else the first sign of it). */
   | { event: 'reconnected'; peerShareId: string; peeraddr: string; path: PeerPath['kind']; strategy: RepunchStrategy; ms: number };
 
 export type RepunchStrategy = 'direct' | 'birthday-easy' | 'birthday-hard' | 'relay';
@@ -161,6 +161,11 @@ function strategyFor(mine: NatType | undefined, theirs: NatType | undefined): Re
   if (meEasy) return 'birthday-easy';
   if (peerEasy) return 'birthday-hard';
   return 'relay';
+}
+
+/** When a connection's break began: its peer's last datagram, while traffic was expected; else now. */
+function brokeSince(c: Connection, now: number): number {
+  return c.expecting ? c.lastData : now;
 }
 
 /** A fingerprint of the local addresses (not the loopback ones). */
@@ -315,7 +320,7 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
     if (this.#recovering || this.#closed) return;
     this.#recovering = true;
     const now = performance.now();
-    for (const c of this.#connections.values()) c.brokeAt ??= now;
+    for (const c of this.#connections.values()) c.brokeAt ??= brokeSince(c, now);
     try {
       let moved = known;
       if (moved === undefined) {
@@ -379,14 +384,14 @@ export class Roaming extends EventEmitter<{ event: [RoamingEvent] }> {
       if (this.#client.token !== undefined && !authenticated) return;
       if (conn.relayed && !conn.requester && relay !== conn.path.peeraddr) {
         if (named.peeraddr !== conn.peer.peeraddr) this.#emit({ event: 'moved', side: 'peer', peerShareId, from: conn.peer.peeraddr, to: named.peeraddr, authenticated });
-        conn.brokeAt ??= performance.now();
+        conn.brokeAt ??= brokeSince(conn, performance.now());
         this.#repunch(conn, next, relay);
       }
       return;
     }
     if (named.peeraddr === conn.peer.peeraddr) return;
     const from = conn.peer.peeraddr;
-    conn.brokeAt ??= performance.now();
+    conn.brokeAt ??= brokeSince(conn, performance.now());
     this.#emit({ event: 'moved', side: 'peer', peerShareId, from, to: named.peeraddr, authenticated });
     // a relay target waits for the requester's new relayed address (an income with `relay`)
     if (conn.relayed && !conn.requester) return;
