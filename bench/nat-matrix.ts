@@ -10,16 +10,25 @@
 //                    start, discovery and announce are not in it
 //   probes:          datagrams both sides sent toward each other before connecting
 //   loss:            of the exchange's datagrams, both ways
+//
+// Then a roaming row per pair kind (issue 24): the same call, with a 5 s exchange,
+// and 2 s in (100 of A's datagrams counted at B's NAT) A's NAT switches its public
+// IP (test/helpers/netns-roaming.ts). Per kind: the runs in which both sides
+// reconnected and exited 0, how long traffic stopped (the longer side's longest gap
+// between the peer's datagrams, p50 / p95) and the share of datagrams delivered.
+//
+// `--only punch|roaming` and `--pair TEXT` (a part of a pair's name) run a part.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  TRACKER_IP, TRACKER_OTHER_IP, createNatLab, eventLine, netnsUnavailableReason, punchPair, startInPub,
+  NAT_WAN, TRACKER_IP, TRACKER_OTHER_IP, createNatLab, eventLine, netnsUnavailableReason, punchPair, startInPub,
   type Cli, type LabLayout, type NatKind, type NatLab, type PairRun, type Side,
 } from '../test/helpers/netns.js';
 import { median } from './stats.js';
 import { coturnArgs, coturnUnavailableReason } from '../test/helpers/coturn.js';
+import { NAT_WAN_SWITCHED, roamingPair, switchPublicIp } from '../test/helpers/netns-roaming.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist/bench/ -> the checkout
 const PORT = 3478;
@@ -70,18 +79,21 @@ function read(run: PairRun): RunResult {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ args: process.argv.slice(2), options: {
-    runs: { type: 'string', default: '20' }, out: { type: 'string', default: 'bench/results' }, pair: { type: 'string' }, help: { type: 'boolean', default: false },
+    runs: { type: 'string', default: '20' }, out: { type: 'string', default: 'bench/results' }, help: { type: 'boolean', default: false },
+    only: { type: 'string' }, pair: { type: 'string' },
   } });
   if (values.help) {
-    process.stdout.write('yarn bench:nat [--runs N (default 20)] [--out DIR] [--pair TEXT (only the pairs whose name contains it)]\n');
+    process.stdout.write('yarn bench:nat [--runs N (default 20)] [--out DIR] [--only punch|roaming] [--pair TEXT (only the pairs whose name contains it)]\n');
     return;
   }
+  if (values.only !== undefined && values.only !== 'punch' && values.only !== 'roaming') throw new Error('--only is punch or roaming');
+  const wanted = (name: string): boolean => values.pair === undefined || name.includes(values.pair);
   const why = netnsUnavailableReason() ?? coturnUnavailableReason();
   if (why) throw new Error(`the NAT matrix needs network namespaces and coturn: ${why}`);
   const runs = Math.max(1, Number(values.runs));
   const cli: Cli = { cwd: ROOT, args: ['dist/src/cli.js'] };
   const results: PairResult[] = [];
-  for (const pair of PAIRS.filter((p) => values.pair === undefined || p.name.includes(values.pair!))) {
+  for (const pair of values.only === 'roaming' ? [] : PAIRS.filter((p) => wanted(p.name))) {
     const lab: NatLab = createNatLab(pair.nat, pair.layout);
     try {
       await startInPub(lab, 'turnserver', coturnArgs({ listeningIp: TRACKER_IP, listeningPort: RELAY_PORT, minPort: 49152, maxPort: 49999,
@@ -109,11 +121,72 @@ async function main(): Promise<void> {
       await lab.destroy();
     }
   }
-  const table = render(results, runs);
+  const roaming: RoamingResult[] = [];
+  for (const kind of values.only === 'punch' ? [] : ROAMING.filter((p) => wanted(p.name))) roaming.push(await roamingRow(kind, runs, cli));
+  const table = [results.length > 0 ? render(results, runs) : '', roaming.length > 0 ? renderRoaming(roaming, runs) : ''].filter((t) => t !== '').join('\n\n');
   mkdirSync(values.out, { recursive: true });
-  writeFileSync(join(values.out, 'nat-matrix-latest.json'), JSON.stringify({ date: new Date().toISOString(), runs, results }, null, 2) + '\n');
+  writeFileSync(join(values.out, 'nat-matrix-latest.json'), JSON.stringify({ date: new Date().toISOString(), runs, results, roaming }, null, 2) + '\n');
   writeFileSync(join(values.out, 'nat-matrix-latest.md'), table + '\n');
   process.stdout.write(table + '\n');
+}
+
+/** The roaming rows: A's NAT (the first kind) switches its public IP mid-call. */
+const ROAMING: { name: string; nat: { a: NatKind; b: NatKind } }[] = [
+  { name: 'cone ↔ cone', nat: { a: 'cone', b: 'cone' } },
+  { name: 'cone ↔ symmetric', nat: { a: 'cone', b: 'symmetric' } },
+  { name: 'symmetric ↔ symmetric', nat: { a: 'symmetric', b: 'symmetric' } },
+];
+const ROAM_EXCHANGE_S = 5;
+const ROAM_CHANGE_AFTER = 100;
+
+export interface RoamingResult { pair: string; runs: number; recovered: number; stoppedP50ms: number; stoppedP95ms: number; delivered: number; failures: string[] }
+
+async function roamingRow(kind: (typeof ROAMING)[number], runs: number, cli: Cli): Promise<RoamingResult> {
+  const lab: NatLab = createNatLab(kind.nat);
+  const stopped: number[] = [];
+  let recovered = 0, sent = 0, received = 0;
+  const failures = new Set<string>();
+  try {
+    await startInPub(lab, 'turnserver', coturnArgs({ listeningIp: TRACKER_IP, listeningPort: RELAY_PORT, minPort: 49152, maxPort: 49999,
+      secret: RELAY_SECRET, realm: 'sobani.bench', allowLoopbackPeers: false }), RELAY_PORT);
+    await startInPub(lab, process.execPath, [...cli.args, '--host', TRACKER_IP, '--port', String(PORT), '--stun-other-host', TRACKER_OTHER_IP,
+      '--turn-url', `turn:${TRACKER_IP}:${RELAY_PORT}`, '--turn-secret', RELAY_SECRET, '--shards', '2', '--log-level', 'warn'], PORT, ROOT);
+    let at: string = NAT_WAN.a;
+    for (let i = 0; i < runs; i++) {
+      process.stderr.write(`\rroaming ${kind.name}: run ${i + 1}/${runs}   `);
+      const from = at, to = at === NAT_WAN.a ? NAT_WAN_SWITCHED.a : NAT_WAN.a;
+      const run = await roamingPair(lab, cli, `${TRACKER_IP}:${PORT}`, {
+        exchangeS: ROAM_EXCHANGE_S, changeAfter: ROAM_CHANGE_AFTER, countFrom: kind.nat.a === 'symmetric' && kind.nat.b === 'symmetric' ? TRACKER_IP : from, extra: ['--timeout', '8'],
+        change: () => { switchPublicIp(lab, 'a', from, to); at = to; },
+      });
+      const ex = [run.a, run.b].map((p) => eventLine(p, 'exchanged') as { sent: number; received: number; stoppedMs?: number } | undefined);
+      const ok = run.exits.every((e) => e.code === 0) && [run.a, run.b].every((p) => eventLine(p, 'reconnected') !== undefined);
+      if (ok) recovered++;
+      else failures.add(String([run.a, run.b].map((p) => eventLine(p, 'failed')?.reason).find((r) => r !== undefined) ?? 'no reconnected line'));
+      sent += (ex[0]?.sent ?? 0) + (ex[1]?.sent ?? 0);
+      received += (ex[0]?.received ?? 0) + (ex[1]?.received ?? 0);
+      if (ex.every((e) => e?.stoppedMs !== undefined)) stopped.push(Math.max(...ex.map((e) => e!.stoppedMs!)));
+    }
+    process.stderr.write('\n');
+  } finally {
+    await lab.destroy();
+  }
+  return { pair: kind.name, runs, recovered, stoppedP50ms: percentile(stopped, 50), stoppedP95ms: percentile(stopped, 95),
+    delivered: sent === 0 ? NaN : received / sent, failures: [...failures] };
+}
+
+export function renderRoaming(results: RoamingResult[], runs: number): string {
+  const ms = (n: number) => (Number.isFinite(n) ? `${Math.round(n)} ms` : '—');
+  return [
+    `<!-- bench:nat roaming -->`,
+    `Roaming: the same pairs, ${runs} runs each: a ${ROAM_EXCHANGE_S} s exchange during which A's NAT switches its public IP (after ${ROAM_CHANGE_AFTER} of A's datagrams reached B's NAT).`,
+    '',
+    '| pair (A ↔ B) | recovered | traffic stopped p50 | p95 | delivered | failures |',
+    '| --- | ---: | ---: | ---: | ---: | --- |',
+    ...results.map((r) => `| ${r.pair} | ${r.recovered}/${r.runs} | ${ms(r.stoppedP50ms)} | ${ms(r.stoppedP95ms)} | ${Number.isFinite(r.delivered) ? `${(r.delivered * 100).toFixed(1)} %` : '—'} | ${r.failures.map((f) => f.slice(0, 90)).join('; ') || 'none'} |`),
+    '',
+    'traffic stopped: the longer of the two sides\' longest gap between the peer\'s datagrams. delivered: of both sides\' exchange datagrams.',
+  ].join('\n');
 }
 
 export function render(results: PairResult[], runs: number): string {

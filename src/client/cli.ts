@@ -14,14 +14,19 @@ export const CLIENT_USAGE = `Client commands (each prints JSON lines on stdout):
            [--regenerate] [--skip-announce]  announce, then pulse, print the replies
   push     --tracker HOST:PORT SHAREID      announce, then push to SHAREID, print the replies
                                             (or --share-id=SHAREID)
-  punch    --tracker HOST:PORT [--peer SHAREID] [--timeout SECONDS] [--exchange SECONDS] [--no-discover] [--no-local]
+  punch    --tracker HOST:PORT [--peer SHAREID] [--timeout SECONDS] [--exchange SECONDS] [--no-discover]
+           [--discover-timeout SECONDS] [--no-local]
                                             learn our NAT type from the tracker's STUN, announce,
                                             (push,) open a direct path with the strategy that fits
                                             both NATs; prints {"event":"nat"|"announced"|"peer"|
-                                            "connected"|"exchanged"|"failed",...}; --exchange: then
-                                            send 50 numbered datagrams/s each way over the path;
-                                            a peer on our own network is reached on its local
-                                            addresses (see docs/local-candidates.md)
+                                            "connected"|"silent"|"moved"|"reconnected"|"exchanged"|
+                                            "failed",...}; --exchange: then send 50 numbered
+                                            datagrams/s each way over the path, following a
+                                            network change (exit 1 if the path broke for good);
+                                            --discover-timeout: how long each STUN Binding waits
+                                            (default 1) before the NAT type is "unknown"; a peer on
+                                            our own network is reached on its local addresses
+                                            (see docs/local-candidates.md)
 Common options:
   --dialect documented|legacy   what to send (default documented)
   --bind [HOST:]PORT            local address of the client socket (default: any, ephemeral)
@@ -79,6 +84,7 @@ export async function runClientCommand(cmd: string, argv: string[], io: ClientCo
         timeoutMs: parsed.timeoutMs,
         ...(parsed.exchangeSeconds !== undefined ? { exchangeSeconds: parsed.exchangeSeconds } : {}),
         discover: !parsed.noDiscover,
+        ...(parsed.discoverTimeoutMs !== undefined ? { discoverTimeoutMs: parsed.discoverTimeoutMs } : {}),
         signal: stop.signal,
         onEvent: print,
       });
@@ -124,6 +130,7 @@ const OPTIONS = {
   'no-discover': { type: 'boolean' },
   'no-local': { type: 'boolean' },
   'no-token': { type: 'boolean' },
+  'discover-timeout': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -195,7 +202,11 @@ function parse(cmd: ClientCommand, argv: string[]) {
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
   if (values.peer !== undefined && cmd !== 'punch') throw new UsageError('--peer applies to punch only');
   if (values['skip-announce'] && (cmd === 'announce' || cmd === 'punch')) throw new UsageError(`--skip-announce makes no sense for ${cmd}`);
-  if ((values.exchange !== undefined || values['no-discover']) && cmd !== 'punch') throw new UsageError('--exchange and --no-discover apply to punch only');
+  if ((values.exchange !== undefined || values['no-discover'] || values['discover-timeout'] !== undefined) && cmd !== 'punch') {
+    throw new UsageError('--exchange, --no-discover and --discover-timeout apply to punch only');
+  }
+  const discoverS = values['discover-timeout'] === undefined ? undefined : Number(values['discover-timeout']);
+  if (discoverS !== undefined && !(discoverS > 0)) throw new UsageError('--discover-timeout must be a positive number of seconds');
   const exchangeSeconds = values.exchange === undefined ? undefined : Number(values.exchange);
   if (exchangeSeconds !== undefined && !(exchangeSeconds > 0)) throw new UsageError('--exchange must be a positive number of seconds');
 
@@ -210,5 +221,6 @@ function parse(cmd: ClientCommand, argv: string[]) {
     skipAnnounce: values['skip-announce'] === true,
     exchangeSeconds,
     noDiscover: values['no-discover'] === true,
+    discoverTimeoutMs: discoverS === undefined ? undefined : Math.round(discoverS * 1000),
   };
 }

@@ -16,6 +16,8 @@ export { gatherLocalCandidates } from './local-candidates.js';
 export type { GatherOptions } from './local-candidates.js';
 export type { NatDiscovery } from './nat-discovery.js';
 export type { Peer, PeerPath } from './peer-path.js';
+export { MigratingPath, Roaming } from './roaming.js';
+export type { MoveReason, RoamingEvent, RoamingOptions, RepunchStrategy } from './roaming.js';
 export { TurnClient, TurnError, socketTransport, trackerTransport } from './turn-client.js';
 export type { ChannelHold, TurnClientEvents, TurnClientOptions, TurnCounters, TurnFailure, TurnMethod, TurnPeer, TurnTransport } from './turn-client.js';
 export { relayPath } from './relay-path.js';

@@ -34,6 +34,12 @@ export interface PeerPath {
   /** Datagrams from the peer on this path; returns a function that stops listening. */
   onMessage(fn: (msg: Buffer) => void): () => void;
   close(): void;
+  /**
+   * Stops using the path without a word to anyone (a relay allocation is not
+   * released): for a path whose own end moved, where a release sent from the new
+   * address would hit what was made from there. Absent: close() is as good.
+   */
+  abandon?(): void;
 }
 
 /** What a probe says; `shareId` is the sender's own. The desktop client's peers send the same action. */
@@ -155,18 +161,55 @@ export function dataSeq(msg: Buffer): number {
   return m === null ? -1 : Number(m[1]);
 }
 
+/** What a side sends after its last exchange datagram: how many it sent. */
+export function dataEndMessage(sent: number): Buffer {
+  return Buffer.from(`{"action":"${DATA_ACTION}-end","sent":${sent}}`);
+}
+
+/** The count in an end-of-exchange datagram, or -1. */
+export function dataEndSent(msg: Buffer): number {
+  const m = /^\{"action":"data-end","sent":(\d+)\}$/.exec(msg.toString('latin1'));
+  return m === null ? -1 : Number(m[1]);
+}
+
+export interface ExchangeOptions {
+  /**
+   * How long to wait, after our own last datagram, for the peer's end of exchange
+   * before counting what arrived: only a bound for a peer that vanished (a peer
+   * that ends says so, and the count is taken then). Default 5000 ms.
+   */
+  endWaitMs?: number;
+  /** Called with each exchange datagram the peer sent, as it arrives (its sequence number). */
+  onData?: (seq: number) => void;
+}
+
 /**
  * Sends EXCHANGE_RATE numbered datagrams a second over `path` for `seconds`, and
  * counts the distinct ones the peer sent us, including those that arrived before
- * this side had finished connecting (`early`). Waits `tailMs` after its own last
- * datagram for the peer's, which may have started later.
+ * this side had finished connecting (`early`). It ends when both sides have
+ * ended, not on a clock: after its last datagram each side sends an end marker
+ * (`data-end`, its count) until it has seen the peer's, and answers each of the
+ * peer's with its own. The marker follows the data on the same path, so once it
+ * arrives the peer's datagrams have too (or were lost).
  */
-export async function exchange(path: PeerPath, seconds: number, early: Set<number>, tailMs = 2000): Promise<{ sent: number; received: number }> {
+export async function exchange(path: PeerPath, seconds: number, early: Set<number>, opts: ExchangeOptions = {}): Promise<{ sent: number; received: number }> {
   const received = new Set(early);
-  const stop = path.onMessage((msg) => { const seq = dataSeq(msg); if (seq >= 0) received.add(seq); });
   const total = Math.round(seconds * EXCHANGE_RATE);
-  const started = performance.now();
   let sent = 0;
+  let peerEnded = false;
+  let onPeerEnd: () => void = () => undefined;
+  const stop = path.onMessage((msg) => {
+    const seq = dataSeq(msg);
+    if (seq >= 0) {
+      if (!received.has(seq)) { received.add(seq); opts.onData?.(seq); }
+      return;
+    }
+    if (dataEndSent(msg) < 0) return;
+    // the peer may still be waiting for ours: answer every one of its markers once we are done
+    if (sent >= total) path.send(dataEndMessage(sent));
+    if (!peerEnded) { peerEnded = true; onPeerEnd(); }
+  });
+  const started = performance.now();
   await new Promise<void>((resolve) => {
     const tick = (): void => {
       // paced by the clock, not by timer ticks, so a late timer sends what is due
@@ -177,7 +220,18 @@ export async function exchange(path: PeerPath, seconds: number, early: Set<numbe
     const timer = setInterval(tick, 1000 / EXCHANGE_RATE);
     tick();
   });
-  await new Promise((r) => setTimeout(r, tailMs));
-  stop();
-  return { sent, received: received.size };
+  const end = dataEndMessage(sent);
+  await new Promise<void>((resolve) => {
+    const finish = (): void => { clearInterval(again); clearTimeout(bound); resolve(); };
+    const again = setInterval(() => path.send(end), 1000 / EXCHANGE_RATE);
+    const bound = setTimeout(finish, opts.endWaitMs ?? 5000);
+    path.send(end);
+    if (peerEnded) finish();
+    else onPeerEnd = finish;
+  });
+  const count = received.size;
+  // The peer may not have seen our marker yet: keep answering its markers a while
+  // (only a bound; nothing waits for it).
+  setTimeout(stop, opts.endWaitMs ?? 5000).unref();
+  return { sent, received: count };
 }

@@ -30,6 +30,7 @@ import { describeCandidates, localPunch, type LocalPunch } from './local-punch.j
 import type { NatType } from './messages.js';
 import { discoverNat, isEasy } from './nat-discovery.js';
 import { relayAsRequester, relayAsTarget } from './relay-punch.js';
+import { Roaming, roamingExchange, type MigratingPath, type RoamingEvent } from './roaming.js';
 import { dataSeq, exchange, probe, probeBudget, type Peer, type PeerPath, type ProbeBudget, type PunchContext } from './peer-path.js';
 import { formatPeerAddr, parsePeerAddr } from './peer-addr.js';
 import type { IncomeEvent, PushResult, TrackerClient } from './tracker-client.js';
@@ -48,8 +49,20 @@ export interface PunchOptions {
   graceMs?: number;
   /** Learn our NAT type from the tracker's STUN first, and report it. Default true. */
   discover?: boolean;
+  /** How long each discovery Binding waits for its answer before the NAT type is "unknown". Default 1000 ms. */
+  discoverTimeoutMs?: number;
   /** Once connected, send 50 numbered datagrams a second over the path for this many seconds, and count the peer's. */
   exchangeSeconds?: number;
+  /** After its own last exchange datagram, how long to wait at most for the peer's end of exchange (a bound: a peer that ends says so). Default 5000 ms. */
+  exchangeEndWaitMs?: number;
+  /**
+   * Follow the connection across network changes (roaming.ts): a move, a changed
+   * interface or the peer's silence makes it keep alive, push again and punch again,
+   * and the path moves without a close. Default true (needs the peer's shareId).
+   */
+  roam?: boolean;
+  /** Roaming: the peer's silence this long while it should be sending means a broken path. Default 500 ms. */
+  silenceMs?: number;
   /** The requester falls back to the tracker's relay when a punch has found nothing this long. Default 3000 ms. */
   relayAfterMs?: number;
   birthday?: BirthdayOptions;
@@ -70,7 +83,9 @@ export type PunchEvent =
   /** `local`: the peer's local candidates, when the tracker showed us any */
   | { event: 'peer'; via: 'pushReceived' | 'income'; peeraddr: string; peerShareId?: string; nat?: NatType; peerVerified: boolean; local?: string[]; strategy: PunchStrategy; ms: number }
   | { event: 'connected'; path: PeerPath['kind']; strategy: PunchStrategy; peeraddr: string; peerShareId?: string; ms: number; probes: number }
-  | { event: 'exchanged'; sent: number; received: number }
+  /** `stoppedMs`: the longest the peer's traffic stopped; `lost`: the path broke and was not restored (roaming only) */
+  | { event: 'exchanged'; sent: number; received: number; stoppedMs?: number; lost?: boolean }
+  | RoamingEvent
   | { event: 'failed'; reason: string; probes?: number };
 
 export type PunchResult =
@@ -224,7 +239,7 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
     aborted.catch(() => undefined); // it also rejects when all went well (the finally below)
     const run = async (): Promise<PunchResult> => {
       if (opts.discover !== false && client.dialect === 'documented') {
-        const found = await Promise.race([discoverNat(client, { timeoutMs: 1000, signal: overall.signal }), aborted]);
+        const found = await Promise.race([discoverNat(client, { timeoutMs: opts.discoverTimeoutMs ?? 1000, signal: overall.signal }), aborted]);
         emit({ event: 'nat', nat: found.nat, mapped: found.mapped, ...(found.reason !== undefined ? { reason: found.reason } : {}) });
         mapped = found.mapped;
         await client.reportNat(found.nat, { signal: overall.signal });
@@ -289,8 +304,14 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
         overall.signal.removeEventListener('abort', stopAttempts);
         attempts.abort(new Error('connected'));
       }
-      const { path } = won;
       strategy = won.via;
+      // the connection the application holds: it follows network changes (roaming.ts)
+      const roaming = opts.roam === false || peer.shareId === undefined ? undefined
+        : new Roaming({ client, silenceMs: opts.silenceMs, ...(opts.probeIntervalMs !== undefined ? { probeIntervalMs: opts.probeIntervalMs } : {}),
+          ...(opts.birthday !== undefined ? { birthday: opts.birthday } : {}), onEvent: emit });
+      const path: PeerPath = roaming === undefined ? won.path : roaming.add(peer, won.path, { onClose: () => roaming.close(), requester: opts.peer !== undefined,
+        // a LAN path that breaks is punched again on the public addresses
+        strategy: strategy === 'local' ? 'direct' : strategy });
       const ms = Math.round(performance.now() - started);
       emit({ event: 'connected', path: path.kind, strategy, peeraddr: path.peeraddr, ...(peer.shareId !== undefined ? { peerShareId: peer.shareId } : {}), ms, probes: probes.sent });
       clearTimeout(timeout); // connected: the rest is not bounded by the punch's timeout
@@ -299,8 +320,17 @@ export async function punch(opts: PunchOptions): Promise<PunchResult> {
       const grace = setInterval(() => path.send(knock), opts.probeIntervalMs ?? 100);
       path.send(knock);
       if (opts.exchangeSeconds !== undefined && opts.exchangeSeconds > 0) {
-        const counted = await exchange(path, opts.exchangeSeconds, early.get(path.peeraddr) ?? new Set());
+        const ended = opts.exchangeEndWaitMs !== undefined ? { endWaitMs: opts.exchangeEndWaitMs } : {};
+        const earlyData = early.get(path.peeraddr) ?? new Set<number>();
+        const counted: { sent: number; received: number; stoppedMs?: number; lost?: boolean } = roaming === undefined
+          ? await exchange(path, opts.exchangeSeconds, earlyData, ended)
+          : await roamingExchange(roaming, path as MigratingPath, peer.shareId!, opts.exchangeSeconds, earlyData, ended);
         emit({ event: 'exchanged', ...counted });
+        if (counted.lost === true) {
+          clearInterval(grace);
+          path.close();
+          throw new Error(`the path to the peer broke during the exchange and was not restored (traffic stopped for ${counted.stoppedMs} ms)`);
+        }
       }
       await new Promise((r) => setTimeout(r, graceMs));
       clearInterval(grace);

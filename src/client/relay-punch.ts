@@ -52,6 +52,7 @@ export async function relayAsRequester(client: TrackerClient, ctx: PunchContext)
         resolve({
           kind: 'relay', get peeraddr() { return path.peeraddr; }, send: path.send, onMessage: path.onMessage,
           close: () => { path.close(); void turn.close(); }, // the allocation was this pair's alone
+          abandon: () => { path.close(); turn.abandon(); },
         });
       });
       const onAbort = (): void => { clearInterval(timer); stop(); path.close(); reject(signal.reason as Error); };

@@ -347,6 +347,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
         .finally(() => {
         if (this.#announcing === state) this.#announcing = undefined;
       });
+      shared.catch(() => undefined); // a caller whose signal was already aborted leaves before it listens
       const state = { shared, stop, callers: 0 };
       this.#announcing = state;
     }

@@ -514,6 +514,21 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
     return this.#closing;
   }
 
+  /**
+   * Stops using the allocation without a word to the server: every timer stops and
+   * the client stops listening. For a client whose address moved: the server knows
+   * allocations by their 5-tuple, so a release (or a refresh) sent from the new
+   * address would act on the allocation made from there, not on this one, which
+   * expires by itself within its lifetime.
+   */
+  abandon(): void {
+    if (this.#closing !== undefined) return;
+    this.#closing = Promise.resolve();
+    this.#stop();
+    this.#unsubscribe();
+    this.emit('close');
+  }
+
   #stop(): void {
     this.#ended = true;
     clearTimeout(this.#refreshTimer);
