@@ -59,7 +59,8 @@ const HELP = `yarn bench [flags]
   --directory-sessions N  several instances on one Redis:   (default 100000)
                  live sessions for the Redis load, 0 to
                  skip the phase (needs redis-server)
-  --stun N       rounds of STUN Binding beside pulses on    (default 3)
+  --stun N       rounds of token pulses and STUN Binding     (default 3)
+                 beside plain pulses on
                  the default tracker, 0 to skip (needs the
                  native generator)
   --soak N       soak mode: only run the tracker for N s    (default off)

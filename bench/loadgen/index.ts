@@ -34,7 +34,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     if (bench instanceof Error) throw bench;
     return runNativeLoad(bench, opts);
   }
-  if (opts.request === 'stun') throw new Error('STUN load needs the native generator (bench/native/bench.c)');
+  if (opts.request === 'stun' || opts.request === 'token-pulse') throw new Error(`${opts.request} load needs the native generator (bench/native/bench.c)`);
   // The open loop keeps one pulse in flight per client, so it needs enough
   // clients to cover 20 ms of the offered rate.
   const totalClients = opts.mode === 'open' ? Math.max(opts.clients, Math.ceil(opts.rate * 0.02)) : opts.clients;

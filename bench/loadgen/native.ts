@@ -14,7 +14,7 @@ import { loopbackIp, PLAIN_PULSE, STUN_BINDING, STUN_MARKER } from './types.js';
 export interface NativeLoadSpec {
   address: string; port: number; sources: string[]; window: number; rate: number;
   warmupMs: number; measureMs: number; drainMs: number; timeoutMs: number;
-  setup: 'none' | 'tracker'; request: Buffer; replyMarker: Buffer; unknownMarker: Buffer | null;
+  setup: 'none' | 'tracker' | 'token'; request: Buffer; replyMarker: Buffer; unknownMarker: Buffer | null;
 }
 
 export interface NativeLoadResult {
@@ -64,7 +64,8 @@ export async function runNativeLoad(bench: NativeBench, opts: LoadOptions): Prom
     measureMs: opts.measureMs,
     drainMs: opts.drainMs,
     timeoutMs: opts.timeoutMs,
-    setup: opts.setup,
+    // a token client announces for a token and sends its own token pulse (bench.c)
+    setup: opts.request === 'token-pulse' ? 'token' : opts.setup,
     ...(opts.request === 'stun'
       ? { request: STUN_BINDING, replyMarker: STUN_MARKER, unknownMarker: null }
       : {

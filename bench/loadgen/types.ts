@@ -3,8 +3,12 @@
 import { MessageBuilder, messageType, METHOD, CLASS_REQUEST } from '../../src/stun/codec.js';
 
 export type LoadMode = 'closed' | 'open';
-/** pulse: `{"action":"pulse"}`; stun: a STUN Binding request (RFC 8489), answered on the tracker's own port. */
-export type LoadRequest = 'pulse' | 'stun';
+/**
+ * pulse: `{"action":"pulse"}`; token-pulse: `{"action":"pulse","token":"<the session's token>"}` from
+ * sessions announced with `"token":true` (the native generator only); stun: a STUN Binding
+ * request (RFC 8489), answered on the tracker's own port.
+ */
+export type LoadRequest = 'pulse' | 'token-pulse' | 'stun';
 
 /**
  * A 20-byte STUN Binding request, what most STUN clients send. One transaction id

@@ -357,7 +357,9 @@ static inline unsigned hist_index(uint64_t v) {
 #define TIMER_SLACK_NS 50000
 
 static const char ANNOUNCE[] = "{\"action\":\"announce\",\"pad\":\"xxxxxxxxxxxxxxxxxx\"}";
+static const char ANNOUNCE_TOKEN[] = "{\"action\":\"announce\",\"token\":true,\"pad\":\"xxxxxxxxxxxxxxxxxx\"}";
 static const char SHARE_ID_KEY[] = "\"shareId\":\"";
+static const char TOKEN_KEY[] = "\"token\":\"";
 static const char PULSE_RECEIVED[] = "pulseReceived";
 static const char STATUS_OK[] = "\"status\":\"0\"";
 
@@ -375,7 +377,7 @@ typedef struct {
   uint32_t window;
   double rate;
   double warmup_ms, measure_ms, drain_ms, timeout_ms;
-  int setup_tracker;
+  int setup_tracker;        // 0: none; 1: announce, prove with the shareId; 2: announce for a token, then pulse with it
   uint8_t* request;
   size_t request_len;
   uint8_t* reply_marker;
@@ -533,11 +535,16 @@ static void queue_datagram(gen* g, client* c, const void* data, size_t len, int 
 static void refill(gen* g, client* c) {
   load_job* j = g->j;
   if (!g->sending || c->stage != ST_LOAD) return;
-  while (c->outstanding < j->window) queue_datagram(g, c, j->request, j->request_len, 1, 0);
+  while (c->outstanding < j->window) {
+    // a token client's load is its own token pulse (the one it proved with)
+    if (j->setup_tracker == 2) queue_datagram(g, c, c->proof, c->proof_len, 1, 0);
+    else queue_datagram(g, c, j->request, j->request_len, 1, 0);
+  }
 }
 
 static void queue_setup(gen* g, client* c) {
-  if (c->stage == ST_ANNOUNCE) queue_datagram(g, c, ANNOUNCE, sizeof ANNOUNCE - 1, 0, 0);
+  if (c->stage == ST_ANNOUNCE && g->j->setup_tracker == 2) queue_datagram(g, c, ANNOUNCE_TOKEN, sizeof ANNOUNCE_TOKEN - 1, 0, 0);
+  else if (c->stage == ST_ANNOUNCE) queue_datagram(g, c, ANNOUNCE, sizeof ANNOUNCE - 1, 0, 0);
   else if (c->stage == ST_PROVE) queue_datagram(g, c, c->proof, c->proof_len, 0, 0);
 }
 
@@ -552,7 +559,8 @@ static int send_due(gen* g) {
     // timed from its scheduled send time: a server stall is not hidden (no coordinated omission)
     uint64_t at = g->t0 + (uint64_t)((double)g->scheduled / g->per_ns);
     g->scheduled++;
-    queue_datagram(g, c, j->request, j->request_len, 1, at);
+    if (j->setup_tracker == 2) queue_datagram(g, c, c->proof, c->proof_len, 1, at);
+    else queue_datagram(g, c, j->request, j->request_len, 1, at);
   }
   flush(g);
   return g->scheduled < due;
@@ -561,7 +569,18 @@ static int send_due(gen* g) {
 // ---- receiving ----
 
 static void on_setup_reply(gen* g, client* c, const uint8_t* msg, size_t len) {
-  if (c->stage == ST_ANNOUNCE) {
+  if (c->stage == ST_ANNOUNCE && g->j->setup_tracker == 2) {
+    // {"action":"announceReceived","data":{"shareId":"..","token":"<shareId>.<secret>",...},"tag":".."}
+    const uint8_t* p = memmem(msg, len, TOKEN_KEY, sizeof TOKEN_KEY - 1);
+    if (p == NULL) return;
+    const uint8_t* tok = p + sizeof TOKEN_KEY - 1;
+    const uint8_t* end = memchr(tok, '"', len - (size_t)(tok - msg));
+    if (end == NULL || end == tok || end - tok > 80) return;
+    int n = snprintf(c->proof, sizeof c->proof, "{\"action\":\"pulse\",\"token\":\"%.*s\"}", (int)(end - tok), (const char*)tok);
+    c->proof_len = (uint8_t)n;
+    c->stage = ST_PROVE;
+    queue_setup(g, c);
+  } else if (c->stage == ST_ANNOUNCE) {
     const uint8_t* p = memmem(msg, len, SHARE_ID_KEY, sizeof SHARE_ID_KEY - 1);
     if (p == NULL) return;
     const uint8_t* id = p + sizeof SHARE_ID_KEY - 1;
@@ -1117,9 +1136,10 @@ static napi_value RunLoad(napi_env env, napi_callback_info info) {
     j->by_addr[slot] = (int32_t)i;
   }
   char setup[16] = "none";
-  if (get_opt_string(env, spec, "setup", setup, sizeof setup) < 0) return bad_spec(env, j, "spec.setup must be 'none' or 'tracker'");
+  if (get_opt_string(env, spec, "setup", setup, sizeof setup) < 0) return bad_spec(env, j, "spec.setup must be 'none', 'tracker' or 'token'");
   if (strcmp(setup, "tracker") == 0) j->setup_tracker = 1;
-  else if (strcmp(setup, "none") != 0) return bad_spec(env, j, "spec.setup must be 'none' or 'tracker'");
+  else if (strcmp(setup, "token") == 0) j->setup_tracker = 2;
+  else if (strcmp(setup, "none") != 0) return bad_spec(env, j, "spec.setup must be 'none', 'tracker' or 'token'");
   if (!get_opt(env, spec, "request", &v) || !get_bytes_copy(env, v, &j->request, &j->request_len)) return bad_spec(env, j, "spec.request must be a Buffer");
   if (!get_opt(env, spec, "replyMarker", &v) || !get_bytes_copy(env, v, &j->reply_marker, &j->reply_marker_len) || j->reply_marker_len == 0) {
     return bad_spec(env, j, "spec.replyMarker must be a non-empty Buffer");
