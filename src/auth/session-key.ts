@@ -59,6 +59,11 @@ export class SessionKey {
     return diff === 0;
   }
 
+  /** The tag key of the token verifyChars last accepted: the secret it just computed (scratch, valid until the next call). */
+  verifiedTagKey(): SipKey {
+    return sipKey(this.secret, 0, this.secretWords);
+  }
+
   /** The tag key of the session whose shareId is ids[at, at+n) (scratch, valid until the next call). */
   tagKeyOfBytes(ids: Uint8Array, at: number, n: number): SipKey {
     const len = this.labelledBytes(TOKEN_LABEL, ids, at, n);

@@ -52,7 +52,7 @@ export function authenticate(s: ShardContext, action: 'pulse' | 'push' | 'relay'
     return -1;
   }
   r.dialect = DOCUMENTED;
-  r.tagWith(s.key.tagKeyOfBytes(tok.chars, tok.at, idLen));
+  r.tagWith(s.key.verifiedTagKey()); // the secret verifyChars just computed: not hashed again
   const slot = t.findByShareIdBytes(tok.chars, tok.at);
   if (slot < 0) {
     s.counters.unknownSession(action);
