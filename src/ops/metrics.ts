@@ -55,7 +55,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
     lost: counter('sobani_shard_lost_peers_total', 'Sessions lost with a crashed shard.', ['shard']),
     relayCredentials: counter('sobani_relay_credentials_total', 'Relay (TURN) credentials handed out, by result: minted, or reused (asked again within relayInterval).', ['result']),
     relayForwarded: counter('sobani_relay_forwarded_total', 'Pushes that carried a relayed address to their target (in income).'),
-    moved: counter('sobani_moved_total', 'Token sessions that moved to a new address (their token and the path challenge came from it).'),
+    moved: counter('sobani_moved_total', 'Sessions that moved to a new address: token sessions (their token and the path challenge came from it), and desktop v0.1.2 sessions on a new port of the same IP (their id came from it).'),
     tokenForwarded: counter('sobani_token_forwarded_total', 'Token requests forwarded to the shard that holds their session (it moved to an IP that routes elsewhere).'),
     stunRequests: counter('sobani_stun_requests_total', 'STUN messages received, by kind: binding, indication, bad-request (answered 400), unknown-attributes (answered 420), not-a-request, malformed, bad-fingerprint (the last three dropped).', ['kind']),
     stunResponses: counter('sobani_stun_responses_total', 'STUN responses sent, by result (success, error).', ['result']),

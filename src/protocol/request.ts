@@ -35,7 +35,11 @@ export interface AnnounceRequest {
   /** `"token":true`: the client asks for a session token (documented dialect). */
   readonly wantsToken: boolean;
 }
-export interface AliveRequest { readonly action: 'alive' }
+export interface AliveRequest {
+  readonly action: 'alive';
+  /** The desktop client's v0.1.2 "id" (8 hex characters) as a number; absent from later builds' alive. */
+  readonly id?: number;
+}
 export interface PulseRequest extends Authenticated {
   readonly action: 'pulse';
   readonly override: boolean;
@@ -69,6 +73,44 @@ export interface ParseLimits {
 const ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: false, nat: NAT_NOT_REPORTED, wantsToken: false });
 const DESKTOP_ANNOUNCE: AnnounceRequest = Object.freeze({ action: 'announce', desktopId: true, nat: NAT_NOT_REPORTED, wantsToken: false });
 const ALIVE: AliveRequest = Object.freeze({ action: 'alive' });
+/** The desktop client's v0.1.2 alive, `{"id":"<8 hex>","action":"alive"}`: one object, refilled per request (hot path). */
+const DESKTOP_ALIVE: { action: 'alive'; id: number } = { action: 'alive', id: 0 };
+const DESKTOP_ALIVE_HEAD = Buffer.from('{"id":"'), DESKTOP_ALIVE_TAIL = Buffer.from('","action":"alive"}');
+const DESKTOP_ALIVE_LENGTH = DESKTOP_ALIVE_HEAD.length + 8 + DESKTOP_ALIVE_TAIL.length;
+
+function hexValue(c: number): number {
+  return c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
+}
+
+/** The 8 hex characters at buf[at] as a number, or -1. */
+function hexId(buf: Uint8Array, at: number): number {
+  let v = 0;
+  for (let i = 0; i < 8; i++) {
+    const d = hexValue(buf[at + i]!);
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+/** The desktop v0.1.2 alive's exact bytes, or null. */
+function desktopAlive(buf: Uint8Array, off: number, len: number): AliveRequest | null {
+  if (len !== DESKTOP_ALIVE_LENGTH) return null;
+  for (let i = 0; i < DESKTOP_ALIVE_HEAD.length; i++) if (buf[off + i] !== DESKTOP_ALIVE_HEAD[i]) return null;
+  const tail = off + DESKTOP_ALIVE_HEAD.length + 8;
+  for (let i = 0; i < DESKTOP_ALIVE_TAIL.length; i++) if (buf[tail + i] !== DESKTOP_ALIVE_TAIL[i]) return null;
+  const id = hexId(buf, off + DESKTOP_ALIVE_HEAD.length);
+  if (id < 0) return null;
+  DESKTOP_ALIVE.id = id;
+  return DESKTOP_ALIVE;
+}
+
+/** An alive parsed as JSON: with its "id" when it is 8 hex characters (any other id is ignored, as before). */
+function parseAlive(m: Record<string, unknown>): AliveRequest {
+  if (typeof m.id !== 'string' || m.id.length !== 8) return ALIVE;
+  const id = hexId(Buffer.from(m.id, 'latin1'), 0);
+  return id < 0 ? ALIVE : { action: 'alive', id };
+}
 const RELAY: RelayRequest = Object.freeze({ action: 'relay', token: null, challenge: null });
 const PLAIN_PULSE: PulseRequest = Object.freeze({
   action: 'pulse', override: false, ip: null, port: 0, multiaddr: null, regenerate: false, proof: null, nat: NAT_NOT_REPORTED, token: null, challenge: null,
@@ -145,6 +187,8 @@ const CHALLENGE_FORM = '"challenge" must be the 11 characters of the challenge t
 
 export function parseRequest(buf: Uint8Array, off: number, len: number, limits: ParseLimits): Request {
   for (const [bytes, req] of FAST) if (bytesEqual(buf, off, len, bytes)) return req;
+  const alive = desktopAlive(buf, off, len);
+  if (alive !== null) return alive;
   const tokenLen = limits.shareIdLength + 1 + SECRET_CHARS;
   if (len === TOKEN_PULSE_PREFIX.length + tokenLen + TOKEN_PULSE_SUFFIX.length &&
     bytesEqual(buf, off, TOKEN_PULSE_PREFIX.length, TOKEN_PULSE_PREFIX) &&
@@ -168,7 +212,7 @@ export function parseRequest(buf: Uint8Array, off: number, len: number, limits: 
   if (typeof action !== 'string') return invalid('INVALID_FIELD', '"action" must be a string');
   switch (action) {
     case 'announce': return withLocal(m, parseAnnounce(m));
-    case 'alive': return ALIVE;
+    case 'alive': return parseAlive(m);
     case 'pulse': return withLocal(m, parsePulse(m, limits));
     case 'push': return parsePush(m, limits);
     case 'relay': {

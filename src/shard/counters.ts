@@ -36,7 +36,7 @@ export interface ShardCountersSnapshot {
   relayMinted: number;
   relayReused: number;
   relayForwarded: number;
-  /** token sessions that moved to a new address (tokens.ts), and token requests forwarded to their session's shard */
+  /** sessions that moved to a new address (token sessions: tokens.ts; desktop rebindings: keep-alive.ts), and token requests forwarded to their session's shard */
   moved: number;
   tokenForwarded: number;
   expired: number;

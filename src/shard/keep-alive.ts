@@ -13,10 +13,14 @@ import { observedLength, writeObserved } from './tokens.js';
 
 const TOKEN_MEMBER = Buffer.from('","token":"', 'latin1');
 
-/** `known`: the session a token pulse is for (tokens.ts), or -1: the one at the source address. */
-export function keepAlive(s: ShardContext, action: 'pulse' | 'alive', pulse: PulseRequest | null, known = -1): void {
+/**
+ * `known`: the session a token pulse is for (tokens.ts), or -1: the one at the source
+ * address. `desktopId`: the id a desktop v0.1.2 alive carried, or -1.
+ */
+export function keepAlive(s: ShardContext, action: 'pulse' | 'alive', pulse: PulseRequest | null, known = -1, desktopId = -1): void {
   const r = s.requester, sessions = s.sessions, t = sessions.table;
-  const slot = known >= 0 ? known : sessions.at(r.key, r.port);
+  let slot = known >= 0 ? known : sessions.at(r.key, r.port);
+  if (slot < 0 && desktopId >= 0) slot = rebound(s, desktopId);
   if (slot < 0) {
     s.counters.unknownSession(action);
     r.send(keepAliveNoSession(action));
@@ -26,6 +30,7 @@ export function keepAlive(s: ShardContext, action: 'pulse' | 'alive', pulse: Pul
   if (known < 0 && (t.flags[slot]! & AUTH) !== 0) return r.error('TOKEN_REQUIRED');
   t.dialect[slot] = dialectOfKeepAlive(action);
   t.flags[slot]! |= KEPT_ALIVE;
+  if (desktopId >= 0) sessions.noteDesktopId(slot, desktopId);
   sessions.keepAlive(slot);
   if (pulse?.proof != null && t.shareIdEquals(slot, pulse.proof)) t.flags[slot]! |= VERIFIED;
   if (pulse !== null && pulse.nat !== NAT_NOT_REPORTED) t.nat[slot] = pulse.nat;
@@ -77,4 +82,20 @@ function applyOverride(t: PeerTable, slot: number, p: PulseRequest): boolean {
     multiaddr: p.multiaddr ?? cur?.multiaddr ?? null,
   });
   return true;
+}
+
+/**
+ * A desktop v0.1.2 alive from a port of an IP with no session there: a NAT rebinding
+ * (same public IP, new port) when a legacy session at that very IP sent this id. The
+ * session moves to the new port (no proof: it is not VERIFIED there); a token session
+ * moves only with its token. Returns the session, or -1.
+ */
+function rebound(s: ShardContext, id: number): number {
+  const r = s.requester, sessions = s.sessions, t = sessions.table;
+  const slot = sessions.desktopSessionAt(r.key, id);
+  if (slot < 0 || (t.flags[slot]! & AUTH) !== 0) return -1;
+  sessions.moveTo(slot, r.key, r.port, t.socket[slot]!, false);
+  s.pointers.write(slot);
+  s.counters.moved++;
+  return slot;
 }

@@ -146,7 +146,7 @@ export class Sessions {
    * stops resolving, and the session is counted in its new IP's entry. A session
    * still at that address here is gone: its address now belongs to the mover.
    */
-  moveTo(slot: number, key: Uint8Array, port: number, socket: number): void {
+  moveTo(slot: number, key: Uint8Array, port: number, socket: number, proven = true): void {
     const t = this.table;
     const there = t.findByAddress(key, 0, port);
     if (there >= 0 && there !== slot) this.remove(there);
@@ -154,11 +154,40 @@ export class Sessions {
     if (old >= 0 && this.ips.sessions[old]! > 0) this.ips.sessions[old]!--;
     t.move(slot, key, 0, port, socket);
     this.countForIp(key);
-    t.flags[slot]! |= VERIFIED;
+    if (proven) t.flags[slot]! |= VERIFIED;
+  }
+
+  // The desktop client's v0.1.2 puts an 8-hex "id" in every alive, known to it and the
+  // tracker only: a NAT that gives it a new port (after sleep, say) is followed by it.
+  // Sparse: only sessions that send one pay for the two entries.
+  private readonly slotOfDesktopId = new Map<number, number>();
+  private readonly desktopIdOfSlot = new Map<number, number>();
+
+  /** Remembers the desktop id a session's alive carried. */
+  noteDesktopId(slot: number, id: number): void {
+    const had = this.desktopIdOfSlot.get(slot);
+    if (had === id) return;
+    if (had !== undefined && this.slotOfDesktopId.get(had) === slot) this.slotOfDesktopId.delete(had);
+    this.desktopIdOfSlot.set(slot, id);
+    this.slotOfDesktopId.set(id, slot);
+  }
+
+  /** The live session whose alive carried this id from the IP in key[0, 16), or -1. */
+  desktopSessionAt(key: Uint8Array, id: number): number {
+    const slot = this.slotOfDesktopId.get(id);
+    if (slot === undefined) return -1;
+    const a = this.table.addr, o = slot * ADDR_BYTES;
+    for (let i = 0; i < ADDR_BYTES; i++) if (a[o + i] !== key[i]) return -1;
+    return slot;
   }
 
   private dropFromTable(slot: number): void {
     this.giveWay.remove(slot);
+    const id = this.desktopIdOfSlot.get(slot);
+    if (id !== undefined) {
+      this.desktopIdOfSlot.delete(slot);
+      if (this.slotOfDesktopId.get(id) === slot) this.slotOfDesktopId.delete(id);
+    }
     const ip = this.ips.slotOf(this.table.addr, slot * ADDR_BYTES);
     if (ip >= 0 && this.ips.sessions[ip]! > 0) this.ips.sessions[ip]!--;
     this.table.remove(slot);

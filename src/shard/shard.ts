@@ -160,7 +160,7 @@ export class Shard implements ShardContext {
       case 'pulse':
       case 'alive':
         r.dialect = dialectOfKeepAlive(req.action);
-        keepAlive(this, req.action, req.action === 'pulse' ? req : null, slot);
+        keepAlive(this, req.action, req.action === 'pulse' ? req : null, slot, req.action === 'alive' ? req.id ?? -1 : -1);
         break;
       case 'announce': announce(this, req, socket, bucket); break;
       case 'push': push(this, req.shareId, req.relay, slot); break;
