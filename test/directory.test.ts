@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EXPECT_MS, WirePeer, wireBytes } from './helpers/wire.js';
+import { secretOfToken, verifyTagged } from '../src/auth/tag.js';
 import { runTracker, type Running } from './helpers/process.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
 import { freePort, httpGet } from './helpers/ops.js';
@@ -133,6 +134,24 @@ describe('several instances on one session directory', { skip }, () => {
     const income = await x.next('income');
     assert.equal(income.from, `${a.host}:${a.port}`, 'the target hears from its own instance');
     assert.deepEqual(income.data, { peeraddr: y.address, peerShareId: idY });
+    x.close(); y.close();
+  });
+
+  test('a token push to a peer on another instance is answered tagged, by the requester\'s own instance (the instances share no key)', async () => {
+    const x = await client(a), y = await client(b);
+    const idX = await x.announce();
+    const announced = await y.request({ action: 'announce', token: true, pad: 'x'.repeat(40) }, 'announceReceived');
+    const token = announced.data!.token as string;
+    const secret = secretOfToken(token)!;
+    assert.equal(verifyTagged(Buffer.from(announced.raw), secret), true, 'the token announce reply is tagged');
+    await y.request({ action: 'pulse', token }, 'pulseReceived');
+    await pointerOf(redis, idX);
+    const r = await y.request({ action: 'push', shareId: idX, token }, 'pushReceived');
+    assert.equal(r.from, `${b.host}:${b.port}`);
+    assert.equal(r.data!.peeraddr, x.address);
+    assert.equal(verifyTagged(Buffer.from(r.raw), secret), true, `the pushReceived is tagged for the requester's session: ${r.raw}`);
+    const income = await x.next('income');
+    assert.equal(income.data!.peerShareId, token.slice(0, token.indexOf('.')));
     x.close(); y.close();
   });
 

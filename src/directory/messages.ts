@@ -38,8 +38,6 @@ export interface RemotePush {
   relay?: string;
   /** the most one reply may cost, in wire bytes (absent: the grant) */
   cap?: number;
-  /** the push carried the requester's valid token: the owner tags its replies (instances share the session key file) */
-  tagged?: boolean;
 }
 
 export type DirectoryMessage =
@@ -170,7 +168,6 @@ export class DirectoryMessages {
     const relay = own(f, 'relay');
     if (relay !== undefined) out.relay = endpoint(relay, 'f.relay');
     if (own(f, 'cap') !== undefined) out.cap = int(f, 'cap', 0, 1 << 20, 'f.'); // applied within the grant (shard/forwards.ts)
-    if (own(f, 'tagged') !== undefined) out.tagged = bool(f, 'tagged', 'f.');
     return out;
   }
 

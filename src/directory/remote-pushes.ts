@@ -28,6 +28,8 @@ import { ReplyWriter } from '../wire/frame.js';
 import type { PushForward } from '../wire/messages.js';
 import { DirectoryMessages, mintReqId, type InvalidReason, type MessageLimits, type RemotePush } from './messages.js';
 import type { RedisDirectory } from './redis-directory.js';
+import type { SessionKey } from '../auth/session-key.js';
+import { TAG_CHARS, TAG_END, TAG_MEMBER } from '../auth/tag.js';
 
 /** Upper bounds (ms) of the remote push latency histogram. */
 export const LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
@@ -76,12 +78,19 @@ export class RemotePushes {
   private readonly writer = new ReplyWriter(1024);
   private readonly pending = new Map<string, Pending>();
 
+  /**
+   * `key`: this instance's session key. A push that carried its requester's token is
+   * answered by the owner untagged; this instance tags the replies with the secret of
+   * the requester's session (its own: it issued the token), so instances need not
+   * share a key for a push between them.
+   */
   constructor(
     private readonly directory: RedisDirectory,
     private readonly router: PushRouter,
     private readonly timeoutMs: number,
     limits: MessageLimits,
     private readonly log?: Logger,
+    private readonly key?: SessionKey,
   ) {
     this.messages = new DirectoryMessages(limits);
   }
@@ -102,7 +111,7 @@ export class RemotePushes {
         const remote: RemotePush = {
           target: f.target, dialect: f.dialect, requester: f.requester, grant: f.grant,
           v6: wireOverheadOf(f.address) === WIRE_OVERHEAD_V6, ...(f.relay !== undefined ? { relay: f.relay } : {}),
-          ...(f.cap !== undefined ? { cap: f.cap } : {}), ...(f.tagged === true ? { tagged: true } : {}),
+          ...(f.cap !== undefined ? { cap: f.cap } : {}),
         };
         this.directory.publish(owner, this.messages.encode({ k: 'push', from: this.directory.instanceId, req, f: remote })).then(
           (receivers) => { if (receivers === 0) this.settle(req, 'PEER_UNREACHABLE'); },
@@ -131,7 +140,7 @@ export class RemotePushes {
         target: f.target, dialect: f.dialect, requester: f.requester, grant: f.grant,
         socket: 0, address: '', port: 0, remote: { from: m.from, req: m.req, v6: f.v6 },
         ...(f.relay !== undefined ? { relay: f.relay } : {}),
-        ...(f.cap !== undefined ? { cap: f.cap } : {}), ...(f.tagged === true ? { tagged: true } : {}),
+        ...(f.cap !== undefined ? { cap: f.cap } : {}),
       });
       return;
     }
@@ -148,14 +157,19 @@ export class RemotePushes {
     const { socket, address, port, grant } = p.f;
     const overhead = wireOverheadOf(address);
     let budget = grant;
+    const tagKey = p.f.tagged === true && this.key !== undefined ? this.key.tagKeyOf(p.f.requester.shareId) : null;
     for (const reply of m.replies) {
+      // a tagged message is a JSON object: what an owner could not have written is not sent
+      if (tagKey !== null && reply[reply.length - 1] !== 0x7d /* } */) { this.invalid('bad_field', 'replies'); continue; }
+      const bytes = reply.length + (tagKey !== null ? TAG_MEMBER.length + TAG_CHARS + TAG_END.length - 1 : 0);
       if (budget >= 0) {
-        if (reply.length + overhead > budget) { this.invalid('over_budget'); break; }
-        budget -= reply.length + overhead;
+        if (bytes + overhead > budget) { this.invalid('over_budget'); break; }
+        budget -= bytes + overhead;
       }
       this.writer.toAddress(socket, address, port);
       this.writer.bytes(reply);
-      this.writer.end();
+      if (tagKey === null) this.writer.end();
+      else this.writer.endTagged(tagKey);
     }
     const out = this.writer.take();
     if (out !== null) this.router.send(out);
