@@ -13,17 +13,9 @@ import { EARLY_SENDERS, EARLY_SEQS, type PunchStats } from '../src/client/punch.
 import { dataMessage, UNPROVEN_PROBES } from '../src/client/peer-path.js';
 import { countSentTo } from './helpers/count-to.js';
 import { canForge, forge } from './helpers/forge.js';
-import { EXPECT_MS, TEST_IO, withTracker } from './helpers/wire.js';
+import { EXPECT_MS, TEST_IO, until, withTracker } from './helpers/wire.js';
 
 const skip = canForge ? false : 'forging a source address needs root (raw sockets, nftables)';
-
-async function until(what: string, done: () => boolean, ms = EXPECT_MS): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function bound(host: string): Promise<Socket> {
   const s = dgram.createSocket('udp4');

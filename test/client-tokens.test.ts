@@ -12,18 +12,10 @@ import { once } from 'node:events';
 import { TrackerClient, type IncomeEvent } from '../src/client/index.js';
 import { startTracker } from '../src/tracker.js';
 import { canForge, forge } from './helpers/forge.js';
-import { EXPECT_MS, TEST_IO, withTracker } from './helpers/wire.js';
+import { TEST_IO, until, withTracker } from './helpers/wire.js';
 
 const skip = canForge ? false : 'forging a source address needs root (raw sockets)';
 const TOKEN = /^([A-Za-z0-9_-]{12})\.[A-Za-z0-9_-]{22}$/;
-
-async function until(what: string, done: () => boolean, ms = EXPECT_MS): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function bound(host = '127.0.0.1'): Promise<Socket> {
   const s = dgram.createSocket('udp4');

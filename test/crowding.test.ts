@@ -4,8 +4,7 @@
 // recently kept alive that never proved anything; a proven session never gives way.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { EXPECT_MS, PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
+import { PADDED_ANNOUNCE, untilValue, WirePeer, withTracker } from './helpers/wire.js';
 import type { Tracker } from '../src/tracker.js';
 import { defaultConfig, type Config } from '../src/config.js';
 import { addressBucket } from '../src/routing.js';
@@ -13,17 +12,6 @@ import { Shard, shardOptions } from '../src/shard/shard.js';
 import { AUTH } from '../src/shard/peer-table.js';
 import { freePort, httpGet, sample } from './helpers/ops.js';
 import { ONE_UDP4_SOCKET, readReplies, requestBatch } from './helpers/batch.js';
-
-/** Polls until `get` gives a value; the deadline only bounds a failing test. */
-async function until<T>(what: string, get: () => Promise<T | null>, ms = 3 * EXPECT_MS): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await sleep(20);
-  }
-}
 
 async function counters(t: Tracker) {
   return (await t.stats()).shards.map((s) => s.counters!);
@@ -41,7 +29,7 @@ test('a table full of forged announces: a real client still gets a session, and 
     // 250 announces from 250 addresses, never kept alive: they fill the table and overflow it
     const flood = await forgers(target, 1, 250);
     for (const f of flood) f.send('{"action":"announce"}');
-    await until('every forged announce handled', async () => ((await counters(tracker))[0]!.requests.announce! >= 1 + 250 ? true : null));
+    await untilValue('every forged announce handled', async () => ((await counters(tracker))[0]!.requests.announce! >= 1 + 250 ? true : null));
     let c = (await counters(tracker))[0]!;
     assert.equal((await tracker.stats()).peers, 200, 'the table is full');
     assert.equal(c.errors.TRACKER_FULL, undefined, 'no forged announce was refused: each ended an older one that never kept alive');
@@ -59,10 +47,10 @@ test('a table full of forged announces: a real client still gets a session, and 
     // and 250 more forged announces come: the first ends the least recently kept alive of
     // them, and each next one ends the one before it (never kept alive: it goes first)
     for (const f of flood) f.send('{"action":"alive"}');
-    await until('every forged alive handled', async () => ((await counters(tracker))[0]!.requests.alive! >= 250 ? true : null));
+    await untilValue('every forged alive handled', async () => ((await counters(tracker))[0]!.requests.alive! >= 250 ? true : null));
     const more = await forgers(target, 300, 250);
     for (const f of more) f.send('{"action":"announce"}');
-    await until('every second forged announce handled', async () => ((await counters(tracker))[0]!.requests.announce! >= 3 + 250 + 250 ? true : null));
+    await untilValue('every second forged announce handled', async () => ((await counters(tracker))[0]!.requests.announce! >= 3 + 250 + 250 ? true : null));
     c = (await counters(tracker))[0]!;
     assert.equal(c.errors.TRACKER_FULL, undefined);
     assert.equal(c.evictedNotProven, 1);

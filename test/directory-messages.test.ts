@@ -6,10 +6,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Packr, Unpackr } from 'msgpackr';
 import { Redis } from 'ioredis';
-import { EXPECT_MS, WirePeer } from './helpers/wire.js';
+import { until, WirePeer } from './helpers/wire.js';
 import { runTracker, type Running } from './helpers/process.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
 import { freePort, httpGet, sample } from './helpers/ops.js';
@@ -117,14 +116,6 @@ async function startInstance(redis: RedisServer, id: string, host: string): Prom
   const proc = await runTracker(['--host', host, '--port', '0', '--shards', '2', '--directory', redis.url, '--instance-id', id,
     '--metrics-port', String(metricsPort), '--directory-timeout', '60000']);
   return { id, host, port: proc.port, metricsPort, proc };
-}
-
-async function until(what: string, done: () => boolean | Promise<boolean>, ms = EXPECT_MS): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await done())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(30);
-  }
 }
 
 const metrics = async (i: Instance): Promise<string> => (await httpGet(i.metricsPort, '/metrics')).body;

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EXPECT_MS, WirePeer, wireBytes } from './helpers/wire.js';
+import { EXPECT_MS, until, wireBytes, WirePeer } from './helpers/wire.js';
 import { secretOfToken, verifyTagged } from '../src/auth/tag.js';
 import { runTracker, type Running } from './helpers/process.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
@@ -20,15 +20,6 @@ const skip = redisMissing() ?? false;
 const ANNOUNCE = '{"action":"announce"}';
 /** A STUN Binding request and its response to an IPv4 client, in payload bytes: what WirePeer.settle() sends and gets. */
 const BINDING_IN = 20, BINDING_OUT = 44;
-
-/** Polls until done() holds; `ms` only bounds a failing test. */
-async function until(what: string, done: () => boolean | Promise<boolean>, ms = EXPECT_MS): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await done())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(30);
-  }
-}
 
 interface Instance { id: string; host: string; port: number; metricsPort: number; proc: Running }
 

@@ -2,8 +2,7 @@
 // an answer would amplify), and leaves every other client's session alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { EXPECT_MS, PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
+import { EXPECT_MS, PADDED_ANNOUNCE, untilValue, WirePeer, withTracker } from './helpers/wire.js';
 import type { Tracker } from '../src/tracker.js';
 import { defaultConfig } from '../src/config.js';
 import { Shard, shardOptions } from '../src/shard/shard.js';
@@ -11,17 +10,6 @@ import { ONE_UDP4_SOCKET, readReplies, requestBatch } from './helpers/batch.js';
 
 async function drops(t: Tracker, reason: string): Promise<number> {
   return (await t.stats()).shards.reduce((n, s) => n + (s.counters.drops[reason] ?? 0), 0);
-}
-
-/** Polls until `get` gives a value; the deadline only bounds a failing test. */
-async function until<T>(what: string, get: () => Promise<T | null>, ms = 3 * EXPECT_MS): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await sleep(20);
-  }
 }
 
 /** Seconds since `t0` (performance.now()): what a token bucket refills over, however slow the machine. */
@@ -66,7 +54,7 @@ test('requests per IP beyond the token bucket are dropped and counted; other IPs
     for (let i = 0; i < 200; i++) flooder.send('{"action":"alive"}');
     // Each alive is either served (and answered `expired`: no session) or dropped as
     // rate_limited; no barrier of the flooder's own would get through, so count them.
-    const answered = await until('every alive of the flood served or dropped', async () => {
+    const answered = await untilValue('every alive of the flood served or dropped', async () => {
       const c = (await tracker.stats()).shards[0]!.counters;
       return c.requests.alive! + (c.drops.rate_limited ?? 0) >= 200 ? c.requests.alive! : null;
     });

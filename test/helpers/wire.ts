@@ -168,3 +168,20 @@ export async function withTracker(config: Partial<Config>, fn: (t: Tracker, targ
     await tracker.close();
   }
 }
+
+/** Polls until `done()` holds; the deadline only bounds a failing test, never a speed. */
+export async function until(what: string, done: () => boolean | Promise<boolean>, ms = EXPECT_MS): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Polls until `get()` gives a value, and returns it; the deadline only bounds a failing test. */
+export async function untilValue<T>(what: string, get: () => Promise<T | null>, ms = 3 * EXPECT_MS): Promise<T> {
+  let v: T | null = null;
+  await until(what, async () => (v = await get()) !== null, ms);
+  return v as T;
+}
+
