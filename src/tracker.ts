@@ -39,7 +39,7 @@ import { createLogger, type Logger } from './log.js';
 import { checkHealth, PING_DEADLINE_MS, type Health } from './ops/health.js';
 import { closeOpsServer, startOpsServer } from './ops/http.js';
 import { createMetrics } from './ops/metrics.js';
-import { restoreSnapshot, snapshotSessionKey, SnapshotWriter } from './ops/snapshot.js';
+import { readSnapshotFile, restoreSnapshot, snapshotSessionKey, SnapshotWriter } from './ops/snapshot.js';
 import { SessionKey } from './auth/session-key.js';
 
 export interface Tracker {
@@ -95,15 +95,17 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
     }
   }
   // The session key: from its file, else the random one the snapshot kept (so tokens survive a restart), else a new one.
+  // The snapshot is read once, here (it may be a pipe): its key now, its sessions once the shards run.
+  const snapshotBytes = config.snapshot !== '' ? await readSnapshotFile(config.snapshot) : undefined;
   const randomKey = keyFromFile !== null ? null
-    : (config.snapshot !== '' ? await snapshotSessionKey(config.snapshot, config.shareIdLength) : null) ?? new SessionKey().key;
+    : (snapshotBytes !== undefined ? snapshotSessionKey(snapshotBytes, config.shareIdLength) : null) ?? new SessionKey().key;
   const sessionKey = keyFromFile ?? randomKey!;
   const dispatcher = new Dispatcher(io, config.maxShardQueue);
   const links = Array.from({ length: config.shards }, (_, index) =>
     new ShardLink(index, shardOptions(config, index, io, turnSecret, relayIps, sessionKey), log, dispatcher));
   // Every shard answers, and the saved sessions are back, before the first datagram is taken.
   await Promise.all(links.map((l) => l.control('ping')));
-  if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log);
+  if (config.snapshot !== '') await restoreSnapshot(config.snapshot, config.shareIdLength, links, log, snapshotBytes);
   dispatcher.attach(links);
 
   // Several instances: pointers in Redis, pushes between instances over pub/sub.

@@ -274,15 +274,28 @@ function copySessions(from: SessionBlock, target: Int32Array, to: SessionBlock[]
 }
 
 /**
- * The random session key a snapshot file keeps (version 3), or null: no file, an
- * older version, a key from a file, or anything wrong with it (restoreSnapshot
- * says what, once).
+ * A snapshot file's bytes, read once at start (a named pipe can be read only once):
+ * the session key comes from its header before the shards start, the sessions
+ * after. What could not be read is an Error (restoreSnapshot says what, once).
  */
-export async function snapshotSessionKey(file: string, shareIdLength: number): Promise<Uint8Array | null> {
+export async function readSnapshotFile(file: string): Promise<Buffer | Error> {
+  try {
+    return await readFile(file);
+  } catch (err) {
+    return err as Error;
+  }
+}
+
+/**
+ * The random session key a snapshot keeps (version 3), or null: no file, an older
+ * version, a key from a file, or anything wrong with it (restoreSnapshot says what).
+ */
+export function snapshotSessionKey(bytes: Buffer | Error, shareIdLength: number): Uint8Array | null {
+  if (bytes instanceof Error) return null;
   try {
     let header: SnapshotHeader | null = null;
-    // the header alone: the sessions are read once, by restoreSnapshot
-    new Unpackr({ useRecords: false }).unpackMultiple(await readFile(file), (value: unknown) => {
+    // the header alone: the sessions are decoded once, by restoreSnapshot
+    new Unpackr({ useRecords: false }).unpackMultiple(bytes, (value: unknown) => {
       header = checkHeader(value, shareIdLength);
       return false;
     });
@@ -293,18 +306,16 @@ export async function snapshotSessionKey(file: string, shareIdLength: number): P
 }
 
 /**
- * Restores FILE into the shards. Logs exactly one line: what was restored, or
- * why nothing was. Never throws.
+ * Restores FILE into the shards (`bytes`: what readSnapshotFile read of it, or it is
+ * read now). Logs exactly one line: what was restored, or why nothing was. Never throws.
  */
-export async function restoreSnapshot(file: string, shareIdLength: number, links: readonly ShardControl[], log: Logger): Promise<number> {
+export async function restoreSnapshot(file: string, shareIdLength: number, links: readonly ShardControl[], log: Logger, bytes?: Buffer | Error): Promise<number> {
   const started = performance.now();
-  let buf: Buffer;
-  try {
-    buf = await readFile(file);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+  const buf = bytes ?? await readSnapshotFile(file);
+  if (buf instanceof Error) {
+    const code = (buf as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') log.info({ file }, 'no snapshot to restore yet; starting with no sessions');
-    else log.warn({ file, err }, `snapshot skipped: it cannot be read (${code ?? (err as Error).message}); starting with no sessions`);
+    else log.warn({ file, err: buf }, `snapshot skipped: it cannot be read (${code ?? buf.message}); starting with no sessions`);
     return 0;
   }
   try {
