@@ -6,12 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PADDED_ANNOUNCE, untilValue, WirePeer, withTracker } from './helpers/wire.js';
 import type { Tracker } from '../src/tracker.js';
-import { defaultConfig, type Config } from '../src/config.js';
-import { addressBucket } from '../src/routing.js';
-import { Shard, shardOptions } from '../src/shard/shard.js';
+import type { Config } from '../src/config.js';
 import { AUTH } from '../src/shard/peer-table.js';
 import { freePort, httpGet, sample } from './helpers/ops.js';
-import { ONE_UDP4_SOCKET, readReplies, requestBatch } from './helpers/batch.js';
+import { simulatedShard } from './helpers/sim-shard.js';
 
 async function counters(t: Tracker) {
   return (await t.stats()).shards.map((s) => s.counters!);
@@ -96,28 +94,13 @@ test('/metrics counts the sessions that gave way, by which', async () => {
   });
 });
 
-/** A shard on a simulated clock, and a way to talk to it from 127.0.0.1:port. */
+/** A shard on a simulated clock (helpers/sim-shard.ts), with an announce and a liveness check. */
 function simulated(config: Partial<Config>) {
-  let now = 0;
-  const shard = new Shard({ ...shardOptions({ ...defaultConfig(), shards: 1, ...config }, 0, ONE_UDP4_SOCKET), now: () => now });
-  const ip = '127.0.0.1', bucket = addressBucket(ip);
-  const ask = (port: number, msg: unknown): { action: string; data?: Record<string, string> }[] => {
-    const buf = requestBatch([{ ip, port, bucket, payload: typeof msg === 'string' ? msg : JSON.stringify(msg) }]);
-    shard.handleBatch(buf, buf.length);
-    return readReplies(shard.finishBatch().out).map((r) => JSON.parse(r.payload) as { action: string; data?: Record<string, string> });
-  };
-  const reply = (port: number, msg: unknown, action: string): Record<string, string> => {
-    const r = ask(port, msg).find((x) => x.action === action);
-    assert.ok(r, `a ${action} to ${JSON.stringify(msg)} from port ${port}`);
-    return r.data ?? {};
-  };
-  const announce = (port: number): string => reply(port, PADDED_ANNOUNCE, 'announceReceived').shareId!;
+  const s = simulatedShard(config);
+  const announce = (port: number): string => s.reply(port, PADDED_ANNOUNCE, 'announceReceived').shareId!;
   /** Still live: a pulse is answered status 0 (and counts as a keep-alive: use it last). */
-  const live = (port: number): boolean => reply(port, { action: 'pulse' }, 'pulseReceived').status === '0';
-  const wait = (ms: number): void => {
-    for (const end = now + ms; now < end;) { now = Math.min(end, now + shard.tickMs); shard.expire(); }
-  };
-  return { shard, ask, reply, announce, live, wait };
+  const live = (port: number): boolean => s.reply(port, { action: 'pulse' }, 'pulseReceived').status === '0';
+  return { ...s, announce, live };
 }
 
 test('a session that never kept alive lives announceTtl; after its first keep-alive, ttl (simulated clock)', () => {

@@ -6,10 +6,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EXPECT_MS, PADDED_ANNOUNCE, WirePeer, withTracker } from './helpers/wire.js';
 import type { Tracker } from '../src/tracker.js';
-import { defaultConfig } from '../src/config.js';
-import { addressBucket } from '../src/routing.js';
-import { Shard, shardOptions } from '../src/shard/shard.js';
-import { ONE_UDP4_SOCKET, readReplies, requestBatch } from './helpers/batch.js';
+import { simulatedShard } from './helpers/sim-shard.js';
 
 /** A bound on how long a test waits for sessions to expire, or retries: it only bounds a failing test. */
 const WAIT_MS = 3 * EXPECT_MS;
@@ -24,29 +21,12 @@ async function allExpired(tracker: Tracker): Promise<void> {
 }
 
 test('a silent session expires after ttl; a pulsing one does not (simulated clock)', () => {
-  let now = 0;
-  const shard = new Shard({ ...shardOptions({ ...defaultConfig(), shards: 1, ttl: 1 }, 0, ONE_UDP4_SOCKET), now: () => now });
-  const ip = '127.0.0.1', bucket = addressBucket(ip);
-  /** One request from 127.0.0.1:port, and the replies to it. */
-  const ask = (port: number, msg: unknown): { action: string; data?: Record<string, string> }[] => {
-    const buf = requestBatch([{ ip, port, bucket, payload: typeof msg === 'string' ? msg : JSON.stringify(msg) }]);
-    shard.handleBatch(buf, buf.length);
-    return readReplies(shard.finishBatch().out).map((r) => JSON.parse(r.payload) as { action: string; data?: Record<string, string> });
-  };
-  const reply = (port: number, msg: unknown, action: string): Record<string, string> => {
-    const r = ask(port, msg).find((x) => x.action === action);
-    assert.ok(r, `a ${action} to ${JSON.stringify(msg)}`);
-    return r.data!;
-  };
+  const { reply, wait, shard } = simulatedShard({ ttl: 1 });
   /** As WirePeer.announce(): a padded announce, then the pulse that proves receipt. */
   const announce = (port: number): string => {
     const shareId = reply(port, PADDED_ANNOUNCE, 'announceReceived').shareId!;
     reply(port, { action: 'pulse', shareId }, 'pulseReceived');
     return shareId;
-  };
-  /** Time passes as the shard's worker sees it: an expiry pass every tick. */
-  const wait = (ms: number): void => {
-    for (const end = now + ms; now < end;) { now = Math.min(end, now + shard.tickMs); shard.expire(); }
   };
   const [silent, busy, asker] = [40001, 40002, 40003];
   const silentId = announce(silent);
