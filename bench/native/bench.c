@@ -568,26 +568,27 @@ static int send_due(gen* g) {
 
 // ---- receiving ----
 
+// The string value that follows `key` (which ends with its opening quote) in msg: its
+// start, and its length in *n (1..max); NULL when there is none.
+static const uint8_t* string_after(const uint8_t* msg, size_t len, const char* key, size_t key_len, int max, int* n) {
+  const uint8_t* p = memmem(msg, len, key, key_len);
+  if (p == NULL) return NULL;
+  const uint8_t* v = p + key_len;
+  const uint8_t* end = memchr(v, '"', len - (size_t)(v - msg));
+  if (end == NULL || end == v || end - v > max) return NULL;
+  *n = (int)(end - v);
+  return v;
+}
+
 static void on_setup_reply(gen* g, client* c, const uint8_t* msg, size_t len) {
-  if (c->stage == ST_ANNOUNCE && g->j->setup_tracker == 2) {
-    // {"action":"announceReceived","data":{"shareId":"..","token":"<shareId>.<secret>",...},"tag":".."}
-    const uint8_t* p = memmem(msg, len, TOKEN_KEY, sizeof TOKEN_KEY - 1);
-    if (p == NULL) return;
-    const uint8_t* tok = p + sizeof TOKEN_KEY - 1;
-    const uint8_t* end = memchr(tok, '"', len - (size_t)(tok - msg));
-    if (end == NULL || end == tok || end - tok > 80) return;
-    int n = snprintf(c->proof, sizeof c->proof, "{\"action\":\"pulse\",\"token\":\"%.*s\"}", (int)(end - tok), (const char*)tok);
-    c->proof_len = (uint8_t)n;
-    c->stage = ST_PROVE;
-    queue_setup(g, c);
-  } else if (c->stage == ST_ANNOUNCE) {
-    const uint8_t* p = memmem(msg, len, SHARE_ID_KEY, sizeof SHARE_ID_KEY - 1);
-    if (p == NULL) return;
-    const uint8_t* id = p + sizeof SHARE_ID_KEY - 1;
-    const uint8_t* end = memchr(id, '"', len - (size_t)(id - msg));
-    if (end == NULL || end == id || end - id > 64) return;
-    int n = snprintf(c->proof, sizeof c->proof, "{\"action\":\"pulse\",\"shareId\":\"%.*s\"}", (int)(end - id), (const char*)id);
-    c->proof_len = (uint8_t)n;
+  if (c->stage == ST_ANNOUNCE) {
+    // A token client proves with its token (the announce reply carries it, beside the
+    // shareId); the others with their shareId: either way a pulse, sent at once.
+    int token = g->j->setup_tracker == 2, n = 0;
+    const uint8_t* v = token ? string_after(msg, len, TOKEN_KEY, sizeof TOKEN_KEY - 1, 80, &n)
+                             : string_after(msg, len, SHARE_ID_KEY, sizeof SHARE_ID_KEY - 1, 64, &n);
+    if (v == NULL) return;
+    c->proof_len = (uint8_t)snprintf(c->proof, sizeof c->proof, "{\"action\":\"pulse\",\"%s\":\"%.*s\"}", token ? "token" : "shareId", n, (const char*)v);
     c->stage = ST_PROVE;
     queue_setup(g, c); // prove at once: no need to wait for the next round
   } else if (c->stage == ST_PROVE) {
