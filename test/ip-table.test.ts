@@ -30,8 +30,13 @@ test('credit is 3x the bytes received, capped, and spent only when there is enou
   assert.equal(t.spend(s, 61), false);
   assert.equal(t.spend(s, 60), true);
   assert.equal(t.spend(s, 1), false);
-  for (let i = 0; i < 4; i++) t.admit(s, 1000);
+  for (let i = 0; i < 4; i++) t.admit(s, 300);
   assert.equal(t.credit[s], 1000, 'capped at maxCredit');
+  // but never below one request's own 3x: a large request pays for its own reply
+  t.admit(s, 1000);
+  assert.equal(t.credit[s], 3000, 'one 1000-byte request: 3000 of credit, past maxCredit');
+  t.admit(s, 20);
+  assert.equal(t.credit[s], 1000, 'banked again only up to maxCredit');
 });
 
 test('the push bucket is separate from the request bucket', () => {

@@ -165,7 +165,8 @@ export class IpTable {
     this.tokens[slot] = Math.min(l.burst, this.tokens[slot]! + dt * l.rate);
     this.pushTokens[slot] = Math.min(l.pushBurst, this.pushTokens[slot]! + dt * l.pushRate);
     this.relayTokens[slot] = Math.min(l.relayBurst, this.relayTokens[slot]! + dt * l.relayRate);
-    this.credit[slot] = Math.min(l.maxCredit, this.credit[slot]! + AMPLIFICATION_FACTOR * wireBytes);
+    // banked up to maxCredit, but never less than this request's own 3x: a large request pays for its own reply
+    this.credit[slot] = Math.min(Math.max(l.maxCredit, AMPLIFICATION_FACTOR * wireBytes), this.credit[slot]! + AMPLIFICATION_FACTOR * wireBytes);
     if (this.tokens[slot]! < 1) return false;
     this.tokens[slot]!--;
     return true;
