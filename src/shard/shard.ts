@@ -18,7 +18,6 @@ import { looksLikeStun } from '../stun/codec.js';
 import { RecordTooLong, ReplyWriter } from '../wire/frame.js';
 import type { Forward, PushForward, RequestForward, SessionBlock, ShardExtras } from '../wire/messages.js';
 import { SessionKey } from '../auth/session-key.js';
-import { DOCUMENTED } from '../protocol/dialect.js';
 import { authenticate } from './tokens.js';
 import { announce } from './announce.js';
 import type { ShardContext } from './context.js';
