@@ -10,7 +10,7 @@ import { renderDirectory } from './directory.js';
 import { sumDrops, type BenchResults, type ServerResult, type Target } from './results.js';
 import { NOISE_CORES } from './stats.js';
 import { renderStun } from './stun.js';
-import { renderRelayCosts } from './relay.js';
+import { renderShardCosts } from './shard-costs.js';
 
 const dropText = (d: Record<string, number>) => (Object.keys(d).length ? Object.entries(d).map(([key, n]) => `${key} ${n}`).join(', ') : 'none');
 
@@ -163,7 +163,7 @@ export function renderTable(r: BenchResults): string {
   if (r.servers.some((s) => (s.median?.unknownSession ?? 0) > 0)) out.push('', '⚠ some pulses were answered with status "1" (session unknown to the server).');
   if (r.stun) out.push('', renderStun(r.stun));
   if (r.stunError) out.push('', `STUN phase: ${r.stunError.split('\n')[0]}`);
-  if (r.relay) out.push('', renderRelayCosts(r.relay));
+  if (r.shardCosts) out.push('', renderShardCosts(r.shardCosts));
   if (r.amplification) out.push('', renderAmplification(r.amplification));
   if (r.directory) out.push('', renderDirectory(r.directory));
   if (r.directoryError) out.push('', `several-instances phase failed: ${r.directoryError.split('\n')[0]}`);

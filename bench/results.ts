@@ -4,7 +4,7 @@ import type { AmpResult } from './amplification.js';
 import type { DirectoryResult } from './directory.js';
 import type { Measurement } from './measure.js';
 import type { BenchOptions } from './options.js';
-import type { RelayCosts } from './relay.js';
+import type { ShardCosts } from './shard-costs.js';
 import type { ScaleResult } from './scale.js';
 import { median, NOISE_CORES } from './stats.js';
 import type { StunResult } from './stun.js';
@@ -59,7 +59,7 @@ export interface BenchResults {
   directoryError?: string;
   stun?: StunResult;
   stunError?: string;
-  relay?: RelayCosts;
+  shardCosts?: ShardCosts;
   scale?: ScaleResult;
   scaleError?: string;
   targets: Target[];

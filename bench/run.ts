@@ -16,7 +16,7 @@ import { runAmplification, type AmpResult } from './amplification.js';
 import { renderSoak, runSoak, writeSoak } from './soak.js';
 import { redisServerMissing, runDirectory, type DirectoryResult } from './directory.js';
 import { runStun, type StunResult } from './stun.js';
-import { runRelayCosts } from './relay.js';
+import { runShardCosts } from './shard-costs.js';
 
 const opts = parseOptions(process.argv.slice(2));
 
@@ -102,8 +102,8 @@ if (opts.stunRounds > 0) {
   }
 }
 
-progress.start('relay costs on one core');
-const relay = runRelayCosts();
+progress.start('what a request costs a shard, on one core');
+const shardCosts = runShardCosts();
 
 let amplification: AmpResult | undefined;
 if (opts.amp > 0) {
@@ -140,7 +140,7 @@ const results: BenchResults = {
   servers: servers.map((s) => s.result),
   ...(stun ? { stun } : {}),
   ...(stunError ? { stunError } : {}),
-  relay,
+  shardCosts,
   ...(amplification ? { amplification } : {}),
   ...(directory ? { directory } : {}),
   ...(directoryError ? { directoryError } : {}),

@@ -15,6 +15,8 @@ export class SessionKey {
   readonly key: Uint8Array;
   private readonly words: SipKey;
   private readonly msg = new Uint8Array(SCRATCH);
+  /** TOKEN_LABEL, then room for the shareId: the hot path (verifyChars) copies only the shareId. */
+  private readonly tokenMsg = new Uint8Array(SCRATCH);
   private readonly secret = new Uint8Array(SECRET_BYTES);
   private readonly secretWords: SipKey = new Uint32Array(4);
   private readonly chars = new Uint8Array(SECRET_CHARS);
@@ -25,6 +27,7 @@ export class SessionKey {
     if (key.length !== 16) throw new Error('a session key is 16 bytes');
     this.key = Uint8Array.from(key);
     this.words = sipKey(this.key);
+    this.tokenMsg.set(TOKEN_LABEL, 0);
   }
 
   /** The key a session key file's contents give: the first 16 bytes of SHA-256 of them, trimmed. */
@@ -51,8 +54,9 @@ export class SessionKey {
   /** Like verify, for a token's characters at chars[at, at+length) (a datagram's bytes: no string is made). */
   verifyChars(chars: Uint8Array, at: number, length: number, idLength: number): boolean {
     if (length !== idLength + 1 + SECRET_CHARS || chars[at + idLength] !== 46 /* . */) return false;
-    const n = this.labelledBytes(TOKEN_LABEL, chars, at, idLength);
-    siphash128(this.words, this.msg, 0, n, this.secret, 0);
+    const m = this.tokenMsg, from = TOKEN_LABEL.length;
+    for (let i = 0; i < idLength; i++) m[from + i] = chars[at + i]!;
+    siphash128(this.words, m, 0, from + idLength, this.secret, 0);
     encodeInto(this.secret, 0, SECRET_BYTES, this.chars, 0);
     let diff = 0;
     for (let i = 0; i < SECRET_CHARS; i++) diff |= this.chars[i]! ^ chars[at + idLength + 1 + i]!;

@@ -155,6 +155,7 @@ export function writeObserved(w: ReplyWriter, key: Uint8Array, port: number): vo
 
 function digits(b: Uint8Array, p: number, n: number): number {
   const len = decimalLength(n);
-  for (let i = len - 1; i >= 0; i--) { b[p + i] = 48 + (n % 10); n = Math.floor(n / 10); }
+  // `(n / 10) | 0` keeps n an integer (Math.floor made it a double, and `%` a float modulo: 3 % of a token pulse)
+  for (let i = len - 1; i >= 0; i--) { b[p + i] = 48 + (n % 10); n = (n / 10) | 0; }
   return p + len;
 }
