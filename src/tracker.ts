@@ -143,7 +143,8 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
       const mainLoopDelayMaxMs = mainLoopDelay.max / 1e6;
       if (resetLoopDelay) mainLoopDelay.reset();
       const directory = cross === null ? {} : {
-        directory: { instanceId: config.instanceId, state: cross.directory.state, counters: structuredClone(cross.directory.counters), pushes: structuredClone(cross.pushes.counters) },
+        directory: { instanceId: config.instanceId, state: cross.directory.state, counters: structuredClone(cross.directory.counters), pushes: structuredClone(cross.pushes.counters),
+          ...(cross.pushes.claims !== null ? { claims: structuredClone(cross.pushes.claims.counters) } : {}) },
       };
       return { peers: shards.reduce((n, s) => n + s.peers, 0), mainLoopDelayMaxMs, io: io.path, main: { ...io.counters(), ...dispatcher.counters }, ...directory, shards };
     },

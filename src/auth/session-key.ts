@@ -8,6 +8,7 @@ import { SECRET_BYTES, SECRET_CHARS, TAG_CHARS, asciiEquals, encodeInto, writeTa
 
 const TOKEN_LABEL = Buffer.from('sobani/token/v1', 'latin1');
 const PATH_LABEL = Buffer.from('sobani/path/v1', 'latin1');
+const CLAIM_LABEL = Buffer.from('sobani/claim/v1', 'latin1');
 /** Room for a label, a shareId (at most 64 characters, config.ts), a 16-byte address and a port. */
 const SCRATCH = 128;
 
@@ -141,6 +142,27 @@ export class SessionKey {
   }
 
   private readonly expected = new Uint8Array(TAG_CHARS);
+
+  /**
+   * The proof that a claim for a session (directory/remote-claims.ts) comes from an
+   * instance that holds this key: SipHash-2-4-64(K, label || shareId || 0 || from ||
+   * 0 || req) as 11 characters. A client of Redis without the key cannot end a session.
+   */
+  claimProof(shareId: string, from: string, req: string): string {
+    const text = `${shareId}\0${from}\0${req}`;
+    const msg = Buffer.concat([CLAIM_LABEL, Buffer.from(text, 'latin1')]);
+    siphash64(this.words, msg, 0, msg.length, this.mac, 0);
+    encodeInto(this.mac, 0, 8, this.expected, 0);
+    return Buffer.from(this.expected).toString('latin1');
+  }
+
+  /** Whether `proof` is claimProof(shareId, from, req) under this key. */
+  checkClaimProof(shareId: string, from: string, req: string, proof: string): boolean {
+    const want = this.claimProof(shareId, from, req);
+    let diff = want.length ^ proof.length;
+    for (let i = 0; i < want.length && i < proof.length; i++) diff |= want.charCodeAt(i) ^ proof.charCodeAt(i);
+    return diff === 0;
+  }
 
   /** Whether `text` is the challenge for this session at this address and port. */
   checkChallenge(shareId: string, addr: Uint8Array, addrAt: number, port: number, text: string): boolean {

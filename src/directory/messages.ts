@@ -12,6 +12,11 @@
 //           requester's instance sends them to where IT recorded the push came
 //           from, and only for a request it has pending with that owner
 //           (remote-pushes.ts): a message never names where a datagram goes.
+//   claim   a token session's new instance -> its owner's: the client moved here
+//           (it holds the token and proved it receives here); `proof` is a MAC
+//           under the session key the instances share (remote-claims.ts).
+//   handover owner's -> claimer's: the session's state (it ended at the owner), or
+//           null (the owner does not hold it); taken only for a claim pending there.
 import { randomBytes } from 'node:crypto';
 import { Packr, Unpackr } from 'msgpackr';
 import { canonicalIp } from '../protocol/address.js';
@@ -21,6 +26,8 @@ import { isLocalList } from '../protocol/local-candidates.js';
 import { canonicalEndpoint } from '../protocol/request.js';
 import { alphabetValue } from '../routing.js';
 import { MAX_PUSH_GRANT } from '../shard/requester.js';
+import type { SessionState } from '../wire/messages.js';
+import { TAG_CHARS } from '../auth/tag.js';
 
 /** A push as it crosses instances: what the owner needs to answer it, and no address to answer to. */
 export interface RemotePush {
@@ -42,20 +49,23 @@ export interface RemotePush {
 
 export type DirectoryMessage =
   | { k: 'push'; from: string; req: string; f: RemotePush }
-  | { k: 'result'; from: string; req: string; replies: Uint8Array[] };
+  | { k: 'result'; from: string; req: string; replies: Uint8Array[] }
+  | { k: 'claim'; from: string; req: string; shareId: string; proof: string }
+  | { k: 'handover'; from: string; req: string; state: SessionState | null };
 
 /**
  * Why a message was dropped (the `reason` label of sobani_directory_invalid_total):
  *   too_large   longer than MAX_MESSAGE_BYTES, not even decoded
  *   undecodable not one MessagePack value
- *   bad_kind    not a map with k = push or result
+ *   bad_kind    not a map with k = push, result, claim or handover
  *   bad_field   a field missing, of the wrong type, out of range, too long, not canonical
  *   unmatched_result (remote-pushes.ts) a result for no request this instance has pending
  *               with that instance: late (after PEER_UNREACHABLE), answered already, or forged
  *   over_budget (remote-pushes.ts) a result's replies past the grant the request carried
  *               (the ones that fit are sent)
+ *   bad_proof   (remote-claims.ts) a claim whose proof is not the session key's
  */
-export type InvalidReason = 'too_large' | 'undecodable' | 'bad_kind' | 'bad_field' | 'unmatched_result' | 'over_budget';
+export type InvalidReason = 'too_large' | 'undecodable' | 'bad_kind' | 'bad_field' | 'unmatched_result' | 'over_budget' | 'bad_proof';
 
 export interface Invalid { invalid: InvalidReason; field?: string }
 
@@ -78,6 +88,8 @@ const MAX_ENDPOINT_TEXT = 72;
 const INSTANCE_ID = /^[A-Za-z0-9._-]{1,64}$/;
 /** A request id as mintReqId makes it: 96 random bits, base64url. */
 const REQ_ID = /^[A-Za-z0-9_-]{16}$/;
+/** A claim's proof: a 64-bit MAC as base64url (session-key.ts claimProof). */
+const PROOF = new RegExp(`^[A-Za-z0-9_-]{${TAG_CHARS}}$`);
 
 /** A request id nobody can guess (a result must name one this instance has pending). */
 export function mintReqId(): string {
@@ -145,11 +157,16 @@ export class DirectoryMessages {
     try { m = this.unpackr.unpack(raw); } catch { return { invalid: 'undecodable' }; }
     if (!isPlain(m)) return { invalid: 'bad_kind' };
     const k = own(m, 'k');
-    if (k !== 'push' && k !== 'result') return { invalid: 'bad_kind' };
+    if (k !== 'push' && k !== 'result' && k !== 'claim' && k !== 'handover') return { invalid: 'bad_kind' };
     try {
       const from = name(m, 'from', INSTANCE_ID);
       const req = name(m, 'req', REQ_ID);
-      return k === 'push' ? { k, from, req, f: this.push(own(m, 'f')) } : { k, from, req, replies: replies(own(m, 'replies')) };
+      switch (k) {
+        case 'push': return { k, from, req, f: this.push(own(m, 'f')) };
+        case 'result': return { k, from, req, replies: replies(own(m, 'replies')) };
+        case 'claim': return { k, from, req, shareId: this.shareId(own(m, 'shareId'), 'shareId'), proof: name(m, 'proof', PROOF) };
+        case 'handover': return { k, from, req, state: own(m, 'state') === null ? null : this.state(own(m, 'state')) };
+      }
     } catch (err) {
       // anything else a check could throw is a bad field too: the instance goes on
       return { invalid: 'bad_field', field: err instanceof BadField ? err.field : 'unknown' };
@@ -197,6 +214,26 @@ export class DirectoryMessages {
       view.local = local;
     }
     return view;
+  }
+
+  private state(v: unknown): SessionState {
+    if (!isPlain(v)) bad('state');
+    const path = 'state.';
+    const out: SessionState = { nat: int(v, 'nat', 0, NAT_TYPES.length, path), relayExpiry: int(v, 'relayExpiry', 0, 0xffffffff, path) };
+    const o = own(v, 'override');
+    if (o !== undefined) {
+      if (!isPlain(o)) bad(path + 'override');
+      const ip = own(o, 'ip'), multiaddr = own(o, 'multiaddr');
+      if (ip !== null && (typeof ip !== 'string' || canonicalIp(ip) !== ip)) bad(path + 'override.ip');
+      if (multiaddr !== null && (typeof multiaddr !== 'string' || multiaddr.length > this.limits.maxMultiaddr)) bad(path + 'override.multiaddr');
+      out.override = { ip: ip as string | null, port: int(o, 'port', 0, 65535, path + 'override.'), multiaddr: multiaddr as string | null };
+    }
+    const local = own(v, 'local');
+    if (local !== undefined) {
+      if (!isLocalList(local)) bad(path + 'local');
+      out.local = local;
+    }
+    return out;
   }
 
   private shareId(v: unknown, field: string): string {

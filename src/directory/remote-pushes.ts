@@ -21,15 +21,19 @@
 // error written by a shard, within the same reply budget as any reply:
 // UNKNOWN_SHARE_ID (no pointer), PEER_UNREACHABLE (the owner is gone or did not
 // answer within directoryTimeout), DIRECTORY_UNAVAILABLE (Redis cannot answer).
+//
+// This instance's channel also carries the claims of token sessions that follow
+// their client to another instance: decoded here, handled by remote-claims.ts.
 import type { Logger } from '../log.js';
 import type { ErrorCode } from '../protocol/errors.js';
 import { WIRE_OVERHEAD_V6, wireOverheadOf } from '../shard/ip-table.js';
 import { ReplyWriter } from '../wire/frame.js';
-import type { PushForward } from '../wire/messages.js';
+import type { Forward, PushForward } from '../wire/messages.js';
 import { DirectoryMessages, mintReqId, type InvalidReason, type MessageLimits, type RemotePush } from './messages.js';
 import type { RedisDirectory } from './redis-directory.js';
 import type { SessionKey } from '../auth/session-key.js';
 import { TAG_CHARS, TAG_END, TAG_MEMBER } from '../auth/tag.js';
+import { RemoteClaims } from './remote-claims.js';
 
 /** Upper bounds (ms) of the remote push latency histogram. */
 export const LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
@@ -48,8 +52,8 @@ export interface RemotePushCounters {
 
 /** What the pushes need from the rest of the main thread (io/dispatcher.ts). */
 export interface PushRouter {
-  /** Hands a push to a shard of this instance (by index). */
-  toShard(shard: number, f: PushForward): void;
+  /** Hands a push (or a claim's outcome, a release) to a shard of this instance (by index). */
+  toShard(shard: number, f: Forward): void;
   /** The shard that holds a shareId's bucket. */
   shardOf(shareId: string): number;
   /** Sends a reply batch of SEND_TO records (wire/frame.ts) from this instance's socket. */
@@ -77,6 +81,8 @@ export class RemotePushes {
   private readonly messages: DirectoryMessages;
   private readonly writer = new ReplyWriter(1024);
   private readonly pending = new Map<string, Pending>();
+  /** Token sessions moving between instances; null without a session key (tests of pushes alone). */
+  readonly claims: RemoteClaims | null;
 
   /**
    * `key`: this instance's session key. A push that carried its requester's token is
@@ -93,6 +99,7 @@ export class RemotePushes {
     private readonly key?: SessionKey,
   ) {
     this.messages = new DirectoryMessages(limits);
+    this.claims = key === undefined ? null : new RemoteClaims(directory, router, timeoutMs, this.messages, key, (reason) => this.invalid(reason));
   }
 
   /** A push from shard `shard` whose target no shard here holds. */
@@ -132,6 +139,10 @@ export class RemotePushes {
   onMessage(raw: Uint8Array): void {
     const m = this.messages.decode(raw);
     if ('invalid' in m) return this.invalid(m.invalid, m.field);
+    if (m.k === 'claim' || m.k === 'handover') {
+      if (this.claims === null) return this.invalid('bad_kind');
+      return m.k === 'claim' ? this.claims.onClaim(m) : this.claims.onHandover(m);
+    }
     if (m.k === 'push') {
       this.counters.served++;
       const f = m.f;
@@ -202,5 +213,6 @@ export class RemotePushes {
   close(): void {
     for (const p of this.pending.values()) clearTimeout(p.timer);
     this.pending.clear();
+    this.claims?.close();
   }
 }

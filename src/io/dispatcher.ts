@@ -9,7 +9,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import type { RedisDirectory } from '../directory/redis-directory.js';
 import type { PushRouter, RemotePushes } from '../directory/remote-pushes.js';
 import { bucketOfShareId, shardOfBucket } from '../routing.js';
-import type { FromShard, PushForward, ShardExtras } from '../wire/messages.js';
+import type { Forward, FromShard, ShardExtras } from '../wire/messages.js';
 import type { Batch, BatchTarget, DatagramIo } from './datagram-io.js';
 import type { ShardLink, ShardLinkHost } from './shard-link.js';
 
@@ -104,9 +104,14 @@ export class Dispatcher implements BatchTarget, ShardLinkHost, PushRouter {
     if (e.pointers !== undefined) cross.directory.writePointers(e.pointers);
     if (e.lookups !== undefined) for (const f of e.lookups) cross.pushes.push(link.index, f);
     if (e.results !== undefined) for (const r of e.results) cross.pushes.answer(r.from, r.req, r.replies);
+    const claims = cross.pushes.claims;
+    if (claims !== null) {
+      if (e.claims !== undefined) for (const c of e.claims) claims.claim(link.index, c);
+      if (e.handovers !== undefined) for (const h of e.handovers) claims.handover(h.from, h.req, h.state);
+    }
   }
 
-  toShard(shard: number, f: PushForward): void {
+  toShard(shard: number, f: Forward): void {
     const link = this.links[shard]!;
     // pack() returns a view into msgpackr's own buffer: copy before it crosses threads
     (link.forwards ??= []).push(Uint8Array.prototype.slice.call(this.packr.pack([f])));

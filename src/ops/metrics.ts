@@ -73,7 +73,9 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
     dirErrors: counter('sobani_directory_errors_total', 'Directory failures, by reason (timeout, connection).', ['reason']),
     remote: counter('sobani_remote_pushes_total', 'Pushes to sessions of other instances, by outcome (answered, or the error the requester got).', ['outcome']),
     served: counter('sobani_remote_pushes_served_total', 'Pushes from other instances to sessions held here.'),
-    dirInvalid: counter('sobani_directory_invalid_total', 'Messages on this instance\'s directory channel that were dropped, by reason: too_large, undecodable, bad_kind, bad_field (directory/messages.ts), unmatched_result (no request pending with that instance: late, answered already, or forged), over_budget (replies past the request\'s grant; those that fit are sent).', ['reason']),
+    claims: counter('sobani_claims_total', 'Token sessions this instance claimed from another one (their client moved here), by outcome: moved (the owner handed it over), fresh (its owner was gone), none (no instance held it), or the error the requester got.', ['outcome']),
+    released: counter('sobani_sessions_released_total', 'Token sessions this instance handed over to another one, where their client moved.'),
+    dirInvalid: counter('sobani_directory_invalid_total', 'Messages on this instance\'s directory channel that were dropped, by reason: too_large, undecodable, bad_kind, bad_field (directory/messages.ts), unmatched_result (no request pending with that instance: late, answered already, or forged), over_budget (replies past the request\'s grant; those that fit are sent), bad_proof (a claim without the session key\'s proof).', ['reason']),
     main: new Map<string, Counter<string>>(),
   };
   const batchSizes = new AbsoluteHistogram('sobani_shard_batch_datagrams', 'Datagrams per batch a shard handled.', BATCH_BUCKETS);
@@ -95,7 +97,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
   const update = (s: TrackerStats): void => {
     for (const c of [m.dIn, m.dOut, m.errors, m.drops, m.unknown, m.expired, m.evicted, m.forwarded, m.restored, m.restarts, m.lost, m.sendErrors,
       m.stunRequests, m.stunResponses, m.stunErrors, m.relayCredentials, m.relayForwarded, m.moved, m.tokenForwarded,
-      m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served, m.dirInvalid]) c.reset();
+      m.dirLookups, m.dirWrites, m.dirWriteErrors, m.dirErrors, m.remote, m.served, m.claims, m.released, m.dirInvalid]) c.reset();
     for (const g of [m.peers, m.tableBytes, m.queueDepth, m.loopDelay, m.io, m.dirUp, m.sendQueueDepth, m.sendQueueBytes]) g.reset();
     const d = s.directory;
     if (d !== undefined) {
@@ -106,6 +108,10 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
       incAll(m.dirErrors, d.counters.errors, (reason) => ({ reason }));
       incAll(m.remote, d.pushes.outcomes, (outcome) => ({ outcome }));
       m.served.inc(d.pushes.served);
+      if (d.claims !== undefined) {
+        incAll(m.claims, d.claims.outcomes, (outcome) => ({ outcome }));
+        m.released.inc(d.claims.released);
+      }
       incAll(m.dirInvalid, d.pushes.invalid, (reason) => ({ reason }));
       remoteLatency.set(d.pushes.latencyBuckets, d.pushes.latencySumMs / 1000);
     }

@@ -2,6 +2,7 @@
 // each shard's, and the directory's. ops/metrics.ts renders it for Prometheus.
 import type { DirectoryCounters, DirectoryState } from '../directory/redis-directory.js';
 import type { RemotePushCounters } from '../directory/remote-pushes.js';
+import type { ClaimCounters } from '../directory/remote-claims.js';
 import type { IoCounters, IoPath } from '../io/datagram-io.js';
 import type { BatchCounters } from '../io/dispatcher.js';
 import type { ShardStats } from '../wire/messages.js';
@@ -16,6 +17,6 @@ export interface TrackerStats {
   io: IoPath;
   main: MainCounters;
   /** With a session directory (config `directory`). */
-  directory?: { instanceId: string; state: DirectoryState; counters: DirectoryCounters; pushes: RemotePushCounters };
+  directory?: { instanceId: string; state: DirectoryState; counters: DirectoryCounters; pushes: RemotePushCounters; claims?: ClaimCounters };
   shards: (ShardStats & { restarts: number; lostPeers: number; queueDepth: number })[];
 }

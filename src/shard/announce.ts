@@ -5,6 +5,7 @@ import type { AnnounceRequest } from '../protocol/request.js';
 import { AUTH, KEPT_ALIVE } from './peer-table.js';
 import type { ShardContext } from './context.js';
 import { tokenAnnounceReply } from './tokens.js';
+import { roomInTable, sessionLimitOf } from './room.js';
 
 export function announce(s: ShardContext, req: AnnounceRequest, socket: number, bucket: number): void {
   const r = s.requester, sessions = s.sessions, t = sessions.table;
@@ -22,15 +23,10 @@ export function announce(s: ShardContext, req: AnnounceRequest, socket: number, 
   // An announce retried before any keep-alive (the desktop client resends every
   // second until answered) gets the same shareId again.
   if (slot < 0) {
-    if (r.ipSlot >= 0 && s.ips.sessions[r.ipSlot]! >= (s.ips.isIpv6Prefix(r.ipSlot) ? s.opts.maxSessionsPerIpv6Prefix : s.opts.maxSessionsPerIp)) {
-      return r.error('SESSION_LIMIT');
-    }
+    const limit = sessionLimitOf(s);
+    if (limit !== null) return r.error(limit);
     // A full table: a session that proved nothing gives way (sessions.ts evictForNew), a proven one never.
-    if (t.size >= s.opts.maxSessions) {
-      const from = sessions.evictForNew();
-      if (from < 0) return r.error('TRACKER_FULL');
-      s.counters.evicted(from);
-    }
+    if (!roomInTable(s)) return r.error('TRACKER_FULL');
     slot = sessions.create(r.key, r.port, socket, bucket);
     s.pointers.write(slot);
   }

@@ -2,7 +2,8 @@
 // the sessions, the per-IP budgets, the requester (where replies go, what they may
 // cost), the counters, and the outbox for what leaves the shard besides replies.
 import type { SessionKey } from '../auth/session-key.js';
-import type { Forward, PushForward } from '../wire/messages.js';
+import type { ErrorCode } from '../protocol/errors.js';
+import type { Forward, PushForward, SessionState } from '../wire/messages.js';
 import type { ReplyWriter } from '../wire/frame.js';
 import type { ShardCounters } from './counters.js';
 import type { DirectoryPointers } from './directory.js';
@@ -36,4 +37,10 @@ export interface ShardContext {
   lookup(f: PushForward): void;
   /** The requester's replies to a push from another instance, for it to send. */
   result(from: string, req: string, replies: Uint8Array[]): void;
+  /** The request being handled, raw, to the main thread: claim this token session from another instance (claims.ts). */
+  claim(shareId: string): void;
+  /** The answer to another instance's claim: the released session's state, or null. */
+  handover(from: string, req: string, state: SessionState | null): void;
+  /** While a claim's answer is handled: 'none' (no instance holds it) or the error the requester is told, if no session started; else null. */
+  readonly claimAnswer: 'none' | ErrorCode | null;
 }

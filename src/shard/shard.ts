@@ -16,7 +16,9 @@ import { parseRequest, type ParseLimits } from '../protocol/request.js';
 import { addressBucket, shardOfBucket } from '../routing.js';
 import { looksLikeStun } from '../stun/codec.js';
 import { RecordTooLong, ReplyWriter } from '../wire/frame.js';
-import type { Forward, PushForward, RequestForward, SessionBlock, ShardExtras } from '../wire/messages.js';
+import type { ClaimForward, Forward, PushForward, RequestForward, SessionBlock, SessionState, ShardExtras } from '../wire/messages.js';
+import type { ErrorCode } from '../protocol/errors.js';
+import { startHere } from './claims.js';
 import { SessionKey } from '../auth/session-key.js';
 import { authenticate } from './tokens.js';
 import { announce } from './announce.js';
@@ -70,6 +72,8 @@ export class Shard implements ShardContext {
   private payloadAt = 0;
   private payloadLen = 0;
   private extras: ShardExtras = {};
+  /** While a claim's answer is handled (handleClaimAnswer): what the requester is told if no session started. */
+  claimAnswer: 'none' | ErrorCode | null = null;
   private readonly packr = new Packr({ useRecords: false });
 
   /** Called with an exception a handler threw (the request is dropped, the shard goes on). */
@@ -184,6 +188,42 @@ export class Shard implements ShardContext {
   }
 
 
+  /** The request being handled, raw, to the main thread as a claim for a token session of another instance (claims.ts). */
+  claim(shareId: string): void {
+    const r = this.requester;
+    const c: ClaimForward = {
+      shareId,
+      request: Uint8Array.prototype.slice.call(this.requestBuf, this.payloadAt, this.payloadAt + this.payloadLen),
+      socket: this.socket,
+      address: Buffer.from(this.source.buffer, this.source.byteOffset + this.sourceAt, this.sourceLen).toString('latin1'),
+      port: r.port,
+      grant: r.takeGrant(),
+      cap: r.replyCap,
+    };
+    (this.extras.claims ??= []).push(c);
+  }
+
+  /** The answer to another instance's claim (claims.ts release). */
+  handover(from: string, req: string, state: SessionState | null): void {
+    (this.extras.handovers ??= []).push({ from, req, state });
+  }
+
+  /** A claim's answer from the main thread: the session starts here if it may (claims.ts), then its request is handled. */
+  handleClaimAnswer(f: ClaimForward): void {
+    const text = Buffer.from(f.address, 'latin1');
+    if (parseIp(text, 0, text.length, this.requester.key, 0) === 0 || typeof f.shareId !== 'string') { this.counters.drop('bad_forward'); return; }
+    this.readTime();
+    const started = f.outcome === 'moved' || f.outcome === 'fresh';
+    const refused = started ? startHere(this, f) : null;
+    const failed = f.outcome === 'PEER_UNREACHABLE' || f.outcome === 'DIRECTORY_UNAVAILABLE' ? f.outcome : 'none';
+    this.claimAnswer = refused ?? (started ? 'none' : failed);
+    try {
+      this.handleForwardedRequest(f);
+    } finally {
+      this.claimAnswer = null;
+    }
+  }
+
   /** A token request another shard forwarded here (forwardRequest): handled as if it had arrived here. */
   handleForwardedRequest(f: RequestForward): void {
     const r = this.requester;
@@ -243,7 +283,7 @@ export class Shard implements ShardContext {
   /** Extras (directory lookups and pointers, results for other instances) since the last call, packed; or null. */
   takeExtras(): Uint8Array | null {
     const e = this.extras;
-    if (e.lookups === undefined && e.results === undefined && e.pointers === undefined) return null;
+    if (e.lookups === undefined && e.results === undefined && e.pointers === undefined && e.claims === undefined && e.handovers === undefined) return null;
     this.extras = {};
     return Uint8Array.prototype.slice.call(this.packr.pack(e));
   }

@@ -6,7 +6,8 @@
 //      and handles it as if it had arrived there (Shard.forwardRequest);
 //   2. the token's MAC is checked (TOKEN_INVALID, untagged: the tracker can prove
 //      nothing to a holder of a wrong token); from here on every reply is tagged;
-//   3. the session must be live (NO_SESSION, tagged);
+//   3. the session must be live (NO_SESSION, tagged); with other instances on one
+//      directory, one that is not here may be at another: claims.ts;
 //   4. from the session's own address the request is authenticated: its replies are
 //      exempt from the 3x budget. From another address it is answered within that
 //      budget with what the tracker sees ("observed") and a path challenge, and
@@ -21,6 +22,7 @@ import type { ReplyWriter } from '../wire/frame.js';
 import { TAG_CHARS } from '../auth/tag.js';
 import type { ShardContext } from './context.js';
 import { AUTH, VERIFIED } from './peer-table.js';
+import { sessionLimitOf } from './room.js';
 
 const bytes = (s: string): Buffer => Buffer.from(s, 'latin1');
 const OBSERVED = bytes('","observed":"');
@@ -55,8 +57,12 @@ export function authenticate(s: ShardContext, action: 'pulse' | 'push' | 'relay'
   r.tagWith(s.key.verifiedTagKey()); // the secret verifyChars just computed: not hashed again
   const slot = t.findByShareIdBytes(tok.chars, tok.at);
   if (slot < 0) {
+    // with other instances, the session may be at one of them: it follows its client here (claims.ts)
+    if (s.claimAnswer === null && s.pointers.enabled) { claimHere(s, action, req, tok); return -1; }
     s.counters.unknownSession(action);
-    if (action === 'pulse') r.send(PULSE_NO_SESSION);
+    const answer = s.claimAnswer;
+    if (answer !== null && answer !== 'none') r.error(answer);
+    else if (action === 'pulse') r.send(PULSE_NO_SESSION);
     else r.error('NO_SESSION');
     return -1;
   }
@@ -74,24 +80,40 @@ export function authenticate(s: ShardContext, action: 'pulse' | 'push' | 'relay'
     r.exempt = true;
     return slot;
   }
-  askForChallenge(s, action, slot);
+  askForChallenge(s, action, t.ids, slot * idLen);
   return -1;
 }
 
-/** The reply to a token request from an address the session is not at: what the tracker sees there, and the challenge that moves it there. */
-function askForChallenge(s: ShardContext, action: 'pulse' | 'push' | 'relay', slot: number): void {
-  const r = s.requester, t = s.sessions.table, idLen = t.idLength;
+/** A valid token for a session no shard here holds, with other instances on the directory: challenge the path, then claim it (claims.ts). */
+function claimHere(s: ShardContext, action: 'pulse' | 'push' | 'relay', req: Authenticated, tok: TokenField): void {
+  const r = s.requester, idLen = s.sessions.table.idLength;
+  if (req.challenge === null || !s.key.checkChallengeOfBytes(tok.chars, tok.at, idLen, r.key, 0, r.port, req.challenge)) {
+    askForChallenge(s, action, tok.chars, tok.at);
+    return;
+  }
+  const limit = sessionLimitOf(s);
+  if (limit !== null) { r.error(limit); return; }
+  s.claim(Buffer.from(tok.chars.buffer, tok.chars.byteOffset + tok.at, idLen).toString('latin1'));
+}
+
+/**
+ * The reply to a token request from an address its session is not at (or, with
+ * other instances, for a session not here: claims.ts): what the tracker sees there,
+ * and the challenge that moves it there. The shareId is ids[at, at + idLength).
+ */
+export function askForChallenge(s: ShardContext, action: 'pulse' | 'push' | 'relay', ids: Uint8Array, at: number): void {
+  const r = s.requester, idLen = s.sessions.table.idLength;
   const prefix = action === 'pulse' ? PULSE_MOVE_PREFIX : MOVE_ERROR_PREFIX;
   const idBytes = action === 'pulse' ? idLen : 0;
   const size = prefix.length + idBytes + OBSERVED.length + observedLength(r.key, r.port) + CHALLENGE.length + TAG_CHARS + END_DATA.length;
   if (!r.allow(size)) { s.counters.drop('amplification'); return; }
   const w = r.begin();
   w.bytes(prefix);
-  if (idBytes > 0) w.bytes(t.ids, slot * idLen, idLen);
+  if (idBytes > 0) w.bytes(ids, at, idLen);
   writeObserved(w, r.key, r.port);
   w.bytes(CHALLENGE);
   const room = w.room(TAG_CHARS);
-  s.key.challengeOfBytes(t.ids, slot * idLen, idLen, r.key, 0, r.port, room, w.position);
+  s.key.challengeOfBytes(ids, at, idLen, r.key, 0, r.port, room, w.position);
   w.skip(TAG_CHARS);
   w.bytes(END_DATA);
   r.end();

@@ -56,8 +56,48 @@ export interface RequestForward {
   cap: number;
 }
 
-/** What one shard forwards to another. */
-export type Forward = PushForward | RequestForward;
+/**
+ * What a session carries when it follows its client to another instance
+ * (directory/remote-claims.ts): everything but its address, which the client's
+ * validated path gives, and its ttl, which starts again.
+ */
+export interface SessionState {
+  /** protocol/nat.ts code (0: none reported) */
+  nat: number;
+  /** unix seconds the last relay credential expires (0: none) */
+  relayExpiry: number;
+  /** what push reports instead of the observed address, if set */
+  override?: { ip: string | null; port: number; multiaddr: string | null };
+  /** local candidates (protocol/local-candidates.ts) */
+  local?: string[];
+}
+
+/**
+ * A token request, with a valid path challenge from its source, for a session no
+ * shard of this instance holds (shard/tokens.ts): the main thread asks the
+ * directory for it (the claim), then hands the request back with the outcome.
+ */
+export interface ClaimForward extends RequestForward {
+  /** the token's shareId */
+  shareId: string;
+  /**
+   * set by the main thread: `moved` (the owner released it, with `state`), `fresh`
+   * (its owner is gone: the session starts here with its shareId), `none` (no
+   * instance holds it), or an error the requester is told
+   */
+  outcome?: 'moved' | 'fresh' | 'none' | 'PEER_UNREACHABLE' | 'DIRECTORY_UNAVAILABLE';
+  state?: SessionState;
+}
+
+/** Main thread -> the shard holding `release`: another instance claims this token session (its client moved there). */
+export interface ReleaseForward {
+  release: string;
+  /** where the answer goes: the claiming instance, and its request id */
+  remote: { from: string; req: string };
+}
+
+/** What reaches a shard besides request batches: from another shard, or from the main thread. */
+export type Forward = PushForward | RequestForward | ClaimForward | ReleaseForward;
 
 /** A pointer the session directory should hold: shareId -> this instance, and what push reports. */
 export type PointerWrite = [shareId: string, peeraddr: string, multiaddr: string | null];
@@ -68,6 +108,10 @@ export interface ShardExtras {
   lookups?: PushForward[];
   /** the requester's replies to pushes that came from other instances, for them to send */
   results?: { from: string; req: string; replies: Uint8Array[] }[];
+  /** token requests whose session another instance may hold: claim it (directory/remote-claims.ts) */
+  claims?: ClaimForward[];
+  /** answers to other instances' claims: the released session's state, or null (not held here) */
+  handovers?: { from: string; req: string; state: SessionState | null }[];
   pointers?: PointerWrite[];
 }
 

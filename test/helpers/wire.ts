@@ -56,7 +56,7 @@ export class WirePeer {
   /** The transaction id of the settle() barrier in flight, and its resolver. */
   private barrier: { txid: Buffer; done: () => void } | null = null;
 
-  private constructor(socket: dgram.Socket, private readonly target: { address: string; port: number }) {
+  private constructor(socket: dgram.Socket, private target: { address: string; port: number }) {
     this.socket = socket;
     socket.on('message', (msg, rinfo) => {
       const b = this.barrier;
@@ -91,6 +91,9 @@ export class WirePeer {
   }
 
   get port(): number { return this.socket.address().port; }
+
+  /** The tracker this peer talks to from now on, from the same socket (a client whose tracker's name now resolves to another instance). */
+  retarget(target: { address: string; port: number }): void { this.target = target; }
 
   send(msg: unknown): void {
     const bytes = typeof msg === 'string' || Buffer.isBuffer(msg) ? msg : JSON.stringify(msg);

@@ -1,0 +1,170 @@
+// A token session follows its client to another instance (src/shard/claims.ts,
+// src/directory/remote-claims.ts): a real redis-server on a free port, tracker
+// processes sharing one --session-key-file, each client on its own loopback IP
+// speaking raw datagrams; a client "moves" by sending from the same socket to
+// another instance, as when its tracker's name resolves elsewhere.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { Redis } from 'ioredis';
+import { EXPECT_MS, until, WirePeer, type Reply } from './helpers/wire.js';
+import { secretOfToken, verifyTagged } from '../src/auth/tag.js';
+import { runTracker, type Running } from './helpers/process.js';
+import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
+import { freePort, httpGet } from './helpers/ops.js';
+
+const skip = redisMissing() ?? false;
+
+interface Instance { id: string; host: string; port: number; metricsPort: number; proc: Running }
+const target = (i: Instance) => ({ address: i.host, port: i.port });
+
+async function startInstance(redis: RedisServer, id: string, host: string, keyFile: string): Promise<Instance> {
+  const metricsPort = await freePort();
+  const proc = await runTracker(['--host', host, '--port', '0', '--shards', '2', '--directory', redis.url, '--instance-id', id,
+    '--session-key-file', keyFile, '--metrics-port', String(metricsPort)]);
+  return { id, host, port: proc.port, metricsPort, proc };
+}
+
+async function stopInstance(i: Instance): Promise<void> {
+  if (i.proc.child.exitCode === null && i.proc.child.signalCode === null) i.proc.child.kill('SIGTERM');
+  await i.proc.exited;
+}
+
+async function metric(i: Instance, pattern: RegExp): Promise<number> {
+  const m = pattern.exec((await httpGet(i.metricsPort, '/metrics')).body);
+  return m ? Number(m[1]) : 0;
+}
+
+async function pointerOf(redis: RedisServer, shareId: string, owner: string): Promise<void> {
+  await until(`the pointer of ${shareId} names ${owner}`, () => redis.cli('get', `sobani:s:${shareId}`).startsWith(`${owner}\t`));
+}
+
+/** A token session at `i`, announced as the bundled client does (padded, with its nat), and kept alive once with its token. */
+async function tokenSession(p: WirePeer): Promise<{ token: string; shareId: string; secret: Uint32Array }> {
+  const r = await p.request({ action: 'announce', token: true, nat: 'endpoint-independent', pad: 'x'.repeat(40) }, 'announceReceived');
+  const token = r.data!.token as string;
+  await p.request({ action: 'pulse', token }, 'pulseReceived');
+  return { token, shareId: token.slice(0, token.indexOf('.')), secret: secretOfToken(token)! };
+}
+
+const tagged = (r: Reply, secret: Uint32Array): boolean => verifyTagged(Buffer.from(r.raw), secret);
+
+describe('a token session follows its client to another instance', { skip }, () => {
+  let redis: RedisServer;
+  let a: Instance, b: Instance;
+  let clientIp = 1;
+  const client = (i: Instance): Promise<WirePeer> => WirePeer.open(target(i), `127.0.32.${clientIp++}`);
+
+  before(async () => {
+    redis = await startRedis();
+    const dir = mkdtempSync(join(tmpdir(), 'sobani-roam-'));
+    const keyFile = join(dir, 'session_key');
+    writeFileSync(keyFile, 'a shared session key of some length\n');
+    [a, b] = await Promise.all([startInstance(redis, 'ra', '127.0.0.2', keyFile), startInstance(redis, 'rb', '127.0.0.3', keyFile)]);
+  });
+  after(async () => {
+    await Promise.all([a, b].filter(Boolean).map(stopInstance));
+    await redis?.stop();
+  });
+
+  test('with its token and the path challenge, the session moves: same shareId and nat, the old instance lets go, pushes follow it', async () => {
+    const y = await client(a), x = await client(a);
+    const { token, shareId, secret } = await tokenSession(y);
+    // x reports its nat too: a peer that does is told the other's
+    const idX = (await x.request({ action: 'announce', nat: 'address-and-port-dependent', pad: 'x'.repeat(18) }, 'announceReceived')).data!.shareId as string;
+    await x.request({ action: 'pulse', shareId: idX }, 'pulseReceived');
+    await pointerOf(redis, shareId, a.id);
+
+    // at b, the token alone moves nothing: the answer is what b sees and a challenge, tagged
+    y.retarget(target(b));
+    const asked = await y.request({ action: 'pulse', token }, 'pulseReceived');
+    assert.equal(asked.from, `${b.host}:${b.port}`);
+    assert.equal(tagged(asked, secret), true, asked.raw);
+    assert.equal(asked.data!.shareId, shareId);
+    assert.equal(asked.data!.observed, y.address);
+    const challenge = asked.data!.challenge as string;
+    assert.match(challenge, /^[A-Za-z0-9_-]{11}$/);
+    assert.equal(await metric(b, /^sobani_claims_total\{outcome="moved"\} (\d+)/m), 0, 'no claim without the challenge');
+    // a is untouched: a push from x still goes to y's session there
+    assert.equal(await metric(a, /^sobani_sessions_released_total (\d+)/m), 0);
+
+    // with the challenge: b claims it from a, and serves the pulse
+    const moved = await y.request({ action: 'pulse', token, challenge }, 'pulseReceived');
+    assert.equal(moved.from, `${b.host}:${b.port}`);
+    assert.equal(tagged(moved, secret), true, moved.raw);
+    assert.equal(moved.data!.status, '0');
+    assert.equal(moved.data!.shareId, shareId, 'the same shareId');
+    assert.equal(moved.data!.challenge, undefined, 'served, not challenged again');
+    await pointerOf(redis, shareId, b.id);
+    assert.equal(await metric(b, /^sobani_claims_total\{outcome="moved"\} (\d+)/m), 1);
+    assert.equal(await metric(a, /^sobani_sessions_released_total (\d+)/m), 1);
+
+    // a push from x (at a) reaches y through b, with y's nat from before the move
+    x.send({ action: 'push', shareId });
+    const pushed = await x.next('pushReceived');
+    assert.equal(pushed.data!.peeraddr, y.address);
+    assert.equal(pushed.data!.nat, 'endpoint-independent', 'the nat y reported at a came with the session');
+    const income = await y.next('income');
+    assert.equal(income.from, `${b.host}:${b.port}`, 'y hears from the instance it talks to');
+    assert.equal(income.data!.peerShareId, idX);
+    assert.equal(tagged(income, secret), true, income.raw);
+
+    // a holds it no more: a token pulse there is challenged (it would move back), not served
+    y.retarget(target(a));
+    const back = await y.request({ action: 'pulse', token }, 'pulseReceived');
+    assert.equal(typeof back.data!.challenge, 'string', back.raw);
+    x.close(); y.close();
+  });
+
+  test('a forged claim on Redis (without the key\'s proof) ends nothing, and is counted', async () => {
+    const y = await client(a);
+    const { token, shareId, secret } = await tokenSession(y);
+    await pointerOf(redis, shareId, a.id);
+    // as another instance would send it, in form; only the proof is not the session key's
+    const forged = new Packr({ useRecords: false }).pack({ k: 'claim', from: b.id, req: 'AAAAAAAAAAAAAAAA', shareId, proof: 'AAAAAAAAAAA' });
+    const before = await metric(a, /^sobani_directory_invalid_total\{reason="bad_proof"\} (\d+)/m);
+    const publisher = new Redis(redis.url, { lazyConnect: true });
+    await publisher.connect();
+    try {
+      assert.equal(await publisher.publish(`sobani:i2:${a.id}`, Buffer.from(forged)), 1, 'a listens');
+    } finally {
+      publisher.disconnect();
+    }
+    await until('the forged claim counted', async () => (await metric(a, /^sobani_directory_invalid_total\{reason="bad_proof"\} (\d+)/m)) === before + 1);
+    assert.equal(await metric(a, /^sobani_sessions_released_total (\d+)/m), 1, 'only the first test\'s session was released');
+    const r = await y.request({ action: 'pulse', token }, 'pulseReceived');
+    assert.equal(r.data!.status, '0');
+    assert.equal(r.data!.challenge, undefined, 'still served at a');
+    assert.equal(tagged(r, secret), true);
+    y.close();
+  });
+
+  test('its instance gone, the session starts again at another with its shareId (fresh)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sobani-roam-'));
+    const keyFile = join(dir, 'session_key');
+    writeFileSync(keyFile, 'another shared key of some length\n');
+    const [doomed, other] = await Promise.all([startInstance(redis, 'rdoomed', '127.0.0.5', keyFile), startInstance(redis, 'rother', '127.0.0.6', keyFile)]);
+    try {
+      const y = await client(doomed);
+      const { token, shareId, secret } = await tokenSession(y);
+      await pointerOf(redis, shareId, doomed.id);
+      doomed.proc.child.kill('SIGKILL');
+      await doomed.proc.exited;
+      await until('the dead instance unsubscribed', () => redis.cli('pubsub', 'numsub', `sobani:i2:${doomed.id}`).trim().split('\n')[1] === '0');
+      y.retarget(target(other));
+      const asked = await y.request({ action: 'pulse', token }, 'pulseReceived');
+      const r = await y.request({ action: 'pulse', token, challenge: asked.data!.challenge }, 'pulseReceived', EXPECT_MS);
+      assert.equal(r.data!.status, '0', r.raw);
+      assert.equal(r.data!.shareId, shareId);
+      assert.equal(tagged(r, secret), true);
+      await pointerOf(redis, shareId, other.id);
+      assert.equal(await metric(other, /^sobani_claims_total\{outcome="fresh"\} (\d+)/m), 1);
+      y.close();
+    } finally {
+      await Promise.all([doomed, other].map(stopInstance));
+    }
+  });
+});
