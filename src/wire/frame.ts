@@ -175,10 +175,13 @@ export class ReplyWriter {
     const bodyLen = this.pos - start;
     this.ensure(TAG_MEMBER.length + TAG_CHARS + TAG_END.length);
     const b = this.buf;
-    b.set(TAG_MEMBER, this.pos);
-    writeTag(key, b, start, bodyLen, b, this.pos + TAG_MEMBER.length);
-    b.set(TAG_END, this.pos + TAG_MEMBER.length + TAG_CHARS);
-    this.pos += TAG_MEMBER.length + TAG_CHARS + TAG_END.length;
+    // byte loops, not set(): these pieces are 8 and 2 bytes, on every tagged reply
+    let p = this.pos;
+    for (let i = 0; i < TAG_MEMBER.length; i++) b[p++] = TAG_MEMBER[i]!;
+    writeTag(key, b, start, bodyLen, b, p);
+    p += TAG_CHARS;
+    for (let i = 0; i < TAG_END.length; i++) b[p++] = TAG_END[i]!;
+    this.pos = p;
     this.end();
   }
 
