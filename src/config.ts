@@ -135,7 +135,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'maxSessionsPerIp', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 4096,
     doc: 'Live sessions per source IPv4 address; an announce past it gets SESSION_LIMIT. Generous: carrier-grade NAT puts many users behind one IP.' },
   { key: 'maxSessionsPerIpv6Prefix', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 4096,
-    doc: 'Live sessions per IPv6 /64 (one host may hold a whole /64); an announce past it gets SESSION_LIMIT. The request and push rates and the reply credit are per /64 too. Counted per shard: a /64 whose addresses route to several shards gets this many in each.' },
+    doc: 'Live sessions per IPv6 /64 (one host may hold a whole /64); an announce past it gets SESSION_LIMIT. The request and push rates and the reply credit are per /64 too. A /64 routes to one shard, so the count is exact.' },
   { key: 'maxTrackedIps', type: { kind: 'int', min: 1, max: 1 << 30 }, default: () => 5_000_000,
     doc: 'Source IPs whose rate limits and reply credit are tracked; past it, new IPs are served statelessly (each reply within 3x its request).' },
   { key: 'ipRate', type: { kind: 'int', min: 1, max: 1_000_000 }, default: () => 4096,

@@ -10,7 +10,11 @@
 // count still finds each session by address and by shareId.
 //
 // The hash covers the IP, not the port: every session and every per-IP limit of
-// one IP (amplification credit, rate limits, session cap) lives in one shard.
+// one IP (amplification credit, rate limits, session cap) lives in one shard. For
+// IPv6 it covers the /64 alone: one host may hold a whole /64, and its per-/64
+// limits (shard/ip-table.ts) must live in one shard too, or a /64 spread over N
+// shards would get N times each.
+import { parseIp } from './protocol/address.js';
 
 /** URL-safe, 64 characters: 6 bits per character. */
 export const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_';
@@ -27,25 +31,46 @@ export function alphabetValue(code: number): number {
 
 const V4_MAPPED_PREFIX = '::ffff:';
 
+const FNV_OFFSET = 0x811c9dc5, FNV_PRIME = 0x01000193;
+
+/** Fold the high bits in: the low 12 bits of FNV alone are weakly mixed. */
+function fold(h: number): number {
+  return (h ^ (h >>> 16)) & (BUCKETS - 1);
+}
+
+/** The bucket of an IPv6 address's /64: FNV-1a over its first 8 bytes (addr[at, at+8)). */
+export function prefixBucket(addr: Uint8Array, at: number): number {
+  let h = FNV_OFFSET;
+  for (let i = 0; i < 8; i++) h = Math.imul(h ^ addr[at + i]!, FNV_PRIME);
+  return fold(h);
+}
+
+// scratch for an IPv6 text's bytes (dgram path): no allocation per datagram
+const text = new Uint8Array(64);
+const bytes = new Uint8Array(16);
+
 /**
- * FNV-1a over the IP's text. An IPv4-mapped IPv6 address ("::ffff:1.2.3.4", as a
- * dual-stack socket reports IPv4 clients) hashes like the plain IPv4 text, so the
- * bucket does not depend on how the socket was bound. Hot path: no allocation, a
- * few dozen integer operations.
+ * The bucket of an address as the socket reports it. IPv4: FNV-1a over its text;
+ * an IPv4-mapped IPv6 address ("::ffff:1.2.3.4", as a dual-stack socket reports
+ * IPv4 clients) hashes like the plain IPv4 text, so the bucket does not depend on
+ * how the socket was bound. IPv6: prefixBucket of its /64 (a zone index is not part
+ * of it). Hot path: no allocation, a few dozen integer operations (IPv6: a parse).
  */
 export function addressBucket(address: string): number {
   let start = 0;
   if (address.length > 7 && address.charCodeAt(0) === 58 /* : */ && address.startsWith(V4_MAPPED_PREFIX) && address.includes('.', 7)) {
     start = 7;
+  } else if (address.includes(':') && address.length <= text.length) {
+    for (let i = 0; i < address.length; i++) text[i] = address.charCodeAt(i) & 0xff;
+    if (parseIp(text, 0, address.length, bytes, 0) === 6) return prefixBucket(bytes, 0);
   }
-  let h = 0x811c9dc5;
+  let h = FNV_OFFSET;
   for (let i = start; i < address.length; i++) {
     const c = address.charCodeAt(i);
     if (c === 37 /* % */) break; // a zone index is not part of the address
-    h = Math.imul(h ^ c, 0x01000193);
+    h = Math.imul(h ^ c, FNV_PRIME);
   }
-  // fold the high bits in: the low 12 bits of FNV alone are weakly mixed
-  return (h ^ (h >>> 16)) & (BUCKETS - 1);
+  return fold(h);
 }
 
 export function shardOfBucket(bucket: number, shards: number): number {

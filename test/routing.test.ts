@@ -26,6 +26,19 @@ test('an IPv4-mapped address routes like the plain IPv4 address; ports and zones
   assert.notEqual(addressBucket('203.0.113.9'), addressBucket('203.0.113.10'));
 });
 
+test('IPv6 routes by its /64: every address of one /64 (any text form) in one bucket, /64s spread evenly', () => {
+  const b = addressBucket('2001:db8:64:1::1');
+  for (const a of ['2001:db8:64:1::2', '2001:db8:64:1:ffff:ffff:ffff:ffff', '2001:0db8:0064:0001:0:0:0:abcd', '2001:DB8:64:1::9%eth0']) {
+    assert.equal(addressBucket(a), b, a);
+  }
+  // the /64s themselves spread like IPv4 addresses
+  for (const shards of [2, 3, 8]) {
+    const counts = new Array<number>(shards).fill(0);
+    for (let i = 0; i < 40_000; i++) counts[shardOfBucket(addressBucket(`2001:db8:${(i >> 8) & 255}:${i & 255}::1`), shards)]!++;
+    for (const c of counts) assert.ok(Math.abs(c - 40_000 / shards) < 0.1 * 40_000 / shards, `${shards} shards: ${counts.join(',')}`);
+  }
+});
+
 test('addresses spread evenly over shards (each within 10 % of fair)', () => {
   for (const shards of [2, 3, 8]) {
     const counts = new Array<number>(shards).fill(0);

@@ -146,12 +146,31 @@ static int format_address(const struct sockaddr* sa, char* out) {
   return n;
 }
 
-// routing.ts addressBucket over 8-bit text: FNV-1a, skipping a leading
-// "::ffff:" when dotted IPv4 follows, stopping at '%', folded to 12 bits. The
-// addon's only copy of the hash: addressBucket() from JS uses it too.
+// routing.ts prefixBucket: FNV-1a over the first 8 bytes (the /64) of an IPv6
+// address, folded to 12 bits.
+static uint32_t bucket_of_prefix(const uint8_t* b) {
+  uint32_t h = 0x811c9dc5u;
+  for (int i = 0; i < 8; i++) h = (h ^ b[i]) * 0x01000193u;
+  return (h ^ (h >> 16)) & BUCKET_MASK;
+}
+
+// routing.ts addressBucket over 8-bit text: IPv6 (not v4-mapped) by its /64
+// (bucket_of_prefix); else FNV-1a over the text, skipping a leading "::ffff:"
+// when dotted IPv4 follows, stopping at '%', folded to 12 bits. The addon's only
+// copy of the hash: addressBucket() from JS uses it too.
 static uint32_t bucket_of_text(const char* a, int n) {
   int start = 0;
   if (n > 7 && memcmp(a, "::ffff:", 7) == 0 && memchr(a + 7, '.', (size_t)(n - 7)) != NULL) start = 7;
+  else if (memchr(a, ':', (size_t)n) != NULL && n < ADDR_TEXT_MAX) {
+    char buf[ADDR_TEXT_MAX];
+    memcpy(buf, a, (size_t)n);
+    buf[n] = 0;
+    char* pct = strchr(buf, '%');
+    if (pct != NULL) *pct = 0;
+    struct in6_addr a6;
+    static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    if (inet_pton(AF_INET6, buf, &a6) == 1 && memcmp(a6.s6_addr, mapped, 12) != 0) return bucket_of_prefix(a6.s6_addr);
+  }
   uint32_t h = 0x811c9dc5u;
   for (int i = start; i < n; i++) {
     uint32_t c = (uint8_t)a[i];
@@ -636,7 +655,9 @@ static int take_datagram(udp_socket* s, pass_ctx* p, endpoint* ep, unsigned i) {
   char addr[ADDR_TEXT_MAX];
   int alen = format_address((const struct sockaddr*)from, addr);
   if (alen <= 0) return 0;
-  uint32_t bucket = bucket_of_text(addr, alen);
+  // IPv6 by its /64 straight from the address bytes (bucket_of_text would parse the text again)
+  uint32_t bucket = from->sin6_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&from->sin6_addr)
+    ? bucket_of_prefix(from->sin6_addr.s6_addr) : bucket_of_text(addr, alen);
   uint32_t shard = bucket % s->shards;
   shard_pass* sp = &s->sp[shard];
   // A record that cannot fit even an empty batch is too large, answered as such,
