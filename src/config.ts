@@ -235,7 +235,7 @@ export function configWarnings(c: Config): string[] {
     warnings.push(`ipRate (${c.ipRate}/s) cannot keep maxSessionsPerIpv6Prefix (${c.maxSessionsPerIpv6Prefix}) sessions of one IPv6 /64 alive at the desktop client's cadence (alive every 2 s): set ipRate to at least ${prefixKeepAlives}`);
   }
   if (c.directory !== '' && c.sessionKeyFile === '') {
-    warnings.push('directory is set but sessionKeyFile is not: each instance makes its own random session key, so a token one instance issued is refused by the others; give every instance the same --session-key-file');
+    warnings.push('directory is set but sessionKeyFile is not: each instance makes its own random session key, so a token one instance issued is refused by the others, and messages between instances are not authenticated (anyone who can publish on the Redis can make an instance send its sessions forged income); give every instance the same --session-key-file');
   }
   return warnings;
 }

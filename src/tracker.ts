@@ -114,7 +114,7 @@ export async function startTracker(partial: Partial<Config> = {}, logger?: Logge
     const directory = new RedisDirectory({ url: config.directory, password: directoryPassword, shown: redactUrl(config.directory) }, config.instanceId, pointerTtlMs(config.ttl), config.directoryTimeout, log,
       (message) => cross!.pushes.onMessage(message),
       () => { for (const l of links) void l.control('reregister'); });
-    cross = { directory, pushes: new RemotePushes(directory, dispatcher, config.directoryTimeout, { shareIdLength: config.shareIdLength, maxMultiaddr: config.maxMultiaddr }, log, new SessionKey(sessionKey)) };
+    cross = { directory, pushes: new RemotePushes(directory, dispatcher, config.directoryTimeout, { shareIdLength: config.shareIdLength, maxMultiaddr: config.maxMultiaddr }, log, new SessionKey(sessionKey), keyFromFile !== null) };
     dispatcher.cross = cross;
     directory.start();
   }

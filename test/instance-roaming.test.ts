@@ -12,6 +12,8 @@ import { Packr } from 'msgpackr';
 import { Redis } from 'ioredis';
 import { EXPECT_MS, until, WirePeer, type Reply } from './helpers/wire.js';
 import { secretOfToken, verifyTagged } from '../src/auth/tag.js';
+import { SessionKey } from '../src/auth/session-key.js';
+import { DirectoryMessages } from '../src/directory/messages.js';
 import { runTracker, type Running } from './helpers/process.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis.js';
 import { freePort, httpGet } from './helpers/ops.js';
@@ -56,13 +58,21 @@ describe('a token session follows its client to another instance', { skip }, () 
   let redis: RedisServer;
   let a: Instance, b: Instance;
   let clientIp = 1;
+  const KEY_TEXT = 'a shared session key of some length\n';
+  /** Publishes raw bytes on an instance's channel, as any client of this Redis can; resolves with how many listened. */
+  const publish = async (to: Instance, bytes: Uint8Array): Promise<number> => {
+    const publisher = new Redis(redis.url, { lazyConnect: true });
+    await publisher.connect();
+    try { return await publisher.publish(`sobani:i2:${to.id}`, Buffer.from(bytes)); } finally { publisher.disconnect(); }
+  };
+  const badProofs = (i: Instance) => metric(i, /^sobani_directory_invalid_total\{reason="bad_proof"\} (\d+)/m);
   const client = (i: Instance): Promise<WirePeer> => WirePeer.open(target(i), `127.0.32.${clientIp++}`);
 
   before(async () => {
     redis = await startRedis();
     const dir = mkdtempSync(join(tmpdir(), 'sobani-roam-'));
     const keyFile = join(dir, 'session_key');
-    writeFileSync(keyFile, 'a shared session key of some length\n');
+    writeFileSync(keyFile, KEY_TEXT);
     [a, b] = await Promise.all([startInstance(redis, 'ra', '127.0.0.2', keyFile), startInstance(redis, 'rb', '127.0.0.3', keyFile)]);
   });
   after(async () => {
@@ -119,26 +129,37 @@ describe('a token session follows its client to another instance', { skip }, () 
     x.close(); y.close();
   });
 
-  test('a forged claim on Redis (without the key\'s proof) ends nothing, and is counted', async () => {
-    const y = await client(a);
+  test('messages without the shared key\'s MAC are dropped: a forged claim ends nothing, a forged push sends nothing', async () => {
+    const y = await client(a), x = await client(a);
     const { token, shareId, secret } = await tokenSession(y);
+    const idX = await x.announce();
     await pointerOf(redis, shareId, a.id);
-    // as another instance would send it, in form; only the proof is not the session key's
-    const forged = new Packr({ useRecords: false }).pack({ k: 'claim', from: b.id, req: 'AAAAAAAAAAAAAAAA', shareId, proof: 'AAAAAAAAAAA' });
-    const before = await metric(a, /^sobani_directory_invalid_total\{reason="bad_proof"\} (\d+)/m);
-    const publisher = new Redis(redis.url, { lazyConnect: true });
-    await publisher.connect();
-    try {
-      assert.equal(await publisher.publish(`sobani:i2:${a.id}`, Buffer.from(forged)), 1, 'a listens');
-    } finally {
-      publisher.disconnect();
-    }
-    await until('the forged claim counted', async () => (await metric(a, /^sobani_directory_invalid_total\{reason="bad_proof"\} (\d+)/m)) === before + 1);
-    assert.equal(await metric(a, /^sobani_sessions_released_total (\d+)/m), 1, 'only the first test\'s session was released');
+    // well-formed, as an instance without the key would write them (no MAC)
+    const plain = new DirectoryMessages({ shareIdLength: 12, maxMultiaddr: 256 });
+    const before = await badProofs(a);
+    assert.equal(await publish(a, plain.encode({ k: 'claim', from: b.id, req: 'AAAAAAAAAAAAAAAA', shareId, proof: 'AAAAAAAAAAA' })), 1, 'a listens');
+    const requester = { ip: '198.51.100.7', port: 4000, ipv6: false, shareId: idX, multiaddr: null };
+    assert.equal(await publish(a, plain.encode({ k: 'push', from: b.id, req: 'BBBBBBBBBBBBBBBB', f: { target: shareId, dialect: 1, requester, grant: -1, v6: false } })), 1);
+    await until('both forged messages counted', async () => (await badProofs(a)) === before + 2);
+    // y's session is still a's, served there, and no income reached y (a barrier, not a wait)
     const r = await y.request({ action: 'pulse', token }, 'pulseReceived');
-    assert.equal(r.data!.status, '0');
-    assert.equal(r.data!.challenge, undefined, 'still served at a');
+    assert.equal(r.data!.challenge, undefined, r.raw);
     assert.equal(tagged(r, secret), true);
+    assert.deepEqual((await y.settle()).filter((m) => m.action === 'income'), []);
+    assert.equal(await metric(a, /^sobani_sessions_released_total (\d+)/m), 1, 'only the first test\'s session was released');
+    x.close(); y.close();
+  });
+
+  test('a claim with the key\'s MAC but not its claim proof ends nothing either', async () => {
+    const y = await client(a);
+    const { token, shareId } = await tokenSession(y);
+    await pointerOf(redis, shareId, a.id);
+    const keyed = new DirectoryMessages({ shareIdLength: 12, maxMultiaddr: 256 }, SessionKey.fromFileContents(Buffer.from(KEY_TEXT)));
+    const before = await badProofs(a);
+    assert.equal(await publish(a, keyed.encode({ k: 'claim', from: b.id, req: 'CCCCCCCCCCCCCCCC', shareId, proof: 'AAAAAAAAAAA' })), 1);
+    await until('the claim counted', async () => (await badProofs(a)) === before + 1);
+    const r = await y.request({ action: 'pulse', token }, 'pulseReceived');
+    assert.equal(r.data!.challenge, undefined, 'still served at a');
     y.close();
   });
 

@@ -9,12 +9,17 @@ import { SECRET_BYTES, SECRET_CHARS, TAG_CHARS, asciiEquals, encodeInto, writeTa
 const TOKEN_LABEL = Buffer.from('sobani/token/v1', 'latin1');
 const PATH_LABEL = Buffer.from('sobani/path/v1', 'latin1');
 const CLAIM_LABEL = Buffer.from('sobani/claim/v1', 'latin1');
+const DIRECTORY_LABEL = Buffer.from('sobani/directory/v1', 'latin1');
+/** Bytes of the MAC that ends every message between instances that share a key file (directory/messages.ts). */
+export const DIRECTORY_MAC_BYTES = 8;
 /** Room for a label, a shareId (at most 64 characters, config.ts), a 16-byte address and a port. */
 const SCRATCH = 128;
 
 export class SessionKey {
   readonly key: Uint8Array;
   private readonly words: SipKey;
+  /** K's subkey for the messages between instances: SipHash-2-4-128(K, DIRECTORY_LABEL). */
+  private readonly directoryWords: SipKey;
   private readonly msg = new Uint8Array(SCRATCH);
   /** TOKEN_LABEL, then room for the shareId: the hot path (verifyChars) copies only the shareId. */
   private readonly tokenMsg = new Uint8Array(SCRATCH);
@@ -29,6 +34,14 @@ export class SessionKey {
     this.key = Uint8Array.from(key);
     this.words = sipKey(this.key);
     this.tokenMsg.set(TOKEN_LABEL, 0);
+    const sub = new Uint8Array(16);
+    siphash128(this.words, DIRECTORY_LABEL, 0, DIRECTORY_LABEL.length, sub, 0);
+    this.directoryWords = sipKey(sub);
+  }
+
+  /** The MAC of msg[0, len) for a message between instances: DIRECTORY_MAC_BYTES into out[at]. */
+  directoryMac(msg: Uint8Array, len: number, out: Uint8Array, at: number): void {
+    siphash64(this.directoryWords, msg, 0, len, out, at);
   }
 
   /** The key a session key file's contents give: the first 16 bytes of SHA-256 of them, trimmed. */

@@ -18,6 +18,7 @@
 //   handover owner's -> claimer's: the session's state (it ended at the owner), or
 //           null (the owner does not hold it); taken only for a claim pending there.
 import { randomBytes } from 'node:crypto';
+import { DIRECTORY_MAC_BYTES, type SessionKey } from '../auth/session-key.js';
 import { Packr, Unpackr } from 'msgpackr';
 import { canonicalIp } from '../protocol/address.js';
 import { DOCUMENTED, LEGACY, UNKNOWN, type PeerView } from '../protocol/dialect.js';
@@ -63,7 +64,8 @@ export type DirectoryMessage =
  *               with that instance: late (after PEER_UNREACHABLE), answered already, or forged
  *   over_budget (remote-pushes.ts) a result's replies past the grant the request carried
  *               (the ones that fit are sent)
- *   bad_proof   (remote-claims.ts) a claim whose proof is not the session key's
+ *   bad_proof   with a shared key file, a message without the key's MAC; and
+ *               (remote-claims.ts) a claim whose proof is not the session key's
  */
 export type InvalidReason = 'too_large' | 'undecodable' | 'bad_kind' | 'bad_field' | 'unmatched_result' | 'over_budget' | 'bad_proof';
 
@@ -142,19 +144,41 @@ function endpoint(v: unknown, field: string): string {
 export class DirectoryMessages {
   private readonly packr = new Packr({ useRecords: false });
   private readonly unpackr = new Unpackr({ useRecords: false });
+  private readonly mac = new Uint8Array(DIRECTORY_MAC_BYTES);
 
-  constructor(private readonly limits: MessageLimits) {}
+  /**
+   * `key`: the session key the instances share (--session-key-file): every message
+   * then ends with its MAC (SipHash-2-4-64 under a subkey of K), and one without
+   * the right MAC is dropped before it is decoded (bad_proof). Without it (each
+   * instance's key is its own) messages are checked but not authenticated.
+   */
+  constructor(private readonly limits: MessageLimits, private readonly key: SessionKey | null = null) {}
 
-  /** The bytes to publish; a copy (pack() returns a view into msgpackr's own buffer). */
+  /** The bytes to publish; a copy (pack() returns a view into msgpackr's own buffer), with its MAC when the key is shared. */
   encode(m: DirectoryMessage): Uint8Array {
-    return Uint8Array.prototype.slice.call(this.packr.pack(m));
+    const packed = this.packr.pack(m);
+    if (this.key === null) return Uint8Array.prototype.slice.call(packed);
+    const out = new Uint8Array(packed.length + DIRECTORY_MAC_BYTES);
+    out.set(packed, 0);
+    this.key.directoryMac(out, packed.length, out, packed.length);
+    return out;
   }
 
-  /** A message from Redis, checked field by field; never throws. */
+  /** A message from Redis, its MAC (when the key is shared) and every field checked; never throws. */
   decode(raw: Uint8Array): DirectoryMessage | Invalid {
     if (raw.length > MAX_MESSAGE_BYTES) return { invalid: 'too_large' };
+    let body = raw;
+    if (this.key !== null) {
+      const n = raw.length - DIRECTORY_MAC_BYTES;
+      if (n < 1) return { invalid: 'bad_proof' };
+      this.key.directoryMac(raw, n, this.mac, 0);
+      let diff = 0;
+      for (let i = 0; i < DIRECTORY_MAC_BYTES; i++) diff |= this.mac[i]! ^ raw[n + i]!;
+      if (diff !== 0) return { invalid: 'bad_proof' };
+      body = raw.subarray(0, n);
+    }
     let m: unknown;
-    try { m = this.unpackr.unpack(raw); } catch { return { invalid: 'undecodable' }; }
+    try { m = this.unpackr.unpack(body); } catch { return { invalid: 'undecodable' }; }
     if (!isPlain(m)) return { invalid: 'bad_kind' };
     const k = own(m, 'k');
     if (k !== 'push' && k !== 'result' && k !== 'claim' && k !== 'handover') return { invalid: 'bad_kind' };

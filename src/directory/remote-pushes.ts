@@ -88,7 +88,9 @@ export class RemotePushes {
    * `key`: this instance's session key. A push that carried its requester's token is
    * answered by the owner untagged; this instance tags the replies with the secret of
    * the requester's session (its own: it issued the token), so instances need not
-   * share a key for a push between them.
+   * share a key for a push between them. `keyShared`: the key comes from
+   * --session-key-file, which every instance on the directory shares: each message
+   * then carries its MAC (messages.ts), and claims of token sessions are possible.
    */
   constructor(
     private readonly directory: RedisDirectory,
@@ -97,8 +99,9 @@ export class RemotePushes {
     limits: MessageLimits,
     private readonly log?: Logger,
     private readonly key?: SessionKey,
+    keyShared = false,
   ) {
-    this.messages = new DirectoryMessages(limits);
+    this.messages = new DirectoryMessages(limits, keyShared && key !== undefined ? key : null);
     this.claims = key === undefined ? null : new RemoteClaims(directory, router, timeoutMs, this.messages, key, (reason) => this.invalid(reason));
   }
 
