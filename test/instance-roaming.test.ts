@@ -23,10 +23,10 @@ const skip = redisMissing() ?? false;
 interface Instance { id: string; host: string; port: number; metricsPort: number; proc: Running }
 const target = (i: Instance) => ({ address: i.host, port: i.port });
 
-async function startInstance(redis: RedisServer, id: string, host: string, keyFile: string): Promise<Instance> {
+async function startInstance(redis: RedisServer, id: string, host: string, keyFile: string, extra: string[] = []): Promise<Instance> {
   const metricsPort = await freePort();
   const proc = await runTracker(['--host', host, '--port', '0', '--shards', '2', '--directory', redis.url, '--instance-id', id,
-    '--session-key-file', keyFile, '--metrics-port', String(metricsPort)]);
+    '--session-key-file', keyFile, '--metrics-port', String(metricsPort), ...extra]);
   return { id, host, port: proc.port, metricsPort, proc };
 }
 
@@ -161,6 +161,39 @@ describe('a token session follows its client to another instance', { skip }, () 
     const r = await y.request({ action: 'pulse', token }, 'pulseReceived');
     assert.equal(r.data!.challenge, undefined, 'still served at a');
     y.close();
+  });
+
+  test('an owner slower than directoryTimeout: the requester hears PEER_UNREACHABLE, and the late handover still starts the session', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sobani-roam-'));
+    const keyFile = join(dir, 'session_key');
+    writeFileSync(keyFile, 'a third shared key of some length\n');
+    const [slow, quick] = await Promise.all([startInstance(redis, 'rslow', '127.0.0.7', keyFile), startInstance(redis, 'rquick', '127.0.0.8', keyFile, ['--directory-timeout', '50'])]);
+    try {
+      const y = await client(slow);
+      const { token, shareId, secret } = await tokenSession(y);
+      await pointerOf(redis, shareId, slow.id);
+      y.retarget(target(quick));
+      const asked = await y.request({ action: 'pulse', token }, 'pulseReceived');
+      // the owner stops (it stays subscribed: Redis holds the claim for it) until the requester has its answer
+      slow.proc.child.kill('SIGSTOP');
+      try {
+        const err = await y.request({ action: 'pulse', token, challenge: asked.data!.challenge }, 'error');
+        assert.equal(err.data!.code, 'PEER_UNREACHABLE');
+        assert.equal(tagged(err, secret), true);
+      } finally {
+        slow.proc.child.kill('SIGCONT');
+      }
+      // the owner reads the claim, hands the session over; quick starts it and serves the request after all
+      const served = await y.next('pulseReceived');
+      assert.equal(served.data!.status, '0', served.raw);
+      assert.equal(served.data!.shareId, shareId);
+      assert.equal(tagged(served, secret), true);
+      await pointerOf(redis, shareId, quick.id);
+      assert.equal(await metric(quick, /^sobani_claims_total\{outcome="late"\} (\d+)/m), 1);
+      y.close();
+    } finally {
+      await Promise.all([slow, quick].map(stopInstance));
+    }
   });
 
   test('its instance gone, the session starts again at another with its shareId (fresh)', async () => {

@@ -17,7 +17,9 @@
 // fresh (the pointer names an instance nobody listens for: it is gone, and its
 // sessions with it; the session starts here, its shareId kept), none (no pointer, or
 // the owner does not hold it: NO_SESSION), or the error the requester is told
-// (DIRECTORY_UNAVAILABLE, PEER_UNREACHABLE after directoryTimeout). Only a request
+// (DIRECTORY_UNAVAILABLE, PEER_UNREACHABLE after directoryTimeout; a handover that
+// comes after that still starts the session here, so a slow Redis loses no session:
+// the requester's retry is then served). Only a request
 // with the session's token and a challenge proving its source receives makes a
 // claim; only a claim with the key's proof ends a session; a handover is taken only
 // for a claim pending here with the instance it was sent to.
@@ -28,9 +30,12 @@ import type { RedisDirectory } from './redis-directory.js';
 
 type Outcome = NonNullable<ClaimForward['outcome']>;
 
+/** How long a claim that timed out still takes its handover (the owner may have ended the session). */
+const LATE_MS = 30_000;
+
 export interface ClaimCounters {
-  /** claims this instance made, by outcome */
-  outcomes: Partial<Record<Outcome, number>>;
+  /** claims this instance made, by outcome; `late`: a handover after PEER_UNREACHABLE, taken */
+  outcomes: Partial<Record<Outcome | 'late', number>>;
   /** sessions this instance handed to another one */
   released: number;
 }
@@ -46,6 +51,8 @@ interface Pending { shard: number; f: ClaimForward; owner: string | null; timer:
 export class RemoteClaims {
   readonly counters: ClaimCounters = { outcomes: {}, released: 0 };
   private readonly pending = new Map<string, Pending>();
+  /** Claims answered PEER_UNREACHABLE after they were published: their handover is still taken, for LATE_MS. */
+  private readonly late = new Map<string, Pending>();
 
   constructor(
     private readonly directory: RedisDirectory,
@@ -95,7 +102,15 @@ export class RemoteClaims {
   /** The owner's answer to a claim of this instance. */
   onHandover(m: { from: string; req: string; state: SessionState | null }): void {
     const p = this.pending.get(m.req);
-    if (p === undefined || p.owner !== m.from) return this.invalid('unmatched_result');
+    if (p === undefined || p.owner !== m.from) {
+      const l = this.late.get(m.req);
+      if (l === undefined || l.owner !== m.from) return this.invalid('unmatched_result');
+      this.done(m.req, l);
+      // the requester was told PEER_UNREACHABLE: the session starts here all the same, its request answered again
+      // only if it is now authenticated (no grant: its budget was spent on the error)
+      if (m.state !== null) this.back(l.shard, { ...l.f, grant: 0, cap: 0 }, 'moved', m.state, 'late');
+      return;
+    }
     this.done(m.req, p);
     this.back(p.shard, p.f, m.state === null ? 'none' : 'moved', m.state ?? undefined);
   }
@@ -104,21 +119,28 @@ export class RemoteClaims {
     const p = this.pending.get(req);
     if (p === undefined) return;
     this.done(req, p);
+    if (outcome === 'PEER_UNREACHABLE' && p.owner !== null) {
+      p.timer = setTimeout(() => this.late.delete(req), LATE_MS);
+      p.timer.unref();
+      this.late.set(req, p);
+    }
     this.back(p.shard, p.f, outcome);
   }
 
   private done(req: string, p: Pending): void {
     clearTimeout(p.timer);
     this.pending.delete(req);
+    this.late.delete(req);
   }
 
-  private back(shard: number, f: ClaimForward, outcome: Outcome, state?: SessionState): void {
-    this.counters.outcomes[outcome] = (this.counters.outcomes[outcome] ?? 0) + 1;
+  private back(shard: number, f: ClaimForward, outcome: Outcome, state?: SessionState, counted: Outcome | 'late' = outcome): void {
+    this.counters.outcomes[counted] = (this.counters.outcomes[counted] ?? 0) + 1;
     this.router.toShard(shard, { ...f, outcome, ...(state !== undefined ? { state } : {}) });
   }
 
   close(): void {
-    for (const p of this.pending.values()) clearTimeout(p.timer);
+    for (const p of [...this.pending.values(), ...this.late.values()]) clearTimeout(p.timer);
     this.pending.clear();
+    this.late.clear();
   }
 }
