@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { Redis } from 'ioredis';
-import { EXPECT_MS, until, WirePeer, type Reply } from './helpers/wire.js';
+import { until, WirePeer, type Reply } from './helpers/wire.js';
 import { secretOfToken, verifyTagged } from '../src/auth/tag.js';
 import { SessionKey } from '../src/auth/session-key.js';
 import { DirectoryMessages } from '../src/directory/messages.js';
@@ -54,6 +54,14 @@ async function tokenSession(p: WirePeer): Promise<{ token: string; shareId: stri
 
 const tagged = (r: Reply, secret: Uint32Array): boolean => verifyTagged(Buffer.from(r.raw), secret);
 
+/** A pulse reply that served the session (not a challenge), for this shareId, tagged with its secret. */
+function assertServed(r: Reply, shareId: string, secret: Uint32Array): void {
+  assert.equal(r.data!.status, '0', r.raw);
+  assert.equal(r.data!.shareId, shareId, 'the same shareId');
+  assert.equal(r.data!.challenge, undefined, `served, not challenged: ${r.raw}`);
+  assert.equal(tagged(r, secret), true, r.raw);
+}
+
 describe('a token session follows its client to another instance', { skip }, () => {
   let redis: RedisServer;
   let a: Instance, b: Instance;
@@ -66,6 +74,13 @@ describe('a token session follows its client to another instance', { skip }, () 
     try { return await publisher.publish(`sobani:i2:${to.id}`, Buffer.from(bytes)); } finally { publisher.disconnect(); }
   };
   const badProofs = (i: Instance) => metric(i, /^sobani_directory_invalid_total\{reason="bad_proof"\} (\d+)/m);
+  /** Two more instances with a key file of their own, for a test that stops or kills one; stopped after `fn`. */
+  const withPair = async (ids: [string, string], hosts: [string, string], secondExtra: string[], fn: (first: Instance, second: Instance) => Promise<void>): Promise<void> => {
+    const keyFile = join(mkdtempSync(join(tmpdir(), 'sobani-roam-')), 'session_key');
+    writeFileSync(keyFile, `a shared key for ${ids.join(' and ')}\n`);
+    const pair = await Promise.all([startInstance(redis, ids[0], hosts[0], keyFile), startInstance(redis, ids[1], hosts[1], keyFile, secondExtra)]);
+    try { await fn(...pair); } finally { await Promise.all(pair.map(stopInstance)); }
+  };
   const client = (i: Instance): Promise<WirePeer> => WirePeer.open(target(i), `127.0.32.${clientIp++}`);
 
   before(async () => {
@@ -104,10 +119,7 @@ describe('a token session follows its client to another instance', { skip }, () 
     // with the challenge: b claims it from a, and serves the pulse
     const moved = await y.request({ action: 'pulse', token, challenge }, 'pulseReceived');
     assert.equal(moved.from, `${b.host}:${b.port}`);
-    assert.equal(tagged(moved, secret), true, moved.raw);
-    assert.equal(moved.data!.status, '0');
-    assert.equal(moved.data!.shareId, shareId, 'the same shareId');
-    assert.equal(moved.data!.challenge, undefined, 'served, not challenged again');
+    assertServed(moved, shareId, secret);
     await pointerOf(redis, shareId, b.id);
     assert.equal(await metric(b, /^sobani_claims_total\{outcome="moved"\} (\d+)/m), 1);
     assert.equal(await metric(a, /^sobani_sessions_released_total (\d+)/m), 1);
@@ -163,12 +175,8 @@ describe('a token session follows its client to another instance', { skip }, () 
     y.close();
   });
 
-  test('an owner slower than directoryTimeout: the requester hears PEER_UNREACHABLE, and the late handover still starts the session', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sobani-roam-'));
-    const keyFile = join(dir, 'session_key');
-    writeFileSync(keyFile, 'a third shared key of some length\n');
-    const [slow, quick] = await Promise.all([startInstance(redis, 'rslow', '127.0.0.7', keyFile), startInstance(redis, 'rquick', '127.0.0.8', keyFile, ['--directory-timeout', '50'])]);
-    try {
+  test('an owner slower than directoryTimeout: the requester hears PEER_UNREACHABLE, and the late handover still starts the session', () =>
+    withPair(['rslow', 'rquick'], ['127.0.0.7', '127.0.0.8'], ['--directory-timeout', '50'], async (slow, quick) => {
       const y = await client(slow);
       const { token, shareId, secret } = await tokenSession(y);
       await pointerOf(redis, shareId, slow.id);
@@ -184,24 +192,14 @@ describe('a token session follows its client to another instance', { skip }, () 
         slow.proc.child.kill('SIGCONT');
       }
       // the owner reads the claim, hands the session over; quick starts it and serves the request after all
-      const served = await y.next('pulseReceived');
-      assert.equal(served.data!.status, '0', served.raw);
-      assert.equal(served.data!.shareId, shareId);
-      assert.equal(tagged(served, secret), true);
+      assertServed(await y.next('pulseReceived'), shareId, secret);
       await pointerOf(redis, shareId, quick.id);
       assert.equal(await metric(quick, /^sobani_claims_total\{outcome="late"\} (\d+)/m), 1);
       y.close();
-    } finally {
-      await Promise.all([slow, quick].map(stopInstance));
-    }
-  });
+    }));
 
-  test('its instance gone, the session starts again at another with its shareId (fresh)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sobani-roam-'));
-    const keyFile = join(dir, 'session_key');
-    writeFileSync(keyFile, 'another shared key of some length\n');
-    const [doomed, other] = await Promise.all([startInstance(redis, 'rdoomed', '127.0.0.5', keyFile), startInstance(redis, 'rother', '127.0.0.6', keyFile)]);
-    try {
+  test('its instance gone, the session starts again at another with its shareId (fresh)', () =>
+    withPair(['rdoomed', 'rother'], ['127.0.0.5', '127.0.0.6'], [], async (doomed, other) => {
       const y = await client(doomed);
       const { token, shareId, secret } = await tokenSession(y);
       await pointerOf(redis, shareId, doomed.id);
@@ -210,15 +208,9 @@ describe('a token session follows its client to another instance', { skip }, () 
       await until('the dead instance unsubscribed', () => redis.cli('pubsub', 'numsub', `sobani:i2:${doomed.id}`).trim().split('\n')[1] === '0');
       y.retarget(target(other));
       const asked = await y.request({ action: 'pulse', token }, 'pulseReceived');
-      const r = await y.request({ action: 'pulse', token, challenge: asked.data!.challenge }, 'pulseReceived', EXPECT_MS);
-      assert.equal(r.data!.status, '0', r.raw);
-      assert.equal(r.data!.shareId, shareId);
-      assert.equal(tagged(r, secret), true);
+      assertServed(await y.request({ action: 'pulse', token, challenge: asked.data!.challenge }, 'pulseReceived'), shareId, secret);
       await pointerOf(redis, shareId, other.id);
       assert.equal(await metric(other, /^sobani_claims_total\{outcome="fresh"\} (\d+)/m), 1);
       y.close();
-    } finally {
-      await Promise.all([doomed, other].map(stopInstance));
-    }
-  });
+    }));
 });

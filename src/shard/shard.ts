@@ -173,10 +173,10 @@ export class Shard implements ShardContext {
     this.counters.in(r.action, r.dialect);
   }
 
-  /** The request being handled, raw, to shard `shard`: its token's session lives there. */
-  forwardRequest(shard: number): void {
+  /** The request being handled, raw, with where it came from and its budget (taken from its IP now): to be handled elsewhere as if it had arrived there. */
+  private rawRequest(): RequestForward {
     const r = this.requester;
-    const f: RequestForward = {
+    return {
       request: Uint8Array.prototype.slice.call(this.requestBuf, this.payloadAt, this.payloadAt + this.payloadLen),
       socket: this.socket,
       address: Buffer.from(this.source.buffer, this.source.byteOffset + this.sourceAt, this.sourceLen).toString('latin1'),
@@ -184,23 +184,16 @@ export class Shard implements ShardContext {
       grant: r.takeGrant(),
       cap: r.replyCap,
     };
-    this.forward(shard, f);
   }
 
+  /** The request being handled, raw, to shard `shard`: its token's session lives there. */
+  forwardRequest(shard: number): void {
+    this.forward(shard, this.rawRequest());
+  }
 
   /** The request being handled, raw, to the main thread as a claim for a token session of another instance (claims.ts). */
   claim(shareId: string): void {
-    const r = this.requester;
-    const c: ClaimForward = {
-      shareId,
-      request: Uint8Array.prototype.slice.call(this.requestBuf, this.payloadAt, this.payloadAt + this.payloadLen),
-      socket: this.socket,
-      address: Buffer.from(this.source.buffer, this.source.byteOffset + this.sourceAt, this.sourceLen).toString('latin1'),
-      port: r.port,
-      grant: r.takeGrant(),
-      cap: r.replyCap,
-    };
-    (this.extras.claims ??= []).push(c);
+    (this.extras.claims ??= []).push({ shareId, ...this.rawRequest() });
   }
 
   /** The answer to another instance's claim (claims.ts release). */
