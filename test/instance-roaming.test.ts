@@ -198,6 +198,33 @@ describe('a token session follows its client to another instance', { skip }, () 
       y.close();
     }));
 
+  test('claims are rate-limited like pushes (each costs Redis a lookup and a message): the excess is dropped and counted', () =>
+    withPair(['rowner', 'rlimited'], ['127.0.0.9', '127.0.0.10'], ['--push-rate', '1', '--push-burst', '2'], async (owner, limited) => {
+      const y = await client(owner);
+      const { token: old, secret } = await tokenSession(y);
+      // a new shareId: the old token still checks out, but no instance holds its session
+      await y.request({ action: 'pulse', token: old, shareId: true }, 'pulseReceived');
+      y.retarget(target(limited));
+      const asked = await y.request({ action: 'pulse', token: old }, 'pulseReceived');
+      const t0 = performance.now();
+      const n = 20;
+      for (let i = 0; i < n; i++) y.send({ action: 'pulse', token: old, challenge: asked.data!.challenge });
+      const answered = () => metric(limited, /^sobani_claims_total\{outcome="none"\} (\d+)/m);
+      const dropped = () => metric(limited, /^sobani_drops_total\{reason="push_rate_limited"\} (\d+)/m);
+      await until('every claim answered or dropped', async () => (await answered()) + (await dropped()) === n);
+      // the burst, plus the refill (1 a second) while they came in
+      const bound = 2 + 1 + Math.floor((performance.now() - t0) / 1000);
+      const claims = await answered();
+      assert.ok(claims >= 1 && claims <= bound, `${claims} claims (bound ${bound})`);
+      // each claim that was made is answered (no instance holds it: status 1, tagged), the dropped ones are not
+      for (let i = 0; i < claims; i++) {
+        const r = await y.next('pulseReceived');
+        assert.ok(r.data!.status === '1' && tagged(r, secret), r.raw);
+      }
+      assert.deepEqual((await y.settle()).filter((r) => r.action === 'pulseReceived'), []);
+      y.close();
+    }));
+
   test('its instance gone, the session starts again at another with its shareId (fresh)', () =>
     withPair(['rdoomed', 'rother'], ['127.0.0.5', '127.0.0.6'], [], async (doomed, other) => {
       const y = await client(doomed);

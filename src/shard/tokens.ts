@@ -93,6 +93,8 @@ function claimHere(s: ShardContext, action: 'pulse' | 'push' | 'relay', req: Aut
   }
   const limit = sessionLimitOf(s);
   if (limit !== null) { r.error(limit); return; }
+  // a claim costs Redis what a push to another instance does: it takes a push token (pushRate)
+  if (r.ipSlot >= 0 && !s.ips.takePushToken(r.ipSlot)) { s.counters.drop('push_rate_limited'); return; }
   s.claim(Buffer.from(tok.chars.buffer, tok.chars.byteOffset + tok.at, idLen).toString('latin1'));
 }
 
