@@ -103,7 +103,7 @@ function claimHere(s: ShardContext, action: 'pulse' | 'push' | 'relay', req: Aut
  * other instances, for a session not here: claims.ts): what the tracker sees there,
  * and the challenge that moves it there. The shareId is ids[at, at + idLength).
  */
-export function askForChallenge(s: ShardContext, action: 'pulse' | 'push' | 'relay', ids: Uint8Array, at: number): void {
+function askForChallenge(s: ShardContext, action: 'pulse' | 'push' | 'relay', ids: Uint8Array, at: number): void {
   const r = s.requester, idLen = s.sessions.table.idLength;
   const prefix = action === 'pulse' ? PULSE_MOVE_PREFIX : MOVE_ERROR_PREFIX;
   const idBytes = action === 'pulse' ? idLen : 0;
