@@ -13,6 +13,10 @@ import { TrackerClient, type IncomeEvent } from '../src/client/index.js';
 import { startTracker } from '../src/tracker.js';
 import { canForge, forge } from './helpers/forge.js';
 import { TEST_IO, until, withTracker } from './helpers/wire.js';
+import { redisMissing, startRedis } from './helpers/redis.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const skip = canForge ? false : 'forging a source address needs root (raw sockets)';
 const TOKEN = /^([A-Za-z0-9_-]{12})\.[A-Za-z0-9_-]{22}$/;
@@ -40,8 +44,15 @@ async function proxy(target: { address: string; port: number }) {
     });
   };
   listen(back);
-  front.on('message', (msg, from) => { client = from; back.send(msg, upstream.port, upstream.address); });
+  /** Client datagrams that contain this text are lost, the next `dropping` of them. */
+  let drop = { text: '', dropping: 0 };
+  front.on('message', (msg, from) => {
+    client = from;
+    if (drop.dropping > 0 && msg.includes(drop.text)) { drop.dropping--; return; }
+    back.send(msg, upstream.port, upstream.address);
+  });
   return {
+    lose(text: string, count = 1) { drop = { text, dropping: count }; },
     address: { host: '127.0.0.1', port: front.address().port },
     backAddress: () => `127.0.0.1:${back.address().port}`,
     async move() { const old = back; back = await bound(); listen(back); old.close(); },
@@ -163,3 +174,40 @@ test('when the client\'s address changes, the tracker\'s challenge is answered a
     await Promise.all([c.close(), peer.close()]);
     p.close();
   }));
+
+test('the client follows its session to another instance when its tracker\'s address leads there, answering the challenge again when the first answer is lost', { skip: redisMissing() ?? false }, async () => {
+  const redis = await startRedis();
+  const sessionKeyFile = join(mkdtempSync(join(tmpdir(), 'sobani-key-')), 'session_key');
+  writeFileSync(sessionKeyFile, 'a session key both instances share\n');
+  const common = { host: '127.0.0.1', port: 0, shards: 2, logLevel: 'silent' as const, io: TEST_IO, directory: redis.url, sessionKeyFile };
+  const [first, second] = await Promise.all([startTracker({ ...common, instanceId: 'first' }), startTracker({ ...common, instanceId: 'second' })]);
+  const p = await proxy(first.addresses[0]!);
+  const c = new TrackerClient({ tracker: p.address, pulseIntervalMs: 60_000, retryIntervalMs: 100 });
+  const peer = new TrackerClient({ tracker: { host: '127.0.0.1', port: first.addresses[0]!.port }, socket: { host: '127.0.101.5' } });
+  try {
+    const id = await c.announce();
+    await peer.announce();
+    await until('the pointer of the session', () => redis.cli('get', `sobani:s:${id}`).startsWith('first\t'));
+    // its tracker's address now leads to the other instance, and its first answer to the challenge is lost
+    p.switchTo(second.addresses[0]!);
+    p.lose('"challenge"');
+    const replies: { challenged: boolean }[] = [];
+    c.on('reply', (r) => { if (r.kind === 'pulse') replies.push({ challenged: r.challenge !== undefined }); });
+    await c.pulse();
+    assert.deepEqual(replies, [{ challenged: true }]);
+    // later keep-alives are challenged again with the same challenge: answered again (at most once per
+    // retryIntervalMs: no ping-pong), the session moves. Once answered only, it would never move.
+    await until('the session moved to the other instance', async () => {
+      await c.pulse();
+      return redis.cli('get', `sobani:s:${id}`).startsWith('second\t');
+    });
+    assert.equal(c.shareId, id, 'the same shareId');
+    assert.equal((await peer.push(id)).peerShareId, id, 'a peer on the first instance still reaches it');
+    assert.equal(c.stats.untrusted, 0);
+  } finally {
+    await Promise.all([c.close(), peer.close()]);
+    p.close();
+    await Promise.all([first.close(), second.close()]);
+    await redis.stop();
+  }
+});

@@ -197,8 +197,14 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   /** When the last tagged datagram came (performance.now()). */
   #lastTagged = 0;
   #observed: string | undefined;
-  /** The last path challenge we answered: each is answered once, so a tracker that keeps asking gets no ping-pong. */
+  /**
+   * The last path challenge we answered, and when: the same one again is answered at
+   * most once per retryIntervalMs (our answer may be lost, or the move may have failed
+   * on the tracker's side, e.g. DIRECTORY_UNAVAILABLE for a session at another
+   * instance), so a tracker that keeps asking gets no ping-pong.
+   */
   #answered: string | undefined;
+  #answeredAt = 0;
   readonly #stats = { untrusted: 0 };
   #onAbort = (): void => void this.close();
 
@@ -634,8 +640,10 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     }
     // The tracker saw our token from an address it has not validated (we moved): echo
     // its challenge from here, at once, so the session follows us (spec "Paths").
-    if (challenge !== undefined && challenge !== this.#answered && this.#token !== undefined && this.#shareId !== undefined) {
+    const now = performance.now();
+    if (challenge !== undefined && (challenge !== this.#answered || now - this.#answeredAt >= this.retryIntervalMs) && this.#token !== undefined && this.#shareId !== undefined) {
       this.#answered = challenge;
+      this.#answeredAt = now;
       this.#sendRaw(provingPulse(this.#shareId, { nat: this.#nat, local: this.#localSent, token: this.#token, challenge }));
     }
   }
