@@ -5,6 +5,7 @@
 // processes on 127.0.0.12 and .13, clients on their own loopback IPs, raw datagrams.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { SessionKey } from '../src/auth/session-key.js';
 import dgram from 'node:dgram';
 import { Packr, Unpackr } from 'msgpackr';
 import { Redis } from 'ioredis';
@@ -46,6 +47,42 @@ describe('the directory message validator', () => {
     assert.deepEqual(back.replies.map((r) => Buffer.from(r).toString()), ['{"action":"pushReceived"}']);
     // an unknown extra field is ignored, and never passed on
     assert.deepEqual(m.decode(pack({ ...push, extra: 1, f: { ...(push as { f: RemotePush }).f, socket: 0, address: '127.0.0.1', port: 9 } })), push);
+  });
+
+  test('a claim and a handover come back as sent; a handover\'s state is checked like a push\'s fields', () => {
+    const claim: DirectoryMessage = { k: 'claim', from: 'b-1', req: mintReqId(), shareId: 'AB0123456789', proof: 'Zz0123456_-' };
+    assert.deepEqual(m.decode(m.encode(claim)), claim);
+    const handover: DirectoryMessage = { k: 'handover', from: 'a-1', req: mintReqId(), state: {
+      nat: 2, relayExpiry: 1_800_000_000, override: { ip: '2001:db8::9', port: 0, multiaddr: '/ip4/1.2.3.4' }, local: ['10.0.1.2:41000'] } };
+    assert.deepEqual(m.decode(m.encode(handover)), handover);
+    const gone: DirectoryMessage = { k: 'handover', from: 'a-1', req: mintReqId(), state: null };
+    assert.deepEqual(m.decode(m.encode(gone)), gone, 'the owner does not hold it');
+    const bad = (state: unknown) => m.decode(pack({ k: 'handover', from: 'a-1', req: mintReqId(), state }));
+    assert.deepEqual(bad({ nat: 9, relayExpiry: 0 }), { invalid: 'bad_field', field: 'state.nat' });
+    assert.deepEqual(bad({ nat: 0, relayExpiry: -1 }), { invalid: 'bad_field', field: 'state.relayExpiry' });
+    assert.deepEqual(bad({ nat: 0, relayExpiry: 0, override: { ip: '1.2.3.04', port: 1, multiaddr: null } }), { invalid: 'bad_field', field: 'state.override.ip' });
+    assert.deepEqual(bad({ nat: 0, relayExpiry: 0, override: { ip: null, port: 1, multiaddr: 'm'.repeat(LIMITS.maxMultiaddr + 1) } }), { invalid: 'bad_field', field: 'state.override.multiaddr' });
+    assert.deepEqual(bad({ nat: 0, relayExpiry: 0, local: ['127.0.0.1:5'] }), { invalid: 'bad_field', field: 'state.local' });
+    assert.deepEqual(m.decode(pack({ ...claim, proof: 'short' })), { invalid: 'bad_field', field: 'proof' });
+    assert.deepEqual(m.decode(pack({ ...claim, shareId: 'AB012345678!' })), { invalid: 'bad_field', field: 'shareId' });
+  });
+
+  test('with a shared key every message carries its MAC: one without it, or altered, or under another key is dropped unread', () => {
+    const key = SessionKey.fromFileContents(Buffer.from('the key the instances share'));
+    const keyed = new DirectoryMessages(LIMITS, key);
+    const push = validPush();
+    const bytes = keyed.encode(push);
+    assert.deepEqual(keyed.decode(bytes), push);
+    assert.equal(bytes.length, m.encode(push).length + 8, 'the MAC is 8 bytes');
+    assert.deepEqual(keyed.decode(m.encode(push)), { invalid: 'bad_proof' }, 'no MAC');
+    for (const at of [0, 5, bytes.length - 1]) {
+      const altered = Uint8Array.from(bytes);
+      altered[at]! ^= 1;
+      assert.deepEqual(keyed.decode(altered), { invalid: 'bad_proof' }, `byte ${at} flipped`);
+    }
+    const other = new DirectoryMessages(LIMITS, SessionKey.fromFileContents(Buffer.from('another key, not the shared one')));
+    assert.deepEqual(other.decode(bytes), { invalid: 'bad_proof' }, 'another key');
+    assert.deepEqual(keyed.decode(new Uint8Array(8)), { invalid: 'bad_proof' }, 'nothing but a MAC');
   });
 
   test('the messages that crashed an instance are dropped, with the reason', () => {
@@ -316,7 +353,14 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
         target: shareId(), dialect: int(3), grant: int(1025) - 1, v6: rnd() < 0.5, ...(rnd() < 0.3 ? { relay: pick(['203.0.113.5:3478', '[2001:db8::7]:49152']) } : {}),
         requester: { ip: pick(['198.51.100.1', '2001:db8::1']), port: 1 + int(65535), ipv6: false, shareId: shareId(), multiaddr: rnd() < 0.5 ? null : 'm'.repeat(int(300)),
           nat: int(5), verified: rnd() < 0.5, ...(rnd() < 0.3 ? { local: Array.from({ length: int(6) }, () => pick(['10.0.0.1:5', '[fe80::1]:9', '10.0.0.2'])) } : {}) } } }
-      : { k: 'result', from: pick(['fuzz-origin', 'alpha', 'bravo']), req: mintReqId(), replies: Array.from({ length: int(6) }, () => Buffer.alloc(int(100), 0x7b)) });
+      : pick([
+        () => ({ k: 'result', from: pick(['fuzz-origin', 'alpha', 'bravo']), req: mintReqId(), replies: Array.from({ length: int(6) }, () => Buffer.alloc(int(100), 0x7b)) }),
+        // a claim never has the session key's proof here, and a handover matches no claim: both are counted
+        () => ({ k: 'claim', from: 'fuzz-origin', req: mintReqId(), shareId: shareId(), proof: 'AAAAAAAAAAA' }),
+        () => ({ k: 'handover', from: pick(['fuzz-origin', 'alpha']), req: mintReqId(), state: rnd() < 0.2 ? null : {
+          nat: int(5), relayExpiry: int(2 ** 32), ...(rnd() < 0.5 ? { override: { ip: pick([null, '198.51.100.1', '2001:db8::1']), port: int(65536), multiaddr: rnd() < 0.5 ? null : 'm'.repeat(int(300)) } } : {}),
+          ...(rnd() < 0.3 ? { local: ['10.0.0.1:5'] } : {}) } }),
+      ])());
     const mutate = (o: Record<string, any>): void => {
       // replace, delete or add one field somewhere in the tree
       let node = o;
