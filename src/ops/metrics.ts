@@ -73,7 +73,7 @@ export function createMetrics(stats: (opts: { resetLoopDelay: boolean; deadlineM
     dirErrors: counter('sobani_directory_errors_total', 'Directory failures, by reason (timeout, connection).', ['reason']),
     remote: counter('sobani_remote_pushes_total', 'Pushes to sessions of other instances, by outcome (answered, or the error the requester got).', ['outcome']),
     served: counter('sobani_remote_pushes_served_total', 'Pushes from other instances to sessions held here.'),
-    claims: counter('sobani_claims_total', 'Token sessions this instance claimed from another one (their client moved here), by outcome: moved (the owner handed it over), fresh (its owner was gone), none (no instance held it), or the error the requester got.', ['outcome']),
+    claims: counter('sobani_claims_total', 'Token sessions this instance claimed from another one (their client moved here), by outcome: moved (the owner handed it over), fresh (its owner was gone), none (no instance held it), the error the requester got, or late (handed over after PEER_UNREACHABLE: the session started all the same).', ['outcome']),
     released: counter('sobani_sessions_released_total', 'Token sessions this instance handed over to another one, where their client moved.'),
     dirInvalid: counter('sobani_directory_invalid_total', 'Messages on this instance\'s directory channel that were dropped, by reason: too_large, undecodable, bad_kind, bad_field (directory/messages.ts), unmatched_result (no request pending with that instance: late, answered already, or forged), over_budget (replies past the request\'s grant; those that fit are sent), bad_proof (a claim without the session key\'s proof).', ['reason']),
     main: new Map<string, Counter<string>>(),
