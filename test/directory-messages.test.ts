@@ -50,7 +50,7 @@ describe('the directory message validator', () => {
   });
 
   test('a claim and a handover come back as sent; a handover\'s state is checked like a push\'s fields', () => {
-    const claim: DirectoryMessage = { k: 'claim', from: 'b-1', req: mintReqId(), shareId: 'AB0123456789', proof: 'Zz0123456_-' };
+    const claim: DirectoryMessage = { k: 'claim', from: 'b-1', req: mintReqId(), shareId: 'AB0123456789', at: 1_790_000_000_000, proof: 'Zz0123456_-' };
     assert.deepEqual(m.decode(m.encode(claim)), claim);
     const handover: DirectoryMessage = { k: 'handover', from: 'a-1', req: mintReqId(), state: {
       nat: 2, relayExpiry: 1_800_000_000, override: { ip: '2001:db8::9', port: 0, multiaddr: '/ip4/1.2.3.4' }, local: ['10.0.1.2:41000'] } };
@@ -65,6 +65,7 @@ describe('the directory message validator', () => {
     assert.deepEqual(bad({ nat: 0, relayExpiry: 0, local: ['127.0.0.1:5'] }), { invalid: 'bad_field', field: 'state.local' });
     assert.deepEqual(m.decode(pack({ ...claim, proof: 'short' })), { invalid: 'bad_field', field: 'proof' });
     assert.deepEqual(m.decode(pack({ ...claim, shareId: 'AB012345678!' })), { invalid: 'bad_field', field: 'shareId' });
+    assert.deepEqual(m.decode(pack({ ...claim, at: -1 })), { invalid: 'bad_field', field: 'at' });
   });
 
   test('with a shared key every message carries its MAC: one without it, or altered, or under another key is dropped unread', () => {
@@ -356,7 +357,7 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
       : pick([
         () => ({ k: 'result', from: pick(['fuzz-origin', 'alpha', 'bravo']), req: mintReqId(), replies: Array.from({ length: int(6) }, () => Buffer.alloc(int(100), 0x7b)) }),
         // a claim never has the session key's proof here, and a handover matches no claim: both are counted
-        () => ({ k: 'claim', from: 'fuzz-origin', req: mintReqId(), shareId: shareId(), proof: 'AAAAAAAAAAA' }),
+        () => ({ k: 'claim', from: 'fuzz-origin', req: mintReqId(), shareId: shareId(), at: Date.now(), proof: 'AAAAAAAAAAA' }),
         () => ({ k: 'handover', from: pick(['fuzz-origin', 'alpha']), req: mintReqId(), state: rnd() < 0.2 ? null : {
           nat: int(5), relayExpiry: int(2 ** 32), ...(rnd() < 0.5 ? { override: { ip: pick([null, '198.51.100.1', '2001:db8::1']), port: int(65536), multiaddr: rnd() < 0.5 ? null : 'm'.repeat(int(300)) } } : {}),
           ...(rnd() < 0.3 ? { local: ['10.0.0.1:5'] } : {}) } }),

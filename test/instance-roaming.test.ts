@@ -149,7 +149,7 @@ describe('a token session follows its client to another instance', { skip }, () 
     // well-formed, as an instance without the key would write them (no MAC)
     const plain = new DirectoryMessages({ shareIdLength: 12, maxMultiaddr: 256 });
     const before = await badProofs(a);
-    assert.equal(await publish(a, plain.encode({ k: 'claim', from: b.id, req: 'AAAAAAAAAAAAAAAA', shareId, proof: 'AAAAAAAAAAA' })), 1, 'a listens');
+    assert.equal(await publish(a, plain.encode({ k: 'claim', from: b.id, req: 'AAAAAAAAAAAAAAAA', shareId, at: Date.now(), proof: 'AAAAAAAAAAA' })), 1, 'a listens');
     const requester = { ip: '198.51.100.7', port: 4000, ipv6: false, shareId: idX, multiaddr: null };
     assert.equal(await publish(a, plain.encode({ k: 'push', from: b.id, req: 'BBBBBBBBBBBBBBBB', f: { target: shareId, dialect: 1, requester, grant: -1, v6: false } })), 1);
     await until('both forged messages counted', async () => (await badProofs(a)) === before + 2);
@@ -168,11 +168,35 @@ describe('a token session follows its client to another instance', { skip }, () 
     await pointerOf(redis, shareId, a.id);
     const keyed = new DirectoryMessages({ shareIdLength: 12, maxMultiaddr: 256 }, SessionKey.fromFileContents(Buffer.from(KEY_TEXT)));
     const before = await badProofs(a);
-    assert.equal(await publish(a, keyed.encode({ k: 'claim', from: b.id, req: 'CCCCCCCCCCCCCCCC', shareId, proof: 'AAAAAAAAAAA' })), 1);
+    assert.equal(await publish(a, keyed.encode({ k: 'claim', from: b.id, req: 'CCCCCCCCCCCCCCCC', shareId, at: Date.now(), proof: 'AAAAAAAAAAA' })), 1);
     await until('the claim counted', async () => (await badProofs(a)) === before + 1);
     const r = await y.request({ action: 'pulse', token }, 'pulseReceived');
     assert.equal(r.data!.challenge, undefined, 'still served at a');
     y.close();
+  });
+
+  test('a claim is taken once, and only while it is fresh: one captured and published again, or an old one, ends nothing', async () => {
+    const key = SessionKey.fromFileContents(Buffer.from(KEY_TEXT));
+    const keyed = new DirectoryMessages({ shareIdLength: 12, maxMultiaddr: 256 }, key);
+    const claimOf = (shareId: string, req: string, at: number) => keyed.encode({ k: 'claim', from: b.id, req, shareId, at, proof: key.claimProof(shareId, b.id, req, at) });
+    const replayed = () => metric(a, /^sobani_directory_invalid_total\{reason="replayed"\} (\d+)/m);
+    const released = () => metric(a, /^sobani_sessions_released_total (\d+)/m);
+    const y = await client(a), z = await client(a);
+    const first = await tokenSession(y), second = await tokenSession(z);
+    // as an instance with the key makes it: a's session of y ends (b has no such claim pending, so nothing starts)
+    const captured = claimOf(first.shareId, 'DDDDDDDDDDDDDDDD', Date.now());
+    const before = { replayed: await replayed(), released: await released() };
+    assert.equal(await publish(a, captured), 1);
+    await until('the claim taken', async () => (await released()) === before.released + 1);
+    // published again: counted, nothing more ends
+    assert.equal(await publish(a, captured), 1);
+    // a claim made (so its proof says) a minute ago, for z's session: counted, z's session stays
+    assert.equal(await publish(a, claimOf(second.shareId, 'EEEEEEEEEEEEEEEE', Date.now() - 60_000)), 1);
+    await until('both counted as replayed', async () => (await replayed()) === before.replayed + 2);
+    assert.equal(await released(), before.released + 1);
+    const r = await z.request({ action: 'pulse', token: second.token }, 'pulseReceived');
+    assertServed(r, second.shareId, second.secret);
+    y.close(); z.close();
   });
 
   test('an owner slower than directoryTimeout: the requester hears PEER_UNREACHABLE, and the late handover still starts the session', () =>

@@ -158,20 +158,20 @@ export class SessionKey {
 
   /**
    * The proof that a claim for a session (directory/remote-claims.ts) comes from an
-   * instance that holds this key: SipHash-2-4-64(K, label || shareId || 0 || from ||
-   * 0 || req) as 11 characters. A client of Redis without the key cannot end a session.
+   * instance that holds this key, made at `at` (ms since the epoch):
+   * SipHash-2-4-64(K, label || shareId || 0 || from || 0 || req || 0 || at) as 11
+   * characters. A client of Redis without the key cannot end a session.
    */
-  claimProof(shareId: string, from: string, req: string): string {
-    const text = `${shareId}\0${from}\0${req}`;
-    const msg = Buffer.concat([CLAIM_LABEL, Buffer.from(text, 'latin1')]);
+  claimProof(shareId: string, from: string, req: string, at: number): string {
+    const msg = Buffer.concat([CLAIM_LABEL, Buffer.from(`${shareId}\0${from}\0${req}\0${at}`, 'latin1')]);
     siphash64(this.words, msg, 0, msg.length, this.mac, 0);
     encodeInto(this.mac, 0, 8, this.expected, 0);
     return Buffer.from(this.expected).toString('latin1');
   }
 
-  /** Whether `proof` is claimProof(shareId, from, req) under this key. */
-  checkClaimProof(shareId: string, from: string, req: string, proof: string): boolean {
-    const want = this.claimProof(shareId, from, req);
+  /** Whether `proof` is claimProof(shareId, from, req, at) under this key. */
+  checkClaimProof(shareId: string, from: string, req: string, at: number, proof: string): boolean {
+    const want = this.claimProof(shareId, from, req, at);
     let diff = want.length ^ proof.length;
     for (let i = 0; i < want.length && i < proof.length; i++) diff |= want.charCodeAt(i) ^ proof.charCodeAt(i);
     return diff === 0;

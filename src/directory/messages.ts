@@ -14,7 +14,8 @@
 //           (remote-pushes.ts): a message never names where a datagram goes.
 //   claim   a token session's new instance -> its owner's: the client moved here
 //           (it holds the token and proved it receives here); `proof` is a MAC
-//           under the session key the instances share (remote-claims.ts).
+//           under the session key the instances share, over the claim and when it
+//           was made (`at`): each is taken once, while it is fresh (remote-claims.ts).
 //   handover owner's -> claimer's: the session's state (it ended at the owner), or
 //           null (the owner does not hold it); taken only for a claim pending there.
 import { randomBytes } from 'node:crypto';
@@ -51,7 +52,7 @@ export interface RemotePush {
 export type DirectoryMessage =
   | { k: 'push'; from: string; req: string; f: RemotePush }
   | { k: 'result'; from: string; req: string; replies: Uint8Array[] }
-  | { k: 'claim'; from: string; req: string; shareId: string; proof: string }
+  | { k: 'claim'; from: string; req: string; shareId: string; at: number; proof: string }
   | { k: 'handover'; from: string; req: string; state: SessionState | null };
 
 /**
@@ -66,8 +67,10 @@ export type DirectoryMessage =
  *               (the ones that fit are sent)
  *   bad_proof   with a shared key file, a message without the key's MAC; and
  *               (remote-claims.ts) a claim whose proof is not the session key's
+ *   replayed    (remote-claims.ts) a claim made more than CLAIM_WINDOW_MS ago (or
+ *               ahead), or one taken already
  */
-export type InvalidReason = 'too_large' | 'undecodable' | 'bad_kind' | 'bad_field' | 'unmatched_result' | 'over_budget' | 'bad_proof';
+export type InvalidReason = 'too_large' | 'undecodable' | 'bad_kind' | 'bad_field' | 'unmatched_result' | 'over_budget' | 'bad_proof' | 'replayed';
 
 export interface Invalid { invalid: InvalidReason; field?: string }
 
@@ -188,7 +191,7 @@ export class DirectoryMessages {
       switch (k) {
         case 'push': return { k, from, req, f: this.push(own(m, 'f')) };
         case 'result': return { k, from, req, replies: replies(own(m, 'replies')) };
-        case 'claim': return { k, from, req, shareId: this.shareId(own(m, 'shareId'), 'shareId'), proof: name(m, 'proof', PROOF) };
+        case 'claim': return { k, from, req, shareId: this.shareId(own(m, 'shareId'), 'shareId'), at: int(m, 'at', 0, Number.MAX_SAFE_INTEGER, ''), proof: name(m, 'proof', PROOF) };
         case 'handover': return { k, from, req, state: own(m, 'state') === null ? null : this.state(own(m, 'state')) };
       }
     } catch (err) {

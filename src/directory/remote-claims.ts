@@ -32,6 +32,12 @@ type Outcome = NonNullable<ClaimForward['outcome']>;
 
 /** How long a claim that timed out still takes its handover (the owner may have ended the session). */
 const LATE_MS = 30_000;
+/**
+ * A claim is taken within this much of when it was made (instances' clocks must
+ * agree to within it, as NTP keeps them), and only once: a claim captured from Redis
+ * and published again ends nothing.
+ */
+export const CLAIM_WINDOW_MS = 30_000;
 
 export interface ClaimCounters {
   /** claims this instance made, by outcome; `late`: a handover after PEER_UNREACHABLE, taken */
@@ -53,6 +59,8 @@ export class RemoteClaims {
   private readonly pending = new Map<string, Pending>();
   /** Claims answered PEER_UNREACHABLE after they were published: their handover is still taken, for LATE_MS. */
   private readonly late = new Map<string, Pending>();
+  /** Other instances' claims taken in the last CLAIM_WINDOW_MS ("from req" -> when), oldest first. */
+  private readonly taken = new Map<string, number>();
 
   constructor(
     private readonly directory: RedisDirectory,
@@ -77,8 +85,9 @@ export class RemoteClaims {
         // no pointer, or one to this very instance (no shard here holds it): the session is gone
         if (owner === null || owner === self) return this.settle(req, 'none');
         p.owner = owner;
-        const proof = this.key.claimProof(f.shareId, self, req);
-        this.directory.publish(owner, this.messages.encode({ k: 'claim', from: self, req, shareId: f.shareId, proof })).then(
+        const at = Date.now();
+        const proof = this.key.claimProof(f.shareId, self, req, at);
+        this.directory.publish(owner, this.messages.encode({ k: 'claim', from: self, req, shareId: f.shareId, at, proof })).then(
           (receivers) => { if (receivers === 0) this.settle(req, 'fresh'); },
           () => this.settle(req, 'DIRECTORY_UNAVAILABLE'),
         );
@@ -88,8 +97,13 @@ export class RemoteClaims {
   }
 
   /** Another instance claims one of this instance's sessions. */
-  onClaim(m: { from: string; req: string; shareId: string; proof: string }): void {
-    if (!this.key.checkClaimProof(m.shareId, m.from, m.req, m.proof)) return this.invalid('bad_proof');
+  onClaim(m: { from: string; req: string; shareId: string; at: number; proof: string }): void {
+    if (!this.key.checkClaimProof(m.shareId, m.from, m.req, m.at, m.proof)) return this.invalid('bad_proof');
+    const now = Date.now();
+    for (const [id, when] of this.taken) { if (now - when <= CLAIM_WINDOW_MS) break; this.taken.delete(id); }
+    const id = `${m.from} ${m.req}`;
+    if (Math.abs(now - m.at) > CLAIM_WINDOW_MS || this.taken.has(id)) return this.invalid('replayed');
+    this.taken.set(id, now);
     this.router.toShard(this.router.shardOf(m.shareId), { release: m.shareId, remote: { from: m.from, req: m.req } });
   }
 
