@@ -199,26 +199,52 @@ describe('a token session follows its client to another instance', { skip }, () 
     y.close(); z.close();
   });
 
+  /**
+   * A token session at `slow`, claimed at `quick` (directoryTimeout 50 ms) while `slow` is
+   * stopped (it stays subscribed: Redis holds the claim for it): the requester hears
+   * PEER_UNREACHABLE, then `whileStopped` runs, then `slow` goes on.
+   */
+  const claimFromStopped = async (slow: Instance, quick: Instance, whileStopped: () => Promise<void>) => {
+    const y = await client(slow);
+    const s = await tokenSession(y);
+    await pointerOf(redis, s.shareId, slow.id);
+    y.retarget(target(quick));
+    const asked = await y.request({ action: 'pulse', token: s.token }, 'pulseReceived');
+    slow.proc.child.kill('SIGSTOP');
+    try {
+      const err = await y.request({ action: 'pulse', token: s.token, challenge: asked.data!.challenge }, 'error');
+      assert.equal(err.data!.code, 'PEER_UNREACHABLE');
+      assert.equal(tagged(err, s.secret), true);
+      await whileStopped();
+    } finally {
+      slow.proc.child.kill('SIGCONT');
+    }
+    return { y, ...s, challenge: asked.data!.challenge as string };
+  };
+
   test('an owner slower than directoryTimeout: the requester hears PEER_UNREACHABLE, and the late handover still starts the session', () =>
     withPair(['rslow', 'rquick'], ['127.0.0.7', '127.0.0.8'], ['--directory-timeout', '50'], async (slow, quick) => {
-      const y = await client(slow);
-      const { token, shareId, secret } = await tokenSession(y);
-      await pointerOf(redis, shareId, slow.id);
-      y.retarget(target(quick));
-      const asked = await y.request({ action: 'pulse', token }, 'pulseReceived');
-      // the owner stops (it stays subscribed: Redis holds the claim for it) until the requester has its answer
-      slow.proc.child.kill('SIGSTOP');
-      try {
-        const err = await y.request({ action: 'pulse', token, challenge: asked.data!.challenge }, 'error');
-        assert.equal(err.data!.code, 'PEER_UNREACHABLE');
-        assert.equal(tagged(err, secret), true);
-      } finally {
-        slow.proc.child.kill('SIGCONT');
-      }
+      const { y, shareId, secret } = await claimFromStopped(slow, quick, async () => {});
       // the owner reads the claim, hands the session over; quick starts it and serves the request after all
       assertServed(await y.next('pulseReceived'), shareId, secret);
       await pointerOf(redis, shareId, quick.id);
       assert.equal(await metric(quick, /^sobani_claims_total\{outcome="late"\} (\d+)/m), 1);
+      y.close();
+    }));
+
+  test('a handover later than 30 directoryTimeouts is dropped: that slow an owner loses the session, and the client is told NO_SESSION', () =>
+    withPair(['rslower', 'rquicker'], ['127.0.0.11', '127.0.0.12'], ['--directory-timeout', '50'], async (slow, quick) => {
+      const unanswered = () => metric(quick, /^sobani_claims_total\{outcome="unanswered"\} (\d+)/m);
+      // quick gives up waiting (30 x 50 ms) while the owner is still stopped
+      const { y, token, secret, challenge } = await claimFromStopped(slow, quick, () => until('the claim given up', async () => (await unanswered()) === 1));
+      // the owner goes on: it ends the session and hands it over, to no one
+      await until('the owner let go', async () => (await metric(slow, /^sobani_sessions_released_total (\d+)/m)) === 1);
+      await until('the handover dropped', async () => (await metric(quick, /^sobani_directory_invalid_total\{reason="unmatched_result"\} (\d+)/m)) === 1);
+      assert.equal(await metric(quick, /^sobani_claims_total\{outcome="late"\} (\d+)/m), 0);
+      // claimed again: no instance holds it now, and the client is told so (it announces again)
+      const r = await y.request({ action: 'pulse', token, challenge }, 'pulseReceived');
+      assert.equal(r.data!.status, '1', r.raw);
+      assert.equal(tagged(r, secret), true);
       y.close();
     }));
 

@@ -19,7 +19,8 @@
 // the owner does not hold it: NO_SESSION), or the error the requester is told
 // (DIRECTORY_UNAVAILABLE, PEER_UNREACHABLE after directoryTimeout; a handover that
 // comes after that still starts the session here, so a slow Redis loses no session:
-// the requester's retry is then served). Only a request
+// the requester's retry is then served; within 30 directoryTimeouts, after that it is
+// unmatched). Only a request
 // with the session's token and a challenge proving its source receives makes a
 // claim; only a claim with the key's proof ends a session; a handover is taken only
 // for a claim pending here with the instance it was sent to.
@@ -30,8 +31,8 @@ import type { RedisDirectory } from './redis-directory.js';
 
 type Outcome = NonNullable<ClaimForward['outcome']>;
 
-/** How long a claim that timed out still takes its handover (the owner may have ended the session). */
-const LATE_MS = 30_000;
+/** How many directoryTimeouts a claim that timed out still takes its handover (the owner may have ended the session): 30 s at the default. */
+export const LATE_TIMEOUTS = 30;
 /**
  * A claim is taken within this much of when it was made (instances' clocks must
  * agree to within it, as NTP keeps them), and only once: a claim captured from Redis
@@ -40,8 +41,11 @@ const LATE_MS = 30_000;
 export const CLAIM_WINDOW_MS = 30_000;
 
 export interface ClaimCounters {
-  /** claims this instance made, by outcome; `late`: a handover after PEER_UNREACHABLE, taken */
-  outcomes: Partial<Record<Outcome | 'late', number>>;
+  /**
+   * claims this instance made, by outcome; besides: `late`, a handover after
+   * PEER_UNREACHABLE, taken; `unanswered`, no handover within LATE_TIMEOUTS after one
+   */
+  outcomes: Partial<Record<Outcome | 'late' | 'unanswered', number>>;
   /** sessions this instance handed to another one */
   released: number;
 }
@@ -57,7 +61,7 @@ interface Pending { shard: number; f: ClaimForward; owner: string | null; timer:
 export class RemoteClaims {
   readonly counters: ClaimCounters = { outcomes: {}, released: 0 };
   private readonly pending = new Map<string, Pending>();
-  /** Claims answered PEER_UNREACHABLE after they were published: their handover is still taken, for LATE_MS. */
+  /** Claims answered PEER_UNREACHABLE after they were published: their handover is still taken, for LATE_TIMEOUTS x timeoutMs. */
   private readonly late = new Map<string, Pending>();
   /** Other instances' claims taken in the last CLAIM_WINDOW_MS ("from req" -> when), oldest first. */
   private readonly taken = new Map<string, number>();
@@ -134,7 +138,10 @@ export class RemoteClaims {
     if (p === undefined) return;
     this.done(req, p);
     if (outcome === 'PEER_UNREACHABLE' && p.owner !== null) {
-      p.timer = setTimeout(() => this.late.delete(req), LATE_MS);
+      p.timer = setTimeout(() => {
+        this.late.delete(req);
+        this.counters.outcomes.unanswered = (this.counters.outcomes.unanswered ?? 0) + 1;
+      }, LATE_TIMEOUTS * this.timeoutMs);
       p.timer.unref();
       this.late.set(req, p);
     }
