@@ -4,8 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WirePeer, withTracker, wireBytes } from './helpers/wire.js';
-import { addressBucket, shardOfBucket } from '../src/routing.js';
+import { WirePeer, ipInShard, withTracker, wireBytes } from './helpers/wire.js';
 
 const ANNOUNCE = '{"action":"announce"}';
 
@@ -154,9 +153,7 @@ test('when the full pulse reply does not fit (32-character shareIds), the seed R
 test('an unverified requester\'s push to another shard carries its budget along: answered, and within 3x', () =>
   withTracker({ shards: 2 }, async (tracker, target) => {
     // two source IPs that route to different shards
-    const ips = Array.from({ length: 50 }, (_, i) => `127.0.55.${i + 1}`);
-    const requesterIp = ips.find((ip) => shardOfBucket(addressBucket(ip), 2) === 0)!;
-    const targetIp = ips.find((ip) => shardOfBucket(addressBucket(ip), 2) === 1)!;
+    const requesterIp = ipInShard('127.0.55', 2, 0), targetIp = ipInShard('127.0.55', 2, 1);
     const owner = await WirePeer.open(target, targetIp);
     owner.send(ANNOUNCE);
     const id = (await owner.next('announceReceived')).data!.shareId as string;

@@ -168,6 +168,15 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
   const client = (i: Instance): Promise<WirePeer> => WirePeer.open({ address: i.host, port: i.port }, `127.0.31.${clientIp++}`);
   const channel = (i: Instance | string): string => `sobani:i2:${typeof i === 'string' ? i : i.id}`;
   const publish = async (to: Instance | string, bytes: Uint8Array): Promise<number> => publisher.publish(channel(to), Buffer.from(bytes));
+  /** An "owner" that is the test itself: instance `id`'s channel, and every message published on it, unpacked. */
+  const ghostOwner = async (id: string): Promise<{ messages: Record<string, any>[]; disconnect(): void }> => {
+    const ghost = new Redis(redis.url, { lazyConnect: true });
+    await ghost.connect();
+    const messages: Record<string, any>[] = [];
+    ghost.on('messageBuffer', (_c: Buffer, m: Buffer) => messages.push(new Unpackr({ useRecords: false }).unpack(m) as Record<string, any>));
+    await ghost.subscribe(channel(id));
+    return { messages, disconnect: () => ghost.disconnect() };
+  };
 
   before(async () => {
     redis = await startRedis();
@@ -251,12 +260,9 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
     listener.on('message', (m) => heard.push(m.toString('latin1')));
     await new Promise<void>((r) => listener.bind(0, '127.0.31.250', r));
     const aim = listener.address();
-    // An "owner" that is the test itself: the pointer names instance ghost, whose channel the test listens on.
-    const ghost = new Redis(redis.url, { lazyConnect: true });
-    await ghost.connect();
-    const pushes: Record<string, unknown>[] = [];
-    ghost.on('messageBuffer', (_c: Buffer, m: Buffer) => pushes.push(new Unpackr({ useRecords: false }).unpack(m) as Record<string, unknown>));
-    await ghost.subscribe(channel('ghost'));
+    // the pointer names instance ghost, whose channel the test listens on
+    const ghost = await ghostOwner('ghost');
+    const pushes = ghost.messages;
     const y = await client(bravo);
     try {
       await y.announce();
@@ -314,11 +320,8 @@ describe('messages from Redis cannot crash an instance nor aim its datagrams', {
   });
 
   test('an owner\'s replies to an unproven requester stay within the grant its own instance took: the rest are dropped and counted', async () => {
-    const ghost = new Redis(redis.url, { lazyConnect: true });
-    await ghost.connect();
-    const pushes: Record<string, any>[] = [];
-    ghost.on('messageBuffer', (_c: Buffer, m: Buffer) => pushes.push(new Unpackr({ useRecords: false }).unpack(m) as Record<string, any>));
-    await ghost.subscribe(channel('ghost2'));
+    const ghost = await ghostOwner('ghost2');
+    const pushes = ghost.messages;
     const w = await client(bravo);
     try {
       await w.announce({ verify: false });

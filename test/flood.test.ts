@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { addressBucket, shardOfBucket } from '../src/routing.js';
-import { EXPECT_MS, WirePeer, withTracker } from './helpers/wire.js';
+import { EXPECT_MS, WirePeer, ipInShard, withTracker } from './helpers/wire.js';
 
 const ROUNDS = 12;
 const BURST = 3000;
@@ -59,15 +59,6 @@ parentPort.on('message', (m) => {
 });
 `;
 
-/** A loopback address that routes to the same shard as `ip` under `shards` shards. */
-function sameShardAs(ip: string, shards: number): string {
-  const shard = shardOfBucket(addressBucket(ip), shards);
-  for (let i = 1; i < 255; i++) {
-    const candidate = `127.0.72.${i}`;
-    if (shardOfBucket(addressBucket(candidate), shards) === shard) return candidate;
-  }
-  throw new Error('no loopback address in that shard');
-}
 
 for (const relay of [false, true]) test(`a flooding source cannot push honest pulse success below 99 %, lose a session, or get back more than 3x its bytes${relay ? ' (a relay configured)' : ''}`, () =>
   // ipRate 1/s: the attacker's IP gets its burst of 8,192 requests handled, then
@@ -76,7 +67,7 @@ for (const relay of [false, true]) test(`a flooding source cannot push honest pu
     const honest = await Promise.all(Array.from({ length: 100 }, (_, i) => WirePeer.open(target, `127.0.70.${i + 1}`)));
     const ids = await Promise.all(honest.map((p) => p.announce()));
 
-    const attacker = new Worker(ATTACKER, { eval: true, workerData: { port: target.port, address: target.address, attackerIp: ATTACKER_IP, markerIp: sameShardAs(ATTACKER_IP, 2) } });
+    const attacker = new Worker(ATTACKER, { eval: true, workerData: { port: target.port, address: target.address, attackerIp: ATTACKER_IP, markerIp: ipInShard('127.0.72', 2, shardOfBucket(addressBucket(ATTACKER_IP), 2)) } });
     const messages: ((m: Record<string, number>) => void)[] = [];
     attacker.on('message', (m) => messages.shift()?.(m));
     const nextMessage = (): Promise<Record<string, number>> => new Promise((resolve, reject) => {

@@ -5,8 +5,7 @@
 // dialect and clients that never send the field see nothing new.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { addressBucket, shardOfBucket } from '../src/routing.js';
-import { PADDED_ANNOUNCE, WirePeer, withTracker, type Reply } from './helpers/wire.js';
+import { PADDED_ANNOUNCE, WirePeer, ipInShard, withTracker, type Reply } from './helpers/wire.js';
 
 /** Announces (padded) with `local` when given, then proves with a pulse. */
 async function announceWith(p: WirePeer, local?: unknown): Promise<string> {
@@ -137,9 +136,7 @@ test('a third party that pushes to nobody never receives anyone\'s local address
 test('the candidates travel with a push forwarded to another shard', () =>
   withTracker({ shards: 2 }, async (_t, target) => {
     // two addresses whose sessions live in different shards
-    const ips = Array.from({ length: 64 }, (_, i) => `127.0.64.${i + 1}`);
-    const ipA = ips.find((ip) => shardOfBucket(addressBucket(ip), 2) === 0)!;
-    const ipB = ips.find((ip) => shardOfBucket(addressBucket(ip), 2) === 1)!;
+    const ipA = ipInShard('127.0.64', 2, 0), ipB = ipInShard('127.0.64', 2, 1);
     const a = await WirePeer.open(target, ipA);
     const b = await WirePeer.open(target, ipB);
     const idA = await announceWith(a, ['10.0.1.2:41000']);

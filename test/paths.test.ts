@@ -10,8 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { secretOfToken, verifyTagged } from '../src/auth/tag.js';
-import { addressBucket, shardOfBucket } from '../src/routing.js';
-import { WirePeer, withTracker, wireBytes, type Reply } from './helpers/wire.js';
+import { WirePeer, ipInShard, withTracker, wireBytes, type Reply } from './helpers/wire.js';
 
 const tagged = (r: Reply, key: Uint32Array): boolean => verifyTagged(Buffer.from(r.raw, 'utf8'), key);
 const pulse = (token: string, extra: Record<string, unknown> = {}): string => JSON.stringify({ action: 'pulse', token, ...extra });
@@ -23,21 +22,13 @@ async function tokenSession(p: WirePeer): Promise<{ shareId: string; token: stri
   return { shareId, token, key: secretOfToken(token)! };
 }
 
-/** An address 127.0.x.y whose IP routes to shard `want` (or not to it, `other`) of `shards`. */
-function addressRouting(shards: number, want: number, other = false, from = 1): string {
-  for (let i = from; i < 250; i++) {
-    const ip = `127.0.71.${i}`;
-    if ((shardOfBucket(addressBucket(ip), shards) === want) !== other) return ip;
-  }
-  throw new Error('no such address');
-}
 
 for (const shards of [1, 4]) {
   test(`a token request from a new address gets a challenge and moves nothing; with the challenge the session moves there (${shards} shard${shards > 1 ? 's' : ''})`, () =>
     withTracker({ shards }, async (t, target) => {
-      const oldIp = addressRouting(shards, 0);
+      const oldIp = ipInShard('127.0.71', shards, 0);
       // with 4 shards, the new IP routes to another shard than the session's: the request is forwarded there
-      const newIp = shards === 1 ? '127.0.72.2' : addressRouting(shards, 0, true);
+      const newIp = shards === 1 ? '127.0.72.2' : ipInShard('127.0.71', shards, 0, true);
       const before = await WirePeer.open(target, oldIp);
       const s = await tokenSession(before);
       const friend = await WirePeer.open(target, '127.0.72.9');

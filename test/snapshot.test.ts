@@ -218,19 +218,33 @@ test('--snapshot-interval also writes the file while running', async () => {
 // multiaddr override; 127.0.90.2:40002 legacy, kept alive; 127.0.90.3:40003 announced only.
 const V1 = { documented: '8r2GTMpc2DJY', legacy: 'nifggXSOEzMb', unknown: 'pVckbsrAQ8K9' };
 
-test('a snapshot written by the previous release (format version 1) restores every session as it was', async () => {
+/**
+ * A tracker restored from a fixture an earlier release wrote (only its clock moved:
+ * the sessions are that release's bytes), its three sessions restored, and the
+ * fixture's three clients at their own addresses.
+ */
+async function fromFixture(name: string, fn: (c: { documented: WirePeer; legacy: WirePeer; unknown: WirePeer; tracker: Tracker }) => Promise<void>): Promise<void> {
   const file = newFile();
-  // Only the clock moves: the sessions are the previous release's bytes.
-  writeFileSync(file, reheader(readFileSync(new URL('./fixtures/snapshot-v1.bin', import.meta.url)), { writtenAt: Date.now() }));
+  writeFileSync(file, reheader(readFileSync(new URL(`./fixtures/${name}`, import.meta.url)), { writtenAt: Date.now() }));
   const { tracker, lines } = await start({ snapshot: file });
   const target = { address: '127.0.0.1', port: tracker.addresses[0]!.port };
-  const bound = (ip: string, port: number) => WirePeer.open(target, ip, port);
   try {
     assert.equal(restoreLine(lines)[0]!.restored, 3);
+    const [documented, legacy, unknown] = await Promise.all([
+      WirePeer.open(target, '127.0.90.1', 40001), WirePeer.open(target, '127.0.90.2', 40002), WirePeer.open(target, '127.0.90.3', 40003)]);
+    try {
+      await fn({ documented, legacy, unknown, tracker });
+    } finally {
+      for (const p of [documented, legacy, unknown]) p.close();
+    }
+  } finally {
+    await tracker.close();
+  }
+}
+
+test('a snapshot written by the previous release (format version 1) restores every session as it was', () =>
+  fromFixture('snapshot-v1.bin', async ({ documented, legacy, unknown, tracker }) => {
     assert.equal((await tracker.stats()).peers, 3);
-    const documented = await bound('127.0.90.1', 40001);
-    const legacy = await bound('127.0.90.2', 40002);
-    const unknown = await bound('127.0.90.3', 40003);
     // the proved documented session gets its full pulseReceived, and push still reports its multiaddr
     const pulse = await documented.request({ action: 'pulse' }, 'pulseReceived');
     assert.equal(pulse.data!.shareId, V1.documented);
@@ -246,11 +260,7 @@ test('a snapshot written by the previous release (format version 1) restores eve
     // the session that had only announced gets its shareId again, as any retried announce
     const retried = await unknown.request('{"action":"announce"}', 'announceReceived');
     assert.equal(retried.data!.shareId, V1.unknown);
-    for (const p of [documented, legacy, unknown]) p.close();
-  } finally {
-    await tracker.close();
-  }
-});
+  }));
 
 // test/fixtures/snapshot-v2.bin was written by the release before local candidates (format
 // version 2, commit 3db787c) from three clients: 127.0.90.1:40001 documented, nat
@@ -258,17 +268,8 @@ test('a snapshot written by the previous release (format version 1) restores eve
 // alive; 127.0.90.3:40003 announced only.
 const V2 = { documented: '8rD2daVTzk5K', legacy: 'nighxyhaSQDJ', unknown: 'pV83T1IyLcTm' };
 
-test('a snapshot written by the release before local candidates (format version 2) restores every session as it was', async () => {
-  const file = newFile();
-  writeFileSync(file, reheader(readFileSync(new URL('./fixtures/snapshot-v2.bin', import.meta.url)), { writtenAt: Date.now() }));
-  const { tracker, lines } = await start({ snapshot: file });
-  const target = { address: '127.0.0.1', port: tracker.addresses[0]!.port };
-  const bound = (ip: string, port: number) => WirePeer.open(target, ip, port);
-  try {
-    assert.equal(restoreLine(lines)[0]!.restored, 3);
-    const documented = await bound('127.0.90.1', 40001);
-    const legacy = await bound('127.0.90.2', 40002);
-    const unknown = await bound('127.0.90.3', 40003);
+test('a snapshot written by the release before local candidates (format version 2) restores every session as it was', () =>
+  fromFixture('snapshot-v2.bin', async ({ documented, legacy, unknown }) => {
     const pulse = await documented.request({ action: 'pulse' }, 'pulseReceived');
     assert.equal(pulse.data!.shareId, V2.documented);
     const pushed = await legacy.request({ action: 'push', shareId: V2.documented }, 'pushed');
@@ -282,11 +283,7 @@ test('a snapshot written by the release before local candidates (format version 
     assert.equal(pushReceived.data!.local, undefined);
     const renewed = await legacy.request('{"action":"announce"}', 'announceReceived');
     assert.notEqual(renewed.data!.shareId, V2.legacy);
-    for (const p of [documented, legacy, unknown]) p.close();
-  } finally {
-    await tracker.close();
-  }
-});
+  }));
 
 test('local candidates survive a restart: the restored session still shows them to its paired peer', async () => {
   const file = newFile();

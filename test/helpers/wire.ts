@@ -5,6 +5,7 @@ import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { startTracker, type Tracker } from '../../src/tracker.js';
 import type { Config, IoChoice } from '../../src/config.js';
+import { addressBucket, shardOfBucket } from '../../src/routing.js';
 
 /**
  * The datagram I/O path the suite runs on: `yarn test` runs the whole suite once
@@ -188,3 +189,12 @@ export async function untilValue<T>(what: string, get: () => Promise<T | null>, 
   return v as T;
 }
 
+
+/** The first loopback address `${prefix}.N` (N = 1, 2, ...) whose IP routes to shard `shard` of `shards` (with `not`: to any other shard). */
+export function ipInShard(prefix: string, shards: number, shard: number, not = false): string {
+  for (let i = 1; i < 255; i++) {
+    const ip = `${prefix}.${i}`;
+    if ((shardOfBucket(addressBucket(ip), shards) === shard) !== not) return ip;
+  }
+  throw new Error(`no address of ${prefix}.0/24 routes ${not ? 'away from' : 'to'} shard ${shard} of ${shards}`);
+}
